@@ -1,0 +1,16 @@
+//! The pieces every cloudcode component shares: the runner's wire protocol
+//! ([`message`] for control messages, [`frame`] for the binary path), the
+//! rules that confine a client-supplied path to a workspace ([`path`]), the
+//! project-scoped access tokens ([`token`]) and object storage ([`storage`]).
+//!
+//! `docs/protocol.md` in the repository is the protocol's reference.
+
+pub mod frame;
+pub mod message;
+pub mod path;
+pub mod storage;
+pub mod token;
+
+/// Version of the runner protocol. Bumped on any incompatible change; the
+/// WebSocket endpoint is `/v{PROTOCOL_VERSION}/ws`.
+pub const PROTOCOL_VERSION: u32 = 1;

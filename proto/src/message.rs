@@ -1,0 +1,293 @@
+//! Control messages: JSON in WebSocket text frames.
+//!
+//! A client sends [`Request`]s, each with an id of its choosing; the runner
+//! answers each with exactly one [`ServerMessage::Response`] or
+//! [`ServerMessage::Error`] carrying that id, and pushes
+//! [`ServerMessage::Event`]s at any time. Bulk bytes (terminal I/O, file
+//! contents) never travel here: see [`crate::frame`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::WorkspacePath;
+
+/// Identifies a terminal within one runner.
+pub type TermId = u32;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Everything a client can ask of a runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Lists one directory (not recursive).
+    List {
+        path: WorkspacePath,
+    },
+    Stat {
+        path: WorkspacePath,
+    },
+    /// Answered with [`Reply::ReadStarted`], then `size` bytes in
+    /// [`crate::frame::Frame::FileChunk`]s whose transfer is the request id.
+    Read {
+        path: WorkspacePath,
+    },
+    /// After sending this the client sends exactly `size` bytes in
+    /// `FileChunk`s whose transfer is the request id. Answered with
+    /// [`Reply::Written`] once the new content is durable in storage.
+    Write {
+        path: WorkspacePath,
+        size: u64,
+        /// Refuse with `conflict` if the file's current version differs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_version: Option<String>,
+        /// Refuse with `already_exists` if the path exists.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create_new: bool,
+    },
+    CreateDir {
+        path: WorkspacePath,
+    },
+    Rename {
+        from: WorkspacePath,
+        to: WorkspacePath,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overwrite: bool,
+    },
+    /// Deleting a non-empty directory needs `recursive`.
+    Delete {
+        path: WorkspacePath,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recursive: bool,
+    },
+    /// Starts [`Event::FsChanged`] events for this connection.
+    WatchFs,
+    UnwatchFs,
+    /// Opens a terminal and attaches this connection to it from sequence 0.
+    TermOpen {
+        cols: u16,
+        rows: u16,
+        /// Program and arguments; the user's login shell when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<Vec<String>>,
+    },
+    /// Attaches to a running terminal. Output resumes at `from_seq`; if that
+    /// has left the scrollback, a snapshot of the screen comes first.
+    TermAttach {
+        term: TermId,
+        from_seq: u64,
+    },
+    TermDetach {
+        term: TermId,
+    },
+    TermResize {
+        term: TermId,
+        cols: u16,
+        rows: u16,
+    },
+    /// Ends the terminal's process group.
+    TermClose {
+        term: TermId,
+    },
+    TermList,
+    StorageStatus,
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Response {
+        id: u64,
+        result: Reply,
+    },
+    /// `id` is absent when the failing message had no readable id (broken
+    /// JSON, a stray binary frame).
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    Event(Event),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Entries { entries: Vec<Entry> },
+    Entry { entry: Entry },
+    ReadStarted { size: u64, version: String },
+    Written { version: String },
+    Done,
+    TermOpened { term: TermId },
+    TermAttached { term: TermId, cols: u16, rows: u16 },
+    Terms { terms: Vec<TermInfo> },
+    Storage { status: StorageStatus },
+    Pong,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// First message on every connection.
+    Welcome {
+        protocol: u32,
+        project: String,
+        /// Largest file a `write` accepts.
+        max_file_size: u64,
+        /// Largest binary frame the runner accepts or sends.
+        max_frame_size: u64,
+    },
+    FsChanged {
+        changes: Vec<FsChange>,
+    },
+    TermExited {
+        term: TermId,
+        /// Exit code; absent when the process was killed by a signal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+    },
+    Storage {
+        status: StorageStatus,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// Sockets, FIFOs, devices.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub path: WorkspacePath,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub mtime_ms: i64,
+    /// For symlinks: the link's target as written. Never followed out of the
+    /// workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Opaque; changes whenever the content does. Files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsChange {
+    pub path: WorkspacePath,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermInfo {
+    pub term: TermId,
+    pub cols: u16,
+    pub rows: u16,
+    /// Sequence number of the next output byte.
+    pub seq: u64,
+    pub attached_clients: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited: Option<Option<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// False while storage calls fail; changes queue and are retried.
+    pub healthy: bool,
+    /// Changes waiting to reach storage.
+    pub pending: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Broken JSON, an unknown op, a missing field.
+    BadRequest,
+    InvalidPath,
+    NotFound,
+    AlreadyExists,
+    /// The file changed since `base_version`.
+    Conflict,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    TooLarge,
+    /// A symlink leads out of the workspace.
+    OutsideWorkspace,
+    UnknownTerminal,
+    /// Storage failed in a way retrying will not fix.
+    Storage,
+    Internal,
+}
+
+impl ServerMessage {
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shapes_are_stable() {
+        let req: Request = serde_json::from_str(r#"{"id":7,"op":"write","path":"a.txt","size":3}"#).unwrap();
+        assert_eq!(
+            req.op,
+            Op::Write {
+                path: WorkspacePath::parse("a.txt").unwrap(),
+                size: 3,
+                base_version: None,
+                create_new: false
+            }
+        );
+        let ev = ServerMessage::Event(Event::TermExited { term: 2, code: Some(0) });
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"type":"event","event":"term_exited","term":2,"code":0}"#
+        );
+        let back: ServerMessage = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(back, ev);
+        let resp = ServerMessage::Response {
+            id: 1,
+            result: Reply::Done,
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"type":"response","id":1,"result":{"kind":"done"}}"#
+        );
+    }
+
+    #[test]
+    fn bad_paths_are_refused_at_parse_time() {
+        let err = serde_json::from_str::<Request>(r#"{"id":1,"op":"read","path":"../../etc/passwd"}"#);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! Paths inside a project's workspace, as clients name them.
+//!
+//! A [`WorkspacePath`] is relative to the workspace root, uses `/` as its only
+//! separator and can be joined onto the root without ever leaving it: `..`,
+//! `.`, empty components, absolute paths, NUL and other control characters
+//! and Unicode that disguises what a name looks like (bidirectional
+//! overrides, zero-width characters) are refused when the path is parsed, so
+//! no code past the parser has to think about them. Symlinks are the file
+//! system's business and are handled where files are opened.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest accepted path, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted path component, in bytes (Linux's `NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Names starting with this are the runner's and storage's temporary files;
+/// clients may neither create nor see them.
+pub const RESERVED_PREFIX: &str = ".cloudcode-tmp-";
+
+/// Deserialisation errors caused by a refused path start with this, so a
+/// server can answer them as `invalid_path` rather than `bad_request`.
+pub const INVALID_PATH_PREFIX: &str = "invalid path: ";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("absolute paths are not accepted; name paths relative to the workspace root")]
+    Absolute,
+    #[error("`..` is not accepted in a path")]
+    ParentComponent,
+    #[error("`.` and empty components (`a//b`, a trailing `/`) are not accepted in a path")]
+    EmptyOrDotComponent,
+    #[error("the path contains a NUL byte")]
+    Nul,
+    #[error("the path contains the control character U+{0:04X}")]
+    ControlChar(u32),
+    #[error("the path contains U+{0:04X}, which disguises how the name reads")]
+    DeceptiveChar(u32),
+    #[error("`\\` is not a path separator here and is not accepted in names")]
+    Backslash,
+    #[error("the path is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    #[error("a path component is longer than {MAX_COMPONENT_BYTES} bytes")]
+    ComponentTooLong,
+    #[error("names starting with `{RESERVED_PREFIX}` are reserved")]
+    Reserved,
+}
+
+/// A validated path relative to the workspace root. The empty path is the
+/// root itself.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct WorkspacePath(String);
+
+impl WorkspacePath {
+    pub fn root() -> Self {
+        Self(String::new())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        if raw.is_empty() {
+            return Ok(Self::root());
+        }
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong);
+        }
+        if raw.starts_with('/') {
+            return Err(PathError::Absolute);
+        }
+        for component in raw.split('/') {
+            check_component(component)?;
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The last component, or `None` for the root.
+    pub fn file_name(&self) -> Option<&str> {
+        if self.is_root() {
+            None
+        } else {
+            self.0.rsplit('/').next()
+        }
+    }
+
+    /// The containing directory, or `None` for the root.
+    pub fn parent(&self) -> Option<WorkspacePath> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.rfind('/') {
+            Some(i) => Self(self.0[..i].to_owned()),
+            None => Self::root(),
+        })
+    }
+
+    /// Appends one validated component.
+    pub fn join(&self, name: &str) -> Result<WorkspacePath, PathError> {
+        check_component(name)?;
+        if self.is_root() {
+            Ok(Self(name.to_owned()))
+        } else {
+            let joined = format!("{}/{}", self.0, name);
+            if joined.len() > MAX_PATH_BYTES {
+                return Err(PathError::TooLong);
+            }
+            Ok(Self(joined))
+        }
+    }
+
+    /// True when `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &WorkspacePath) -> bool {
+        other.is_root()
+            || self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// The path as a relative `std::path::Path` (`.` for the root), for APIs
+    /// that open it beneath a directory handle.
+    pub fn as_relative_fs_path(&self) -> &std::path::Path {
+        if self.is_root() {
+            std::path::Path::new(".")
+        } else {
+            std::path::Path::new(&self.0)
+        }
+    }
+}
+
+fn check_component(component: &str) -> Result<(), PathError> {
+    if component.is_empty() || component == "." {
+        return Err(PathError::EmptyOrDotComponent);
+    }
+    if component == ".." {
+        return Err(PathError::ParentComponent);
+    }
+    if component.len() > MAX_COMPONENT_BYTES {
+        return Err(PathError::ComponentTooLong);
+    }
+    if component.starts_with(RESERVED_PREFIX) {
+        return Err(PathError::Reserved);
+    }
+    for c in component.chars() {
+        check_char(c)?;
+    }
+    Ok(())
+}
+
+fn check_char(c: char) -> Result<(), PathError> {
+    let code = c as u32;
+    match c {
+        '\0' => Err(PathError::Nul),
+        '\\' => Err(PathError::Backslash),
+        _ if c.is_control() => Err(PathError::ControlChar(code)),
+        // Bidirectional embeddings, overrides and isolates, marks, zero-width
+        // space/non-joiner, word joiner, invisible operators, the BOM and the
+        // line/paragraph separators: each makes a name display as another.
+        '\u{200B}'
+        | '\u{200C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{2028}'
+        | '\u{2029}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}' => Err(PathError::DeceptiveChar(code)),
+        _ => Ok(()),
+    }
+}
+
+impl fmt::Display for WorkspacePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_root() {
+            f.write_str("(workspace root)")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+impl fmt::Debug for WorkspacePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl Serialize for WorkspacePath {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkspacePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        WorkspacePath::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{INVALID_PATH_PREFIX}{e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for ok in [
+            "",
+            "a",
+            "src/main.py",
+            "dir with spaces/ünïcødé.txt",
+            "emoji-😀/x",
+            ".env",
+            "a..b",
+        ] {
+            assert_eq!(WorkspacePath::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_odd_names() {
+        let cases = [
+            ("/etc/passwd", PathError::Absolute),
+            ("..", PathError::ParentComponent),
+            ("a/../../etc", PathError::ParentComponent),
+            ("a//b", PathError::EmptyOrDotComponent),
+            ("a/", PathError::EmptyOrDotComponent),
+            ("./a", PathError::EmptyOrDotComponent),
+            ("a\0b", PathError::Nul),
+            ("a\nb", PathError::ControlChar(0x0a)),
+            ("a\u{202E}txt.exe", PathError::DeceptiveChar(0x202E)),
+            ("a\u{200B}b", PathError::DeceptiveChar(0x200B)),
+            ("..\\..\\x", PathError::Backslash),
+            (".cloudcode-tmp-123", PathError::Reserved),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(WorkspacePath::parse(raw), Err(expected), "{raw:?}");
+        }
+        assert_eq!(WorkspacePath::parse(&"a".repeat(256)), Err(PathError::ComponentTooLong));
+        assert_eq!(WorkspacePath::parse(&"a/".repeat(2100)), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn parent_join_and_prefix() {
+        let p = WorkspacePath::parse("a/b/c").unwrap();
+        assert_eq!(p.parent().unwrap().as_str(), "a/b");
+        assert_eq!(p.file_name(), Some("c"));
+        assert_eq!(WorkspacePath::parse("a").unwrap().parent(), Some(WorkspacePath::root()));
+        assert_eq!(WorkspacePath::root().join("x").unwrap().as_str(), "x");
+        assert!(WorkspacePath::root().join("..").is_err());
+        assert!(p.starts_with(&WorkspacePath::parse("a/b").unwrap()));
+        assert!(
+            !WorkspacePath::parse("a/bc")
+                .unwrap()
+                .starts_with(&WorkspacePath::parse("a/b").unwrap())
+        );
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        let err = serde_json::from_str::<WorkspacePath>("\"../x\"").unwrap_err();
+        assert!(err.to_string().contains(".."));
+    }
+}

@@ -1,0 +1,610 @@
+//! One client's WebSocket connection.
+//!
+//! The socket is split: this task reads and dispatches every request through
+//! one `match` ([`Connection::handle_request`]); a writer task owns the sending
+//! half and drains three bounded queues, highest priority first — control
+//! messages, terminal output, file chunks — so a 1 GB download never delays a
+//! keystroke echo and a client that stops reading holds a fixed amount of
+//! memory.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use bytes::Bytes;
+use cloudcode_proto::PROTOCOL_VERSION;
+use cloudcode_proto::frame::{Frame, encode_term_output};
+use cloudcode_proto::message::{ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, ServerMessage, TermId};
+use cloudcode_proto::path::{INVALID_PATH_PREFIX, WorkspacePath};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::files::{FileError, PendingWrite};
+use crate::state::RunnerState;
+use crate::terminal::scrollback::Next;
+use crate::terminal::{READ_CHUNK, Terminal};
+
+const CONTROL_QUEUE: usize = 64;
+/// Terminal frames are at most 64 KiB: this bounds a stalled client's
+/// terminal backlog to 512 KiB per connection.
+const TERMINAL_QUEUE: usize = 8;
+const BULK_QUEUE: usize = 4;
+/// File bytes per download frame.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// Messages written before one flush.
+const WRITE_BATCH: usize = 32;
+
+#[derive(Clone)]
+struct Outbound {
+    control: mpsc::Sender<Message>,
+    terminal: mpsc::Sender<Message>,
+    bulk: mpsc::Sender<Message>,
+}
+
+impl Outbound {
+    async fn send(&self, message: ServerMessage) {
+        // Serialising our own types cannot fail.
+        let json = serde_json::to_string(&message).unwrap_or_default();
+        let _ = self.control.send(Message::Text(Utf8Bytes::from(json))).await;
+    }
+
+    async fn reply(&self, id: u64, result: Result<Reply, FileError>) {
+        let message = match result {
+            Ok(result) => ServerMessage::Response { id, result },
+            Err(e) => ServerMessage::error(Some(id), e.code, e.message),
+        };
+        self.send(message).await;
+    }
+}
+
+struct Upload {
+    pending: PendingWrite,
+    size: u64,
+    received: u64,
+}
+
+struct Attachment {
+    cancel: CancellationToken,
+}
+
+pub struct Connection {
+    state: Arc<RunnerState>,
+    out: Outbound,
+    uploads: HashMap<u64, Upload>,
+    attached: HashMap<TermId, Attachment>,
+    fs_watch: Option<CancellationToken>,
+    /// Cancels every task this connection started.
+    tasks: CancellationToken,
+}
+
+pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
+    let (sink, mut stream) = socket.split();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (terminal_tx, terminal_rx) = mpsc::channel(TERMINAL_QUEUE);
+    let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
+    let (close_tx, close_rx) = mpsc::channel::<CloseFrame>(1);
+    let writer = tokio::spawn(write_loop(sink, control_rx, terminal_rx, bulk_rx, close_rx));
+    let out = Outbound {
+        control: control_tx,
+        terminal: terminal_tx,
+        bulk: bulk_tx,
+    };
+    let tasks = state.shutdown.child_token();
+    let mut conn = Connection {
+        state: state.clone(),
+        out,
+        uploads: HashMap::new(),
+        attached: HashMap::new(),
+        fs_watch: None,
+        tasks,
+    };
+
+    conn.out
+        .send(ServerMessage::Event(Event::Welcome {
+            protocol: PROTOCOL_VERSION,
+            project: state.project.clone(),
+            max_file_size: state.limits.max_file_size,
+            max_frame_size: state.limits.max_frame_size as u64,
+        }))
+        .await;
+    conn.spawn_storage_status();
+
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = conn.tasks.cancelled() => {
+                let _ = close_tx.try_send(CloseFrame { code: close_code::AWAY, reason: "runner shutting down".into() });
+                break;
+            }
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => conn.handle_text(text.as_str()).await,
+            Some(Ok(Message::Binary(data))) => conn.handle_binary(data).await,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Err(e)) => {
+                let text = e.to_string();
+                tracing::info!("connection read error: {text}");
+                // Oversized messages break the framing: say why, then close.
+                if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                    let _ = close_tx.try_send(CloseFrame {
+                        code: close_code::SIZE,
+                        reason: "message exceeds max_frame_size".into(),
+                    });
+                } else {
+                    let _ = close_tx.try_send(CloseFrame {
+                        code: close_code::PROTOCOL,
+                        reason: "protocol error".into(),
+                    });
+                }
+                break;
+            }
+        }
+    }
+    conn.finish();
+    drop(conn);
+    drop(close_tx);
+    let _ = writer.await;
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut control: mpsc::Receiver<Message>,
+    mut terminal: mpsc::Receiver<Message>,
+    mut bulk: mpsc::Receiver<Message>,
+    mut close: mpsc::Receiver<CloseFrame>,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            Some(frame) = close.recv() => {
+                // Flush replies already queued (an error explaining the
+                // close) before the close frame.
+                while let Ok(m) = control.try_recv() {
+                    let _ = sink.feed(m).await;
+                }
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            Some(m) = control.recv() => m,
+            Some(m) = terminal.recv() => m,
+            Some(m) = bulk.recv() => m,
+            else => return,
+        };
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        // Batch what is already queued into one flush.
+        for _ in 0..WRITE_BATCH {
+            let next = control
+                .try_recv()
+                .or_else(|_| terminal.try_recv())
+                .or_else(|_| bulk.try_recv());
+            match next {
+                Ok(m) => {
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Connection {
+    async fn handle_text(&mut self, text: &str) {
+        match serde_json::from_str::<Request>(text) {
+            Ok(request) => self.handle_request(request).await,
+            Err(e) => {
+                let id = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("id")?.as_u64());
+                let message = e.to_string();
+                let code = if message.contains(INVALID_PATH_PREFIX) {
+                    ErrorCode::InvalidPath
+                } else {
+                    ErrorCode::BadRequest
+                };
+                self.out.send(ServerMessage::error(id, code, message)).await;
+            }
+        }
+    }
+
+    async fn handle_binary(&mut self, data: Bytes) {
+        match Frame::decode(data) {
+            Ok(Frame::TermInput { term, data }) => match self.state.terminals.get(term) {
+                Some(terminal) => terminal.write_input(data).await,
+                None => {
+                    self.out
+                        .send(ServerMessage::error(
+                            None,
+                            ErrorCode::UnknownTerminal,
+                            format!("no terminal {term}"),
+                        ))
+                        .await
+                }
+            },
+            Ok(Frame::FileChunk { transfer, offset, data }) => self.receive_chunk(transfer, offset, data).await,
+            Ok(other) => {
+                let msg = format!("frame {other:?} is sent by the runner, not to it");
+                self.out
+                    .send(ServerMessage::error(None, ErrorCode::BadRequest, msg))
+                    .await
+            }
+            Err(e) => {
+                self.out
+                    .send(ServerMessage::error(None, ErrorCode::BadRequest, e.to_string()))
+                    .await
+            }
+        }
+    }
+
+    /// Every request goes through here.
+    async fn handle_request(&mut self, Request { id, op }: Request) {
+        let ws = &self.state.workspace;
+        let result = match op {
+            Op::List { path } => ws.list(&path).map(|entries| Reply::Entries { entries }),
+            Op::Stat { path } => ws.entry(&path).map(|entry| Reply::Entry { entry }),
+            Op::Read { path } => return self.start_download(id, path).await,
+            Op::Write {
+                path,
+                size,
+                base_version,
+                create_new,
+            } => {
+                return self.start_upload(id, path, size, base_version, create_new).await;
+            }
+            Op::CreateDir { path } => ws.create_dir(&path).map(|()| Reply::Done),
+            Op::Rename { from, to, overwrite } => match ws.rename(&from, &to, overwrite) {
+                Ok(()) => return self.reply_when_durable(id, vec![from, to], Reply::Done),
+                Err(e) => Err(e),
+            },
+            Op::Delete { path, recursive } => match ws.delete(&path, recursive) {
+                Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
+                Err(e) => Err(e),
+            },
+            Op::WatchFs => {
+                self.start_fs_watch();
+                Ok(Reply::Done)
+            }
+            Op::UnwatchFs => {
+                if let Some(watch) = self.fs_watch.take() {
+                    watch.cancel();
+                }
+                Ok(Reply::Done)
+            }
+            Op::TermOpen { cols, rows, command } => match self.state.terminals.open(cols, rows, command) {
+                Ok(terminal) => {
+                    self.out.reply(id, Ok(Reply::TermOpened { term: terminal.id })).await;
+                    self.attach(terminal, 0);
+                    return;
+                }
+                Err(e) => Err(FileError::new(ErrorCode::BadRequest, e.to_string())),
+            },
+            Op::TermAttach { term, from_seq } => match self.terminal(term) {
+                Ok(terminal) => {
+                    let (cols, rows) = terminal.size();
+                    self.out.reply(id, Ok(Reply::TermAttached { term, cols, rows })).await;
+                    self.attach(terminal, from_seq);
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Op::TermDetach { term } => match self.attached.remove(&term) {
+                Some(a) => {
+                    a.cancel.cancel();
+                    Ok(Reply::Done)
+                }
+                None => Err(unknown_terminal(term)),
+            },
+            Op::TermResize { term, cols, rows } => self
+                .terminal(term)
+                .and_then(|t| {
+                    t.resize(cols, rows)
+                        .map_err(|e| FileError::new(ErrorCode::BadRequest, e.to_string()))
+                })
+                .map(|()| Reply::Done),
+            Op::TermClose { term } => {
+                if self.state.terminals.close(term) {
+                    Ok(Reply::Done)
+                } else {
+                    Err(unknown_terminal(term))
+                }
+            }
+            Op::TermList => Ok(Reply::Terms {
+                terms: self.state.terminals.list(),
+            }),
+            Op::StorageStatus => Ok(Reply::Storage {
+                status: self.state.persister.current_status(),
+            }),
+            Op::Ping => Ok(Reply::Pong),
+        };
+        self.out.reply(id, result).await;
+    }
+
+    fn terminal(&self, term: TermId) -> Result<Arc<Terminal>, FileError> {
+        self.state.terminals.get(term).ok_or_else(|| unknown_terminal(term))
+    }
+
+    /// Answers once the change to `paths` is in storage, without holding up
+    /// this connection's other traffic meanwhile.
+    fn reply_when_durable(&self, id: u64, paths: Vec<WorkspacePath>, reply: Reply) {
+        let out = self.out.clone();
+        let persister = self.state.persister.clone();
+        tokio::spawn(async move {
+            for path in paths {
+                if let Err(e) = persister.persist(path).await {
+                    return out
+                        .reply(id, Err(FileError::new(ErrorCode::Storage, e.to_string())))
+                        .await;
+                }
+            }
+            out.reply(id, Ok(reply)).await;
+        });
+    }
+
+    async fn start_download(&mut self, id: u64, path: WorkspacePath) {
+        let opened = self.state.workspace.open_read(&path, self.state.limits.max_file_size);
+        let (mut file, size, version) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return self.out.reply(id, Err(e)).await,
+        };
+        self.out.reply(id, Ok(Reply::ReadStarted { size, version })).await;
+        let bulk = self.out.bulk.clone();
+        let cancel = self.tasks.clone();
+        tokio::spawn(async move {
+            let mut offset = 0u64;
+            while offset < size {
+                let want = DOWNLOAD_CHUNK.min((size - offset) as usize);
+                let read = tokio::task::block_in_place(|| {
+                    let mut buf = vec![0u8; want];
+                    file.read_exact(&mut buf).map(|()| buf)
+                });
+                let Ok(buf) = read else {
+                    // Truncated under us: the client sees fewer bytes than
+                    // announced and an error.
+                    break;
+                };
+                let frame = Frame::FileChunk {
+                    transfer: id,
+                    offset,
+                    data: Bytes::from(buf),
+                }
+                .encode();
+                tokio::select! {
+                    sent = bulk.send(Message::Binary(frame)) => if sent.is_err() { return },
+                    _ = cancel.cancelled() => return,
+                }
+                offset += want as u64;
+            }
+        });
+    }
+
+    async fn start_upload(&mut self, id: u64, path: WorkspacePath, size: u64, base: Option<String>, create_new: bool) {
+        if self.uploads.contains_key(&id) {
+            let err = FileError::new(
+                ErrorCode::BadRequest,
+                format!("request id {id} already has a write in progress"),
+            );
+            return self.out.reply(id, Err(err)).await;
+        }
+        let limits = &self.state.limits;
+        match self
+            .state
+            .workspace
+            .begin_write(&path, size, limits.max_file_size, base.as_deref(), create_new)
+        {
+            Ok(pending) => {
+                let upload = Upload {
+                    pending,
+                    size,
+                    received: 0,
+                };
+                if size == 0 {
+                    self.finish_upload(id, upload);
+                } else {
+                    self.uploads.insert(id, upload);
+                }
+            }
+            Err(e) => self.out.reply(id, Err(e)).await,
+        }
+    }
+
+    async fn receive_chunk(&mut self, transfer: u64, offset: u64, data: Bytes) {
+        let Some(upload) = self.uploads.get_mut(&transfer) else {
+            let msg = format!("no write in progress for request {transfer}");
+            return self
+                .out
+                .send(ServerMessage::error(Some(transfer), ErrorCode::BadRequest, msg))
+                .await;
+        };
+        let problem = if offset != upload.received {
+            Some(format!("chunk at offset {offset}, expected {}", upload.received))
+        } else if upload.received + data.len() as u64 > upload.size {
+            Some(format!("more bytes than the announced size {}", upload.size))
+        } else {
+            None
+        };
+        let written = match (problem, upload.pending.file()) {
+            (None, Some(file)) => tokio::task::block_in_place(|| file.write_all(&data)).map_err(|e| e.to_string()),
+            (None, None) => Err("write already finished".to_owned()),
+            (Some(p), _) => Err(p),
+        };
+        match written {
+            Ok(()) => {
+                upload.received += data.len() as u64;
+                if upload.received == upload.size
+                    && let Some(upload) = self.uploads.remove(&transfer)
+                {
+                    self.finish_upload(transfer, upload);
+                }
+            }
+            Err(message) => {
+                if let Some(upload) = self.uploads.remove(&transfer) {
+                    upload.pending.abort(&self.state.workspace);
+                }
+                let code = if message.contains("No space") {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::BadRequest
+                };
+                self.out
+                    .send(ServerMessage::error(
+                        Some(transfer),
+                        code,
+                        format!("write aborted: {message}"),
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    /// Commits a complete upload and answers once it is durable.
+    fn finish_upload(&self, id: u64, upload: Upload) {
+        let state = self.state.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let target = upload.pending.target().clone();
+            let committed = tokio::task::spawn_blocking({
+                let state = state.clone();
+                move || upload.pending.commit(&state.workspace)
+            })
+            .await;
+            let version = match committed {
+                Ok(Ok(version)) => version,
+                Ok(Err(e)) => return out.reply(id, Err(e)).await,
+                Err(e) => {
+                    return out
+                        .reply(id, Err(FileError::new(ErrorCode::Internal, e.to_string())))
+                        .await;
+                }
+            };
+            match state.persister.persist(target).await {
+                Ok(()) => out.reply(id, Ok(Reply::Written { version })).await,
+                Err(e) => {
+                    out.reply(id, Err(FileError::new(ErrorCode::Storage, e.to_string())))
+                        .await
+                }
+            }
+        });
+    }
+
+    fn attach(&mut self, terminal: Arc<Terminal>, from_seq: u64) {
+        if let Some(previous) = self.attached.remove(&terminal.id) {
+            previous.cancel.cancel();
+        }
+        let cancel = self.tasks.child_token();
+        self.attached.insert(terminal.id, Attachment { cancel: cancel.clone() });
+        tokio::spawn(pump(terminal, from_seq, self.out.clone(), cancel));
+    }
+
+    fn start_fs_watch(&mut self) {
+        if self.fs_watch.is_some() {
+            return;
+        }
+        let cancel = self.tasks.child_token();
+        self.fs_watch = Some(cancel.clone());
+        let mut events = self.state.fs_events.subscribe();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            loop {
+                let changes = tokio::select! {
+                    e = events.recv() => e,
+                    _ = cancel.cancelled() => return,
+                };
+                let changes = match changes {
+                    Ok(changes) => changes.as_ref().clone(),
+                    // Fell behind: tell the client to re-read everything.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        vec![FsChange {
+                            path: WorkspacePath::root(),
+                            kind: ChangeKind::Modified,
+                        }]
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                out.send(ServerMessage::Event(Event::FsChanged { changes })).await;
+            }
+        });
+    }
+
+    fn spawn_storage_status(&self) {
+        let mut status = self.state.persister.status();
+        let out = self.out.clone();
+        let cancel = self.tasks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    _ = cancel.cancelled() => return,
+                }
+                let current = status.borrow_and_update().clone();
+                out.send(ServerMessage::Event(Event::Storage { status: current })).await;
+            }
+        });
+    }
+
+    /// The client is gone: stop its tasks and drop unfinished writes (the
+    /// files they targeted keep their old content).
+    fn finish(&mut self) {
+        self.tasks.cancel();
+        for (_, upload) in self.uploads.drain() {
+            upload.pending.abort(&self.state.workspace);
+        }
+    }
+}
+
+fn unknown_terminal(term: TermId) -> FileError {
+    FileError::new(ErrorCode::UnknownTerminal, format!("no terminal {term}"))
+}
+
+/// Streams one terminal's output to one client from `seq` on.
+async fn pump(terminal: Arc<Terminal>, mut seq: u64, out: Outbound, cancel: CancellationToken) {
+    let _attached = terminal.attach();
+    let mut changed = terminal.subscribe();
+    loop {
+        changed.borrow_and_update();
+        let output = terminal.read(seq, READ_CHUNK);
+        let frame = match output.next {
+            Next::Data { seq: at, data } => {
+                seq = at + data.len() as u64;
+                encode_term_output(terminal.id, at, &data)
+            }
+            Next::Snapshot { seq: at, data } => {
+                seq = at;
+                Frame::TermSnapshot {
+                    term: terminal.id,
+                    seq: at,
+                    data,
+                }
+                .encode()
+            }
+            Next::UpToDate => {
+                if let Some(code) = output.exited {
+                    out.send(ServerMessage::Event(Event::TermExited {
+                        term: terminal.id,
+                        code,
+                    }))
+                    .await;
+                    return;
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = cancel.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            sent = out.terminal.send(Message::Binary(frame)) => if sent.is_err() { return },
+            _ = cancel.cancelled() => return,
+        }
+    }
+}

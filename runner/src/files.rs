@@ -1,0 +1,512 @@
+//! File operations confined to the workspace.
+//!
+//! Every path a client names is already a [`WorkspacePath`] (no `..`, no
+//! absolute paths). What remains is symlinks: a link planted by user code may
+//! point anywhere. All access therefore goes through a `cap_std::fs::Dir`
+//! handle on the workspace root, which resolves each component beneath that
+//! handle and refuses any resolution that would leave it, so a link out of the
+//! workspace is an error rather than a way out.
+
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata};
+use cloudcode_proto::message::{Entry, EntryKind, ErrorCode};
+use cloudcode_proto::path::{RESERVED_PREFIX, WorkspacePath};
+
+/// A failed file operation, ready to be sent to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FileError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl FileError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn io(path: &WorkspacePath, e: io::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
+            ErrorKind::NotADirectory => ErrorCode::NotADirectory,
+            ErrorKind::IsADirectory => ErrorCode::IsADirectory,
+            ErrorKind::DirectoryNotEmpty => ErrorCode::DirectoryNotEmpty,
+            // cap-std reports an escape as PermissionDenied "a path led
+            // outside of the filesystem"; so does a symlink loop it refuses.
+            ErrorKind::PermissionDenied if e.to_string().contains("outside") => ErrorCode::OutsideWorkspace,
+            _ if e.raw_os_error() == Some(libc::ELOOP) => ErrorCode::OutsideWorkspace,
+            _ => ErrorCode::Internal,
+        };
+        let reason = match code {
+            ErrorCode::NotFound => "no such file or directory".to_owned(),
+            ErrorCode::OutsideWorkspace => "a symlink on this path leads outside the workspace".to_owned(),
+            _ => e.to_string(),
+        };
+        Self::new(code, format!("{path}: {reason}"))
+    }
+}
+
+pub type FileResult<T> = Result<T, FileError>;
+
+/// The project's files.
+pub struct Workspace {
+    dir: Dir,
+    root: PathBuf,
+}
+
+impl Workspace {
+    pub fn open(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        Ok(Self {
+            dir: Dir::open_ambient_dir(&root, ambient_authority())?,
+            root,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory handle, for other confined access (persistence).
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    pub fn list(&self, path: &WorkspacePath) -> FileResult<Vec<Entry>> {
+        let io = |e| FileError::io(path, e);
+        let entries = if path.is_root() {
+            self.dir.entries()
+        } else {
+            self.dir.read_dir(path.as_relative_fs_path())
+        }
+        .map_err(io)?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue; // Not UTF-8: no client can name it anyway.
+            };
+            // Names a client cannot address (control characters, our own
+            // temporary files) are not shown either.
+            let Ok(child) = path.join(&name) else { continue };
+            match self.entry(&child) {
+                Ok(e) => out.push(e),
+                // Deleted between listing and stat: simply gone.
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| (a.kind != EntryKind::Dir, &a.name).cmp(&(b.kind != EntryKind::Dir, &b.name)));
+        Ok(out)
+    }
+
+    /// Describes `path` without following a final symlink.
+    pub fn entry(&self, path: &WorkspacePath) -> FileResult<Entry> {
+        let meta = self.symlink_metadata(path)?;
+        let kind = kind_of(&meta);
+        let target = if kind == EntryKind::Symlink {
+            self.dir
+                .read_link_contents(path.as_relative_fs_path())
+                .ok()
+                .map(|t| t.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        Ok(Entry {
+            name: path.file_name().unwrap_or("").to_owned(),
+            path: path.clone(),
+            kind,
+            size: meta.len(),
+            mtime_ms: mtime_ns(&meta) / 1_000_000,
+            target,
+            version: (kind == EntryKind::File).then(|| version_of(&meta)),
+        })
+    }
+
+    fn symlink_metadata(&self, path: &WorkspacePath) -> FileResult<Metadata> {
+        if path.is_root() {
+            return self.dir.dir_metadata().map_err(|e| FileError::io(path, e));
+        }
+        self.dir
+            .symlink_metadata(path.as_relative_fs_path())
+            .map_err(|e| FileError::io(path, e))
+    }
+
+    /// The version of the file at `path` (following symlinks inside the
+    /// workspace), or `None` if it does not exist.
+    pub fn current_version(&self, path: &WorkspacePath) -> FileResult<Option<String>> {
+        match self.dir.metadata(path.as_relative_fs_path()) {
+            Ok(meta) if meta.is_dir() => Err(FileError::new(
+                ErrorCode::IsADirectory,
+                format!("{path}: is a directory"),
+            )),
+            Ok(meta) => Ok(Some(version_of(&meta))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FileError::io(path, e)),
+        }
+    }
+
+    /// Opens a regular file for reading; returns it with its size and version.
+    pub fn open_read(&self, path: &WorkspacePath, max_size: u64) -> FileResult<(std::fs::File, u64, String)> {
+        let file = self
+            .dir
+            .open(path.as_relative_fs_path())
+            .map_err(|e| FileError::io(path, e))?;
+        let meta = file.metadata().map_err(|e| FileError::io(path, e))?;
+        if meta.is_dir() {
+            return Err(FileError::new(
+                ErrorCode::IsADirectory,
+                format!("{path}: is a directory"),
+            ));
+        }
+        if !meta.is_file() {
+            return Err(FileError::new(
+                ErrorCode::BadRequest,
+                format!("{path}: not a regular file"),
+            ));
+        }
+        if meta.len() > max_size {
+            return Err(too_large(path, meta.len(), max_size));
+        }
+        let version = version_of(&meta);
+        Ok((file.into_std(), meta.len(), version))
+    }
+
+    /// Starts an atomic write: checks the preconditions and creates a
+    /// temporary file beside the destination. Nothing is visible at `path`
+    /// until [`PendingWrite::commit`].
+    pub fn begin_write(
+        &self,
+        path: &WorkspacePath,
+        size: u64,
+        max_size: u64,
+        base_version: Option<&str>,
+        create_new: bool,
+    ) -> FileResult<PendingWrite> {
+        if path.is_root() {
+            return Err(FileError::new(
+                ErrorCode::IsADirectory,
+                "the workspace root is a directory",
+            ));
+        }
+        if size > max_size {
+            return Err(too_large(path, size, max_size));
+        }
+        // Write through a symlink to its target, as editors do, as long as
+        // the target is inside the workspace.
+        let target = self.resolve_for_write(path)?;
+        let current = self.current_version(&target)?;
+        if create_new && current.is_some() {
+            return Err(FileError::new(
+                ErrorCode::AlreadyExists,
+                format!("{path}: already exists"),
+            ));
+        }
+        check_base_version(path, base_version, current.as_deref())?;
+        let parent = target.parent().unwrap_or_default();
+        match self.symlink_metadata(&parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(FileError::new(
+                    ErrorCode::NotADirectory,
+                    format!("{parent}: not a directory"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let tmp_name = format!(
+            "{RESERVED_PREFIX}{}",
+            std::process::id() as u64 * 1_000_003 + next_counter()
+        );
+        let tmp_rel = if parent.is_root() {
+            PathBuf::from(&tmp_name)
+        } else {
+            Path::new(parent.as_str()).join(&tmp_name)
+        };
+        let file = self.dir.create(&tmp_rel).map_err(|e| FileError::io(path, e))?;
+        Ok(PendingWrite {
+            target,
+            tmp_rel,
+            file: Some(file.into_std()),
+            base_version: base_version.map(str::to_owned),
+        })
+    }
+
+    fn resolve_for_write(&self, path: &WorkspacePath) -> FileResult<WorkspacePath> {
+        match self.dir.symlink_metadata(path.as_relative_fs_path()) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let resolved = self
+                    .dir
+                    .canonicalize(path.as_relative_fs_path())
+                    .map_err(|e| FileError::io(path, e))?;
+                let resolved = resolved
+                    .to_str()
+                    .and_then(|s| WorkspacePath::parse(s).ok())
+                    .ok_or_else(|| {
+                        FileError::new(
+                            ErrorCode::OutsideWorkspace,
+                            format!("{path}: symlink target cannot be written"),
+                        )
+                    })?;
+                Ok(resolved)
+            }
+            _ => Ok(path.clone()),
+        }
+    }
+
+    pub fn create_dir(&self, path: &WorkspacePath) -> FileResult<()> {
+        if path.is_root() {
+            return Err(FileError::new(
+                ErrorCode::AlreadyExists,
+                "the workspace root already exists",
+            ));
+        }
+        self.dir
+            .create_dir(path.as_relative_fs_path())
+            .map_err(|e| FileError::io(path, e))
+    }
+
+    pub fn rename(&self, from: &WorkspacePath, to: &WorkspacePath, overwrite: bool) -> FileResult<()> {
+        if from.is_root() || to.is_root() {
+            return Err(FileError::new(
+                ErrorCode::BadRequest,
+                "the workspace root cannot be renamed",
+            ));
+        }
+        if to.starts_with(from) && to != from {
+            return Err(FileError::new(
+                ErrorCode::BadRequest,
+                format!("cannot move {from} into itself"),
+            ));
+        }
+        self.symlink_metadata(from)?;
+        if !overwrite && self.dir.symlink_metadata(to.as_relative_fs_path()).is_ok() {
+            return Err(FileError::new(
+                ErrorCode::AlreadyExists,
+                format!("{to}: already exists"),
+            ));
+        }
+        self.dir
+            .rename(from.as_relative_fs_path(), &self.dir, to.as_relative_fs_path())
+            .map_err(|e| FileError::io(to, e))
+    }
+
+    pub fn delete(&self, path: &WorkspacePath, recursive: bool) -> FileResult<()> {
+        if path.is_root() {
+            return Err(FileError::new(
+                ErrorCode::BadRequest,
+                "the workspace root cannot be deleted",
+            ));
+        }
+        let meta = self.symlink_metadata(path)?;
+        let rel = path.as_relative_fs_path();
+        let result = if meta.is_dir() {
+            // remove_dir_all never follows symlinks: a link to elsewhere is
+            // unlinked, its target untouched.
+            if recursive {
+                self.dir.remove_dir_all(rel)
+            } else {
+                self.dir.remove_dir(rel)
+            }
+        } else {
+            self.dir.remove_file(rel)
+        };
+        result.map_err(|e| FileError::io(path, e))
+    }
+}
+
+fn check_base_version(path: &WorkspacePath, base: Option<&str>, current: Option<&str>) -> FileResult<()> {
+    match (base, current) {
+        (Some(base), Some(current)) if base != current => Err(FileError::new(
+            ErrorCode::Conflict,
+            format!("{path}: changed since version {base} (now {current}); reload or overwrite"),
+        )),
+        (Some(base), None) => Err(FileError::new(
+            ErrorCode::Conflict,
+            format!("{path}: deleted since version {base}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(path: &WorkspacePath, size: u64, max: u64) -> FileError {
+    FileError::new(
+        ErrorCode::TooLarge,
+        format!("{path}: {size} bytes is over the {max}-byte limit for one file"),
+    )
+}
+
+fn next_counter() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+fn kind_of(meta: &Metadata) -> EntryKind {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Modification time and size: every write through the runner renames a new
+/// inode into place, so the nanosecond mtime changes with every save.
+pub fn version_of(meta: &Metadata) -> String {
+    format!("{:x}-{:x}", mtime_ns(meta), meta.len())
+}
+
+/// A write in progress: bytes go to a temporary file that replaces the
+/// destination on commit, so readers (and storage) never see half a file.
+pub struct PendingWrite {
+    target: WorkspacePath,
+    tmp_rel: PathBuf,
+    file: Option<std::fs::File>,
+    base_version: Option<String>,
+}
+
+impl PendingWrite {
+    pub fn target(&self) -> &WorkspacePath {
+        &self.target
+    }
+
+    /// The temporary file, for appending chunks.
+    pub fn file(&mut self) -> Option<&mut std::fs::File> {
+        self.file.as_mut()
+    }
+
+    pub fn take_file(&mut self) -> Option<std::fs::File> {
+        self.file.take()
+    }
+
+    pub fn put_file(&mut self, file: std::fs::File) {
+        self.file = Some(file);
+    }
+
+    /// Renames the temporary file over the destination; returns the new
+    /// version.
+    pub fn commit(mut self, workspace: &Workspace) -> FileResult<String> {
+        drop(self.file.take());
+        // The file may have changed while the bytes were arriving.
+        let renamed = workspace
+            .current_version(&self.target)
+            .and_then(|current| check_base_version(&self.target, self.base_version.as_deref(), current.as_deref()))
+            .and_then(|()| {
+                workspace
+                    .dir
+                    .rename(&self.tmp_rel, &workspace.dir, self.target.as_relative_fs_path())
+                    .map_err(|e| FileError::io(&self.target, e))
+            });
+        if let Err(e) = renamed {
+            self.cleanup(workspace);
+            return Err(e);
+        }
+        self.tmp_rel = PathBuf::new();
+        let meta = workspace
+            .dir
+            .metadata(self.target.as_relative_fs_path())
+            .map_err(|e| FileError::io(&self.target, e))?;
+        Ok(version_of(&meta))
+    }
+
+    /// Drops the temporary file.
+    pub fn abort(mut self, workspace: &Workspace) {
+        self.cleanup(workspace);
+    }
+
+    fn cleanup(&mut self, workspace: &Workspace) {
+        drop(self.file.take());
+        if !self.tmp_rel.as_os_str().is_empty() {
+            let _ = workspace.dir.remove_file(&self.tmp_rel);
+            self.tmp_rel = PathBuf::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn p(s: &str) -> WorkspacePath {
+        WorkspacePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn symlinks_out_of_the_workspace_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "top secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(root.path()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("secret-link")).unwrap();
+
+        let err = ws.open_read(&p("escape/secret"), u64::MAX).unwrap_err();
+        assert_eq!(err.code, ErrorCode::OutsideWorkspace, "{err}");
+        let err = ws.open_read(&p("secret-link"), u64::MAX).unwrap_err();
+        assert_eq!(err.code, ErrorCode::OutsideWorkspace, "{err}");
+        assert!(ws.list(&p("escape")).is_err());
+        assert!(ws.begin_write(&p("escape/new"), 1, 10, None, false).is_err());
+        assert!(ws.begin_write(&p("secret-link"), 1, 10, None, false).is_err());
+        // Listed as a link, not followed.
+        let entries = ws.list(&WorkspacePath::root()).unwrap();
+        let link = entries.iter().find(|e| e.name == "escape").unwrap();
+        assert_eq!(link.kind, EntryKind::Symlink);
+        // Deleting the link leaves its target alone.
+        ws.delete(&p("escape"), true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "top secret"
+        );
+    }
+
+    #[test]
+    fn writes_are_atomic_and_versioned() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(root.path()).unwrap();
+        let mut w = ws.begin_write(&p("a.txt"), 5, 100, None, true).unwrap();
+        w.file().unwrap().write_all(b"hello").unwrap();
+        assert!(!root.path().join("a.txt").exists(), "visible before commit");
+        let v1 = w.commit(&ws).unwrap();
+        assert_eq!(std::fs::read(root.path().join("a.txt")).unwrap(), b"hello");
+
+        let err = ws.begin_write(&p("a.txt"), 1, 100, None, true).err().unwrap();
+        assert_eq!(err.code, ErrorCode::AlreadyExists);
+        let err = ws.begin_write(&p("a.txt"), 1, 100, Some("0-0"), false).err().unwrap();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        let err = ws.begin_write(&p("a.txt"), 101, 100, None, false).err().unwrap();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+
+        // Someone else writes while our bytes are in flight: conflict at commit.
+        let mut w = ws.begin_write(&p("a.txt"), 3, 100, Some(&v1), false).unwrap();
+        w.file().unwrap().write_all(b"new").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(root.path().join("a.txt"), "theirs").unwrap();
+        assert_eq!(w.commit(&ws).err().unwrap().code, ErrorCode::Conflict);
+        assert_eq!(std::fs::read(root.path().join("a.txt")).unwrap(), b"theirs");
+        let leftovers: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary file left behind: {leftovers:?}");
+    }
+}

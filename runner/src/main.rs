@@ -1,0 +1,184 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use cloudcode_proto::storage::local::LocalStore;
+use cloudcode_proto::storage::s3::{S3Config, S3Store};
+use cloudcode_proto::storage::{KeyPrefix, ObjectStore};
+use cloudcode_proto::token::TokenVerifier;
+use cloudcode_runner::config::{Config, SECRET_ENV, StorageKind};
+use cloudcode_runner::files::Workspace;
+use cloudcode_runner::shutdown::Shutdown;
+use cloudcode_runner::state::{Limits, RunnerState};
+use cloudcode_runner::sync::Persister;
+use cloudcode_runner::terminal::{TerminalConfig, Terminals};
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    for var in SECRET_ENV {
+        // SAFETY: no other thread exists yet; the runtime starts below.
+        unsafe { std::env::remove_var(var) };
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "cloudcode_runner=info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(match config.storage {
+        StorageKind::Local => {
+            let dir = config
+                .storage_dir
+                .clone()
+                .context("--storage-dir is required with --storage local")?;
+            Arc::new(LocalStore::open(&dir).with_context(|| format!("opening local storage at {}", dir.display()))?)
+        }
+        StorageKind::S3 => Arc::new(
+            S3Store::connect(S3Config {
+                bucket: config.s3_bucket.clone().unwrap_or_default(),
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                path_style: config.s3_path_style,
+                access_key_id: config.s3_access_key_id.clone(),
+                secret_access_key: config.s3_secret_access_key.clone(),
+                session_token: config.s3_session_token.clone(),
+            })
+            .await
+            .context("configuring S3 storage")?,
+        ),
+    })
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let verifier = TokenVerifier::from_public_base64(&config.token_public_key).context("--token-public-key")?;
+    let store = open_store(&config).await?;
+    let prefix = KeyPrefix::parse(
+        config
+            .storage_prefix
+            .as_deref()
+            .unwrap_or(&format!("code/{}/", config.project)),
+    )
+    .context("--storage-prefix")?;
+    let workspace = Arc::new(
+        Workspace::open(&config.workspace)
+            .with_context(|| format!("opening workspace {}", config.workspace.display()))?,
+    );
+    let persister = Persister::new(
+        store,
+        prefix,
+        workspace
+            .dir()
+            .try_clone()
+            .context("duplicating the workspace handle")?,
+        workspace.root().to_path_buf(),
+        Duration::from_millis(config.sync_debounce_ms),
+    );
+
+    // Serving an empty workspace while storage is down would let a client
+    // believe its project is empty: restore first, however long it takes.
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = signals.wait_for_signal().await {
+            tracing::error!("cannot listen for signals: {e}");
+        }
+    });
+    let mut backoff = Duration::from_millis(200);
+    let stop = shutdown.token();
+    loop {
+        let started = Instant::now();
+        match persister.restore().await {
+            Ok(n) => {
+                tracing::info!("restored {n} files in {:?}", started.elapsed());
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("restoring from storage failed, retrying in {backoff:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+
+    let (fs_events, _) = tokio::sync::broadcast::channel(256);
+    let _watcher = cloudcode_runner::watch::start(workspace.root(), persister.clone(), fs_events.clone())
+        .context("watching the workspace")?;
+    let worker = tokio::spawn(persister.clone().run(shutdown.token()));
+
+    let terminals = Arc::new(Terminals::new(TerminalConfig {
+        shell: config.shell_argv(),
+        cwd: workspace.root().to_path_buf(),
+        env: config.terminal_env(workspace.root())?,
+        scrollback_bytes: config.scrollback_bytes,
+        idle_timeout: Duration::from_secs(config.terminal_idle_secs),
+    }));
+    let reaper = {
+        let terminals = terminals.clone();
+        let stop = shutdown.token();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { terminals.reap_idle(); }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
+
+    let state = Arc::new(RunnerState {
+        project: config.project.clone(),
+        verifier,
+        workspace: workspace.clone(),
+        terminals: terminals.clone(),
+        persister: persister.clone(),
+        fs_events,
+        limits: Limits {
+            max_file_size: config.max_file_size,
+            max_frame_size: config.max_frame_size,
+        },
+        shutdown: shutdown.token(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Machine-readable readiness line for whoever started us.
+    println!("cloudcode-runner listening on {addr}");
+    tracing::info!(project = %config.project, "listening on {addr}");
+    axum::serve(listener, cloudcode_runner::server::router(state))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("serving")?;
+
+    // Programs get their hangup first, so what they write on the way out is
+    // part of the final flush.
+    tracing::info!("closing terminals");
+    tokio::task::spawn_blocking(move || terminals.close_all()).await.ok();
+    let _ = reaper.await;
+    let _ = worker.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
+    let deadline = Instant::now() + Duration::from_secs(config.flush_timeout_secs);
+    let unsaved = persister.flush(deadline).await;
+    if unsaved.is_empty() {
+        tracing::info!("all changes are in storage; exiting");
+        Ok(())
+    } else {
+        anyhow::bail!("storage unreachable: {} changes not saved: {unsaved:?}", unsaved.len())
+    }
+}

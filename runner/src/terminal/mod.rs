@@ -1,0 +1,369 @@
+//! Terminals: PTY processes whose output outlives the clients watching it.
+//!
+//! Each terminal has a reader thread that moves PTY output into its
+//! [`Scrollback`] and never waits for clients (so a stalled client cannot stall
+//! the program, nor grow memory), a writer thread that feeds input to the PTY,
+//! and a `watch` channel that wakes the per-client pumps (see
+//! `connection.rs`) when output arrives or the process exits.
+
+pub mod pty;
+pub mod scrollback;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cloudcode_proto::message::{TermId, TermInfo};
+use portable_pty::{ChildKiller, MasterPty};
+use tokio::sync::{mpsc, watch};
+
+use self::scrollback::{Next, Scrollback};
+
+/// Largest read from a PTY, and so the largest output frame.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Input messages queued for one terminal before senders wait.
+const INPUT_QUEUE: usize = 256;
+/// Between SIGHUP and SIGKILL when a terminal is closed.
+const HANGUP_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    /// Program and arguments of the default shell.
+    pub shell: Vec<String>,
+    pub cwd: PathBuf,
+    /// The terminal's whole environment.
+    pub env: Vec<(String, String)>,
+    /// Bytes of output kept per terminal for clients that reconnect.
+    pub scrollback_bytes: usize,
+    /// A terminal with no client attached for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error("could not start {program:?}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("the terminal size must be at least 1x1 and at most 1000x1000")]
+    BadSize,
+    #[error("the command is empty")]
+    EmptyCommand,
+}
+
+struct TermState {
+    scrollback: Scrollback,
+    cols: u16,
+    rows: u16,
+    /// `Some(code)` once the process has exited; `code` is `None` for a
+    /// signal.
+    exited: Option<Option<u32>>,
+    clients: u32,
+    idle_since: Instant,
+}
+
+pub struct Terminal {
+    pub id: TermId,
+    state: Mutex<TermState>,
+    /// Bumped on every output and on exit; pumps wait on it.
+    changed: watch::Sender<u64>,
+    input: mpsc::Sender<Bytes>,
+    master: Mutex<Box<dyn MasterPty + Send>>,
+    killer: Mutex<Box<dyn ChildKiller + Send + Sync>>,
+    pid: Option<u32>,
+}
+
+/// What a client reads next from a terminal.
+pub struct Output {
+    pub next: Next,
+    /// Set once the process has exited (and only then).
+    pub exited: Option<Option<u32>>,
+}
+
+impl Terminal {
+    fn lock(&self) -> MutexGuard<'_, TermState> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn read(&self, seq: u64, max: usize) -> Output {
+        let state = self.lock();
+        Output {
+            next: state.scrollback.next_for(seq, max),
+            exited: state.exited,
+        }
+    }
+
+    /// Queues input; waits while the program is not reading its input.
+    pub async fn write_input(&self, data: Bytes) {
+        let _ = self.input.send(data).await;
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) -> Result<(), TerminalError> {
+        check_size(cols, rows)?;
+        let mut state = self.lock();
+        if (state.cols, state.rows) == (cols, rows) {
+            return Ok(());
+        }
+        state.cols = cols;
+        state.rows = rows;
+        state.scrollback.resize(rows, cols);
+        drop(state);
+        let master = self.master.lock().unwrap_or_else(|e| e.into_inner());
+        // The process may have exited; the size no longer matters then.
+        let _ = master.resize(pty::size(cols, rows));
+        Ok(())
+    }
+
+    pub fn size(&self) -> (u16, u16) {
+        let state = self.lock();
+        (state.cols, state.rows)
+    }
+
+    /// Registers a watching client until the guard drops.
+    pub fn attach(self: &Arc<Self>) -> AttachGuard {
+        self.lock().clients += 1;
+        AttachGuard { terminal: self.clone() }
+    }
+
+    pub fn info(&self) -> TermInfo {
+        let state = self.lock();
+        TermInfo {
+            term: self.id,
+            cols: state.cols,
+            rows: state.rows,
+            seq: state.scrollback.end_seq(),
+            attached_clients: state.clients,
+            exited: state.exited,
+        }
+    }
+
+    /// Hangs up the terminal, then kills whatever in its session ignored the
+    /// hangup.
+    fn close(&self) {
+        let Some(pid) = self.pid else {
+            let _ = self.killer.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            return;
+        };
+        pty::signal_group(pid, libc::SIGHUP);
+        let killer = self.killer.lock().unwrap_or_else(|e| e.into_inner()).clone_killer();
+        std::thread::spawn(move || {
+            std::thread::sleep(HANGUP_GRACE);
+            pty::kill_session(pid);
+            let mut killer = killer;
+            let _ = killer.kill();
+        });
+    }
+
+    /// Closes now and waits until every process of the session is gone.
+    fn close_and_wait(&self) {
+        self.close();
+        let Some(pid) = self.pid else { return };
+        let deadline = Instant::now() + HANGUP_GRACE + Duration::from_secs(2);
+        while Instant::now() < deadline && !pty::session_members(pid).is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub struct AttachGuard {
+    terminal: Arc<Terminal>,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        let mut state = self.terminal.lock();
+        state.clients = state.clients.saturating_sub(1);
+        state.idle_since = Instant::now();
+    }
+}
+
+fn check_size(cols: u16, rows: u16) -> Result<(), TerminalError> {
+    if (1..=1000).contains(&cols) && (1..=1000).contains(&rows) {
+        Ok(())
+    } else {
+        Err(TerminalError::BadSize)
+    }
+}
+
+/// Every terminal of the project.
+pub struct Terminals {
+    config: TerminalConfig,
+    next_id: AtomicU32,
+    map: Mutex<HashMap<TermId, Arc<Terminal>>>,
+}
+
+impl Terminals {
+    pub fn new(config: TerminalConfig) -> Self {
+        Self {
+            config,
+            next_id: AtomicU32::new(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<TermId, Arc<Terminal>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn open(&self, cols: u16, rows: u16, command: Option<Vec<String>>) -> Result<Arc<Terminal>, TerminalError> {
+        check_size(cols, rows)?;
+        let mut argv = command.unwrap_or_else(|| self.config.shell.clone());
+        if argv.is_empty() {
+            return Err(TerminalError::EmptyCommand);
+        }
+        let program = argv.remove(0);
+        let spec = pty::SpawnSpec {
+            program: program.clone(),
+            args: argv,
+            cwd: self.config.cwd.clone(),
+            env: self.config.env.clone(),
+            cols,
+            rows,
+        };
+        let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn { program, source })?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (changed, _) = watch::channel(0);
+        let terminal = Arc::new(Terminal {
+            id,
+            state: Mutex::new(TermState {
+                scrollback: Scrollback::new(self.config.scrollback_bytes, rows, cols),
+                cols,
+                rows,
+                exited: None,
+                clients: 0,
+                idle_since: Instant::now(),
+            }),
+            changed,
+            input: input_tx,
+            master: Mutex::new(spawned.master),
+            killer: Mutex::new(spawned.killer),
+            pid: spawned.pid,
+        });
+        spawn_reader(terminal.clone(), spawned.reader, spawned.child);
+        spawn_writer(id, spawned.writer, input_rx);
+        self.map().insert(id, terminal.clone());
+        tracing::info!(term = id, pid = ?spawned.pid, "terminal opened");
+        Ok(terminal)
+    }
+
+    pub fn get(&self, id: TermId) -> Option<Arc<Terminal>> {
+        self.map().get(&id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<TermInfo> {
+        let mut terms: Vec<_> = self.map().values().map(|t| t.info()).collect();
+        terms.sort_by_key(|t| t.term);
+        terms
+    }
+
+    pub fn close(&self, id: TermId) -> bool {
+        let removed = self.map().remove(&id);
+        match removed {
+            Some(terminal) => {
+                terminal.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every terminal and waits for their processes to be gone.
+    pub fn close_all(&self) {
+        let all: Vec<_> = self.map().drain().map(|(_, t)| t).collect();
+        for t in &all {
+            t.close();
+        }
+        for t in &all {
+            t.close_and_wait();
+        }
+    }
+
+    /// Closes terminals nobody has watched for the idle timeout.
+    pub fn reap_idle(&self) -> Vec<TermId> {
+        let timeout = self.config.idle_timeout;
+        let idle: Vec<TermId> = self
+            .map()
+            .values()
+            .filter(|t| {
+                let state = t.lock();
+                state.clients == 0 && state.idle_since.elapsed() >= timeout
+            })
+            .map(|t| t.id)
+            .collect();
+        for id in &idle {
+            tracing::info!(term = id, "closing terminal idle for {timeout:?}");
+            self.close(*id);
+        }
+        idle
+    }
+
+    /// True when any terminal has a client or produced output recently:
+    /// what the control plane's idle reaper asks.
+    pub fn count(&self) -> usize {
+        self.map().len()
+    }
+}
+
+fn spawn_reader(
+    terminal: Arc<Terminal>,
+    mut reader: Box<dyn Read + Send>,
+    mut child: Box<dyn portable_pty::Child + Send + Sync>,
+) {
+    let id = terminal.id;
+    let spawned = std::thread::Builder::new()
+        .name(format!("pty-read-{id}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut state = terminal.lock();
+                        state.scrollback.push(&buf[..n]);
+                        let seq = state.scrollback.end_seq();
+                        drop(state);
+                        terminal.changed.send_replace(seq);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // EIO: the last process holding the slave side is gone.
+                    Err(_) => break,
+                }
+            }
+            let code = match child.wait() {
+                Ok(status) if status.signal().is_none() => Some(status.exit_code()),
+                _ => None,
+            };
+            tracing::info!(term = id, ?code, "terminal process exited");
+            let mut state = terminal.lock();
+            state.exited = Some(code);
+            let seq = state.scrollback.end_seq();
+            drop(state);
+            terminal.changed.send_replace(seq);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(term = id, "could not start the PTY reader thread: {e}");
+    }
+}
+
+fn spawn_writer(id: TermId, mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Bytes>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("pty-write-{id}"))
+        .spawn(move || {
+            while let Some(data) = input.blocking_recv() {
+                if writer.write_all(&data).and_then(|()| writer.flush()).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(term = id, "could not start the PTY writer thread: {e}");
+    }
+}

@@ -1,0 +1,214 @@
+//! A terminal's bounded, sequence-numbered output history.
+//!
+//! Every output byte has a sequence number: its offset in the terminal's
+//! whole output. The last `capacity` bytes are kept verbatim, so a client that
+//! reconnects with its next sequence number gets exactly what it missed.
+//! Bytes that fall out of the window are fed to a VT100 emulator, which
+//! therefore always holds the screen as it was at the window's first byte: a
+//! client too far behind gets that screen as a snapshot, then the window.
+//! Memory is bounded by `capacity` plus one screen, whatever the program
+//! prints and however slowly clients read.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+pub struct Scrollback {
+    /// One byte ring rather than a list of chunks: a program that prints a
+    /// byte at a time must not cost a heap allocation per byte.
+    buf: VecDeque<u8>,
+    /// Sequence number of `buf[0]`.
+    start_seq: u64,
+    capacity: usize,
+    /// The screen as of `start_seq`.
+    screen: vt100::Parser,
+    /// Resizes not yet applied to `screen`, with the sequence number at
+    /// which they happened.
+    pending_resizes: VecDeque<(u64, u16, u16)>,
+}
+
+/// What a reader at some sequence number gets next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Bytes starting at `seq`.
+    Data { seq: u64, data: Bytes },
+    /// The reader fell out of the window: reset, draw this, continue at `seq`.
+    Snapshot { seq: u64, data: Bytes },
+    /// Nothing new yet.
+    UpToDate,
+}
+
+impl Scrollback {
+    pub fn new(capacity: usize, rows: u16, cols: u16) -> Self {
+        Self {
+            buf: VecDeque::new(),
+            start_seq: 0,
+            capacity: capacity.max(1),
+            screen: vt100::Parser::new(rows.max(1), cols.max(1), 0),
+            pending_resizes: VecDeque::new(),
+        }
+    }
+
+    /// Sequence number of the next byte to be written.
+    pub fn end_seq(&self) -> u64 {
+        self.start_seq + self.buf.len() as u64
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        // Output larger than the whole window: its head is evicted at once.
+        let (head, tail) = data.split_at(data.len().saturating_sub(self.capacity));
+        if !head.is_empty() {
+            let old = self.buf.len();
+            self.evict_front(old);
+            self.evict(head);
+        }
+        let excess = (self.buf.len() + tail.len()).saturating_sub(self.capacity);
+        self.evict_front(excess);
+        self.buf.extend(tail);
+    }
+
+    fn evict_front(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let (front, back) = self.buf.as_slices();
+        let mut evicted = Vec::with_capacity(n);
+        evicted.extend_from_slice(&front[..n.min(front.len())]);
+        if n > front.len() {
+            evicted.extend_from_slice(&back[..n - front.len()]);
+        }
+        self.buf.drain(..n);
+        self.evict(&evicted);
+    }
+
+    /// Feeds bytes leaving the window (already removed from `buf`) to the
+    /// screen, applying resizes where they happened.
+    fn evict(&mut self, bytes: &[u8]) {
+        let mut offset = 0usize;
+        // Apply resizes in order with the bytes around them.
+        while let Some(&(at, rows, cols)) = self.pending_resizes.front() {
+            let upto = at.saturating_sub(self.start_seq) as usize;
+            if upto > bytes.len() {
+                break;
+            }
+            let upto = upto.max(offset);
+            self.screen.process(&bytes[offset..upto]);
+            offset = upto;
+            self.screen.screen_mut().set_size(rows, cols);
+            self.pending_resizes.pop_front();
+        }
+        self.screen.process(&bytes[offset..]);
+        self.start_seq += bytes.len() as u64;
+    }
+
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        self.pending_resizes
+            .push_back((self.end_seq(), rows.max(1), cols.max(1)));
+    }
+
+    /// Up to `max` bytes for a reader whose next byte is `seq`.
+    pub fn next_for(&self, seq: u64, max: usize) -> Next {
+        if seq >= self.end_seq() {
+            return Next::UpToDate;
+        }
+        if seq < self.start_seq {
+            return Next::Snapshot {
+                seq: self.start_seq,
+                data: self.snapshot(),
+            };
+        }
+        let from = (seq - self.start_seq) as usize;
+        let to = self.buf.len().min(from + max);
+        let (front, back) = self.buf.as_slices();
+        let mut data = Vec::with_capacity(to - from);
+        if from < front.len() {
+            data.extend_from_slice(&front[from..to.min(front.len())]);
+        }
+        if to > front.len() {
+            data.extend_from_slice(&back[from.saturating_sub(front.len())..to - front.len()]);
+        }
+        Next::Data {
+            seq,
+            data: Bytes::from(data),
+        }
+    }
+
+    /// Bytes that draw the screen as of `start_seq` on a freshly reset
+    /// terminal: clear, contents, attributes, cursor, modes.
+    fn snapshot(&self) -> Bytes {
+        let mut out = b"\x1bc".to_vec();
+        out.extend_from_slice(&self.screen.screen().state_formatted());
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(next: Next) -> (u64, Vec<u8>) {
+        match next {
+            Next::Data { seq, data } => (seq, data.to_vec()),
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resumes_exactly_where_a_reader_left_off() {
+        let mut sb = Scrollback::new(1024, 24, 80);
+        sb.push(b"hello ");
+        sb.push(b"world");
+        assert_eq!(sb.end_seq(), 11);
+        assert_eq!(data(sb.next_for(0, 100)), (0, b"hello world".to_vec()));
+        assert_eq!(data(sb.next_for(6, 100)), (6, b"world".to_vec()));
+        assert_eq!(data(sb.next_for(3, 2)), (3, b"lo".to_vec()));
+        assert_eq!(sb.next_for(11, 100), Next::UpToDate);
+    }
+
+    #[test]
+    fn stays_bounded_and_snapshots_what_scrolled_out() {
+        let mut sb = Scrollback::new(64, 5, 20);
+        for i in 0..1000 {
+            sb.push(format!("line {i}\r\n").as_bytes());
+        }
+        assert!(sb.buf.len() <= 64);
+        assert_eq!(
+            sb.end_seq(),
+            (0..1000).map(|i| format!("line {i}\r\n").len() as u64).sum::<u64>()
+        );
+        let Next::Snapshot { seq, data } = sb.next_for(0, 100) else {
+            panic!("expected a snapshot")
+        };
+        assert_eq!(seq, sb.start_seq);
+        // Replaying the snapshot and then the window gives the real screen.
+        let mut replay = vt100::Parser::new(5, 20, 0);
+        replay.process(&data);
+        let mut at = seq;
+        while let Next::Data { seq, data } = sb.next_for(at, 16) {
+            replay.process(&data);
+            at = seq + data.len() as u64;
+        }
+        let contents = replay.screen().contents();
+        assert!(contents.contains("line 999"), "{contents}");
+        assert!(contents.contains("line 996"), "{contents}");
+    }
+
+    #[test]
+    fn resizes_apply_in_order() {
+        let mut sb = Scrollback::new(4, 5, 20);
+        sb.push(b"ab");
+        sb.resize(10, 40);
+        sb.push(b"cdefgh");
+        assert_eq!(sb.screen.screen().size(), (10, 40));
+    }
+
+    #[test]
+    fn output_larger_than_the_window() {
+        let mut sb = Scrollback::new(8, 5, 20);
+        sb.push(b"0123");
+        sb.push(b"abcdefghijklmnop");
+        assert_eq!(sb.end_seq(), 20);
+        assert_eq!(sb.start_seq, 12);
+        assert_eq!(data(sb.next_for(12, 100)), (12, b"ijklmnop".to_vec()));
+    }
+}
