@@ -5,6 +5,8 @@
 //!
 //! `docs/protocol.md` in the repository is the protocol's reference.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod frame;
 pub mod message;
 pub mod path;

@@ -535,18 +535,29 @@ impl Connection {
         });
     }
 
+    /// Tells the client when storage becomes unreachable and when it is
+    /// back; the pending count alone changes with every save and is
+    /// available on request.
     fn spawn_storage_status(&self) {
         let mut status = self.state.persister.status();
         let out = self.out.clone();
         let cancel = self.tasks.clone();
         tokio::spawn(async move {
+            let mut healthy = status.borrow_and_update().healthy;
+            if !healthy {
+                let current = status.borrow().clone();
+                out.send(ServerMessage::Event(Event::Storage { status: current })).await;
+            }
             loop {
                 tokio::select! {
                     changed = status.changed() => if changed.is_err() { return },
                     _ = cancel.cancelled() => return,
                 }
                 let current = status.borrow_and_update().clone();
-                out.send(ServerMessage::Event(Event::Storage { status: current })).await;
+                if current.healthy != healthy {
+                    healthy = current.healthy;
+                    out.send(ServerMessage::Event(Event::Storage { status: current })).await;
+                }
             }
         });
     }

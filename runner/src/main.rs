@@ -16,6 +16,12 @@ use cloudcode_runner::terminal::{TerminalConfig, Terminals};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // User code runs as our uid: non-dumpable makes /proc/<runner>/environ,
+    // /mem and ptrace off-limits to it. (Children reset this on exec.)
+    // SAFETY: prctl with these arguments has no memory-safety preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     for var in SECRET_ENV {
         // SAFETY: no other thread exists yet; the runtime starts below.
         unsafe { std::env::remove_var(var) };
@@ -127,10 +133,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.terminal_idle_secs),
     }));
     let reaper = {
+        let period = (Duration::from_secs(config.terminal_idle_secs) / 2)
+            .clamp(Duration::from_millis(200), Duration::from_secs(10));
         let terminals = terminals.clone();
         let stop = shutdown.token();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
                     _ = tick.tick() => { terminals.reap_idle(); }

@@ -1,0 +1,283 @@
+//! A typed async client for the runner protocol: requests matched to
+//! responses by id, file transfers split into chunks, everything else
+//! (events, terminal frames) delivered in order through
+//! [`RunnerClient::next_incoming`]. Used by the TUI, the benchmarks and the
+//! tests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use crate::frame::Frame;
+use crate::message::{ErrorCode, Event, Op, Reply, Request, ServerMessage, TermId};
+use crate::path::WorkspacePath;
+
+/// Bytes per upload chunk; below the runner's default frame limit.
+pub const UPLOAD_CHUNK: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to the runner failed: {0}")]
+    Connect(String),
+    #[error("the runner refused: {code:?}: {message}")]
+    Remote { code: ErrorCode, message: String },
+    #[error("the connection closed")]
+    Closed,
+    #[error("unexpected reply: {0:?}")]
+    Unexpected(Box<Reply>),
+}
+
+/// Something the runner sent that is not a response to a request.
+#[derive(Debug)]
+pub enum Incoming {
+    Event(Event),
+    Frame(Frame),
+    /// An error for no pending request: a malformed message of ours, or a
+    /// request sent raw with [`RunnerClient::send_text`].
+    Error {
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    Closed(Option<CloseFrame>),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>>>;
+type Transfers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>>;
+
+pub struct RunnerClient {
+    outgoing: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    transfers: Transfers,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    next_id: AtomicU64,
+}
+
+impl RunnerClient {
+    /// Connects to `url` (`ws://host:port/v1/ws`) with a bearer token.
+    pub async fn connect(url: &str, token: &str) -> Result<Self, ClientError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let auth =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| ClientError::Connect(e.to_string()))?;
+        request.headers_mut().insert("authorization", auth);
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (mut sink, mut stream) = socket.split();
+        let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<Message>();
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let transfers: Transfers = Arc::default();
+
+        tokio::spawn(async move {
+            while let Some(message) = outgoing_rx.recv().await {
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            // The client was dropped: close the connection rather than leave
+            // it open with nobody reading.
+            let _ = sink.send(Message::Close(None)).await;
+        });
+        let (pending_r, transfers_r) = (pending.clone(), transfers.clone());
+        tokio::spawn(async move {
+            let mut close = None;
+            while let Some(message) = stream.next().await {
+                let Ok(message) = message else { break };
+                match message {
+                    Message::Text(text) => match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                        Ok(ServerMessage::Response { id, result }) => resolve(&pending_r, id, Ok(result)),
+                        Ok(ServerMessage::Error {
+                            id: Some(id),
+                            code,
+                            message,
+                        }) => {
+                            transfers_r.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                            let waiter = pending_r.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                            match waiter {
+                                Some(waiter) => {
+                                    let _ = waiter.send(Err(ClientError::Remote { code, message }));
+                                }
+                                None => {
+                                    let _ = incoming_tx.send(Incoming::Error {
+                                        id: Some(id),
+                                        code,
+                                        message,
+                                    });
+                                }
+                            }
+                        }
+                        Ok(ServerMessage::Error {
+                            id: None,
+                            code,
+                            message,
+                        }) => {
+                            let _ = incoming_tx.send(Incoming::Error {
+                                id: None,
+                                code,
+                                message,
+                            });
+                        }
+                        Ok(ServerMessage::Event(event)) => {
+                            let _ = incoming_tx.send(Incoming::Event(event));
+                        }
+                        Err(e) => tracing::warn!("unreadable message from the runner: {e}"),
+                    },
+                    Message::Binary(data) => match Frame::decode(data) {
+                        Ok(Frame::FileChunk { transfer, data, .. }) => {
+                            let routes = transfers_r.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(route) = routes.get(&transfer) {
+                                let _ = route.send(data);
+                            }
+                        }
+                        Ok(frame) => {
+                            let _ = incoming_tx.send(Incoming::Frame(frame));
+                        }
+                        Err(e) => tracing::warn!("unreadable frame from the runner: {e}"),
+                    },
+                    Message::Close(frame) => {
+                        close = frame;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            for (_, waiter) in pending_r.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                let _ = waiter.send(Err(ClientError::Closed));
+            }
+            transfers_r.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let _ = incoming_tx.send(Incoming::Closed(close));
+        });
+        Ok(Self {
+            outgoing,
+            pending,
+            transfers,
+            incoming,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn register(&self) -> (u64, oneshot::Receiver<Result<Reply, ClientError>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        (id, rx)
+    }
+
+    fn send_request(&self, id: u64, op: Op) -> Result<(), ClientError> {
+        let json = serde_json::to_string(&Request { id, op }).map_err(|e| ClientError::Connect(e.to_string()))?;
+        self.outgoing
+            .send(Message::Text(json.into()))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends one request and waits for its response.
+    pub async fn request(&self, op: Op) -> Result<Reply, ClientError> {
+        let (id, rx) = self.register();
+        self.send_request(id, op)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Writes a whole file; resolves once it is durable in storage.
+    /// Returns the new version.
+    pub async fn write_file(
+        &self,
+        path: &WorkspacePath,
+        data: &[u8],
+        base_version: Option<String>,
+    ) -> Result<String, ClientError> {
+        let (id, rx) = self.register();
+        self.send_request(
+            id,
+            Op::Write {
+                path: path.clone(),
+                size: data.len() as u64,
+                base_version,
+                create_new: false,
+            },
+        )?;
+        for (i, chunk) in data.chunks(UPLOAD_CHUNK).enumerate() {
+            let frame = Frame::FileChunk {
+                transfer: id,
+                offset: (i * UPLOAD_CHUNK) as u64,
+                data: Bytes::copy_from_slice(chunk),
+            };
+            self.send_binary(frame.encode())?;
+        }
+        match rx.await.map_err(|_| ClientError::Closed)?? {
+            Reply::Written { version } => Ok(version),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Reads a whole file; returns its bytes and version.
+    pub async fn read_file(&self, path: &WorkspacePath) -> Result<(Vec<u8>, String), ClientError> {
+        let (id, rx) = self.register();
+        let (chunks_tx, mut chunks) = mpsc::unbounded_channel();
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, chunks_tx);
+        self.send_request(id, Op::Read { path: path.clone() })?;
+        let (size, version) = match rx.await.map_err(|_| ClientError::Closed)?? {
+            Reply::ReadStarted { size, version } => (size, version),
+            other => return Err(ClientError::Unexpected(Box::new(other))),
+        };
+        let mut data = Vec::with_capacity(size as usize);
+        while (data.len() as u64) < size {
+            match chunks.recv().await {
+                Some(chunk) => data.extend_from_slice(&chunk),
+                None => return Err(ClientError::Closed),
+            }
+        }
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        Ok((data, version))
+    }
+
+    pub fn send_input(&self, term: TermId, data: &[u8]) -> Result<(), ClientError> {
+        self.send_binary(
+            Frame::TermInput {
+                term,
+                data: Bytes::copy_from_slice(data),
+            }
+            .encode(),
+        )
+    }
+
+    pub fn send_binary(&self, data: Bytes) -> Result<(), ClientError> {
+        self.outgoing
+            .send(Message::Binary(data))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends arbitrary text, for testing how the runner treats bad input.
+    pub fn send_text(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.outgoing
+            .send(Message::Text(text.into().into()))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    pub async fn next_incoming(&mut self) -> Option<Incoming> {
+        self.incoming.recv().await
+    }
+
+    pub fn close(&self) {
+        let _ = self.outgoing.send(Message::Close(None));
+    }
+}
+
+fn resolve(pending: &Pending, id: u64, result: Result<Reply, ClientError>) {
+    if let Some(waiter) = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+        let _ = waiter.send(result);
+    }
+}

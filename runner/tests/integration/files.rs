@@ -1,0 +1,326 @@
+//! File operations over the protocol, including the seed's defects: path
+//! traversal, crashes on a missing file, corrupted binary files and saves
+//! over 1 MB that dropped the connection.
+
+use cloudcode_proto::client::{ClientError, Incoming};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{ChangeKind, EntryKind, ErrorCode, Event, Op, Reply};
+
+use crate::common::*;
+
+fn code_of(result: Result<Reply, ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Remote { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_list_read_rename_delete() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    client.request(Op::CreateDir { path: p("src") }).await.unwrap();
+    let v1 = client
+        .write_file(&p("src/main.py"), b"print('hi')\n", None)
+        .await
+        .unwrap();
+    let Reply::Entries { entries } = client.request(Op::List { path: p("") }).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].name.as_str(), entries[0].kind), ("src", EntryKind::Dir));
+    let Reply::Entries { entries } = client.request(Op::List { path: p("src") }).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(entries[0].path, p("src/main.py"));
+    assert_eq!(entries[0].size, 12);
+    assert_eq!(entries[0].version.as_deref(), Some(v1.as_str()));
+
+    let (data, version) = client.read_file(&p("src/main.py")).await.unwrap();
+    assert_eq!(
+        (data.as_slice(), version.as_str()),
+        (&b"print('hi')\n"[..], v1.as_str())
+    );
+
+    client
+        .request(Op::Rename {
+            from: p("src"),
+            to: p("lib"),
+            overwrite: false,
+        })
+        .await
+        .unwrap();
+    assert!(runner.workspace.join("lib/main.py").exists());
+    assert_eq!(runner.stored("lib/main.py").as_deref(), Some(&b"print('hi')\n"[..]));
+    assert_eq!(runner.stored("src/main.py"), None, "rename left the old key in storage");
+
+    client.write_file(&p("lib/other.txt"), b"x", None).await.unwrap();
+    let refused = client
+        .request(Op::Delete {
+            path: p("lib"),
+            recursive: false,
+        })
+        .await;
+    assert_eq!(code_of(refused), ErrorCode::DirectoryNotEmpty);
+    client
+        .request(Op::Delete {
+            path: p("lib"),
+            recursive: true,
+        })
+        .await
+        .unwrap();
+    assert!(!runner.workspace.join("lib").exists());
+    assert_eq!(runner.stored("lib/other.txt"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_and_odd_paths_are_refused_and_touch_nothing() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    std::os::unix::fs::symlink(outside.path(), runner.workspace.join("link-out")).unwrap();
+
+    // Raw JSON, as an attacker would send it: the typed client cannot even
+    // express these paths.
+    let attempts = [
+        r#"{"id":1,"op":"read","path":"../../../../etc/hostname"}"#,
+        r#"{"id":2,"op":"list","path":"/"}"#,
+        r#"{"id":3,"op":"write","path":"../x","size":1}"#,
+        r#"{"id":4,"op":"read","path":"a\u0000b"}"#,
+        r#"{"id":5,"op":"create_dir","path":"evil\u202Etxt.exe"}"#,
+        r#"{"id":6,"op":"delete","path":"a/../../..","recursive":true}"#,
+    ];
+    for attempt in attempts {
+        client.send_text(attempt).unwrap();
+        match next_incoming(&mut client).await {
+            Incoming::Error { id: Some(_), code, .. } => assert_eq!(code, ErrorCode::InvalidPath, "{attempt}"),
+            other => panic!("{attempt}: expected an invalid_path error, got {other:?}"),
+        }
+    }
+    // Symlinks out: refused with a clear code, the target untouched.
+    let through_link = client.read_file(&p("link-out/secret")).await;
+    assert!(matches!(
+        through_link,
+        Err(ClientError::Remote {
+            code: ErrorCode::OutsideWorkspace,
+            ..
+        })
+    ));
+    let write_through = client.write_file(&p("link-out/new"), b"x", None).await;
+    assert!(matches!(
+        write_through,
+        Err(ClientError::Remote {
+            code: ErrorCode::OutsideWorkspace,
+            ..
+        })
+    ));
+    assert!(!outside.path().join("new").exists());
+    let Reply::Entry { entry } = client.request(Op::Stat { path: p("link-out") }).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(entry.kind, EntryKind::Symlink);
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+        "secret"
+    );
+    // Nothing of this reached storage either.
+    assert!(
+        list_tree(&runner.storage).iter().all(|k| !k.contains("..")),
+        "{:?}",
+        list_tree(&runner.storage)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_file_is_an_error_not_a_crash() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    assert_eq!(
+        code_of(client.request(Op::Read { path: p("nope.txt") }).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code_of(client.request(Op::List { path: p("nope") }).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code_of(
+            client
+                .request(Op::Rename {
+                    from: p("nope"),
+                    to: p("b"),
+                    overwrite: false
+                })
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code_of(
+            client
+                .request(Op::Delete {
+                    path: p("nope"),
+                    recursive: false
+                })
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    // Still serving.
+    assert_eq!(client.request(Op::Ping).await.unwrap(), Reply::Pong);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_files_round_trip_byte_for_byte() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let data: Vec<u8> = (0..=255u8)
+        .cycle()
+        .take(70_000)
+        .chain([0xff, 0xfe, 0x00, 0xc3])
+        .collect();
+    client.write_file(&p("blob.bin"), &data, None).await.unwrap();
+    assert_eq!(std::fs::read(runner.workspace.join("blob.bin")).unwrap(), data);
+    assert_eq!(runner.stored("blob.bin").unwrap(), data, "storage copy differs");
+    assert_eq!(client.read_file(&p("blob.bin")).await.unwrap().0, data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_saves_are_chunked_durable_and_limited() {
+    let runner = TestRunner::start_with(Options {
+        args: vec!["--max-file-size".into(), "8000000".into()],
+        ..Default::default()
+    });
+    let client = runner.client().await;
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    client
+        .write_file(&p("big.bin"), &data, None)
+        .await
+        .expect("a 5 MB save");
+    // Acknowledged means durable: no waiting needed.
+    assert_eq!(runner.stored("big.bin").unwrap(), data);
+    let too_big = client
+        .request(Op::Write {
+            path: p("huge.bin"),
+            size: 8_000_001,
+            base_version: None,
+            create_new: false,
+        })
+        .await;
+    assert_eq!(code_of(too_big), ErrorCode::TooLarge);
+    assert_eq!(client.request(Op::Ping).await.unwrap(), Reply::Pong);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_mb_transfer_does_not_stall_the_terminal() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    run_in_terminal(&mut client, term, &mut screen, "true", "ready").await;
+
+    let size = 100 * 1024 * 1024 + 3;
+    std::fs::write(runner.workspace.join("big.dat"), vec![b'z'; size]).unwrap();
+    let uploader = runner.client().await;
+    let upload = tokio::spawn(async move {
+        let data = vec![7u8; size];
+        uploader.write_file(&p("up.dat"), &data, None).await.map(|_| ())
+    });
+    let downloader = runner.client().await;
+    let download = tokio::spawn(async move { downloader.read_file(&p("big.dat")).await.map(|(d, _)| d.len()) });
+    // Keystrokes keep being echoed while both transfers run.
+    for i in 0..5 {
+        run_in_terminal(
+            &mut client,
+            term,
+            &mut screen,
+            &format!("echo during-{i}"),
+            &format!("m{i}"),
+        )
+        .await;
+    }
+    assert_eq!(download.await.unwrap().unwrap(), size);
+    upload.await.unwrap().unwrap();
+    assert_eq!(
+        std::fs::metadata(runner.workspace.join("up.dat")).unwrap().len(),
+        size as u64
+    );
+    assert_eq!(
+        std::fs::metadata(runner.storage.join("code/alpha/up.dat"))
+            .unwrap()
+            .len(),
+        size as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_writes_get_a_conflict() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let v1 = client.write_file(&p("a.txt"), b"one", None).await.unwrap();
+    let v2 = client.write_file(&p("a.txt"), b"two", Some(v1.clone())).await.unwrap();
+    assert_ne!(v1, v2);
+    let stale = client.write_file(&p("a.txt"), b"three", Some(v1)).await;
+    assert!(
+        matches!(
+            stale,
+            Err(ClientError::Remote {
+                code: ErrorCode::Conflict,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(std::fs::read(runner.workspace.join("a.txt")).unwrap(), b"two");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_made_in_a_terminal_are_pushed_to_watchers() {
+    let runner = TestRunner::start();
+    let mut watcher = runner.client().await;
+    watcher.request(Op::WatchFs).await.unwrap();
+    let mut shell = runner.client().await;
+    let term = open_terminal(&shell).await;
+    let mut screen = Screen::default();
+    run_in_terminal(&mut shell, term, &mut screen, "mkdir -p d", "dir").await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    run_in_terminal(&mut shell, term, &mut screen, "touch d/made-in-shell.txt", "file").await;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(path, kind): &(String, ChangeKind)| path == "d/made-in-shell.txt" && *kind == ChangeKind::Created)
+    {
+        if let Incoming::Event(Event::FsChanged { changes }) = next_incoming(&mut watcher).await {
+            seen.extend(changes.into_iter().map(|c| (c.path.as_str().to_owned(), c.kind)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_vanishing_mid_write_leaves_the_old_file_intact() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    client.write_file(&p("doc.txt"), b"original", None).await.unwrap();
+    drop(client);
+
+    let client = runner.client().await;
+    client
+        .send_text(r#"{"id":99,"op":"write","path":"doc.txt","size":1000000}"#)
+        .unwrap();
+    let half = Frame::FileChunk {
+        transfer: 99,
+        offset: 0,
+        data: vec![b'N'; 500_000].into(),
+    };
+    client.send_binary(half.encode()).unwrap();
+    client.request(Op::Ping).await.unwrap();
+    client.close();
+    drop(client);
+
+    let again = runner.client().await;
+    again.request(Op::Ping).await.unwrap();
+    eventually("temporary file removed", || list_tree(&runner.workspace) == ["doc.txt"]).await;
+    assert_eq!(std::fs::read(runner.workspace.join("doc.txt")).unwrap(), b"original");
+    assert_eq!(runner.stored("doc.txt").unwrap(), b"original");
+}

@@ -1,0 +1,226 @@
+//! Storage sync: the seed lost every file made in a terminal, crashed when
+//! storage failed, and had nothing to say about SIGTERM or kill -9.
+
+use std::time::Duration;
+
+use cloudcode_proto::client::Incoming;
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Event, Op, Reply};
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_made_by_terminal_programs_reach_storage() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    run_in_terminal(
+        &mut client,
+        term,
+        &mut screen,
+        "mkdir -p pkg/sub && printf 'made by shell' > pkg/sub/a.txt && head -c 3000000 /dev/urandom > pkg/blob && echo x > 'name with spaces ü.txt'",
+        "made",
+    )
+    .await;
+    eventually("terminal-made files in storage", || {
+        runner.stored("pkg/sub/a.txt").as_deref() == Some(b"made by shell")
+            && runner.stored("pkg/blob").map(|b| b.len()) == Some(3_000_000)
+            && runner.stored("name with spaces ü.txt").is_some()
+    })
+    .await;
+    assert_eq!(
+        runner.stored("pkg/blob").unwrap(),
+        std::fs::read(runner.workspace.join("pkg/blob")).unwrap()
+    );
+
+    // Renames and deletes of whole trees too.
+    run_in_terminal(
+        &mut client,
+        term,
+        &mut screen,
+        "mv pkg moved && rm 'name with spaces ü.txt'",
+        "moved",
+    )
+    .await;
+    eventually("rename and delete reflected", || {
+        runner.stored("moved/sub/a.txt").is_some()
+            && runner.stored("pkg/sub/a.txt").is_none()
+            && runner.stored("name with spaces ü.txt").is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_runner_restores_the_project_from_storage() {
+    let storage = tempfile::tempdir().unwrap();
+    let project = storage.path().join("code").join(PROJECT);
+    std::fs::create_dir_all(project.join("src/deep")).unwrap();
+    for i in 0..300 {
+        std::fs::write(project.join(format!("src/deep/f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    std::fs::write(project.join("bin.dat"), [0u8, 159, 146, 150]).unwrap();
+    // Another project's files must not appear.
+    std::fs::create_dir_all(storage.path().join("code/alphabet")).unwrap();
+    std::fs::write(storage.path().join("code/alphabet/other.txt"), "not yours").unwrap();
+
+    let runner = TestRunner::start_with(Options {
+        storage: Some(storage.path().to_path_buf()),
+        ..Default::default()
+    });
+    let client = runner.client().await;
+    let (data, _) = client.read_file(&p("src/deep/f299.txt")).await.unwrap();
+    assert_eq!(data, b"file 299");
+    assert_eq!(
+        std::fs::read(runner.workspace.join("bin.dat")).unwrap(),
+        [0u8, 159, 146, 150]
+    );
+    assert_eq!(list_tree(&runner.workspace).len(), 301);
+    assert!(!runner.workspace.join("other.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_pending_changes_and_ends_every_shell() {
+    let storage = tempfile::tempdir().unwrap();
+    let mut runner = TestRunner::start_with(Options {
+        storage: Some(storage.path().to_path_buf()),
+        // A long debounce: the change is certainly still pending at SIGTERM.
+        args: vec!["--sync-debounce-ms".into(), "60000".into()],
+        ..Default::default()
+    });
+    let mut client = runner.client().await;
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    let sleep = unique_sleep_arg();
+    let command = format!("echo last words > final.txt; sleep {sleep} & disown");
+    run_in_terminal(&mut client, term, &mut screen, &command, "wrote").await;
+    runner.signal(libc::SIGTERM);
+    let status = runner.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(runner.stored("final.txt").as_deref(), Some(&b"last words\n"[..]));
+    assert!(!process_running(&sleep), "a shell's job outlived the runner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_storage_is_down_saves_wait_clients_are_told_and_nothing_is_lost() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    client.write_file(&p("ok.txt"), b"stored", None).await.unwrap();
+    // Break local storage: the project's prefix becomes a plain file, so
+    // every write under it fails (root ignores permissions, not this).
+    let prefix = runner.storage.join("code").join(PROJECT);
+    let parked = runner.storage.join("parked");
+    std::fs::rename(&prefix, &parked).unwrap();
+    std::fs::write(&prefix, "not a directory").unwrap();
+
+    let save = {
+        let writer = runner.client().await;
+        tokio::spawn(async move { writer.write_file(&p("during-outage.txt"), b"must survive", None).await })
+    };
+    // Clients hear that storage is down; the save is not acknowledged.
+    loop {
+        if let Incoming::Event(Event::Storage { status }) = next_incoming(&mut client).await
+            && !status.healthy
+        {
+            assert!(status.pending >= 1);
+            assert!(status.last_error.is_some());
+            break;
+        }
+    }
+    assert!(!save.is_finished(), "a save was acknowledged while storage was down");
+    let Reply::Storage { status } = client.request(Op::StorageStatus).await.unwrap() else {
+        panic!()
+    };
+    assert!(!status.healthy);
+
+    // Storage comes back: the save completes and everything is there.
+    std::fs::remove_file(&prefix).unwrap();
+    std::fs::rename(&parked, &prefix).unwrap();
+    tokio::time::timeout(PATIENCE, save)
+        .await
+        .expect("save after recovery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        runner.stored("during-outage.txt").as_deref(),
+        Some(&b"must survive"[..])
+    );
+    assert_eq!(runner.stored("ok.txt").as_deref(), Some(&b"stored"[..]));
+    loop {
+        if let Incoming::Event(Event::Storage { status }) = next_incoming(&mut client).await
+            && status.healthy
+        {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_saves_never_leaves_a_torn_file_in_storage() {
+    let storage = tempfile::tempdir().unwrap();
+    let old = vec![b'o'; 30_000_000];
+    let new = vec![b'n'; 30_000_000];
+    for delay_ms in [0u64, 40, 120, 400] {
+        let mut runner = TestRunner::start_with(Options {
+            storage: Some(storage.path().to_path_buf()),
+            ..Default::default()
+        });
+        let client = runner.client().await;
+        client.write_file(&p("doc.bin"), &old, None).await.unwrap();
+        let writer = runner.client().await;
+        let new_copy = new.clone();
+        let _save = tokio::spawn(async move { writer.write_file(&p("doc.bin"), &new_copy, None).await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        runner.signal(libc::SIGKILL);
+        runner.wait_exit();
+        let stored = runner.stored("doc.bin").expect("object vanished");
+        assert!(
+            stored == old || stored == new,
+            "torn object after kill -9 at {delay_ms} ms: {} bytes",
+            stored.len()
+        );
+        let keys = list_tree(&storage.path().join("code").join(PROJECT));
+        assert!(
+            keys.iter().all(|k| k == "doc.bin" || k.contains(".cloudcode-tmp-")),
+            "{keys:?}"
+        );
+    }
+    // A new runner restores a whole file and lists no temporaries.
+    let runner = TestRunner::start_with(Options {
+        storage: Some(storage.path().to_path_buf()),
+        ..Default::default()
+    });
+    let client = runner.client().await;
+    let (data, _) = client.read_file(&p("doc.bin")).await.unwrap();
+    assert!(data == old || data == new);
+    let Reply::Entries { entries } = client.request(Op::List { path: p("") }).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_are_atomic_for_readers_of_the_workspace() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    client.write_file(&p("a.txt"), b"old", None).await.unwrap();
+    client
+        .send_text(r#"{"id":50,"op":"write","path":"a.txt","size":6}"#)
+        .unwrap();
+    client
+        .send_binary(
+            Frame::FileChunk {
+                transfer: 50,
+                offset: 0,
+                data: b"new".to_vec().into(),
+            }
+            .encode(),
+        )
+        .unwrap();
+    client.request(Op::Ping).await.unwrap();
+    assert_eq!(
+        std::fs::read(runner.workspace.join("a.txt")).unwrap(),
+        b"old",
+        "half a write is visible"
+    );
+}

@@ -1,0 +1,248 @@
+//! The S3 backend against a real S3-compatible server (s3s-fs, which checks
+//! SigV4 signatures), started by the test itself.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cloudcode_proto::storage::s3::{S3Config, S3Store};
+use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, StorageError};
+
+use crate::common::*;
+
+const ACCESS_KEY: &str = "cloudcode-test";
+const SECRET_KEY: &str = "cloudcode-test-secret";
+
+/// s3s-fs from `CLOUDCODE_S3S_FS`, `.ci/run`'s cache, or PATH. A missing
+/// server is a failure, not a skip: `.ci/run` installs it.
+fn s3s_fs_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("CLOUDCODE_S3S_FS") {
+        return PathBuf::from(path);
+    }
+    let cached = PathBuf::from("/var/cache/cloudcode-ci/s3s-fs/bin/s3s-fs");
+    if cached.exists() {
+        return cached;
+    }
+    let on_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| PathBuf::from(d).join("s3s-fs"))
+        .find(|p| p.exists());
+    on_path.expect("s3s-fs not found: run .ci/run or `cargo install s3s-fs@0.14.1 --features binary --locked`")
+}
+
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = Self {
+            child: Self::spawn(port, dir.path()),
+            port,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new(s3s_fs_binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting s3s-fs")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, self.dir.path());
+        self.wait_ready();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn config(&self, bucket: &str) -> S3Config {
+        S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            session_token: None,
+        }
+    }
+
+    pub fn runner_args(&self, bucket: &str) -> Vec<String> {
+        [
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            bucket,
+            "--s3-endpoint",
+            &self.endpoint(),
+            "--s3-path-style",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn runner_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CLOUDCODE_S3_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("CLOUDCODE_S3_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn key(k: &str) -> ObjectKey {
+    ObjectKey::parse(k).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_store_contract() {
+    let server = S3Server::start();
+    let store = S3Store::connect(server.config("contract")).await.unwrap();
+    store.ensure_bucket().await.unwrap();
+    store.ensure_bucket().await.unwrap();
+
+    store
+        .put(&key("code/a/x.txt"), Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(&store.get(&key("code/a/x.txt")).await.unwrap()[..], b"hello");
+    assert!(matches!(
+        store.get(&key("code/a/missing")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    store.delete(&key("code/a/missing")).await.unwrap();
+
+    // Names with spaces, Unicode and URL-special characters, and a copy.
+    let odd = key("code/a/dir with space/ünï #?&+.txt");
+    store.put(&odd, Bytes::from_static(b"odd")).await.unwrap();
+    store.copy(&odd, &key("code/b/ünï copy.txt")).await.unwrap();
+    assert_eq!(&store.get(&key("code/b/ünï copy.txt")).await.unwrap()[..], b"odd");
+
+    // Multipart: 20 MB from a file, streamed back to a file.
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("big"), &big).unwrap();
+    let file = tokio::fs::File::open(dir.path().join("big")).await.unwrap();
+    store.put_file(&key("code/a/big.bin"), file).await.unwrap();
+    let n = store
+        .get_to_file(&key("code/a/big.bin"), &dir.path().join("back"))
+        .await
+        .unwrap();
+    assert_eq!(n, big.len() as u64);
+    assert!(std::fs::read(dir.path().join("back")).unwrap() == big);
+
+    // More than 1000 objects: every page, no loop, prefix on a boundary.
+    let many = KeyPrefix::parse("code/many").unwrap();
+    futures_util::future::try_join_all((0..1105).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .put(&key(&format!("code/many/f{i:05}")), Bytes::from_static(b"m"))
+                .await
+        }
+    }))
+    .await
+    .unwrap();
+    store
+        .put(&key("code/many-other/x"), Bytes::from_static(b"other"))
+        .await
+        .unwrap();
+    let listed = store.list(&many).await.unwrap();
+    assert_eq!(listed.len(), 1105);
+    assert!(listed.iter().all(|m| m.key.as_str().starts_with("code/many/")));
+
+    store.delete(&key("code/a/x.txt")).await.unwrap();
+    assert!(matches!(
+        store.get(&key("code/a/x.txt")).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_down_is_reported_as_retryable() {
+    let mut server = S3Server::start();
+    let store = S3Store::connect(server.config("down")).await.unwrap();
+    store.ensure_bucket().await.unwrap();
+    server.stop();
+    let err = store.put(&key("code/a/x"), Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_persists_to_s3_and_survives_an_outage() {
+    let mut server = S3Server::start();
+    let store = S3Store::connect(server.config("projects")).await.unwrap();
+    store.ensure_bucket().await.unwrap();
+    store
+        .put(&key("code/alpha/seeded.txt"), Bytes::from_static(b"from storage"))
+        .await
+        .unwrap();
+
+    let runner = TestRunner::start_with(Options {
+        args: server.runner_args("projects"),
+        env: server.runner_env(),
+        local_storage: false,
+        ..Default::default()
+    });
+    let mut client = runner.client().await;
+    assert_eq!(client.read_file(&p("seeded.txt")).await.unwrap().0, b"from storage");
+    client.write_file(&p("saved.txt"), b"saved", None).await.unwrap();
+    assert_eq!(&store.get(&key("code/alpha/saved.txt")).await.unwrap()[..], b"saved");
+
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    run_in_terminal(&mut client, term, &mut screen, "echo from-shell > shell.txt", "made").await;
+    let deadline = Instant::now() + PATIENCE;
+    while store.get(&key("code/alpha/shell.txt")).await.is_err() {
+        assert!(Instant::now() < deadline, "terminal-made file never reached S3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The server goes away; a save waits, then lands when it is back.
+    server.stop();
+    let writer = runner.client().await;
+    let save = tokio::spawn(async move { writer.write_file(&p("outage.txt"), b"kept", None).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!save.is_finished(), "acknowledged while S3 was down");
+    server.restart();
+    tokio::time::timeout(PATIENCE, save).await.unwrap().unwrap().unwrap();
+    let store = S3Store::connect(server.config("projects")).await.unwrap();
+    assert_eq!(&store.get(&key("code/alpha/outage.txt")).await.unwrap()[..], b"kept");
+}
