@@ -3,7 +3,7 @@
 //! rules that confine a client-supplied path to a workspace ([`path`]), the
 //! project-scoped access tokens ([`token`]) and object storage ([`storage`]).
 //!
-//! `docs/protocol.md` in the repository is the protocol's reference.
+//! `proto/PROTOCOL.md` is the protocol's reference.
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -1,1 +1,482 @@
-fn main() {}
+//! Terminal and save benchmark: cloudcode-runner against ttyd (when
+//! installed), measured by the same client in the same run, interleaved.
+//!
+//! `cargo bench -p cloudcode-runner --bench terminal` prints, per target:
+//! keystroke echo round trip p50/p99 (300 single characters at a bash
+//! prompt), output throughput (20 MB of base64), connect to first prompt
+//! byte, idle RSS, RSS with one terminal, RSS growth while a client stops
+//! reading for 10 s; for the runner also the save-to-durable latency of a
+//! 10 KB file in local storage; and a bare PTY read loop for reference.
+//!
+//! ttyd is looked up in `CLOUDCODE_TTYD`, then
+//! `/var/cache/cloudcode-ci/ttyd/ttyd.x86_64`, then PATH. Set
+//! `BENCH_ROUNDS` (default 3) and `BENCH_STALL_SECS` (default 10) to change
+//! the run.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cloudcode_proto::client::RunnerClient;
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::path::WorkspacePath;
+use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const SHELL: &[&str] = &["/bin/bash", "--norc", "--noprofile"];
+const ECHO_KEYS: usize = 300;
+const OUTPUT_SOURCE_BYTES: usize = 15 * 1024 * 1024; // base64: 20.2 MB of output
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Runner,
+    Ttyd,
+}
+
+struct Server {
+    kind: Kind,
+    child: Child,
+    url: String,
+    token: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start_runner() -> Self {
+        let workspace = tempfile::tempdir().unwrap();
+        let storage = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::generate().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
+            .args(["--listen", "127.0.0.1:0", "--project", "bench"])
+            .args(["--token-public-key", &issuer.verifier().public_base64()])
+            .arg("--workspace")
+            .arg(workspace.path())
+            .args(["--storage", "local", "--storage-dir"])
+            .arg(storage.path())
+            .args(["--shell", &SHELL.join(" ")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the runner");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+        let token = issuer.issue(&Claims {
+            project: "bench".into(),
+            exp: unix_now() + 3600,
+        });
+        Self {
+            kind: Kind::Runner,
+            child,
+            url: format!("ws://{addr}/v1/ws"),
+            token,
+            _dirs: vec![workspace, storage],
+        }
+    }
+
+    fn start_ttyd(binary: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-W"])
+            .args(SHELL)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ttyd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "ttyd did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            kind: Kind::Ttyd,
+            child,
+            url: format!("ws://127.0.0.1:{port}/ws"),
+            token: String::new(),
+            _dirs: vec![],
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Connects and opens a terminal; returns the socket once the first
+    /// output byte (the prompt) arrived, and the time that took.
+    async fn open_terminal(&self) -> (Terminal, Duration) {
+        let started = Instant::now();
+        let mut request = self.url.as_str().into_client_request().unwrap();
+        match self.kind {
+            Kind::Runner => {
+                request
+                    .headers_mut()
+                    .insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+            }
+            Kind::Ttyd => {
+                request
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", "tty".parse().unwrap());
+            }
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+        socket.get_ref();
+        match self.kind {
+            Kind::Runner => {
+                let open = r#"{"id":1,"op":"term_open","cols":80,"rows":24}"#;
+                socket.send(Message::Text(open.into())).await.unwrap();
+            }
+            Kind::Ttyd => {
+                let hello = r#"{"AuthToken":"","columns":80,"rows":24}"#;
+                socket
+                    .send(Message::Binary(Bytes::from_static(hello.as_bytes())))
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut terminal = Terminal {
+            kind: self.kind,
+            socket,
+            term: 1,
+        };
+        let first = terminal.next_output().await;
+        assert!(!first.is_empty());
+        (terminal, started.elapsed())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Terminal {
+    kind: Kind,
+    socket: Socket,
+    term: u32,
+}
+
+impl Terminal {
+    async fn send(&mut self, data: &[u8]) {
+        let message = match self.kind {
+            Kind::Runner => Message::Binary(
+                Frame::TermInput {
+                    term: self.term,
+                    data: Bytes::copy_from_slice(data),
+                }
+                .encode(),
+            ),
+            Kind::Ttyd => {
+                let mut framed = Vec::with_capacity(data.len() + 1);
+                framed.push(b'0');
+                framed.extend_from_slice(data);
+                Message::Binary(Bytes::from(framed))
+            }
+        };
+        self.socket.send(message).await.unwrap();
+    }
+
+    /// The next chunk of terminal output, skipping control messages.
+    async fn next_output(&mut self) -> Vec<u8> {
+        loop {
+            let message = self
+                .socket
+                .next()
+                .await
+                .expect("connection closed")
+                .expect("read error");
+            let Message::Binary(data) = message else { continue };
+            match self.kind {
+                Kind::Runner => {
+                    if let Ok(Frame::TermOutput { data, .. }) = Frame::decode(data) {
+                        return data.to_vec();
+                    }
+                }
+                Kind::Ttyd => {
+                    if data.first() == Some(&b'0') {
+                        return data[1..].to_vec();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads output until `needle` appears; returns the bytes read.
+    async fn read_until(&mut self, needle: &[u8]) -> usize {
+        let mut total = 0;
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.next_output().await;
+            total += chunk.len();
+            tail.extend_from_slice(&chunk);
+            if tail.windows(needle.len()).any(|w| w == needle) {
+                return total;
+            }
+            let keep = tail.len().saturating_sub(needle.len());
+            tail.drain(..keep);
+        }
+    }
+
+    async fn ready(&mut self, tag: &str) {
+        self.send(format!("echo READY-{tag}-$((6*7))\r").as_bytes()).await;
+        self.read_until(format!("READY-{tag}-42").as_bytes()).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    percentile(values, 50.0)
+}
+
+#[derive(Default, Clone)]
+struct Figures {
+    echo_p50_ms: Vec<f64>,
+    echo_p99_ms: Vec<f64>,
+    output_mb_s: Vec<f64>,
+    connect_ms: Vec<f64>,
+    idle_rss_mib: Vec<f64>,
+    one_terminal_rss_mib: Vec<f64>,
+    stalled_growth_mib: Vec<f64>,
+}
+
+async fn echo_round_trips(terminal: &mut Terminal) -> (f64, f64) {
+    let mut samples = Vec::with_capacity(ECHO_KEYS);
+    for i in 0..ECHO_KEYS {
+        let key = [b'a' + (i % 26) as u8];
+        let started = Instant::now();
+        terminal.send(&key).await;
+        loop {
+            let out = terminal.next_output().await;
+            if out.contains(&key[0]) {
+                break;
+            }
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Clear the typed line.
+    terminal.send(b"\x15").await;
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&samples, 50.0), percentile(&samples, 99.0))
+}
+
+async fn output_throughput(terminal: &mut Terminal, source: &Path) -> f64 {
+    terminal.ready("out").await;
+    let started = Instant::now();
+    terminal
+        .send(format!("base64 {}; echo DONE-$((6*7))\r", source.display()).as_bytes())
+        .await;
+    let bytes = terminal.read_until(b"DONE-42").await;
+    bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
+    let (mut terminal, _) = server.open_terminal().await;
+    terminal.ready("stall").await;
+    let before = server.rss_kib();
+    terminal
+        .send(b"while :; do cat /dev/urandom | base64 -w 0; done\r")
+        .await;
+    let mut peak = before;
+    let until = Instant::now() + stall;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(server.rss_kib());
+    }
+    // Interrupt and drain, so the next measurement starts clean.
+    terminal.send(b"\x03").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    terminal.send(b"\x03").await;
+    drop(terminal);
+    peak.saturating_sub(before) as f64 / 1024.0
+}
+
+async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
+    figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
+    let (mut terminal, connect) = server.open_terminal().await;
+    figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
+    terminal.ready("echo").await;
+    figures.one_terminal_rss_mib.push(server.rss_kib() as f64 / 1024.0);
+    let (p50, p99) = echo_round_trips(&mut terminal).await;
+    figures.echo_p50_ms.push(p50);
+    figures.echo_p99_ms.push(p99);
+    figures.output_mb_s.push(output_throughput(&mut terminal, source).await);
+    terminal.send(b"exit\r").await;
+    drop(terminal);
+    figures.stalled_growth_mib.push(stalled_growth(server, stall).await);
+}
+
+/// The PTY itself, read in 64 KiB chunks: the ceiling for any server.
+fn bare_pty_mb_s(source: &Path) -> f64 {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new("base64");
+    cmd.arg(source);
+    let started = Instant::now();
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let _ = child.wait();
+    total as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+async fn save_to_durable(server: &Server) -> (f64, f64) {
+    let client = RunnerClient::connect(&server.url, &server.token).await.unwrap();
+    let data = vec![b'x'; 10 * 1024];
+    let path = WorkspacePath::parse("bench-save.txt").unwrap();
+    let mut samples = Vec::new();
+    for i in 0..200 {
+        let mut body = data.clone();
+        body[0] = b'a' + (i % 26) as u8;
+        let started = Instant::now();
+        client.write_file(&path, &body, None).await.unwrap();
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&samples, 50.0), percentile(&samples, 99.0))
+}
+
+fn find_ttyd() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("CLOUDCODE_TTYD") {
+        return Some(PathBuf::from(path));
+    }
+    let cached = PathBuf::from("/var/cache/cloudcode-ci/ttyd/ttyd.x86_64");
+    if cached.exists() {
+        return Some(cached);
+    }
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join("ttyd"))
+        .find(|p| p.exists())
+}
+
+fn report(name: &str, figures: &Figures) {
+    let m = |v: &Vec<f64>| median(&mut v.clone());
+    println!(
+        "{name:<8} echo p50 {:>6.3} ms  p99 {:>6.3} ms | output {:>6.1} MB/s | connect->prompt {:>6.2} ms | idle RSS {:>6.1} MiB | one terminal {:>6.1} MiB | stalled client +{:.1} MiB",
+        m(&figures.echo_p50_ms),
+        m(&figures.echo_p99_ms),
+        m(&figures.output_mb_s),
+        m(&figures.connect_ms),
+        m(&figures.idle_rss_mib),
+        m(&figures.one_terminal_rss_mib),
+        m(&figures.stalled_growth_mib),
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let stall = Duration::from_secs(
+        std::env::var("BENCH_STALL_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.bin");
+    let mut random = vec![0u8; OUTPUT_SOURCE_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut random)
+        .unwrap();
+    std::fs::write(&source, &random).unwrap();
+
+    let ttyd = find_ttyd();
+    if ttyd.is_none() {
+        println!("ttyd not found (see README): measuring the runner alone");
+    }
+    let mut runner_figures = Figures::default();
+    let mut ttyd_figures = Figures::default();
+    let mut bare = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}");
+        {
+            let server = Server::start_runner();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            measure(&server, &source, stall, &mut runner_figures).await;
+        }
+        if let Some(binary) = &ttyd {
+            let server = Server::start_ttyd(binary);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            measure(&server, &source, stall, &mut ttyd_figures).await;
+        }
+        bare.push(
+            tokio::task::spawn_blocking({
+                let source = source.clone();
+                move || bare_pty_mb_s(&source)
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let server = Server::start_runner();
+    let (save_p50, save_p99) = save_to_durable(&server).await;
+    drop(server);
+
+    println!(
+        "\n{rounds} interleaved rounds, medians; 300 keystrokes, {:.1} MB of base64 output",
+        OUTPUT_SOURCE_BYTES as f64 * 4.0 / 3.0 / 1e6
+    );
+    report("runner", &runner_figures);
+    if ttyd.is_some() {
+        report("ttyd", &ttyd_figures);
+    }
+    println!("bare pty read loop {:.1} MB/s", median(&mut bare));
+    println!("runner save of 10 KB durable in local storage: p50 {save_p50:.3} ms  p99 {save_p99:.3} ms");
+}

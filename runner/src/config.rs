@@ -55,7 +55,7 @@ pub struct Config {
     /// Path-style addressing (`endpoint/bucket/key`).
     #[arg(long, env = "CLOUDCODE_S3_PATH_STYLE")]
     pub s3_path_style: bool,
-    /// Project-scoped credentials (see docs/protocol.md, "Threat model").
+    /// Project-scoped credentials (see proto/PROTOCOL.md, "Threat model").
     #[arg(long, env = "CLOUDCODE_S3_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
     #[arg(long, env = "CLOUDCODE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
