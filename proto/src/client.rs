@@ -70,7 +70,7 @@ impl RunnerClient {
         let auth =
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| ClientError::Connect(e.to_string()))?;
         request.headers_mut().insert("authorization", auth);
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let (mut sink, mut stream) = socket.split();

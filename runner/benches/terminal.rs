@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cloudcode_proto::client::RunnerClient;
 use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Reply, ServerMessage};
 use cloudcode_proto::path::WorkspacePath;
 use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
 use futures_util::{SinkExt, StreamExt};
@@ -138,8 +139,9 @@ impl Server {
                     .insert("sec-websocket-protocol", "tty".parse().unwrap());
             }
         }
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
-        socket.get_ref();
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .expect("connect");
         match self.kind {
             Kind::Runner => {
                 let open = r#"{"id":1,"op":"term_open","cols":80,"rows":24}"#;
@@ -153,10 +155,24 @@ impl Server {
                     .unwrap();
             }
         }
+        let mut term = 0;
+        if self.kind == Kind::Runner {
+            // The answer names the terminal; it precedes any output.
+            while term == 0 {
+                if let Some(Ok(Message::Text(text))) = socket.next().await
+                    && let Ok(ServerMessage::Response {
+                        result: Reply::TermOpened { term: id },
+                        ..
+                    }) = serde_json::from_str(text.as_str())
+                {
+                    term = id;
+                }
+            }
+        }
         let mut terminal = Terminal {
             kind: self.kind,
             socket,
-            term: 1,
+            term,
         };
         let first = terminal.next_output().await;
         assert!(!first.is_empty());
@@ -235,6 +251,9 @@ impl Terminal {
         let mut tail: Vec<u8> = Vec::new();
         loop {
             let chunk = self.next_output().await;
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!("{:?}", String::from_utf8_lossy(&chunk[..chunk.len().min(200)]));
+            }
             total += chunk.len();
             tail.extend_from_slice(&chunk);
             if tail.windows(needle.len()).any(|w| w == needle) {
@@ -307,7 +326,9 @@ async fn output_throughput(terminal: &mut Terminal, source: &Path) -> f64 {
 
 async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
     let (mut terminal, _) = server.open_terminal().await;
+    eprintln!("    opened term {}", terminal.term);
     terminal.ready("stall").await;
+    eprintln!("    ready");
     let before = server.rss_kib();
     terminal
         .send(b"while :; do cat /dev/urandom | base64 -w 0; done\r")
@@ -318,6 +339,7 @@ async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(server.rss_kib());
     }
+    eprintln!("    stalled");
     // Interrupt and drain, so the next measurement starts clean.
     terminal.send(b"\x03").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -328,16 +350,20 @@ async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
 
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
     figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
+    eprintln!("  {:?}: connect", server.kind);
     let (mut terminal, connect) = server.open_terminal().await;
     figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
     terminal.ready("echo").await;
     figures.one_terminal_rss_mib.push(server.rss_kib() as f64 / 1024.0);
+    eprintln!("  {:?}: echo", server.kind);
     let (p50, p99) = echo_round_trips(&mut terminal).await;
+    eprintln!("  {:?}: output", server.kind);
     figures.echo_p50_ms.push(p50);
     figures.echo_p99_ms.push(p99);
     figures.output_mb_s.push(output_throughput(&mut terminal, source).await);
     terminal.send(b"exit\r").await;
     drop(terminal);
+    eprintln!("  {:?}: stalled client", server.kind);
     figures.stalled_growth_mib.push(stalled_growth(server, stall).await);
 }
 

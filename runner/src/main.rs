@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use cloudcode_proto::storage::local::LocalStore;
 use cloudcode_proto::storage::s3::{S3Config, S3Store};
@@ -168,6 +169,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Machine-readable readiness line for whoever started us.
     println!("cloudcode-runner listening on {addr}");
     tracing::info!(project = %config.project, "listening on {addr}");
+    // Keystroke echoes are tiny writes: without NODELAY, Nagle's algorithm
+    // and the peer's delayed ACK hold them back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, cloudcode_runner::server::router(state))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

@@ -396,7 +396,9 @@ impl Persister {
             }
             Ok(meta) if meta.is_dir() => {
                 self.delete_stored(path).await?;
-                let files = self.walk(path)?;
+                // A large tree takes a while to walk: keep it off the
+                // runtime's other tasks.
+                let files = tokio::task::block_in_place(|| self.walk(path))?;
                 let present: std::collections::HashSet<WorkspacePath> = files.iter().map(|(p, _)| p.clone()).collect();
                 let gone: Vec<WorkspacePath> = self
                     .stored_below(path)

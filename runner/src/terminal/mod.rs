@@ -2,11 +2,12 @@
 //!
 //! Each terminal has a reader thread that moves PTY output into its
 //! [`Scrollback`] and never waits for clients (so a stalled client cannot stall
-//! the program, nor grow memory), a writer thread that feeds input to the PTY,
-//! and a `watch` channel that wakes the per-client pumps (see
+//! the program, nor grow memory), input written straight to the PTY, and a
+//! `watch` channel that wakes the per-client pumps (see
 //! `connection.rs`) when output arrives or the process exits.
 
 pub mod pty;
+pub mod screen;
 pub mod scrollback;
 
 use std::collections::HashMap;
@@ -16,17 +17,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cloudcode_proto::message::{TermId, TermInfo};
 use portable_pty::{ChildKiller, MasterPty};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use self::scrollback::{Next, Scrollback};
 
 /// Largest read from a PTY, and so the largest output frame.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Input messages queued for one terminal before senders wait.
-const INPUT_QUEUE: usize = 256;
 /// Between SIGHUP and SIGKILL when a terminal is closed.
 const HANGUP_GRACE: Duration = Duration::from_millis(500);
 
@@ -69,7 +67,7 @@ pub struct Terminal {
     state: Mutex<TermState>,
     /// Bumped on every output and on exit; pumps wait on it.
     changed: watch::Sender<u64>,
-    input: mpsc::Sender<Bytes>,
+    writer: Mutex<Box<dyn Write + Send>>,
     master: Mutex<Box<dyn MasterPty + Send>>,
     killer: Mutex<Box<dyn ChildKiller + Send + Sync>>,
     pid: Option<u32>,
@@ -100,9 +98,16 @@ impl Terminal {
         }
     }
 
-    /// Queues input; waits while the program is not reading its input.
-    pub async fn write_input(&self, data: Bytes) {
-        let _ = self.input.send(data).await;
+    /// Writes input to the PTY. A keystroke goes straight in from the
+    /// calling task (a thread hop would double the echo latency); the write
+    /// only blocks when the program stops reading its input, and then
+    /// `block_in_place` keeps the runtime's other tasks going.
+    pub fn write_input(&self, data: &[u8]) {
+        tokio::task::block_in_place(|| {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // A program that exited no longer reads: input is dropped.
+            let _ = writer.write_all(data).and_then(|()| writer.flush());
+        });
     }
 
     pub fn resize(&self, cols: u16, rows: u16) -> Result<(), TerminalError> {
@@ -229,7 +234,6 @@ impl Terminals {
         };
         let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn { program, source })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (changed, _) = watch::channel(0);
         let terminal = Arc::new(Terminal {
             id,
@@ -242,13 +246,12 @@ impl Terminals {
                 idle_since: Instant::now(),
             }),
             changed,
-            input: input_tx,
+            writer: Mutex::new(spawned.writer),
             master: Mutex::new(spawned.master),
             killer: Mutex::new(spawned.killer),
             pid: spawned.pid,
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child);
-        spawn_writer(id, spawned.writer, input_rx);
         self.map().insert(id, terminal.clone());
         tracing::info!(term = id, pid = ?spawned.pid, "terminal opened");
         Ok(terminal)
@@ -319,6 +322,7 @@ fn spawn_reader(
 ) {
     let id = terminal.id;
     let spawned = std::thread::Builder::new()
+        .stack_size(256 * 1024)
         .name(format!("pty-read-{id}"))
         .spawn(move || {
             let mut buf = vec![0u8; READ_CHUNK];
@@ -350,20 +354,5 @@ fn spawn_reader(
         });
     if let Err(e) = spawned {
         tracing::error!(term = id, "could not start the PTY reader thread: {e}");
-    }
-}
-
-fn spawn_writer(id: TermId, mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Bytes>) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("pty-write-{id}"))
-        .spawn(move || {
-            while let Some(data) = input.blocking_recv() {
-                if writer.write_all(&data).and_then(|()| writer.flush()).is_err() {
-                    break;
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(term = id, "could not start the PTY writer thread: {e}");
     }
 }

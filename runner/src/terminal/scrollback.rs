@@ -3,15 +3,18 @@
 //! Every output byte has a sequence number: its offset in the terminal's
 //! whole output. The last `capacity` bytes are kept verbatim, so a client that
 //! reconnects with its next sequence number gets exactly what it missed.
-//! Bytes that fall out of the window are fed to a VT100 emulator, which
-//! therefore always holds the screen as it was at the window's first byte: a
-//! client too far behind gets that screen as a snapshot, then the window.
+//! Bytes that fall out of the window are fed to a VT100 emulator
+//! ([`ScreenTracker`]), which therefore holds the screen as it was at the
+//! window's first byte: a client too far behind gets that screen as a
+//! snapshot, then the window.
 //! Memory is bounded by `capacity` plus one screen, whatever the program
 //! prints and however slowly clients read.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+
+use super::screen::ScreenTracker;
 
 pub struct Scrollback {
     /// One byte ring rather than a list of chunks: a program that prints a
@@ -21,7 +24,7 @@ pub struct Scrollback {
     start_seq: u64,
     capacity: usize,
     /// The screen as of `start_seq`.
-    screen: vt100::Parser,
+    screen: ScreenTracker,
     /// Resizes not yet applied to `screen`, with the sequence number at
     /// which they happened.
     pending_resizes: VecDeque<(u64, u16, u16)>,
@@ -44,7 +47,7 @@ impl Scrollback {
             buf: VecDeque::new(),
             start_seq: 0,
             capacity: capacity.max(1),
-            screen: vt100::Parser::new(rows.max(1), cols.max(1), 0),
+            screen: ScreenTracker::new(rows, cols),
             pending_resizes: VecDeque::new(),
         }
     }
@@ -81,24 +84,28 @@ impl Scrollback {
         self.evict(&evicted);
     }
 
-    /// Feeds bytes leaving the window (already removed from `buf`) to the
-    /// screen, applying resizes where they happened.
+    /// Hands bytes leaving the window (already removed from `buf`) to the
+    /// screen, with the resizes that happened among them, in order.
     fn evict(&mut self, bytes: &[u8]) {
         let mut offset = 0usize;
-        // Apply resizes in order with the bytes around them.
         while let Some(&(at, rows, cols)) = self.pending_resizes.front() {
             let upto = at.saturating_sub(self.start_seq) as usize;
             if upto > bytes.len() {
                 break;
             }
             let upto = upto.max(offset);
-            self.screen.process(&bytes[offset..upto]);
+            if upto > offset {
+                self.screen
+                    .feed(bytes[offset..upto].to_vec(), self.start_seq + upto as u64);
+            }
             offset = upto;
-            self.screen.screen_mut().set_size(rows, cols);
+            self.screen.resize(rows, cols);
             self.pending_resizes.pop_front();
         }
-        self.screen.process(&bytes[offset..]);
         self.start_seq += bytes.len() as u64;
+        if offset < bytes.len() {
+            self.screen.feed(bytes[offset..].to_vec(), self.start_seq);
+        }
     }
 
     pub fn resize(&mut self, rows: u16, cols: u16) {
@@ -136,9 +143,7 @@ impl Scrollback {
     /// Bytes that draw the screen as of `start_seq` on a freshly reset
     /// terminal: clear, contents, attributes, cursor, modes.
     fn snapshot(&self) -> Bytes {
-        let mut out = b"\x1bc".to_vec();
-        out.extend_from_slice(&self.screen.screen().state_formatted());
-        Bytes::from(out)
+        Bytes::from(self.screen.snapshot(self.start_seq))
     }
 }
 
@@ -199,7 +204,7 @@ mod tests {
         sb.push(b"ab");
         sb.resize(10, 40);
         sb.push(b"cdefgh");
-        assert_eq!(sb.screen.screen().size(), (10, 40));
+        assert_eq!(sb.screen.size_at(sb.start_seq), (10, 40));
     }
 
     #[test]
