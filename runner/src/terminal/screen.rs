@@ -72,10 +72,23 @@ impl ScreenTracker {
     }
 
     fn submit(&self, work: Work) {
+        use std::sync::mpsc::TrySendError;
         let work = match &self.queue {
-            Some(queue) => match queue.send(work) {
+            Some(queue) => match queue.try_send(work) {
                 Ok(()) => return,
-                Err(failed) => failed.0,
+                // The emulator is 4 MiB behind: wait for it, off the runtime.
+                Err(TrySendError::Full(work)) => {
+                    let sent = if tokio::runtime::Handle::try_current().is_ok() {
+                        tokio::task::block_in_place(|| queue.send(work))
+                    } else {
+                        queue.send(work)
+                    };
+                    match sent {
+                        Ok(()) => return,
+                        Err(failed) => failed.0,
+                    }
+                }
+                Err(TrySendError::Disconnected(work)) => work,
             },
             None => work,
         };

@@ -251,7 +251,14 @@ impl Screen {
 /// Reads `term`'s output into `screen` until `done` holds on it.
 pub async fn read_until(client: &mut RunnerClient, term: TermId, screen: &mut Screen, done: impl Fn(&Screen) -> bool) {
     while !done(screen) {
-        match next_incoming(client).await {
+        let incoming = tokio::time::timeout(PATIENCE, client.next_incoming()).await;
+        let Ok(Some(incoming)) = incoming else {
+            panic!(
+                "timed out waiting for terminal output; screen so far:\n{}",
+                screen.tail_text()
+            );
+        };
+        match incoming {
             Incoming::Frame(Frame::TermOutput { term: t, seq, data }) if t == term => {
                 assert_eq!(seq, screen.next_seq, "gap or overlap in terminal output");
                 screen.next_seq = seq + data.len() as u64;
