@@ -64,9 +64,19 @@ pub struct RunnerClient {
 impl RunnerClient {
     /// Connects to `url` (`ws://host:port/v1/ws`) with a bearer token.
     pub async fn connect(url: &str, token: &str) -> Result<Self, ClientError> {
+        Self::connect_with_host(url, None, token).await
+    }
+
+    /// Connects to `url` but names `host` in the Host header: reaching a
+    /// gateway by address while addressing a project's origin.
+    pub async fn connect_with_host(url: &str, host: Option<&str>, token: &str) -> Result<Self, ClientError> {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if let Some(host) = host {
+            let value = HeaderValue::from_str(host).map_err(|e| ClientError::Connect(e.to_string()))?;
+            request.headers_mut().insert("host", value);
+        }
         let auth =
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| ClientError::Connect(e.to_string()))?;
         request.headers_mut().insert("authorization", auth);

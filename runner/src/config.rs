@@ -22,6 +22,21 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
 
+    /// Listen on this Unix socket instead of TCP: how the gateway reaches a
+    /// runner in a sandbox that has no network of its own.
+    #[arg(long, env = "CLOUDCODE_LISTEN_UNIX")]
+    pub listen_unix: Option<PathBuf>,
+
+    /// Also accept connections on this Unix socket and relay them, byte for
+    /// byte, to the user's app on 127.0.0.1:<preview-port> in the sandbox:
+    /// the preview route (HTTP and WebSocket alike).
+    #[arg(long, env = "CLOUDCODE_PREVIEW_UNIX")]
+    pub preview_unix: Option<PathBuf>,
+
+    /// Port of the user's app inside the sandbox.
+    #[arg(long, env = "CLOUDCODE_PREVIEW_PORT", default_value_t = 3000)]
+    pub preview_port: u16,
+
     /// The project this runner serves; tokens for any other are refused.
     #[arg(long, env = "CLOUDCODE_PROJECT")]
     pub project: String,

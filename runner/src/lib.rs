@@ -5,6 +5,7 @@
 pub mod config;
 pub mod connection;
 pub mod files;
+pub mod preview;
 pub mod server;
 pub mod shutdown;
 pub mod state;

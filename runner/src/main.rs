@@ -15,6 +15,15 @@ use cloudcode_runner::state::{Limits, RunnerState};
 use cloudcode_runner::sync::Persister;
 use cloudcode_runner::terminal::{TerminalConfig, Terminals};
 
+/// Binds a Unix socket, replacing a stale one left by an earlier runner.
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // User code runs as our uid: non-dumpable makes /proc/<runner>/environ,
@@ -162,24 +171,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         shutdown: shutdown.token(),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    // Machine-readable readiness line for whoever started us.
-    println!("cloudcode-runner listening on {addr}");
-    tracing::info!(project = %config.project, "listening on {addr}");
-    // Keystroke echoes are tiny writes: without NODELAY, Nagle's algorithm
-    // and the peer's delayed ACK hold them back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
-        }
-    });
-    axum::serve(listener, cloudcode_runner::server::router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("serving")?;
+    let router = cloudcode_runner::server::router(state);
+    let stop = shutdown.token();
+    if let Some(path) = &config.preview_unix {
+        let listener = bind_unix(path)?;
+        tokio::spawn(cloudcode_runner::preview::relay(
+            listener,
+            config.preview_port,
+            shutdown.token(),
+        ));
+    }
+    if let Some(path) = &config.listen_unix {
+        let listener = bind_unix(path)?;
+        println!("cloudcode-runner listening on unix:{}", path.display());
+        tracing::info!(project = %config.project, "listening on {}", path.display());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("serving")?;
+    } else {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        // Machine-readable readiness line for whoever started us.
+        println!("cloudcode-runner listening on {addr}");
+        tracing::info!(project = %config.project, "listening on {addr}");
+        // Keystroke echoes are tiny writes: without NODELAY, Nagle's algorithm
+        // and the peer's delayed ACK hold them back for up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("serving")?;
+    }
 
     // Programs get their hangup first, so what they write on the way out is
     // part of the final flush.

@@ -1,0 +1,144 @@
+//! The gateway: routes `<project>.<ide-domain>` to the project's runner and
+//! `<project>.<preview-domain>` to the user's app in the same sandbox, HTTP
+//! and WebSocket upgrades alike (hot reload works through it). Everything
+//! else is the control-plane API. The two project origins are distinct, and
+//! nothing the gateway does authenticates a request to a runner: the IDE
+//! presents its own project token, which the runner checks.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::projects::ProjectId;
+
+/// Where a runner or preview answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Unix(PathBuf),
+    /// `host:port`, as a Kubernetes service is reached.
+    Tcp(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot reach the sandbox: {0}")]
+    Connect(std::io::Error),
+    #[error("the sandbox broke the HTTP exchange: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// Which origin a Host header names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Ide(ProjectId),
+    Preview(ProjectId),
+    /// A project-shaped host whose label is not a valid id.
+    BadProject,
+    Api,
+}
+
+pub fn route(host: Option<&str>, ide_domain: &str, preview_domain: &str) -> Route {
+    let Some(host) = host else { return Route::Api };
+    // Strip the port; IPv6 literals are never project hosts.
+    let name = if host.starts_with('[') {
+        host
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    for (domain, ide) in [(ide_domain, true), (preview_domain, false)] {
+        if let Some(label) = name.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.')) {
+            return match ProjectId::parse(label) {
+                Ok(id) if ide => Route::Ide(id),
+                Ok(id) => Route::Preview(id),
+                Err(_) => Route::BadProject,
+            };
+        }
+    }
+    Route::Api
+}
+
+async fn connect(upstream: &Upstream) -> Result<Box<dyn Io>, ProxyError> {
+    Ok(match upstream {
+        Upstream::Unix(path) => Box::new(UnixStream::connect(path).await.map_err(ProxyError::Connect)?),
+        Upstream::Tcp(addr) => {
+            let stream = TcpStream::connect(addr).await.map_err(ProxyError::Connect)?;
+            let _ = stream.set_nodelay(true);
+            Box::new(stream)
+        }
+    })
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Forwards one request (and, on 101, the upgraded connection).
+pub async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    let io = connect(upstream).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!("upstream connection: {e}");
+        }
+    });
+    let client_upgrade = request
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    let mut response = sender.send_request(request).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                }
+                Err(e) => tracing::debug!("upgrade failed: {e}"),
+            }
+        });
+    }
+    Ok(response.map(Body::new))
+}
+
+/// The runner's authenticated health check: the orchestrator's readiness.
+pub async fn health(upstream: &Upstream, token: &str) -> Result<u16, ProxyError> {
+    let request = Request::get("/v1/health")
+        .header(header::HOST, "runner")
+        .header(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or(HeaderValue::from_static("")),
+        )
+        .body(Body::empty())
+        .unwrap_or_default();
+    Ok(forward(upstream, request).await?.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_host() {
+        let r = |h| route(Some(h), "ide.localhost", "preview.localhost");
+        assert_eq!(
+            r("alpha.ide.localhost:8080"),
+            Route::Ide(ProjectId::parse("alpha").unwrap())
+        );
+        assert_eq!(
+            r("Alpha.Preview.Localhost."),
+            Route::Preview(ProjectId::parse("alpha").unwrap())
+        );
+        assert_eq!(r("localhost:8080"), Route::Api);
+        assert_eq!(r("ide.localhost"), Route::Api);
+        assert_eq!(r("a.b.ide.localhost"), Route::BadProject);
+        assert_eq!(r("x_y.ide.localhost"), Route::BadProject);
+        assert_eq!(r("evilide.localhost"), Route::Api);
+        assert_eq!(route(None, "ide.localhost", "preview.localhost"), Route::Api);
+    }
+}

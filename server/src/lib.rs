@@ -1,0 +1,10 @@
+//! cloudcode's control plane: the init service ([`projects`]), the
+//! orchestrator ([`orchestrator`]) and the gateway ([`gateway`]), served
+//! together on one port by [`api`].
+
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod gateway;
+pub mod orchestrator;
+pub mod projects;

@@ -1,0 +1,125 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use cloudcode_proto::storage::local::LocalStore;
+use cloudcode_server::api::{AppState, router};
+use cloudcode_server::config::Config;
+use cloudcode_server::credentials::Credentials;
+use cloudcode_server::orchestrator::Orchestrator;
+use cloudcode_server::orchestrator::local::{Isolation, LocalBackend, LocalConfig};
+use cloudcode_server::projects::Projects;
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "cloudcode_server=info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+fn bubblewrap_available() -> bool {
+    std::process::Command::new("bwrap")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let dirs = directories::ProjectDirs::from("dev", "cloudcode", "cloudcode");
+    let data_dir = config
+        .data_dir
+        .clone()
+        .or_else(|| dirs.as_ref().map(|d| d.data_dir().to_path_buf()))
+        .context("no data directory: pass --data-dir")?;
+    let config_dir = config
+        .config_dir
+        .clone()
+        .or_else(|| dirs.as_ref().map(|d| d.config_dir().to_path_buf()))
+        .context("no config directory: pass --config-dir")?;
+    let credentials = Credentials::load_or_create(&config_dir)?;
+
+    let isolation = if bubblewrap_available() {
+        Isolation::Bubblewrap
+    } else if config.insecure_no_sandbox {
+        tracing::error!(
+            "!!! bubblewrap is missing and --insecure-no-sandbox is set: users' code runs UNSANDBOXED with this server's privileges !!!"
+        );
+        Isolation::Insecure
+    } else {
+        anyhow::bail!(
+            "bubblewrap (bwrap) is required to sandbox runners: install it (apt-get install bubblewrap), or pass --insecure-no-sandbox for development only"
+        );
+    };
+    let runner_binary = match &config.runner_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("cloudcode-runner"),
+    };
+    anyhow::ensure!(
+        runner_binary.exists(),
+        "runner binary {} not found (--runner-binary)",
+        runner_binary.display()
+    );
+
+    let storage_dir: PathBuf = data_dir.join("storage");
+    let store = Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?);
+    let projects = Projects::new(store);
+    if let Err(e) = projects.seed_templates().await {
+        tracing::warn!("seeding templates failed (retried at the next create): {e}");
+    }
+    let backend = Arc::new(LocalBackend::new(LocalConfig {
+        runner_binary,
+        root: cloudcode_server::orchestrator::sandbox_root(&data_dir),
+        storage_dir,
+        isolation,
+        limits: cloudcode_server::orchestrator::local::Limits {
+            memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
+            max_pids: config.sandbox_pids,
+            cpu_percent: config.sandbox_cpu_percent,
+        },
+        runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
+    }));
+    let orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        projects,
+        orchestrator,
+        api_token: credentials.api_token.clone(),
+        ide_domain: config.ide_domain.to_ascii_lowercase(),
+        preview_domain: config.preview_domain.to_ascii_lowercase(),
+        public_scheme: config.public_scheme.clone(),
+        public_port: Some(config.public_port.unwrap_or(addr.port())),
+    });
+    println!("cloudcode-server listening on {addr}");
+    println!(
+        "  API: http://localhost:{}/?token={}",
+        addr.port(),
+        credentials.api_token
+    );
+    let shutdown_state = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            }
+            tracing::info!("shutting down: stopping sandboxes (they flush their files)");
+        })
+        .await?;
+    shutdown_state.orchestrator.stop_all().await;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The orchestrator: starts, stops and watches each project's runner
+//! through a [`SandboxBackend`] (local processes here; Kubernetes behind the
+//! same trait), and decides what "started" means: the runner answers an
+//! authenticated health check.
+
+pub mod local;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
+use tokio::sync::Mutex;
+
+use crate::gateway::Upstream;
+use crate::projects::ProjectId;
+
+/// How long a runner may take to answer its first health check.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime of the project tokens handed to clients.
+pub const TOKEN_LIFETIME_SECS: u64 = 12 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("the sandbox could not be started: {0}")]
+    Start(String),
+    #[error("the runner did not become ready within {0:?}: {1}")]
+    NotReady(Duration, String),
+    #[error("stopping the sandbox failed: {0}")]
+    Stop(String),
+}
+
+/// Where a running project is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub ide: Upstream,
+    pub preview: Upstream,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxState {
+    Running(Endpoints),
+    Stopped,
+    /// The sandbox ended without being asked to; `detail` says how.
+    Failed {
+        detail: String,
+    },
+}
+
+/// What a backend needs to start one project's runner.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub project: ProjectId,
+    pub token_public_key: String,
+}
+
+/// A place runners run: local sandboxed processes, or pods.
+#[async_trait]
+pub trait SandboxBackend: Send + Sync {
+    /// Starts the project's runner, or returns the running one's endpoints.
+    async fn ensure_running(&self, spec: &SandboxSpec) -> Result<Endpoints, OrchestratorError>;
+    /// Stops the runner (it flushes its files first) and everything it ran.
+    async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError>;
+    async fn state(&self, project: &ProjectId) -> SandboxState;
+    async fn running(&self) -> Vec<ProjectId>;
+}
+
+pub struct Orchestrator {
+    backend: Arc<dyn SandboxBackend>,
+    issuer: Arc<TokenIssuer>,
+    /// One start at a time per project: concurrent starts share it.
+    starting: Mutex<HashMap<ProjectId, Arc<Mutex<()>>>>,
+}
+
+/// A started project, as the API reports it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub endpoints: Endpoints,
+    pub token: String,
+    pub expires: u64,
+}
+
+impl Orchestrator {
+    pub fn new(backend: Arc<dyn SandboxBackend>, issuer: Arc<TokenIssuer>) -> Self {
+        Self {
+            backend,
+            issuer,
+            starting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn issue_token(&self, project: &ProjectId) -> (String, u64) {
+        let exp = unix_now() + TOKEN_LIFETIME_SECS;
+        (
+            self.issuer.issue(&Claims {
+                project: project.to_string(),
+                exp,
+            }),
+            exp,
+        )
+    }
+
+    /// Idempotent: returns once the runner answers, however many callers ask
+    /// at once.
+    pub async fn start(&self, project: &ProjectId) -> Result<Started, OrchestratorError> {
+        let lock = self.starting.lock().await.entry(project.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        let spec = SandboxSpec {
+            project: project.clone(),
+            token_public_key: self.issuer.verifier().public_base64(),
+        };
+        let endpoints = self.backend.ensure_running(&spec).await?;
+        let (token, expires) = self.issue_token(project);
+        wait_ready(&endpoints.ide, &token).await?;
+        Ok(Started {
+            endpoints,
+            token,
+            expires,
+        })
+    }
+
+    pub async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
+        let lock = self.starting.lock().await.entry(project.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        self.backend.stop(project).await
+    }
+
+    pub async fn state(&self, project: &ProjectId) -> SandboxState {
+        self.backend.state(project).await
+    }
+
+    pub async fn endpoints(&self, project: &ProjectId) -> Option<Endpoints> {
+        match self.backend.state(project).await {
+            SandboxState::Running(endpoints) => Some(endpoints),
+            _ => None,
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        for project in self.backend.running().await {
+            if let Err(e) = self.stop(&project).await {
+                tracing::warn!(%project, "stopping on shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// Polls the runner's authenticated health endpoint until it answers 200.
+async fn wait_ready(upstream: &Upstream, token: &str) -> Result<(), OrchestratorError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    let mut pause = Duration::from_millis(2);
+    while Instant::now() < deadline {
+        match crate::gateway::health(upstream, token).await {
+            Ok(200) => return Ok(()),
+            Ok(status) => last = format!("health check answered {status}"),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    Err(OrchestratorError::NotReady(READY_TIMEOUT, last))
+}
+
+/// Where the local backend keeps its per-project state.
+pub fn sandbox_root(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("sandboxes")
+}

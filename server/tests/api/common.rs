@@ -1,0 +1,224 @@
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudcode_proto::client::{Incoming, RunnerClient};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Event, Op, Reply, TermId};
+use serde_json::Value;
+
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct TestServer {
+    pub child: Child,
+    pub port: u16,
+    pub token: String,
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn runner_binary() -> PathBuf {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_cloudcode-server"));
+    let runner = server.with_file_name("cloudcode-runner");
+    assert!(
+        runner.exists(),
+        "{} missing: run `cargo test --workspace`, which builds it",
+        runner.display()
+    );
+    runner
+}
+
+impl TestServer {
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config-dir")
+            .arg(dir.path().join("config"))
+            .arg("--runner-binary")
+            .arg(runner_binary())
+            .args(extra)
+            .env("RUST_LOG", "cloudcode_server=info,cloudcode_runner=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting cloudcode-server");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        let port: u16 = first
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("server did not start: {first:?}"));
+        let mut second = String::new();
+        reader.read_line(&mut second).unwrap();
+        let token = second.trim().rsplit("token=").next().unwrap().to_owned();
+        Self {
+            child,
+            port,
+            token,
+            data,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+        raw_request(self.port, method, path, None, body, token).await
+    }
+
+    pub async fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.request(method, path, body, Some(&self.token.clone())).await
+    }
+
+    pub async fn create(&self, id: &str, language: &str) {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/api/projects",
+                Some(&format!(r#"{{"id":"{id}","language":"{language}"}}"#)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Starts a project; returns the start response.
+    pub async fn start_project(&self, id: &str) -> Value {
+        let (status, body) = self.api("POST", &format!("/api/projects/{id}/start"), None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// A runner client through the gateway, on the project's IDE origin.
+    pub async fn ide_client(&self, id: &str, started: &Value) -> RunnerClient {
+        let token = started["token"].as_str().unwrap();
+        let mut client = RunnerClient::connect_with_host(
+            &format!("ws://127.0.0.1:{}/v1/ws", self.port),
+            Some(&format!("{id}.ide.localhost:{}", self.port)),
+            token,
+        )
+        .await
+        .expect("connecting through the gateway");
+        match next(&mut client).await {
+            Incoming::Event(Event::Welcome { project, .. }) => assert_eq!(project, id),
+            other => panic!("{other:?}"),
+        }
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client, so tests choose every header (Host included).
+pub async fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let host = host.map(str::to_owned).unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies: take the JSON between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => serde_json::from_str(&body[a..=b]).unwrap_or(Value::String(body.to_owned())),
+        _ => Value::String(body.to_owned()),
+    };
+    (status, json)
+}
+
+pub async fn next(client: &mut RunnerClient) -> Incoming {
+    tokio::time::timeout(PATIENCE, client.next_incoming())
+        .await
+        .expect("timed out")
+        .expect("connection gone")
+}
+
+pub async fn open_terminal(client: &RunnerClient) -> TermId {
+    match client
+        .request(Op::TermOpen {
+            cols: 120,
+            rows: 40,
+            command: None,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::TermOpened { term } => term,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs `command` in the terminal and returns what it printed up to a marker.
+pub async fn run(client: &mut RunnerClient, term: TermId, command: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    client
+        .send_input(term, format!("{command}; echo END{n}-$((40+2))\r").as_bytes())
+        .unwrap();
+    let needle = format!("END{n}-42");
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(&needle) {
+        if let Incoming::Frame(Frame::TermOutput { term: t, data, .. }) = next(client).await
+            && t == term
+        {
+            out.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn process_running(arg: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

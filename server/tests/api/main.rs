@@ -1,0 +1,6 @@
+//! The control plane for real: the server binary, real bubblewrap sandboxes
+//! with cgroups, real runners reached through the gateway.
+
+mod common;
+mod projects;
+mod sandbox;

@@ -1,0 +1,136 @@
+//! The init service's API and the seed's control-plane defects: no auth,
+//! false 200s, unvalidated ids and languages.
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_needs_the_api_token() {
+    let server = TestServer::start(&[]);
+    for (method, path) in [
+        ("GET", "/api/projects"),
+        ("POST", "/api/projects"),
+        ("POST", "/project"),
+        ("POST", "/start"),
+        ("GET", "/api/projects/alpha"),
+        ("DELETE", "/api/projects/alpha"),
+        ("POST", "/api/projects/alpha/start"),
+        ("GET", "/nothing-here"),
+    ] {
+        let (status, body) = server.request(method, path, Some("{}"), None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        let (status, _) = server.request(method, path, Some("{}"), Some("wrong-token")).await;
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+    }
+    let (status, _) = server
+        .request("GET", &format!("/api/projects?token={}", server.token), None, None)
+        .await;
+    assert_eq!(status, 200, "the token in the printed URL works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_list_get_delete() {
+    let server = TestServer::start(&[]);
+    let (status, body) = server
+        .api("POST", "/project", Some(r#"{"replId":"my-app","language":"node-js"}"#))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server.create("py-app", "python").await;
+    let (status, body) = server.api("GET", "/api/projects", None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<_> = body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["my-app", "py-app"]);
+    // The template's files are the project's.
+    let code = server.data.join("storage/code/my-app");
+    assert!(code.join("index.js").exists() && code.join("package.json").exists() && code.join("README.md").exists());
+    assert!(server.data.join("storage/code/py-app/main.py").exists());
+    assert!(!code.join(".cloudcode-template").exists());
+
+    let (status, body) = server.api("GET", "/api/projects/py-app", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["project"]["language"], "python");
+    assert_eq!(body["sandbox"]["state"], "stopped");
+
+    let (status, _) = server.api("DELETE", "/api/projects/py-app", None).await;
+    assert_eq!(status, 204);
+    assert!(!server.data.join("storage/code/py-app").join("main.py").exists());
+    let (status, _) = server.api("GET", "/api/projects/py-app", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = server.api("DELETE", "/api/projects/py-app", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_clearly() {
+    let server = TestServer::start(&[]);
+    let long = "a".repeat(300);
+    for (body, code) in [
+        (r#"{"replId":"victim #","language":"python"}"#.to_owned(), "invalid_id"),
+        (r#"{"replId":"../x","language":"python"}"#.to_owned(), "invalid_id"),
+        (format!(r#"{{"replId":"{long}","language":"python"}}"#), "invalid_id"),
+        (
+            r#"{"replId":"ok-id","language":"cobol"}"#.to_owned(),
+            "unknown_language",
+        ),
+        (r#"{"replId":"ok-id"}"#.to_owned(), "bad_request"),
+        (r#"{"replId":"ok-id","#.to_owned(), "bad_request"),
+        (r#"[1,2,3]"#.to_owned(), "bad_request"),
+    ] {
+        let (status, response) = server.api("POST", "/project", Some(&body)).await;
+        assert!(status == 400 || status == 422, "{body}: {status} {response}");
+        assert_eq!(response["code"], code, "{body}: {response}");
+    }
+    let huge = format!(
+        r#"{{"replId":"ok-id","language":"python","pad":"{}"}}"#,
+        "x".repeat(1_000_000)
+    );
+    let (status, response) = server.api("POST", "/project", Some(&huge)).await;
+    assert_eq!(status, 413, "{response}");
+    let (status, _) = server.api("GET", "/api/projects/UPPER", None).await;
+    assert_eq!(status, 400);
+    let (status, _) = server
+        .api("POST", "/start", Some(r#"{"replId":"no-such-project"}"#))
+        .await;
+    assert_eq!(status, 404);
+    // Nothing was created by any of it.
+    let (_, body) = server.api("GET", "/api/projects", None).await;
+    assert_eq!(body["projects"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_an_existing_project_is_a_conflict() {
+    let server = TestServer::start(&[]);
+    server.create("twice", "python").await;
+    std::fs::write(server.data.join("storage/code/twice/main.py"), "user's work").unwrap();
+    let (status, body) = server
+        .api("POST", "/api/projects", Some(r#"{"id":"twice","language":"node-js"}"#))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(server.data.join("storage/code/twice/main.py")).unwrap(),
+        "user's work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storage_failure_is_reported_never_a_false_success() {
+    let server = TestServer::start(&[]);
+    // Records cannot be written: `projects` is a file, not a directory.
+    let records = server.data.join("storage/projects");
+    let _ = std::fs::remove_dir_all(&records);
+    std::fs::write(&records, "in the way").unwrap();
+    let (status, body) = server
+        .api("POST", "/api/projects", Some(r#"{"id":"doomed","language":"python"}"#))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "storage_unavailable");
+    // Nothing half-made is left behind.
+    let leftovers = std::fs::read_dir(server.data.join("storage/code/doomed"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}

@@ -1,0 +1,262 @@
+//! Sandboxes for real: start through the API, work through the gateway,
+//! and try to get out from inside.
+
+use cloudcode_proto::message::{Op, Reply};
+use cloudcode_proto::path::WorkspacePath;
+
+use crate::common::*;
+
+/// Runners of `project` alive on this machine: one per sandbox.
+fn runner_count(project: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let parts: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    parts.first().is_some_and(|p| p.ends_with(b"cloudcode-runner"))
+                        && parts.contains(&project.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_is_idempotent_ready_and_reachable_through_the_gateway() {
+    let server = TestServer::start(&[]);
+    server.create("alpha", "python").await;
+    let (a, b) = tokio::join!(server.start_project("alpha"), server.start_project("alpha"));
+    assert_eq!(a["ideUrl"], b["ideUrl"]);
+    assert_eq!(runner_count("alpha"), 1, "two starts made two sandboxes");
+    assert_eq!(
+        a["previewUrl"],
+        format!("http://alpha.preview.localhost:{}/", server.port)
+    );
+
+    let mut client = server.ide_client("alpha", &a).await;
+    let (main, _) = client
+        .read_file(&WorkspacePath::parse("main.py").unwrap())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&main).contains("Hello from cloudcode"));
+    client
+        .write_file(&WorkspacePath::parse("saved.txt").unwrap(), b"kept", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(server.data.join("storage/code/alpha/saved.txt")).unwrap(),
+        b"kept"
+    );
+
+    // The template's app serves the preview origin, through the sandbox.
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "python3 main.py > /tmp/app.log 2>&1 & disown").await;
+    let preview_host = format!("alpha.preview.localhost:{}", server.port);
+    let mut served = String::new();
+    for _ in 0..100 {
+        let (status, body) = raw_request(server.port, "GET", "/hello", Some(&preview_host), None, None).await;
+        if status == 200 {
+            served = body.to_string();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        served.contains("Hello from cloudcode") && served.contains("/hello"),
+        "{served}"
+    );
+
+    // The IDE token is not valid on another project's origin.
+    let (status, _) = raw_request(
+        server.port,
+        "GET",
+        "/v1/health",
+        Some(&format!("beta.ide.localhost:{}", server.port)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "a project that is not running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn from_inside_the_sandbox_nothing_else_is_reachable() {
+    let server = TestServer::start(&[]);
+    server.create("inside", "python").await;
+    server.create("neighbour", "node-js").await;
+    let started = server.start_project("inside").await;
+    server.start_project("neighbour").await;
+    std::fs::write(
+        server.data.join("sandboxes/neighbour/workspace/beta-secret.txt"),
+        "beta's",
+    )
+    .unwrap();
+    let mut client = server.ide_client("inside", &started).await;
+    let term = open_terminal(&client).await;
+
+    let out = run(&mut client, term, "id -u; hostname").await;
+    assert!(out.contains("1000\r\ninside\r\n"), "{out}");
+
+    let out = run(
+        &mut client,
+        term,
+        "ls /storage/code; ls /root 2>&1; cat /etc/shadow 2>&1 | head -1",
+    )
+    .await;
+    assert!(out.contains("inside") && !out.contains("neighbour"), "{out}");
+    assert!(out.contains("No such file"), "{out}");
+
+    let data_dir = server.data.display().to_string();
+    let out = run(
+        &mut client,
+        term,
+        &format!("ls {data_dir} 2>&1; find / -name beta-secret.txt 2>/dev/null | head"),
+    )
+    .await;
+    assert!(
+        !out.contains("beta-secret.txt\r\n") && !out.contains("sandboxes"),
+        "{out}"
+    );
+
+    let out = run(&mut client, term, "env").await;
+    assert!(!out.contains(&server.token), "the API token leaked into the sandbox");
+    assert!(
+        !out.contains("CLOUDCODE_DATA_DIR") && !out.contains("RUST_LOG"),
+        "{out}"
+    );
+
+    // The control plane's port and the host's loopback are out of reach.
+    let probe = format!(
+        "(exec 3<>/dev/tcp/127.0.0.1/{}) 2>/dev/null && echo REACHED-SERVER || echo NO-SERVER",
+        server.port
+    );
+    let out = run(&mut client, term, &probe).await;
+    assert!(
+        out.contains("NO-SERVER\r\n") && !out.contains("REACHED-SERVER\r\n"),
+        "{out}"
+    );
+    let out = run(
+        &mut client,
+        term,
+        "ip -o link 2>/dev/null | wc -l; cat /proc/net/dev | grep -c :",
+    )
+    .await;
+    assert!(out.contains("\r\n1\r\n"), "only loopback expected: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bombs_are_contained_without_hurting_other_sandboxes() {
+    let server = TestServer::start(&["--sandbox-pids", "64", "--sandbox-memory-mib", "192"]);
+    server.create("bomber", "python").await;
+    server.create("bystander", "python").await;
+    let started = server.start_project("bomber").await;
+    let other = server.start_project("bystander").await;
+    let mut client = server.ide_client("bomber", &started).await;
+    let bystander = server.ide_client("bystander", &other).await;
+    let term = open_terminal(&client).await;
+
+    let out = run(
+        &mut client,
+        term,
+        "python3 -c 'x = bytearray(600 * 1024 * 1024); print(\"ALLOCATED\")'; echo status=$?",
+    )
+    .await;
+    assert!(
+        !out.contains("ALLOCATED\r\n"),
+        "600 MiB allocated under a 192 MiB cap: {out}"
+    );
+    assert!(out.contains("status=137") || out.contains("MemoryError"), "{out}");
+
+    let storm = "import os, time\npids = []\ntry:\n    for i in range(300):\n        pid = os.fork()\n        if pid == 0:\n            time.sleep(20)\n            os._exit(0)\n        pids.append(pid)\n    print('FORKED-ALL')\nexcept OSError:\n    print('FORK-REFUSED-AT', len(pids))\nfor pid in pids:\n    os.kill(pid, 9)\n";
+    client
+        .write_file(&WorkspacePath::parse("storm.py").unwrap(), storm.as_bytes(), None)
+        .await
+        .unwrap();
+    let out = run(&mut client, term, "python3 storm.py").await;
+    assert!(
+        out.contains("FORK-REFUSED-AT") && !out.contains("FORKED-ALL\r\n"),
+        "{out}"
+    );
+
+    assert_eq!(bystander.request(Op::Ping).await.unwrap(), Reply::Pong);
+    assert_eq!(
+        client.request(Op::Ping).await.unwrap(),
+        Reply::Pong,
+        "the runner itself survived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_ends_every_process_and_a_new_start_finds_every_file() {
+    let server = TestServer::start(&[]);
+    server.create("gamma", "node-js").await;
+    let started = server.start_project("gamma").await;
+    let mut client = server.ide_client("gamma", &started).await;
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "echo from-shell > made.txt; sleep 8181 & disown").await;
+    assert!(process_running("8181"));
+
+    let (status, body) = server.api("POST", "/api/projects/gamma/stop", None).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("sandbox processes gone", || {
+        !process_running("8181") && runner_count("gamma") == 0
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(server.data.join("storage/code/gamma/made.txt")).unwrap(),
+        b"from-shell\n"
+    );
+    let (_, body) = server.api("GET", "/api/projects/gamma/status", None).await;
+    assert_eq!(body["state"], "stopped");
+
+    // A fresh workspace restores everything from storage.
+    std::fs::remove_dir_all(server.data.join("sandboxes/gamma/workspace")).unwrap();
+    let started = server.start_project("gamma").await;
+    let client = server.ide_client("gamma", &started).await;
+    let (data, _) = client
+        .read_file(&WorkspacePath::parse("made.txt").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(data, b"from-shell\n");
+
+    let (status, _) = server.api("DELETE", "/api/projects/gamma", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(runner_count("gamma"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_runner_is_reported_then_restarted() {
+    let server = TestServer::start(&[]);
+    server.create("delta", "python").await;
+    server.start_project("delta").await;
+    // Kill the runner inside the sandbox, as a crash would.
+    let runner = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.starts_with(b"/opt/cloudcode/cloudcode-runner") && c.windows(5).any(|w| w == b"delta"))
+                .unwrap_or(false)
+        })
+        .expect("runner process");
+    let pid: i32 = runner.file_name().to_str().unwrap().parse().unwrap();
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let mut reported = false;
+    for _ in 0..100 {
+        let (_, body) = server.api("GET", "/api/projects/delta/status", None).await;
+        if body["state"] == "failed" {
+            assert!(body["detail"].as_str().unwrap().contains("exited"), "{body}");
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reported, "a dead runner must not look running");
+    let started = server.start_project("delta").await;
+    let client = server.ide_client("delta", &started).await;
+    assert_eq!(client.request(Op::Ping).await.unwrap(), Reply::Pong);
+}
