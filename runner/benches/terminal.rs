@@ -4,7 +4,8 @@
 //! `cargo bench -p cloudcode-runner --bench terminal` prints, per target:
 //! keystroke echo round trip p50/p99 (300 single characters at a bash
 //! prompt), output throughput (20 MB of base64), connect to first prompt
-//! byte, idle RSS, RSS with one terminal, RSS growth while a client stops
+//! byte, idle RSS (and private memory), RSS with one terminal, RSS growth
+//! while a client stops
 //! reading for 10 s; for the runner also the save-to-durable latency of a
 //! 10 KB file in local storage; and a bare PTY read loop for reference.
 //!
@@ -120,6 +121,21 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Memory the process does not share with others (private pages, file
+    /// or anonymous): what each additional instance costs. RSS also counts
+    /// the binary's code pages, which every runner on a host shares.
+    fn private_kib(&self) -> u64 {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        field("Private_Dirty:") + field("Private_Clean:")
     }
 
     /// Connects and opens a terminal; returns the socket once the first
@@ -290,6 +306,7 @@ struct Figures {
     output_mb_s: Vec<f64>,
     connect_ms: Vec<f64>,
     idle_rss_mib: Vec<f64>,
+    idle_private_mib: Vec<f64>,
     one_terminal_rss_mib: Vec<f64>,
     stalled_growth_mib: Vec<f64>,
 }
@@ -350,6 +367,7 @@ async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
 
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
     figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
+    figures.idle_private_mib.push(server.private_kib() as f64 / 1024.0);
     eprintln!("  {:?}: connect", server.kind);
     let (mut terminal, connect) = server.open_terminal().await;
     figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
@@ -430,12 +448,13 @@ fn find_ttyd() -> Option<PathBuf> {
 fn report(name: &str, figures: &Figures) {
     let m = |v: &Vec<f64>| median(&mut v.clone());
     println!(
-        "{name:<8} echo p50 {:>6.3} ms  p99 {:>6.3} ms | output {:>6.1} MB/s | connect->prompt {:>6.2} ms | idle RSS {:>6.1} MiB | one terminal {:>6.1} MiB | stalled client +{:.1} MiB",
+        "{name:<8} echo p50 {:>6.3} ms  p99 {:>6.3} ms | output {:>6.1} MB/s | connect->prompt {:>6.2} ms | idle RSS {:>6.1} MiB (private {:.1}) | one terminal {:>6.1} MiB | stalled client +{:.1} MiB",
         m(&figures.echo_p50_ms),
         m(&figures.echo_p99_ms),
         m(&figures.output_mb_s),
         m(&figures.connect_ms),
         m(&figures.idle_rss_mib),
+        m(&figures.idle_private_mib),
         m(&figures.one_terminal_rss_mib),
         m(&figures.stalled_growth_mib),
     );

@@ -111,6 +111,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
         }))
         .await;
     conn.spawn_storage_status();
+    state.activity.client_connected();
 
     loop {
         let message = tokio::select! {
@@ -120,6 +121,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
                 break;
             }
         };
+        state.activity.touch();
         match message {
             Some(Ok(Message::Text(text))) => conn.handle_text(text.as_str()).await,
             Some(Ok(Message::Binary(data))) => conn.handle_binary(data).await,
@@ -145,6 +147,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
         }
     }
     conn.finish();
+    state.activity.client_disconnected();
     drop(conn);
     drop(close_tx);
     let _ = writer.await;

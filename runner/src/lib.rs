@@ -2,6 +2,7 @@
 //! It serves the project's files and terminals over the protocol of
 //! `cloudcode-proto` and keeps object storage equal to the workspace.
 
+pub mod activity;
 pub mod config;
 pub mod connection;
 pub mod files;

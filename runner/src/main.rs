@@ -135,13 +135,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("watching the workspace")?;
     let worker = tokio::spawn(persister.clone().run(shutdown.token()));
 
-    let terminals = Arc::new(Terminals::new(TerminalConfig {
-        shell: config.shell_argv(),
-        cwd: workspace.root().to_path_buf(),
-        env: config.terminal_env(workspace.root())?,
-        scrollback_bytes: config.scrollback_bytes,
-        idle_timeout: Duration::from_secs(config.terminal_idle_secs),
-    }));
+    let activity = Arc::new(cloudcode_runner::activity::Activity::default());
+    let terminals = Arc::new(Terminals::new(
+        TerminalConfig {
+            shell: config.shell_argv(),
+            cwd: workspace.root().to_path_buf(),
+            env: config.terminal_env(workspace.root())?,
+            scrollback_bytes: config.scrollback_bytes,
+            idle_timeout: Duration::from_secs(config.terminal_idle_secs),
+        },
+        activity.clone(),
+    ));
     let reaper = {
         let period = (Duration::from_secs(config.terminal_idle_secs) / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(10));
@@ -169,6 +173,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_file_size: config.max_file_size,
             max_frame_size: config.max_frame_size,
         },
+        activity,
         shutdown: shutdown.token(),
     });
     let router = cloudcode_runner::server::router(state);

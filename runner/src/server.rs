@@ -83,6 +83,8 @@ async fn health(State(state): State<Arc<RunnerState>>, headers: HeaderMap) -> Re
         "project": state.project,
         "protocol": PROTOCOL_VERSION,
         "terminals": state.terminals.count(),
+        "clients": state.activity.clients(),
+        "idle_secs": state.activity.idle_secs(),
         "storage": state.persister.current_status(),
     }))
     .into_response()

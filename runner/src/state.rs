@@ -5,6 +5,7 @@ use std::sync::Arc;
 use cloudcode_proto::token::TokenVerifier;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Activity;
 use crate::files::Workspace;
 use crate::sync::Persister;
 use crate::terminal::Terminals;
@@ -26,6 +27,7 @@ pub struct RunnerState {
     pub persister: Arc<Persister>,
     pub fs_events: FsEvents,
     pub limits: Limits,
+    pub activity: Arc<Activity>,
     /// Cancelled when the runner shuts down.
     pub shutdown: CancellationToken,
 }

@@ -225,6 +225,7 @@ async fn existing(state: &AppState, raw: &str) -> Result<ProjectId, ApiError> {
 fn state_json(state: &SandboxState) -> Value {
     match state {
         SandboxState::Running(_) => json!({ "state": "running" }),
+        SandboxState::Stopping => json!({ "state": "stopping" }),
         SandboxState::Stopped => json!({ "state": "stopped" }),
         SandboxState::Failed { detail } => json!({ "state": "failed", "detail": detail }),
     }

@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_SANDBOX_CPU_PERCENT", default_value_t = 100)]
     pub sandbox_cpu_percent: u64,
 
+    /// Seconds without a client or any activity after which a sandbox is
+    /// stopped (its files flushed first); the next start restores it.
+    #[arg(long, env = "CLOUDCODE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    pub idle_timeout_secs: u64,
+
     /// Extra arguments for every runner, space-separated.
     #[arg(long, env = "CLOUDCODE_RUNNER_ARGS", value_delimiter = ' ', num_args = 0..)]
     pub runner_args: Vec<String>,

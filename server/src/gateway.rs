@@ -106,8 +106,9 @@ pub async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Result<
     Ok(response.map(Body::new))
 }
 
-/// The runner's authenticated health check: the orchestrator's readiness.
-pub async fn health(upstream: &Upstream, token: &str) -> Result<u16, ProxyError> {
+/// The runner's authenticated health check: the orchestrator's readiness
+/// and the idle reaper's source. Returns the status and the JSON body.
+pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, serde_json::Value), ProxyError> {
     let request = Request::get("/v1/health")
         .header(header::HOST, "runner")
         .header(
@@ -116,7 +117,12 @@ pub async fn health(upstream: &Upstream, token: &str) -> Result<u16, ProxyError>
         )
         .body(Body::empty())
         .unwrap_or_default();
-    Ok(forward(upstream, request).await?.status().as_u16())
+    let response = forward(upstream, request).await?;
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
 }
 
 #[cfg(test)]

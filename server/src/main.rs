@@ -103,6 +103,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         public_scheme: config.public_scheme.clone(),
         public_port: Some(config.public_port.unwrap_or(addr.port())),
     });
+    let reaper = {
+        let state = state.clone();
+        let idle = std::time::Duration::from_secs(config.idle_timeout_secs);
+        let period = (idle / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                state.orchestrator.reap_idle(idle).await;
+            }
+        })
+    };
     println!("cloudcode-server listening on {addr}");
     println!(
         "  API: http://localhost:{}/?token={}",
@@ -120,6 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down: stopping sandboxes (they flush their files)");
         })
         .await?;
+    reaper.abort();
     shutdown_state.orchestrator.stop_all().await;
     Ok(())
 }

@@ -208,14 +208,16 @@ fn check_size(cols: u16, rows: u16) -> Result<(), TerminalError> {
 /// Every terminal of the project.
 pub struct Terminals {
     config: TerminalConfig,
+    activity: Arc<crate::activity::Activity>,
     next_id: AtomicU32,
     map: Mutex<HashMap<TermId, Arc<Terminal>>>,
 }
 
 impl Terminals {
-    pub fn new(config: TerminalConfig) -> Self {
+    pub fn new(config: TerminalConfig, activity: Arc<crate::activity::Activity>) -> Self {
         Self {
             config,
+            activity,
             next_id: AtomicU32::new(1),
             map: Mutex::new(HashMap::new()),
         }
@@ -271,7 +273,7 @@ impl Terminals {
             killer: Mutex::new(spawned.killer),
             pid: spawned.pid,
         });
-        tokio::spawn(read_output(terminal.clone(), spawned.child));
+        tokio::spawn(read_output(terminal.clone(), spawned.child, self.activity.clone()));
         self.map().insert(id, terminal.clone());
         tracing::info!(term = id, pid = ?spawned.pid, "terminal opened");
         Ok(terminal)
@@ -337,7 +339,11 @@ impl Terminals {
 
 /// Moves PTY output into the scrollback until the program is gone, then
 /// records its exit status.
-async fn read_output(terminal: Arc<Terminal>, mut child: Box<dyn portable_pty::Child + Send + Sync>) {
+async fn read_output(
+    terminal: Arc<Terminal>,
+    mut child: Box<dyn portable_pty::Child + Send + Sync>,
+    activity: Arc<crate::activity::Activity>,
+) {
     let id = terminal.id;
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -352,6 +358,7 @@ async fn read_output(terminal: Arc<Terminal>, mut child: Box<dyn portable_pty::C
                 let seq = state.scrollback.end_seq();
                 drop(state);
                 terminal.changed.send_replace(seq);
+                activity.touch();
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // EIO: the last process holding the slave side is gone.

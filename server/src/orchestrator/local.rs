@@ -71,6 +71,7 @@ pub struct LocalBackend {
     config: LocalConfig,
     running: Mutex<HashMap<ProjectId, Running>>,
     failed: Mutex<HashMap<ProjectId, String>>,
+    stopping: Mutex<std::collections::HashSet<ProjectId>>,
     cgroups: CgroupVersion,
 }
 
@@ -82,6 +83,7 @@ impl LocalBackend {
             config,
             running: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(Default::default()),
             cgroups,
         }
     }
@@ -275,9 +277,12 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
-        let Some(mut sandbox) = self.running.lock().await.remove(project) else {
+        let mut running = self.running.lock().await;
+        let Some(mut sandbox) = running.remove(project) else {
             return Ok(());
         };
+        self.stopping.lock().await.insert(project.clone());
+        drop(running);
         // The runner flushes pending changes to storage on SIGTERM. In a
         // sandbox it is bwrap's grandchild (bwrap, its pid-1 reaper, the
         // runner); the sandbox ends when the runner does.
@@ -302,6 +307,7 @@ impl SandboxBackend for LocalBackend {
             cgroup.kill_all();
             cgroup.remove();
         }
+        self.stopping.lock().await.remove(project);
         tracing::info!(%project, "sandbox stopped");
         Ok(())
     }
@@ -323,6 +329,9 @@ impl SandboxBackend for LocalBackend {
                 }
                 Err(e) => return SandboxState::Failed { detail: e.to_string() },
             }
+        }
+        if self.stopping.lock().await.contains(project) {
+            return SandboxState::Stopping;
         }
         match self.failed.lock().await.get(project) {
             Some(detail) => SandboxState::Failed { detail: detail.clone() },

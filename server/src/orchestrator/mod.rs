@@ -42,6 +42,8 @@ pub struct Endpoints {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxState {
     Running(Endpoints),
+    /// Flushing its files and ending its processes.
+    Stopping,
     Stopped,
     /// The sandbox ended without being asked to; `detail` says how.
     Failed {
@@ -138,6 +140,32 @@ impl Orchestrator {
         }
     }
 
+    /// Stops every sandbox with no client connected and nothing happening
+    /// (no request, no terminal output) for `idle`. The runner flushes its
+    /// files on the way out, so the next start finds them all.
+    pub async fn reap_idle(&self, idle: Duration) -> Vec<ProjectId> {
+        let mut reaped = Vec::new();
+        for project in self.backend.running().await {
+            let Some(endpoints) = self.endpoints(&project).await else {
+                continue;
+            };
+            let (token, _) = self.issue_token(&project);
+            let Ok((200, health)) = crate::gateway::health(&endpoints.ide, &token).await else {
+                continue;
+            };
+            let clients = health["clients"].as_u64().unwrap_or(1);
+            let idle_secs = health["idle_secs"].as_u64().unwrap_or(0);
+            if clients == 0 && idle_secs >= idle.as_secs() {
+                tracing::info!(%project, idle_secs, "stopping idle sandbox");
+                match self.stop(&project).await {
+                    Ok(()) => reaped.push(project),
+                    Err(e) => tracing::warn!(%project, "stopping idle sandbox: {e}"),
+                }
+            }
+        }
+        reaped
+    }
+
     pub async fn stop_all(&self) {
         for project in self.backend.running().await {
             if let Err(e) = self.stop(&project).await {
@@ -154,8 +182,8 @@ async fn wait_ready(upstream: &Upstream, token: &str) -> Result<(), Orchestrator
     let mut pause = Duration::from_millis(2);
     while Instant::now() < deadline {
         match crate::gateway::health(upstream, token).await {
-            Ok(200) => return Ok(()),
-            Ok(status) => last = format!("health check answered {status}"),
+            Ok((200, _)) => return Ok(()),
+            Ok((status, _)) => last = format!("health check answered {status}"),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(pause).await;

@@ -17,7 +17,9 @@ pub struct TestServer {
     pub port: u16,
     pub token: String,
     pub data: PathBuf,
-    _dir: tempfile::TempDir,
+    root: PathBuf,
+    extra: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 fn runner_binary() -> PathBuf {
@@ -25,7 +27,7 @@ fn runner_binary() -> PathBuf {
     let runner = server.with_file_name("cloudcode-runner");
     assert!(
         runner.exists(),
-        "{} missing: run `cargo test --workspace`, which builds it",
+        "{} missing: run the README's test command, which builds it",
         runner.display()
     );
     runner
@@ -34,16 +36,29 @@ fn runner_binary() -> PathBuf {
 impl TestServer {
     pub fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = Self::start_in(dir.path().to_path_buf(), extra);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A new server on the same data and config directories (the old one
+    /// must be gone).
+    pub fn restart(old: &TestServer) -> Self {
+        Self::start_in(old.root.clone(), old.extra.clone())
+    }
+
+    fn start_in(root: PathBuf, extra: Vec<String>) -> Self {
+        let data = root.join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data)
             .arg("--config-dir")
-            .arg(dir.path().join("config"))
+            .arg(root.join("config"))
             .arg("--runner-binary")
             .arg(runner_binary())
-            .args(extra)
+            .args(&extra)
             .env("RUST_LOG", "cloudcode_server=info,cloudcode_runner=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,7 +81,9 @@ impl TestServer {
             port,
             token,
             data,
-            _dir: dir,
+            root,
+            extra,
+            _dir: None,
         }
     }
 

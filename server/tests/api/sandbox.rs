@@ -260,3 +260,83 @@ async fn a_crashed_runner_is_reported_then_restarted() {
     let client = server.ide_client("delta", &started).await;
     assert_eq!(client.request(Op::Ping).await.unwrap(), Reply::Pong);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sandboxes_are_stopped_after_flushing_and_resume_intact() {
+    let server = TestServer::start(&["--idle-timeout-secs", "2"]);
+    server.create("sleepy", "python").await;
+    let started = server.start_project("sleepy").await;
+    {
+        let mut client = server.ide_client("sleepy", &started).await;
+        let term = open_terminal(&client).await;
+        run(&mut client, term, "echo before-idle > idle.txt").await;
+        client.close();
+    }
+    // Stopped once nobody is connected and nothing happens.
+    let mut stopped = false;
+    for _ in 0..150 {
+        let (_, body) = server.api("GET", "/api/projects/sleepy/status", None).await;
+        if body["state"] == "stopped" {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "idle sandbox never stopped");
+    assert_eq!(runner_count("sleepy"), 0);
+    assert_eq!(
+        std::fs::read(server.data.join("storage/code/sleepy/idle.txt")).unwrap(),
+        b"before-idle\n"
+    );
+    let started = server.start_project("sleepy").await;
+    let client = server.ide_client("sleepy", &started).await;
+    let (data, _) = client
+        .read_file(&WorkspacePath::parse("idle.txt").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(data, b"before-idle\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_with_9_leaves_no_orphans_and_loses_nothing() {
+    let mut server = TestServer::start(&[]);
+    server.create("phoenix", "node-js").await;
+    let started = server.start_project("phoenix").await;
+    let mut client = server.ide_client("phoenix", &started).await;
+    client
+        .write_file(&WorkspacePath::parse("saved.txt").unwrap(), b"acknowledged", None)
+        .await
+        .unwrap();
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "echo typed > typed.txt; sleep 7272 & disown").await;
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGKILL);
+    }
+    let _ = server.child.wait();
+    eventually("no orphaned sandbox", || {
+        runner_count("phoenix") == 0 && !process_running("7272")
+    })
+    .await;
+
+    // The same data directory, a new server: everything is there.
+    let again = TestServer::restart(&server);
+    let started = again.start_project("phoenix").await;
+    let client = again.ide_client("phoenix", &started).await;
+    assert_eq!(
+        client
+            .read_file(&WorkspacePath::parse("saved.txt").unwrap())
+            .await
+            .unwrap()
+            .0,
+        b"acknowledged"
+    );
+    assert_eq!(
+        client
+            .read_file(&WorkspacePath::parse("typed.txt").unwrap())
+            .await
+            .unwrap()
+            .0,
+        b"typed\n"
+    );
+    assert_eq!(runner_count("phoenix"), 1);
+}
