@@ -236,6 +236,19 @@ impl Terminal {
         self.socket.send(message).await.unwrap();
     }
 
+    /// For the stalled-client phase, where ttyd drops the connection.
+    async fn send_lenient(&mut self, data: &[u8]) {
+        let framed = match self.kind {
+            Kind::Runner => Frame::TermInput {
+                term: self.term,
+                data: Bytes::copy_from_slice(data),
+            }
+            .encode(),
+            Kind::Ttyd => Bytes::from([&b"0"[..], data].concat()),
+        };
+        let _ = self.socket.send(Message::Binary(framed)).await;
+    }
+
     /// The next chunk of terminal output, skipping control messages.
     async fn next_output(&mut self) -> Vec<u8> {
         loop {
@@ -343,9 +356,7 @@ async fn output_throughput(terminal: &mut Terminal, source: &Path) -> f64 {
 
 async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
     let (mut terminal, _) = server.open_terminal().await;
-    eprintln!("    opened term {}", terminal.term);
     terminal.ready("stall").await;
-    eprintln!("    ready");
     let before = server.rss_kib();
     terminal
         .send(b"while :; do cat /dev/urandom | base64 -w 0; done\r")
@@ -356,11 +367,10 @@ async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(server.rss_kib());
     }
-    eprintln!("    stalled");
     // Interrupt and drain, so the next measurement starts clean.
-    terminal.send(b"\x03").await;
+    terminal.send_lenient(b"\x03").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    terminal.send(b"\x03").await;
+    terminal.send_lenient(b"\x03").await;
     drop(terminal);
     peak.saturating_sub(before) as f64 / 1024.0
 }

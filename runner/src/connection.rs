@@ -223,7 +223,7 @@ impl Connection {
     async fn handle_binary(&mut self, data: Bytes) {
         match Frame::decode(data) {
             Ok(Frame::TermInput { term, data }) => match self.state.terminals.get(term) {
-                Some(terminal) => terminal.write_input(&data).await,
+                Some(terminal) => terminal.write_input(&data),
                 None => {
                     self.out
                         .send(ServerMessage::error(

@@ -1,6 +1,6 @@
 //! Terminals: PTY processes whose output outlives the clients watching it.
 //!
-//! Each terminal has a reader task that moves PTY output into its
+//! Each terminal has a reader thread that moves PTY output into its
 //! [`Scrollback`] and never waits for clients (so a stalled client cannot stall
 //! the program, nor grow memory), input written straight to the PTY, and a
 //! `watch` channel that wakes the per-client pumps (see
@@ -11,7 +11,7 @@ pub mod screen;
 pub mod scrollback;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use cloudcode_proto::message::{TermId, TermInfo};
 use portable_pty::{ChildKiller, MasterPty};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use self::scrollback::{Next, Scrollback};
@@ -68,9 +67,7 @@ pub struct Terminal {
     state: Mutex<TermState>,
     /// Bumped on every output and on exit; pumps wait on it.
     changed: watch::Sender<u64>,
-    /// The PTY master, non-blocking, driven by the runtime's reactor: output
-    /// is read and input written without a thread of our own.
-    pty: AsyncFd<OwnedFd>,
+    writer: Mutex<Box<dyn Write + Send>>,
     master: Mutex<Box<dyn MasterPty + Send>>,
     killer: Mutex<Box<dyn ChildKiller + Send + Sync>>,
     pid: Option<u32>,
@@ -101,21 +98,16 @@ impl Terminal {
         }
     }
 
-    /// Writes input to the PTY from the calling task: no thread hop on a
-    /// keystroke's way in. Waits (without blocking the runtime) while the
-    /// program does not read its input.
-    pub async fn write_input(&self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let Ok(mut ready) = self.pty.writable().await else {
-                return;
-            };
-            match ready.try_io(|fd| pty::write(fd.get_ref(), data)) {
-                Ok(Ok(n)) => data = &data[n..],
-                // The program exited: nobody reads input any more.
-                Ok(Err(_)) => return,
-                Err(_would_block) => continue,
-            }
-        }
+    /// Writes input to the PTY. A keystroke goes straight in from the
+    /// calling task (a thread hop would double the echo latency); the write
+    /// only blocks when the program stops reading its input, and then
+    /// `block_in_place` keeps the runtime's other tasks going.
+    pub fn write_input(&self, data: &[u8]) {
+        tokio::task::block_in_place(|| {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // A program that exited no longer reads: input is dropped.
+            let _ = writer.write_all(data).and_then(|()| writer.flush());
+        });
     }
 
     pub fn resize(&self, cols: u16, rows: u16) -> Result<(), TerminalError> {
@@ -242,19 +234,7 @@ impl Terminals {
             cols,
             rows,
         };
-        let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let fd = spawned
-            .master
-            .as_raw_fd()
-            .ok_or_else(|| std::io::Error::other("the PTY has no file descriptor"))
-            .and_then(pty::nonblocking_dup)
-            // SAFETY: an OwnedFd holds one open descriptor until dropped, and
-            // its as_raw_fd never changes.
-            .and_then(|fd| unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from))
-            .map_err(|source| TerminalError::Spawn { program, source })?;
+        let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn { program, source })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (changed, _) = watch::channel(0);
         let terminal = Arc::new(Terminal {
@@ -268,12 +248,12 @@ impl Terminals {
                 idle_since: Instant::now(),
             }),
             changed,
-            pty: fd,
+            writer: Mutex::new(spawned.writer),
             master: Mutex::new(spawned.master),
             killer: Mutex::new(spawned.killer),
             pid: spawned.pid,
         });
-        tokio::spawn(read_output(terminal.clone(), spawned.child, self.activity.clone()));
+        spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());
         tracing::info!(term = id, pid = ?spawned.pid, "terminal opened");
         Ok(terminal)
@@ -337,44 +317,46 @@ impl Terminals {
     }
 }
 
-/// Moves PTY output into the scrollback until the program is gone, then
-/// records its exit status.
-async fn read_output(
+fn spawn_reader(
     terminal: Arc<Terminal>,
+    mut reader: Box<dyn Read + Send>,
     mut child: Box<dyn portable_pty::Child + Send + Sync>,
     activity: Arc<crate::activity::Activity>,
 ) {
     let id = terminal.id;
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let Ok(mut ready) = terminal.pty.readable().await else {
-            break;
-        };
-        match ready.try_io(|fd| pty::read(fd.get_ref(), &mut buf)) {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => {
-                let mut state = terminal.lock();
-                state.scrollback.push(&buf[..n]);
-                let seq = state.scrollback.end_seq();
-                drop(state);
-                terminal.changed.send_replace(seq);
-                activity.touch();
+    let spawned = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .name(format!("pty-read-{id}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut state = terminal.lock();
+                        state.scrollback.push(&buf[..n]);
+                        let seq = state.scrollback.end_seq();
+                        drop(state);
+                        terminal.changed.send_replace(seq);
+                        activity.touch();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // EIO: the last process holding the slave side is gone.
+                    Err(_) => break,
+                }
             }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            // EIO: the last process holding the slave side is gone.
-            Ok(Err(_)) => break,
-            Err(_would_block) => {}
-        }
+            let code = match child.wait() {
+                Ok(status) if status.signal().is_none() => Some(status.exit_code()),
+                _ => None,
+            };
+            tracing::info!(term = id, ?code, "terminal process exited");
+            let mut state = terminal.lock();
+            state.exited = Some(code);
+            let seq = state.scrollback.end_seq();
+            drop(state);
+            terminal.changed.send_replace(seq);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(term = id, "could not start the PTY reader thread: {e}");
     }
-    let status = tokio::task::spawn_blocking(move || child.wait()).await;
-    let code = match status {
-        Ok(Ok(status)) if status.signal().is_none() => Some(status.exit_code()),
-        _ => None,
-    };
-    tracing::info!(term = id, ?code, "terminal process exited");
-    let mut state = terminal.lock();
-    state.exited = Some(code);
-    let seq = state.scrollback.end_seq();
-    drop(state);
-    terminal.changed.send_replace(seq);
 }

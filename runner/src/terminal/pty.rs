@@ -2,7 +2,7 @@
 //! process on it. Kept apart so the rest of the terminal code deals in bytes
 //! and sizes, not file descriptors.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use portable_pty::{Child, ChildKiller, CommandBuilder, MasterPty, PtySize, native_pty_system};
@@ -19,10 +19,9 @@ pub struct SpawnSpec {
     pub rows: u16,
 }
 
-/// I/O goes through a non-blocking duplicate of the master
-/// ([`nonblocking_dup`]), not portable-pty's blocking reader and writer: its
-/// writer even sends ^D to the terminal when dropped.
 pub struct SpawnedPty {
+    pub reader: Box<dyn Read + Send>,
+    pub writer: Box<dyn Write + Send>,
     pub master: Box<dyn MasterPty + Send>,
     pub child: Box<dyn Child + Send + Sync>,
     pub killer: Box<dyn ChildKiller + Send + Sync>,
@@ -53,9 +52,13 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<SpawnedPty> {
     // The child holds its own copy of the slave; keeping ours would hold the
     // terminal open after the child exits and hide the end of output.
     drop(pair.slave);
+    let reader = pair.master.try_clone_reader().map_err(io::Error::other)?;
+    let writer = pair.master.take_writer().map_err(io::Error::other)?;
     let killer = child.clone_killer();
     let pid = child.process_id();
     Ok(SpawnedPty {
+        reader,
+        writer,
         master: pair.master,
         child,
         killer,
@@ -108,48 +111,5 @@ pub fn kill_session(sid: u32) {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-    }
-}
-
-/// A non-blocking duplicate of the PTY master, for the async runtime.
-/// O_NONBLOCK is set on the shared open file description; portable-pty's
-/// own blocking reader and writer are therefore not used.
-pub fn nonblocking_dup(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: dup and fcntl on a descriptor we own; the result is owned
-    // exactly once by the returned OwnedFd.
-    unsafe {
-        let dup = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = std::os::fd::OwnedFd::from_raw_fd(dup);
-        let flags = libc::fcntl(dup, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(dup, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(owned)
-    }
-}
-
-pub fn read(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: buf is valid for buf.len() bytes of writes.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-pub fn write(fd: &std::os::fd::OwnedFd, buf: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: buf is valid for buf.len() bytes of reads.
-    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
