@@ -208,10 +208,8 @@ async fn main() {
         .sum();
     let per_rss = rss as f64 / projects as f64 / 1024.0;
     let per_private = private as f64 / projects as f64 / 1024.0;
-    let total_mib = 24.0 * 1024.0;
     println!(
-        "idle sandbox (runner + shell): RSS {per_rss:.1} MiB, private {per_private:.1} MiB; {total_mib:.0} MiB holds ~{:.0} idle sandboxes by private memory",
-        total_mib / per_private.max(0.01)
+        "idle sandbox (runner + shell), {projects} running: RSS {per_rss:.1} MiB each, private (unshared) {per_private:.1} MiB each"
     );
     drop(clients);
 
