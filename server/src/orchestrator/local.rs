@@ -32,6 +32,8 @@ const RUNNER_PATH: &str = "/opt/cloudcode/cloudcode-runner";
 const SOCKET_DIR: &str = "/run/cloudcode";
 const WORKSPACE: &str = "/workspace";
 const STORAGE: &str = "/storage";
+/// `close_range` flag: mark close-on-exec instead of closing now (Linux 5.11).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
@@ -189,7 +191,10 @@ impl LocalBackend {
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("RUST_LOG", "cloudcode_runner=info");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        // Never hand the sandbox one of our descriptors: if this server runs
+        // in a terminal, an inherited stderr would be a way to inject input
+        // into it (TIOCSTI). The runner's log comes back through a pipe.
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         Ok(cmd)
     }
 }
@@ -248,21 +253,28 @@ impl SandboxBackend for LocalBackend {
                     .collect()
             })
             .unwrap_or_default();
-        // SAFETY: only async-signal-safe calls (open, write, close, setrlimit)
+        // SAFETY: only async-signal-safe calls (open, write, close,
+        // close_range, setrlimit)
         // on memory prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
                 for file in &joins {
                     join_cgroup(file);
                 }
+                // Descriptors this server inherited without close-on-exec
+                // (a terminal, a socket) must not reach the sandbox.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
                 set_rlimit(libc::RLIMIT_CORE, 0);
                 set_rlimit(libc::RLIMIT_NOFILE, 8192);
                 Ok(())
             });
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| OrchestratorError::Start(format!("spawning the sandbox: {e}")))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(relay_log(spec.project.clone(), stderr));
+        }
         tracing::info!(project = %spec.project, pid = ?child.id(), "sandbox started");
         self.failed.lock().await.remove(&spec.project);
         running.insert(
@@ -341,6 +353,15 @@ impl SandboxBackend for LocalBackend {
 
     async fn running(&self) -> Vec<ProjectId> {
         self.running.lock().await.keys().cloned().collect()
+    }
+}
+
+/// Re-emits the runner's log lines as ours, tagged with the project.
+async fn relay_log(project: ProjectId, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "cloudcode_server::runner", %project, "{line}");
     }
 }
 

@@ -35,9 +35,14 @@ fn runner_binary() -> PathBuf {
 
 impl TestServer {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_stderr(extra, Stdio::inherit())
+    }
+
+    /// With the server's stderr (and stdin) on `stderr`: a terminal, say.
+    pub fn start_with_stderr(extra: &[&str], stderr: impl Into<Stdio>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut server = Self::start_in(dir.path().to_path_buf(), extra);
+        let mut server = Self::start_in(dir.path().to_path_buf(), extra, stderr.into());
         server._dir = Some(dir);
         server
     }
@@ -45,10 +50,10 @@ impl TestServer {
     /// A new server on the same data and config directories (the old one
     /// must be gone).
     pub fn restart(old: &TestServer) -> Self {
-        Self::start_in(old.root.clone(), old.extra.clone())
+        Self::start_in(old.root.clone(), old.extra.clone(), Stdio::inherit())
     }
 
-    fn start_in(root: PathBuf, extra: Vec<String>) -> Self {
+    fn start_in(root: PathBuf, extra: Vec<String>, stderr: Stdio) -> Self {
         let data = root.join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
             .args(["--listen", "127.0.0.1:0"])
@@ -61,7 +66,7 @@ impl TestServer {
             .args(&extra)
             .env("RUST_LOG", "cloudcode_server=info,cloudcode_runner=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting cloudcode-server");
         let mut reader = BufReader::new(child.stdout.take().unwrap());

@@ -340,3 +340,77 @@ async fn a_server_killed_with_9_leaves_no_orphans_and_loses_nothing() {
     );
     assert_eq!(runner_count("phoenix"), 1);
 }
+
+/// The sandbox holds no descriptor of the terminal the server runs in, and
+/// has no controlling terminal: nothing to inject keystrokes into (TIOCSTI,
+/// CVE-2017-5226).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_cannot_reach_the_servers_terminal() {
+    // The server runs on a real terminal of its own.
+    let (mut master, mut slave) = (0, 0);
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0);
+    // Identify the terminal by inode: a sandbox has its own /dev/pts, whose
+    // paths can look like ours.
+    let tty = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(format!("/proc/self/fd/{slave}")).unwrap();
+        (m.dev(), m.ino())
+    };
+    let server = TestServer::start_with_stderr(&[], unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave)
+    });
+    server.create("typist", "python").await;
+    let started = server.start_project("typist").await;
+    let mut client = server.ide_client("typist", &started).await;
+    let term = open_terminal(&client).await;
+    let out = run(
+        &mut client,
+        term,
+        "python3 -c 'import fcntl, termios, os\nfor fd in range(3, 64):\n    try: fcntl.ioctl(fd, termios.TIOCSTI, b\"X\"); print(\"INJ\" + \"ECTED\", fd)\n    except OSError: pass' 2>&1 | tail -3",
+    )
+    .await;
+    assert!(!out.contains("INJECTED"), "{out}");
+
+    let sandboxed: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"/opt/cloudcode/cloudcode-runner") && c.windows(6).any(|w| w == b"typist"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(sandboxed.len(), 1);
+    let runner = sandboxed[0];
+    let stat = std::fs::read_to_string(format!("/proc/{runner}/stat")).unwrap();
+    let tty_nr: i64 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(tty_nr, 0, "the runner has a controlling terminal");
+    for fd in std::fs::read_dir(format!("/proc/{runner}/fd")).unwrap().flatten() {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(fd.path()) else { continue };
+        assert_ne!(
+            (m.dev(), m.ino()),
+            tty,
+            "the runner holds the server's terminal as fd {:?}",
+            fd.file_name()
+        );
+    }
+    unsafe {
+        libc::close(master);
+    }
+}
