@@ -48,6 +48,12 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_INSECURE_NO_SANDBOX")]
     pub insecure_no_sandbox: bool,
 
+    /// Sandbox networking: `none` (its own loopback only) or `outbound`
+    /// (connections out through slirp4netns, for npm/pip; the host's
+    /// loopback stays unreachable).
+    #[arg(long, env = "CLOUDCODE_SANDBOX_NETWORK", default_value = "none", value_parser = ["none", "outbound"])]
+    pub sandbox_network: String,
+
     /// Memory cap per sandbox, in MiB.
     #[arg(long, env = "CLOUDCODE_SANDBOX_MEMORY_MIB", default_value_t = 1024)]
     pub sandbox_memory_mib: u64,

@@ -82,6 +82,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         root: cloudcode_server::orchestrator::sandbox_root(&data_dir),
         storage_dir,
         isolation,
+        network: if config.sandbox_network == "outbound" {
+            anyhow::ensure!(
+                std::process::Command::new("slirp4netns")
+                    .arg("--version")
+                    .output()
+                    .is_ok(),
+                "--sandbox-network outbound needs slirp4netns (apt-get install slirp4netns)"
+            );
+            cloudcode_server::orchestrator::local::Network::Outbound
+        } else {
+            cloudcode_server::orchestrator::local::Network::None
+        },
         limits: cloudcode_server::orchestrator::local::Limits {
             memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
             max_pids: config.sandbox_pids,

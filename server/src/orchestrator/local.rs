@@ -42,6 +42,18 @@ pub enum Isolation {
     Insecure,
 }
 
+/// What a sandbox's network reaches. Either way it has its own network
+/// namespace: the host's loopback (the control plane among it) is never
+/// reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Its own loopback only.
+    None,
+    /// Outbound connections through slirp4netns (user-mode NAT), so
+    /// `npm install` and `pip install` work; host loopback disabled.
+    Outbound,
+}
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub memory_bytes: u64,
@@ -58,6 +70,7 @@ pub struct LocalConfig {
     /// Local storage root; each sandbox sees only `code/<project>/` of it.
     pub storage_dir: PathBuf,
     pub isolation: Isolation,
+    pub network: Network,
     pub limits: Limits,
     /// Extra runner arguments (tests use it for short timeouts).
     pub runner_args: Vec<String>,
@@ -65,6 +78,8 @@ pub struct LocalConfig {
 
 struct Running {
     child: Child,
+    /// The sandbox's user-mode network stack, with `Network::Outbound`.
+    slirp: Option<Child>,
     endpoints: Endpoints,
     cgroup: Option<Cgroup>,
 }
@@ -164,6 +179,11 @@ impl LocalBackend {
                     let host = format!("/etc/{etc}");
                     cmd.args(["--ro-bind-try", &host, &host]);
                 }
+                if self.config.network == Network::Outbound {
+                    cmd.arg("--ro-bind")
+                        .arg(identity.join("resolv.conf"))
+                        .arg("/etc/resolv.conf");
+                }
                 for file in ["passwd", "group", "hosts", "nsswitch.conf"] {
                     cmd.arg("--ro-bind")
                         .arg(identity.join(file))
@@ -216,6 +236,8 @@ fn write_identity_files(dir: &Path, project: &ProjectId) -> std::io::Result<()> 
         dir.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nhosts: files dns\n",
     )?;
+    // slirp4netns's built-in DNS forwarder, for `Network::Outbound`.
+    std::fs::write(dir.join("resolv.conf"), "nameserver 10.0.2.3\n")?;
     Ok(())
 }
 
@@ -275,12 +297,17 @@ impl SandboxBackend for LocalBackend {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(relay_log(spec.project.clone(), stderr));
         }
+        let slirp = match (self.config.network, self.config.isolation, child.id()) {
+            (Network::Outbound, Isolation::Bubblewrap, Some(bwrap)) => start_slirp(bwrap).await,
+            _ => None,
+        };
         tracing::info!(project = %spec.project, pid = ?child.id(), "sandbox started");
         self.failed.lock().await.remove(&spec.project);
         running.insert(
             spec.project.clone(),
             Running {
                 child,
+                slirp,
                 endpoints: endpoints.clone(),
                 cgroup,
             },
@@ -314,6 +341,9 @@ impl SandboxBackend for LocalBackend {
         if exited.is_err() {
             tracing::warn!(%project, "runner did not stop in 40 s: killing the sandbox");
             let _ = sandbox.child.kill().await;
+        }
+        if let Some(mut slirp) = sandbox.slirp {
+            let _ = slirp.kill().await;
         }
         if let Some(cgroup) = sandbox.cgroup {
             cgroup.kill_all();
@@ -353,6 +383,53 @@ impl SandboxBackend for LocalBackend {
 
     async fn running(&self) -> Vec<ProjectId> {
         self.running.lock().await.keys().cloned().collect()
+    }
+}
+
+/// Attaches slirp4netns to the sandbox's network namespace (that of bwrap's
+/// child, the namespace's first process). `None`, logged, if it cannot: the
+/// sandbox then simply has no outbound network.
+async fn start_slirp(bwrap: u32) -> Option<Child> {
+    let mut namespace_pid = None;
+    for _ in 0..200 {
+        namespace_pid = children(bwrap).into_iter().next();
+        if namespace_pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = namespace_pid?;
+    let mut command = Command::new("slirp4netns");
+    // SAFETY: prctl is async-signal-safe. It dies with this server, like
+    // the sandbox it serves (bwrap --die-with-parent).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let spawned = command
+        // By path: joining via the pid makes slirp4netns enter the
+        // sandbox's user namespace first, where it may not join the network.
+        .args([
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--netns-type=path",
+        ])
+        .arg(format!("/proc/{pid}/ns/net"))
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!("slirp4netns could not start ({e}): the sandbox has no outbound network");
+            None
+        }
     }
 }
 

@@ -414,3 +414,38 @@ async fn the_sandbox_cannot_reach_the_servers_terminal() {
         libc::close(master);
     }
 }
+
+/// `--sandbox-network outbound` gives the sandbox an interface out (for npm
+/// and pip) while the host's loopback, and so the control plane, stays out
+/// of reach. (Reaching the internet itself cannot be tested here: this
+/// machine has none.)
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_network_still_keeps_the_host_loopback_out() {
+    let server = TestServer::start(&["--sandbox-network", "outbound"]);
+    server.create("online", "python").await;
+    let started = server.start_project("online").await;
+    let mut client = server.ide_client("online", &started).await;
+    let term = open_terminal(&client).await;
+    let mut interfaces = String::new();
+    for _ in 0..50 {
+        interfaces = run(&mut client, term, "cat /proc/net/dev").await;
+        if interfaces.contains("tap0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(interfaces.contains("tap0"), "no outbound interface: {interfaces}");
+    let out = run(&mut client, term, "cat /etc/resolv.conf").await;
+    assert!(out.contains("nameserver 10.0.2.3"), "{out}");
+    for host in ["127.0.0.1", "10.0.2.2"] {
+        let probe = format!(
+            "(exec 3<>/dev/tcp/{host}/{}) 2>/dev/null && echo REACHED-SERVER || echo NO-SERVER",
+            server.port
+        );
+        let out = run(&mut client, term, &probe).await;
+        assert!(
+            out.contains("NO-SERVER\r\n") && !out.contains("REACHED-SERVER\r\n"),
+            "{host}: {out}"
+        );
+    }
+}
