@@ -43,8 +43,12 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // One worker: a runner serves a handful of clients of one project, and a
+    // keystroke's echo then never crosses workers (PTY reader thread -> pump
+    // -> socket writer stay on one). Blocking work uses block_in_place and
+    // the blocking pool, which a multi-thread runtime keeps available.
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?
