@@ -449,3 +449,48 @@ async fn outbound_network_still_keeps_the_host_loopback_out() {
         );
     }
 }
+
+/// Hot reload needs WebSocket upgrades on the preview origin: an app in the
+/// sandbox that switches protocols and echoes gets its bytes through the
+/// gateway both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn preview_upgrades_reach_the_app_and_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]);
+    server.create("hot", "python").await;
+    let started = server.start_project("hot").await;
+    let mut client = server.ide_client("hot", &started).await;
+    let app = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 3000))\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    head = b''\n    while b'\\r\\n\\r\\n' not in head:\n        head += c.recv(1024)\n    c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\nConnection: Upgrade\\r\\n\\r\\n')\n    while True:\n        data = c.recv(1024)\n        if not data:\n            break\n        c.sendall(data.upper())\n    c.close()\n";
+    client
+        .write_file(&WorkspacePath::parse("upgrade.py").unwrap(), app.as_bytes(), None)
+        .await
+        .unwrap();
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "python3 upgrade.py > /tmp/up.log 2>&1 & disown").await;
+
+    let mut reply = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "GET /reload HTTP/1.1\r\nHost: hot.preview.localhost:{}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            server.port
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 512];
+        let n = stream.read(&mut head).await.unwrap_or(0);
+        if !String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101") {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        stream.write_all(b"reload please").await.unwrap();
+        reply = vec![0u8; 13];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        break;
+    }
+    assert_eq!(reply, b"RELOAD PLEASE");
+}
