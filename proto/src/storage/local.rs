@@ -179,6 +179,21 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// A temporary file older than this was left by a writer that died (a
+/// kill -9 mid-write); no live write takes that long to land.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn remove_if_stale(path: &Path) {
+    let stale = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_TEMPORARY);
+    if stale {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 fn list_blocking(root: &Path, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, StorageError> {
     let start = root.join(prefix.as_str());
     let mut out = Vec::new();
@@ -204,7 +219,11 @@ fn list_blocking(root: &Path, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, Sto
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if name.starts_with(RESERVED_PREFIX) || name.starts_with(".bucket-") {
+            if name.starts_with(RESERVED_PREFIX) {
+                remove_if_stale(&entry.path());
+                continue;
+            }
+            if name.starts_with(".bucket-") {
                 continue;
             }
             let meta = entry.metadata().map_err(|e| StorageError::Unavailable {
@@ -229,6 +248,27 @@ fn list_blocking(root: &Path, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn listing_sweeps_temporaries_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("code/a")).unwrap();
+        let dead = dir.path().join(format!("code/a/{RESERVED_PREFIX}dead"));
+        let live = dir.path().join(format!("code/a/{RESERVED_PREFIX}live"));
+        std::fs::write(&dead, "half").unwrap();
+        std::fs::write(&live, "in progress").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&dead)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert!(store.list(&KeyPrefix::parse("code").unwrap()).await.unwrap().is_empty());
+        assert!(!dead.exists(), "a dead writer's temporary file was kept");
+        assert!(live.exists(), "a live write's temporary file was removed");
+    }
 
     #[tokio::test]
     async fn put_get_list_delete() {
