@@ -7,9 +7,18 @@ use clap::Parser;
 
 /// cloudcode-server: projects from templates, a sandboxed runner per
 /// project, and the gateway in front of them, on one port.
+///
+/// Every setting is a flag, a `CLOUDCODE_*` environment variable, or a line
+/// `CLOUDCODE_NAME=value` in the config file (`--config`, or `server.env` in
+/// the user's config directory); flags win over the environment, which wins
+/// over the file.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 pub struct Config {
+    /// Config file of `CLOUDCODE_NAME=value` lines.
+    #[arg(long, env = "CLOUDCODE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[arg(long, env = "CLOUDCODE_SERVER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
@@ -72,4 +81,80 @@ pub struct Config {
     /// Extra arguments for every runner, space-separated.
     #[arg(long, env = "CLOUDCODE_RUNNER_ARGS", value_delimiter = ' ', num_args = 0..)]
     pub runner_args: Vec<String>,
+}
+
+/// The config file to read: `--config PATH`, `CLOUDCODE_CONFIG`, or
+/// `server.env` in the user's config directory when it exists. Found before
+/// the flags are parsed, because the file supplies their defaults.
+pub fn config_file_path(mut args: impl Iterator<Item = String>) -> Option<PathBuf> {
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    if let Some(path) = std::env::var_os("CLOUDCODE_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    directories::ProjectDirs::from("dev", "cloudcode", "cloudcode")
+        .map(|d| d.config_dir().join("server.env"))
+        .filter(|p| p.exists())
+}
+
+/// Reads `CLOUDCODE_NAME=value` lines; `#` starts a comment line.
+pub fn read_config_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let mut settings = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .with_context(|| format!("{}:{}: expected CLOUDCODE_NAME=value", path.display(), number + 1))?;
+        let key = key.trim();
+        if !key.starts_with("CLOUDCODE_") || key == "CLOUDCODE_CONFIG" {
+            anyhow::bail!(
+                "{}:{}: {key} is not a cloudcode-server setting",
+                path.display(),
+                number + 1
+            );
+        }
+        let value = value.trim().trim_matches('"');
+        settings.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.env");
+        std::fs::write(
+            &path,
+            "# comment\nCLOUDCODE_IDE_DOMAIN = code.example.test\n\nCLOUDCODE_SANDBOX_PIDS=\"64\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_config_file(&path).unwrap(),
+            vec![
+                ("CLOUDCODE_IDE_DOMAIN".to_owned(), "code.example.test".to_owned()),
+                ("CLOUDCODE_SANDBOX_PIDS".to_owned(), "64".to_owned())
+            ]
+        );
+        std::fs::write(&path, "PATH=/evil\n").unwrap();
+        assert!(read_config_file(&path).is_err());
+        std::fs::write(&path, "no equals sign\n").unwrap();
+        assert!(read_config_file(&path).is_err());
+        let args = ["cloudcode-server", "--listen", "x", "--config", "/etc/cc.env"].map(String::from);
+        assert_eq!(config_file_path(args.into_iter()), Some(PathBuf::from("/etc/cc.env")));
+    }
 }

@@ -12,6 +12,17 @@ use cloudcode_server::orchestrator::local::{Isolation, LocalBackend, LocalConfig
 use cloudcode_server::projects::Projects;
 
 fn main() -> anyhow::Result<()> {
+    let file = cloudcode_server::config::config_file_path(std::env::args());
+    if let Some(path) = &file {
+        let settings = cloudcode_server::config::read_config_file(path)?;
+        for (key, value) in settings {
+            // Flags and the environment win over the file.
+            if std::env::var_os(&key).is_none() {
+                // SAFETY: no other thread exists yet; the runtime starts below.
+                unsafe { std::env::set_var(key, value) };
+            }
+        }
+    }
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

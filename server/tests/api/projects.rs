@@ -134,3 +134,21 @@ async fn a_storage_failure_is_reported_never_a_false_success() {
         .unwrap_or(0);
     assert_eq!(leftovers, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_come_from_the_config_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("server.env");
+    std::fs::write(&file, "# domains for this deployment\nCLOUDCODE_IDE_DOMAIN=code.example.test\nCLOUDCODE_PREVIEW_DOMAIN=app.example.test\n").unwrap();
+    let server = TestServer::start(&["--config", file.to_str().unwrap()]);
+    server.create("configured", "python").await;
+    let started = server.start_project("configured").await;
+    assert_eq!(
+        started["ideUrl"],
+        format!("http://configured.code.example.test:{}/", server.port)
+    );
+    assert_eq!(
+        started["previewUrl"],
+        format!("http://configured.app.example.test:{}/", server.port)
+    );
+}
