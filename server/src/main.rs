@@ -112,7 +112,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
     }));
-    let orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
+    let orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer))
+        .remembering(cloudcode_server::orchestrator::sandbox_root(&data_dir).join("running"));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -138,6 +139,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    {
+        let state = state.clone();
+        tokio::spawn(async move { state.orchestrator.resume().await });
+    }
     println!("cloudcode-server listening on {addr}");
     println!(
         "  API: http://localhost:{}/?token={}",

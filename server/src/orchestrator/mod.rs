@@ -74,6 +74,9 @@ pub struct Orchestrator {
     issuer: Arc<TokenIssuer>,
     /// One start at a time per project: concurrent starts share it.
     starting: Mutex<HashMap<ProjectId, Arc<Mutex<()>>>>,
+    /// Projects that should be running: started and not stopped on
+    /// purpose. Kept on disk so a restarted server brings them back.
+    wanted: Option<PathBuf>,
 }
 
 /// A started project, as the API reports it.
@@ -90,6 +93,47 @@ impl Orchestrator {
             backend,
             issuer,
             starting: Mutex::new(HashMap::new()),
+            wanted: None,
+        }
+    }
+
+    /// Remembers running projects in `path`, for [`Orchestrator::resume`].
+    pub fn remembering(mut self, path: PathBuf) -> Self {
+        self.wanted = Some(path);
+        self
+    }
+
+    fn read_wanted(&self) -> Vec<ProjectId> {
+        let Some(path) = &self.wanted else { return Vec::new() };
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| ProjectId::parse(l.trim()).ok())
+            .collect()
+    }
+
+    fn set_wanted(&self, project: &ProjectId, running: bool) {
+        let Some(path) = &self.wanted else { return };
+        let mut wanted = self.read_wanted();
+        wanted.retain(|p| p != project);
+        if running {
+            wanted.push(project.clone());
+        }
+        let text: String = wanted.iter().map(|p| format!("{p}\n")).collect();
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!("recording running projects in {}: {e}", path.display());
+        }
+    }
+
+    /// Starts again every project that was running when the previous server
+    /// stopped or died, so a restart leaves users where they were.
+    pub async fn resume(&self) {
+        for project in self.read_wanted() {
+            match self.start(&project).await {
+                Ok(_) => tracing::info!(%project, "resumed after restart"),
+                Err(e) => tracing::warn!(%project, "could not resume after restart: {e}"),
+            }
         }
     }
 
@@ -114,6 +158,7 @@ impl Orchestrator {
             token_public_key: self.issuer.verifier().public_base64(),
         };
         let endpoints = self.backend.ensure_running(&spec).await?;
+        self.set_wanted(project, true);
         let (token, expires) = self.issue_token(project);
         wait_ready(&endpoints.ide, &token).await?;
         Ok(Started {
@@ -123,7 +168,13 @@ impl Orchestrator {
         })
     }
 
+    /// Stops a project on purpose: it stays stopped across restarts.
     pub async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
+        self.set_wanted(project, false);
+        self.halt(project).await
+    }
+
+    async fn halt(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
         let lock = self.starting.lock().await.entry(project.clone()).or_default().clone();
         let _held = lock.lock().await;
         self.backend.stop(project).await
@@ -166,9 +217,11 @@ impl Orchestrator {
         reaped
     }
 
+    /// Server shutdown: stops every sandbox (each flushes its files) but
+    /// keeps them wanted, so the next server resumes them.
     pub async fn stop_all(&self) {
         for project in self.backend.running().await {
-            if let Err(e) = self.stop(&project).await {
+            if let Err(e) = self.halt(&project).await {
                 tracing::warn!(%project, "stopping on shutdown: {e}");
             }
         }

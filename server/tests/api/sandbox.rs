@@ -318,8 +318,19 @@ async fn a_server_killed_with_9_leaves_no_orphans_and_loses_nothing() {
     })
     .await;
 
-    // The same data directory, a new server: everything is there.
+    // The same data directory, a new server: the project is brought back
+    // without anyone asking, and everything is there.
     let again = TestServer::restart(&server);
+    let mut resumed = false;
+    for _ in 0..100 {
+        let (_, body) = again.api("GET", "/api/projects/phoenix/status", None).await;
+        if body["state"] == "running" {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "a project running before the crash was not resumed");
     let started = again.start_project("phoenix").await;
     let client = again.ide_client("phoenix", &started).await;
     assert_eq!(
