@@ -5,6 +5,7 @@
 //!   over `BENCH_PROJECTS` (default 50) projects;
 //! - memory per idle sandbox (runner + shell: RSS, and private memory, which
 //!   is what each additional sandbox costs since code pages are shared);
+//! - keystroke echo p50/p99 with all those sandboxes running;
 //! - resume of a stopped 10,000-file / 100 MB project to the first prompt.
 
 use std::io::{BufRead, BufReader};
@@ -101,7 +102,7 @@ async fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, Val
 
 /// Start (already created) -> connected through the gateway -> first byte
 /// of the shell's prompt.
-async fn start_to_prompt(server: &Server, id: &str) -> RunnerClient {
+async fn start_to_prompt(server: &Server, id: &str) -> (RunnerClient, u32) {
     let (status, started) = api(server, "POST", &format!("/api/projects/{id}/start"), "").await;
     assert_eq!(status, 200, "{started}");
     let mut client = RunnerClient::connect_with_host(
@@ -124,7 +125,7 @@ async fn start_to_prompt(server: &Server, id: &str) -> RunnerClient {
     };
     loop {
         match client.next_incoming().await {
-            Some(Incoming::Frame(Frame::TermOutput { term: t, .. })) if t == term => return client,
+            Some(Incoming::Frame(Frame::TermOutput { term: t, .. })) if t == term => return (client, term),
             Some(_) => {}
             None => panic!("connection closed before the prompt"),
         }
@@ -211,9 +212,38 @@ async fn main() {
     println!(
         "idle sandbox (runner + shell), {projects} running: RSS {per_rss:.1} MiB each, private (unshared) {per_private:.1} MiB each"
     );
+    // 3. keystroke echo with all of them running: 10 keys on each of up to
+    // 100 sandboxes spread over the set.
+    let mut echo = Vec::new();
+    let step = (clients.len() / 100).max(1);
+    for (client, term) in clients.iter_mut().step_by(step) {
+        // Drain whatever is pending first.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), client.next_incoming()).await {}
+        for i in 0..10u8 {
+            let key = b'a' + i;
+            let started = Instant::now();
+            client.send_input(*term, &[key]).unwrap();
+            loop {
+                match client.next_incoming().await {
+                    Some(Incoming::Frame(Frame::TermOutput { data, .. })) if data.contains(&key) => break,
+                    Some(_) => {}
+                    None => panic!("connection closed"),
+                }
+            }
+            echo.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        client.send_input(*term, b"\x15").unwrap();
+    }
+    echo.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "keystroke echo with {projects} sandboxes running ({} samples): p50 {:.3} ms  p99 {:.3} ms",
+        echo.len(),
+        percentile(&echo, 50.0),
+        percentile(&echo, 99.0)
+    );
     drop(clients);
 
-    // 3. resume a stopped 10,000-file / 100 MB project.
+    // 4. resume a stopped 10,000-file / 100 MB project.
     let id = "bench-big";
     let (status, body) = api(
         &server,
@@ -231,7 +261,7 @@ async fn main() {
     }
     std::fs::remove_dir_all(server.data.join("sandboxes").join(id)).ok();
     let started = Instant::now();
-    let _client = start_to_prompt(&server, id).await;
+    let _resumed = start_to_prompt(&server, id).await;
     println!(
         "resume of a stopped 10,000-file / 100 MB project to the first prompt: {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0

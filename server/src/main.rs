@@ -37,6 +37,27 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(config))
 }
 
+/// Every runner watches its workspace with one inotify instance, and every
+/// sandbox's instances count against one user on the host: the common
+/// default of 128 would cap the machine at about 128 running projects.
+fn raise_inotify_instances() {
+    const PATH: &str = "/proc/sys/fs/inotify/max_user_instances";
+    const WANTED: u64 = 8192;
+    let current: u64 = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if current >= WANTED {
+        return;
+    }
+    match std::fs::write(PATH, WANTED.to_string()) {
+        Ok(()) => tracing::info!("raised fs.inotify.max_user_instances from {current} to {WANTED}"),
+        Err(e) => tracing::warn!(
+            "fs.inotify.max_user_instances is {current} and cannot be raised ({e}): at most about {current} projects can run at once"
+        ),
+    }
+}
+
 fn bubblewrap_available() -> bool {
     std::process::Command::new("bwrap")
         .arg("--version")
@@ -82,6 +103,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         runner_binary.display()
     );
 
+    raise_inotify_instances();
     let storage_dir: PathBuf = data_dir.join("storage");
     let store = Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?);
     let projects = Projects::new(store);

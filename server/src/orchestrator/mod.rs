@@ -160,7 +160,7 @@ impl Orchestrator {
         let endpoints = self.backend.ensure_running(&spec).await?;
         self.set_wanted(project, true);
         let (token, expires) = self.issue_token(project);
-        wait_ready(&endpoints.ide, &token).await?;
+        wait_ready(self.backend.as_ref(), project, &endpoints.ide, &token).await?;
         Ok(Started {
             endpoints,
             token,
@@ -228,8 +228,14 @@ impl Orchestrator {
     }
 }
 
-/// Polls the runner's authenticated health endpoint until it answers 200.
-async fn wait_ready(upstream: &Upstream, token: &str) -> Result<(), OrchestratorError> {
+/// Polls the runner's authenticated health endpoint until it answers 200;
+/// fails at once if the sandbox dies meanwhile.
+async fn wait_ready(
+    backend: &dyn SandboxBackend,
+    project: &ProjectId,
+    upstream: &Upstream,
+    token: &str,
+) -> Result<(), OrchestratorError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last = String::from("no answer yet");
     let mut pause = Duration::from_millis(2);
@@ -238,6 +244,9 @@ async fn wait_ready(upstream: &Upstream, token: &str) -> Result<(), Orchestrator
             Ok((200, _)) => return Ok(()),
             Ok((status, _)) => last = format!("health check answered {status}"),
             Err(e) => last = e.to_string(),
+        }
+        if let SandboxState::Failed { detail } = backend.state(project).await {
+            return Err(OrchestratorError::Start(detail));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
