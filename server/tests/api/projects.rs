@@ -152,3 +152,40 @@ async fn settings_come_from_the_config_file_too() {
         format!("http://configured.app.example.test:{}/", server.port)
     );
 }
+
+/// Without bubblewrap the server refuses to run users' code unsandboxed,
+/// unless told so explicitly, and then says so loudly.
+#[test]
+fn without_bubblewrap_sandboxes_are_refused_unless_explicitly_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config-dir")
+            .arg(dir.path().join("config"))
+            .args(extra)
+            // No bwrap on this PATH.
+            .env("PATH", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(5) && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("bubblewrap"), "{stderr}");
+    let insecure = run(&["--insecure-no-sandbox"]);
+    let stdout = String::from_utf8_lossy(&insecure.stdout);
+    let stderr = String::from_utf8_lossy(&insecure.stderr);
+    assert!(stdout.contains("listening on"), "{stdout}{stderr}");
+    assert!(stderr.contains("UNSANDBOXED"), "{stderr}");
+}

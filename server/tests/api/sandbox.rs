@@ -505,3 +505,25 @@ async fn preview_upgrades_reach_the_app_and_back() {
     }
     assert_eq!(reply, b"RELOAD PLEASE");
 }
+
+/// Storage unusable when a project starts: the start fails with the reason,
+/// at once, and the project does not look running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_while_storage_is_broken_is_reported() {
+    let server = TestServer::start(&[]);
+    server.create("brittle", "python").await;
+    let code = server.data.join("storage/code/brittle");
+    std::fs::remove_dir_all(&code).unwrap();
+    std::fs::write(&code, "not a directory").unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = server.api("POST", "/api/projects/brittle/start", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "start_failed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the failure took {:?}",
+        started.elapsed()
+    );
+    let (_, body) = server.api("GET", "/api/projects/brittle/status", None).await;
+    assert_ne!(body["state"], "running");
+}
