@@ -11,6 +11,8 @@ pub mod frame;
 pub mod message;
 pub mod path;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 
 /// Version of the runner protocol. Bumped on any incompatible change; the

@@ -246,7 +246,7 @@ async fn delete(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> 
     let id = existing(&state, &raw).await?;
     state
         .orchestrator
-        .stop(&id)
+        .forget(&id)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop_failed", e.to_string()))?;
     state.projects.delete(&id).await?;

@@ -6,5 +6,6 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod gateway;
+pub mod mirror;
 pub mod orchestrator;
 pub mod projects;

@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use cloudcode_proto::storage::ObjectStore;
 use cloudcode_proto::storage::local::LocalStore;
+use cloudcode_proto::storage::s3::{S3Config, S3Store};
 use cloudcode_server::api::{AppState, router};
 use cloudcode_server::config::Config;
 use cloudcode_server::credentials::Credentials;
@@ -105,7 +107,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     raise_inotify_instances();
     let storage_dir: PathBuf = data_dir.join("storage");
-    let store = Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?);
+    let (store, mirror_to): (Arc<dyn ObjectStore>, Option<Arc<dyn ObjectStore>>) = if config.storage == "s3" {
+        let s3 = S3Store::connect(S3Config {
+            bucket: config.s3_bucket.clone().unwrap_or_default(),
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            path_style: config.s3_path_style,
+            access_key_id: config.s3_access_key_id.clone(),
+            secret_access_key: config.s3_secret_access_key.clone(),
+            session_token: None,
+        })
+        .await
+        .context("configuring S3 storage")?;
+        if let Err(e) = s3.ensure_bucket().await {
+            tracing::warn!("checking the S3 bucket failed (retried as projects are used): {e}");
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(s3);
+        (s3.clone(), Some(s3))
+    } else {
+        (
+            Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?),
+            None,
+        )
+    };
     let projects = Projects::new(store);
     if let Err(e) = projects.seed_templates().await {
         tracing::warn!("seeding templates failed (retried at the next create): {e}");
@@ -133,6 +157,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             cpu_percent: config.sandbox_cpu_percent,
         },
         runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
+        mirror_to,
     }));
     let orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer))
         .remembering(cloudcode_server::orchestrator::sandbox_root(&data_dir).join("running"));

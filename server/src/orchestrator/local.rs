@@ -74,10 +74,14 @@ pub struct LocalConfig {
     pub limits: Limits,
     /// Extra runner arguments (tests use it for short timeouts).
     pub runner_args: Vec<String>,
+    /// With S3 storage: `storage_dir` is a local copy, mirrored to this
+    /// store while the sandbox runs (see `mirror.rs`).
+    pub mirror_to: Option<std::sync::Arc<dyn cloudcode_proto::storage::ObjectStore>>,
 }
 
 struct Running {
     child: Child,
+    mirror: Option<crate::mirror::Mirror>,
     /// The sandbox's user-mode network stack, with `Network::Outbound`.
     slirp: Option<Child>,
     endpoints: Endpoints,
@@ -251,17 +255,24 @@ impl SandboxBackend for LocalBackend {
                 Ok(Some(status)) => {
                     let detail = format!("the runner exited unexpectedly ({status}); restarted");
                     tracing::warn!(project = %spec.project, "{detail}");
-                    if let Some(Running {
-                        cgroup: Some(cgroup), ..
-                    }) = running.remove(&spec.project)
-                    {
-                        cgroup.remove();
+                    if let Some(sandbox) = running.remove(&spec.project) {
+                        retire(sandbox);
                     }
                 }
                 Err(e) => return Err(OrchestratorError::Start(e.to_string())),
             }
         }
         let endpoints = self.endpoints(&spec.project);
+        let mirror = match &self.config.mirror_to {
+            Some(store) => {
+                let dir = self.config.storage_dir.join("code").join(spec.project.as_str());
+                let mirror = crate::mirror::Mirror::start(store.clone(), &spec.project, &dir)
+                    .await
+                    .map_err(|e| OrchestratorError::Start(e.to_string()))?;
+                Some(mirror)
+            }
+            None => None,
+        };
         let mut cmd = self
             .command(spec)
             .map_err(|e| OrchestratorError::Start(format!("preparing the sandbox: {e}")))?;
@@ -307,6 +318,7 @@ impl SandboxBackend for LocalBackend {
             spec.project.clone(),
             Running {
                 child,
+                mirror,
                 slirp,
                 endpoints: endpoints.clone(),
                 cgroup,
@@ -349,6 +361,12 @@ impl SandboxBackend for LocalBackend {
             cgroup.kill_all();
             cgroup.remove();
         }
+        if let Some(mirror) = sandbox.mirror {
+            let unsaved = mirror.finish().await;
+            if !unsaved.is_empty() {
+                tracing::error!(%project, "S3 unreachable: {} paths not mirrored yet: {unsaved:?}", unsaved.len());
+            }
+        }
         self.stopping.lock().await.remove(project);
         tracing::info!(%project, "sandbox stopped");
         Ok(())
@@ -361,11 +379,8 @@ impl SandboxBackend for LocalBackend {
                 Ok(None) => return SandboxState::Running(sandbox.endpoints.clone()),
                 Ok(Some(status)) => {
                     let detail = format!("the runner exited unexpectedly ({status})");
-                    if let Some(Running {
-                        cgroup: Some(cgroup), ..
-                    }) = running.remove(project)
-                    {
-                        cgroup.remove();
+                    if let Some(sandbox) = running.remove(project) {
+                        retire(sandbox);
                     }
                     self.failed.lock().await.insert(project.clone(), detail);
                 }
@@ -383,6 +398,14 @@ impl SandboxBackend for LocalBackend {
 
     async fn running(&self) -> Vec<ProjectId> {
         self.running.lock().await.keys().cloned().collect()
+    }
+
+    async fn forget(&self, project: &ProjectId) {
+        let _ = std::fs::remove_dir_all(self.project_dir(project));
+        if self.config.mirror_to.is_some() {
+            let _ = std::fs::remove_dir_all(self.config.storage_dir.join("code").join(project.as_str()));
+        }
+        self.failed.lock().await.remove(project);
     }
 }
 
@@ -430,6 +453,21 @@ async fn start_slirp(bwrap: u32) -> Option<Child> {
             tracing::warn!("slirp4netns could not start ({e}): the sandbox has no outbound network");
             None
         }
+    }
+}
+
+/// Cleans up after a sandbox that ended by itself.
+fn retire(sandbox: Running) {
+    if let Some(cgroup) = sandbox.cgroup {
+        cgroup.remove();
+    }
+    if let Some(mirror) = sandbox.mirror {
+        tokio::spawn(async move {
+            let unsaved = mirror.finish().await;
+            if !unsaved.is_empty() {
+                tracing::error!("S3 unreachable: {} paths not mirrored yet: {unsaved:?}", unsaved.len());
+            }
+        });
     }
 }
 

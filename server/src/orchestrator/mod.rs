@@ -67,6 +67,10 @@ pub trait SandboxBackend: Send + Sync {
     async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError>;
     async fn state(&self, project: &ProjectId) -> SandboxState;
     async fn running(&self) -> Vec<ProjectId>;
+    /// Deletes what this machine keeps of a deleted project (its workspace,
+    /// any local copy of its storage), so a new project of the same name
+    /// starts clean.
+    async fn forget(&self, project: &ProjectId);
 }
 
 pub struct Orchestrator {
@@ -182,6 +186,13 @@ impl Orchestrator {
 
     pub async fn state(&self, project: &ProjectId) -> SandboxState {
         self.backend.state(project).await
+    }
+
+    /// Stops the project and deletes its local state: for project deletion.
+    pub async fn forget(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
+        self.stop(project).await?;
+        self.backend.forget(project).await;
+        Ok(())
     }
 
     pub async fn endpoints(&self, project: &ProjectId) -> Option<Endpoints> {

@@ -527,3 +527,111 @@ async fn a_start_while_storage_is_broken_is_reported() {
     let (_, body) = server.api("GET", "/api/projects/brittle/status", None).await;
     assert_ne!(body["state"], "running");
 }
+
+/// A deleted project leaves nothing behind that a new project of the same
+/// name would inherit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_project_starts_clean() {
+    let server = TestServer::start(&[]);
+    server.create("reborn", "python").await;
+    let started = server.start_project("reborn").await;
+    let mut client = server.ide_client("reborn", &started).await;
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "echo old life > old.txt").await;
+    client.close();
+    let (status, _) = server.api("DELETE", "/api/projects/reborn", None).await;
+    assert_eq!(status, 204);
+    server.create("reborn", "python").await;
+    let started = server.start_project("reborn").await;
+    let client = server.ide_client("reborn", &started).await;
+    let missing = client.read_file(&WorkspacePath::parse("old.txt").unwrap()).await;
+    assert!(missing.is_err(), "the deleted project's file came back");
+    assert!(!server.data.join("storage/code/reborn/old.txt").exists());
+}
+
+/// With S3 storage the sandbox still gets a local directory (its runner
+/// never holds S3 credentials); the server mirrors it. Templates, saves and
+/// terminal-made files reach the bucket, and a fresh machine's start
+/// restores from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_storage_is_mirrored_and_restored() {
+    use cloudcode_proto::storage::s3::S3Store;
+    use cloudcode_proto::storage::{ObjectKey, ObjectStore};
+    let s3 = cloudcode_proto::testing::S3Server::start();
+    let endpoint = s3.endpoint();
+    let args = [
+        "--storage",
+        "s3",
+        "--s3-bucket",
+        "projects",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--s3-access-key-id",
+        cloudcode_proto::testing::ACCESS_KEY,
+        "--s3-secret-access-key",
+        cloudcode_proto::testing::SECRET_KEY,
+    ];
+    let server = TestServer::start(&args);
+    let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
+    let get = |k: &str| {
+        let bucket = bucket.clone();
+        let k = ObjectKey::parse(k).unwrap();
+        async move { bucket.get(&k).await.ok().map(|b| b.to_vec()) }
+    };
+    server.create("cloudy", "python").await;
+    assert!(
+        get("code/cloudy/main.py").await.is_some(),
+        "the template was not copied in S3"
+    );
+
+    let started = server.start_project("cloudy").await;
+    let mut client = server.ide_client("cloudy", &started).await;
+    client
+        .write_file(&WorkspacePath::parse("saved.txt").unwrap(), b"saved", None)
+        .await
+        .unwrap();
+    let term = open_terminal(&client).await;
+    run(&mut client, term, "echo from-shell > shell.txt").await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while get("code/cloudy/shell.txt").await.as_deref() != Some(&b"from-shell\n"[..]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "terminal-made file never reached S3"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(get("code/cloudy/saved.txt").await.as_deref(), Some(&b"saved"[..]));
+    // Nothing in the sandbox knows the S3 credentials.
+    let env = run(
+        &mut client,
+        term,
+        "env; cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n'",
+    )
+    .await;
+    assert!(
+        !env.contains(cloudcode_proto::testing::SECRET_KEY),
+        "S3 secret inside the sandbox"
+    );
+
+    // Stop, wipe this machine's copies, start: everything comes from S3.
+    let (status, _) = server.api("POST", "/api/projects/cloudy/stop", None).await;
+    assert_eq!(status, 200);
+    std::fs::remove_dir_all(server.data.join("storage/code/cloudy")).unwrap();
+    std::fs::remove_dir_all(server.data.join("sandboxes/cloudy/workspace")).unwrap();
+    let started = server.start_project("cloudy").await;
+    let client = server.ide_client("cloudy", &started).await;
+    assert_eq!(
+        client
+            .read_file(&WorkspacePath::parse("shell.txt").unwrap())
+            .await
+            .unwrap()
+            .0,
+        b"from-shell\n"
+    );
+    let (template, _) = client
+        .read_file(&WorkspacePath::parse("main.py").unwrap())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&template).contains("Hello from cloudcode"));
+}

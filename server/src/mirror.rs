@@ -1,0 +1,69 @@
+//! With S3 storage, a sandbox still sees a local directory as its storage
+//! (its runner never holds S3 credentials, so nothing in the sandbox opens
+//! more than its own project). The server mirrors that directory to S3:
+//! restored from S3 before the sandbox starts, every change uploaded as it
+//! lands (the same reconciling sync the runner uses), and flushed when the
+//! sandbox stops.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudcode_proto::storage::{KeyPrefix, ObjectStore, StorageError};
+use cloudcode_runner::sync::Persister;
+use cloudcode_runner::watch::WorkspaceWatcher;
+use tokio_util::sync::CancellationToken;
+
+use crate::projects::ProjectId;
+
+/// How long a stop waits for the last changes to reach S3.
+const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct Mirror {
+    persister: Arc<Persister>,
+    _watcher: WorkspaceWatcher,
+    stop: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("preparing the project's local copy: {0}")]
+    Local(#[from] std::io::Error),
+    #[error("restoring the project from S3: {0}")]
+    Restore(#[from] StorageError),
+    #[error("watching the project's local copy: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+impl Mirror {
+    /// Restores `code/<project>/` from `store` into `dir`, then keeps `store`
+    /// equal to `dir` until [`Mirror::finish`].
+    pub async fn start(store: Arc<dyn ObjectStore>, project: &ProjectId, dir: &Path) -> Result<Self, MirrorError> {
+        std::fs::create_dir_all(dir)?;
+        let root = dir.canonicalize()?;
+        let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+        let prefix = KeyPrefix::parse(&format!("code/{project}"))?;
+        let persister = Persister::new(store, prefix, handle, root.clone(), Duration::from_millis(50));
+        persister.restore().await?;
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let watcher = cloudcode_runner::watch::start(&root, persister.clone(), events)?;
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(persister.clone().run(stop.clone()));
+        Ok(Self {
+            persister,
+            _watcher: watcher,
+            stop,
+            worker,
+        })
+    }
+
+    /// Uploads what is left; returns the paths that could not be stored.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.cancel();
+        let _ = self.worker.await;
+        self.persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
+        let unsaved = self.persister.flush(Instant::now() + FLUSH_LIMIT).await;
+        unsaved.iter().map(|p| p.to_string()).collect()
+    }
+}
