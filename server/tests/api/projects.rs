@@ -189,3 +189,21 @@ fn without_bubblewrap_sandboxes_are_refused_unless_explicitly_insecure() {
     assert!(stdout.contains("listening on"), "{stdout}{stderr}");
     assert!(stderr.contains("UNSANDBOXED"), "{stderr}");
 }
+
+/// Seed defect: `Access-Control-Allow-Origin: *` let any web page drive the
+/// API. No response here grants another origin anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cross_origin_access_is_granted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]);
+    for request in [
+        format!("GET /api/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", server.token),
+        "OPTIONS /api/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n".to_owned(),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(!response.to_ascii_lowercase().contains("access-control-allow-origin"), "{response}");
+    }
+}
