@@ -125,3 +125,13 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// True while a process whose command line has `arg` as one of its words
+/// is alive: finds a test's `sleep <unique number>` in /proc.
+pub fn process_running(arg: &str) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+            .unwrap_or(false)
+    })
+}

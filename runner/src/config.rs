@@ -60,23 +60,8 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_STORAGE_PREFIX")]
     pub storage_prefix: Option<String>,
 
-    #[arg(long, env = "CLOUDCODE_S3_BUCKET", required_if_eq("storage", "s3"))]
-    pub s3_bucket: Option<String>,
-    /// Custom S3 endpoint (MinIO, R2, garage...); AWS when absent.
-    #[arg(long, env = "CLOUDCODE_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long, env = "CLOUDCODE_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`).
-    #[arg(long, env = "CLOUDCODE_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
-    /// Project-scoped credentials (see proto/PROTOCOL.md, "Threat model").
-    #[arg(long, env = "CLOUDCODE_S3_ACCESS_KEY_ID", hide_env_values = true)]
-    pub s3_access_key_id: Option<String>,
-    #[arg(long, env = "CLOUDCODE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
-    #[arg(long, env = "CLOUDCODE_S3_SESSION_TOKEN", hide_env_values = true)]
-    pub s3_session_token: Option<String>,
+    #[command(flatten)]
+    pub s3: cloudcode_proto::storage::s3::S3Args,
 
     /// Shell for new terminals, with its arguments.
     #[arg(long, env = "CLOUDCODE_SHELL", num_args = 1.., value_delimiter = ' ')]

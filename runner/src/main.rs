@@ -5,7 +5,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use cloudcode_proto::storage::local::LocalStore;
-use cloudcode_proto::storage::s3::{S3Config, S3Store};
+use cloudcode_proto::storage::s3::S3Store;
 use cloudcode_proto::storage::{KeyPrefix, ObjectStore};
 use cloudcode_proto::token::TokenVerifier;
 use cloudcode_runner::config::{Config, SECRET_ENV, StorageKind};
@@ -65,17 +65,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
             Arc::new(LocalStore::open(&dir).with_context(|| format!("opening local storage at {}", dir.display()))?)
         }
         StorageKind::S3 => Arc::new(
-            S3Store::connect(S3Config {
-                bucket: config.s3_bucket.clone().unwrap_or_default(),
-                endpoint: config.s3_endpoint.clone(),
-                region: config.s3_region.clone(),
-                path_style: config.s3_path_style,
-                access_key_id: config.s3_access_key_id.clone(),
-                secret_access_key: config.s3_secret_access_key.clone(),
-                session_token: config.s3_session_token.clone(),
-            })
-            .await
-            .context("configuring S3 storage")?,
+            S3Store::connect(config.s3.config())
+                .await
+                .context("configuring S3 storage")?,
         ),
     })
 }

@@ -37,20 +37,8 @@ pub struct Config {
     /// CLOUDCODE_S3_SECRET_ACCESS_KEY, or the AWS default chain).
     #[arg(long, env = "CLOUDCODE_STORAGE", default_value = "local", value_parser = ["local", "s3"])]
     pub storage: String,
-    #[arg(long, env = "CLOUDCODE_S3_BUCKET", required_if_eq("storage", "s3"))]
-    pub s3_bucket: Option<String>,
-    /// Custom endpoint (MinIO, R2, garage...); AWS when absent.
-    #[arg(long, env = "CLOUDCODE_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long, env = "CLOUDCODE_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`).
-    #[arg(long, env = "CLOUDCODE_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
-    #[arg(long, env = "CLOUDCODE_S3_ACCESS_KEY_ID", hide_env_values = true)]
-    pub s3_access_key_id: Option<String>,
-    #[arg(long, env = "CLOUDCODE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
+    #[command(flatten)]
+    pub s3: cloudcode_proto::storage::s3::S3Args,
 
     /// IDE origin: `<project>.<ide-domain>` reaches the project's runner.
     /// Browsers resolve `*.localhost` to this machine without DNS set-up.

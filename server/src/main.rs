@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use cloudcode_proto::storage::ObjectStore;
 use cloudcode_proto::storage::local::LocalStore;
-use cloudcode_proto::storage::s3::{S3Config, S3Store};
+use cloudcode_proto::storage::s3::S3Store;
 use cloudcode_server::api::{AppState, router};
 use cloudcode_server::config::Config;
 use cloudcode_server::credentials::Credentials;
@@ -108,17 +108,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     raise_inotify_instances();
     let storage_dir: PathBuf = data_dir.join("storage");
     let (store, mirror_to): (Arc<dyn ObjectStore>, Option<Arc<dyn ObjectStore>>) = if config.storage == "s3" {
-        let s3 = S3Store::connect(S3Config {
-            bucket: config.s3_bucket.clone().unwrap_or_default(),
-            endpoint: config.s3_endpoint.clone(),
-            region: config.s3_region.clone(),
-            path_style: config.s3_path_style,
-            access_key_id: config.s3_access_key_id.clone(),
-            secret_access_key: config.s3_secret_access_key.clone(),
-            session_token: None,
-        })
-        .await
-        .context("configuring S3 storage")?;
+        let s3 = S3Store::connect(config.s3.config())
+            .await
+            .context("configuring S3 storage")?;
         if let Err(e) = s3.ensure_bucket().await {
             tracing::warn!("checking the S3 bucket failed (retried as projects are used): {e}");
         }

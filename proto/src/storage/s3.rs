@@ -36,6 +36,46 @@ pub struct S3Config {
     pub session_token: Option<String>,
 }
 
+/// The S3 settings as command-line flags (each also a `CLOUDCODE_S3_*`
+/// variable), shared by every binary that can use S3.
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct S3Args {
+    #[arg(long, env = "CLOUDCODE_S3_BUCKET", required_if_eq("storage", "s3"))]
+    pub s3_bucket: Option<String>,
+    /// Custom S3 endpoint (MinIO, R2, garage...); AWS when absent.
+    #[arg(long, env = "CLOUDCODE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "CLOUDCODE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`).
+    #[arg(long, env = "CLOUDCODE_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Credentials; the AWS default chain when absent. A runner's must be
+    /// scoped to its project (proto/PROTOCOL.md, "Threat model").
+    #[arg(long, env = "CLOUDCODE_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "CLOUDCODE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    #[arg(long, env = "CLOUDCODE_S3_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
+}
+
+#[cfg(feature = "cli")]
+impl S3Args {
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            bucket: self.s3_bucket.clone().unwrap_or_default(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            session_token: self.s3_session_token.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,

@@ -179,13 +179,7 @@ pub fn unique_sleep_arg() -> String {
     format!("9{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
-pub fn process_running(arg: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
-            .unwrap_or(false)
-    })
-}
+pub use cloudcode_proto::testing::process_running;
 
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -231,13 +231,7 @@ pub async fn run(client: &mut RunnerClient, term: TermId, command: &str) -> Stri
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub fn process_running(arg: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
-            .unwrap_or(false)
-    })
-}
+pub use cloudcode_proto::testing::process_running;
 
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
     let deadline = Instant::now() + PATIENCE;
