@@ -101,6 +101,7 @@ where
 
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
+        .route("/", get(index))
         .route("/project", post(seed_create))
         .route("/start", post(seed_start))
         .route("/api/projects", get(list).post(create))
@@ -191,6 +192,27 @@ struct SeedStart {
 struct Create {
     id: String,
     language: String,
+}
+
+/// What the URL printed at start-up shows: where things are, and the
+/// projects there are.
+async fn index(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let projects: Vec<String> = state.projects.list().await?.into_iter().map(|p| p.id).collect();
+    Ok(Json(json!({
+        "service": "cloudcode-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "projects": projects,
+        "api": {
+            "create": "POST /api/projects {\"id\", \"language\": \"node-js\" | \"python\"}",
+            "list": "GET /api/projects",
+            "start": "POST /api/projects/{id}/start",
+            "stop": "POST /api/projects/{id}/stop",
+            "status": "GET /api/projects/{id}/status",
+            "delete": "DELETE /api/projects/{id}",
+        },
+        "ide_domain": state.ide_domain,
+        "preview_domain": state.preview_domain,
+    })))
 }
 
 async fn seed_create(

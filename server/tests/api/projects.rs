@@ -25,6 +25,13 @@ async fn every_endpoint_needs_the_api_token() {
         .request("GET", &format!("/api/projects?token={}", server.token), None, None)
         .await;
     assert_eq!(status, 200, "the token in the printed URL works");
+    // The printed URL itself shows where things are.
+    let (status, body) = server
+        .request("GET", &format!("/?token={}", server.token), None, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["service"], "cloudcode-server");
+    assert!(body["api"]["start"].as_str().unwrap().contains("/start"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
