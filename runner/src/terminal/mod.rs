@@ -310,8 +310,7 @@ impl Terminals {
         idle
     }
 
-    /// True when any terminal has a client or produced output recently:
-    /// what the control plane's idle reaper asks.
+    /// How many terminals are open (for the health endpoint).
     pub fn count(&self) -> usize {
         self.map().len()
     }
