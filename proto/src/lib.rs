@@ -11,6 +11,8 @@ pub mod frame;
 pub mod message;
 pub mod path;
 pub mod storage;
+#[cfg(feature = "sync")]
+pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;

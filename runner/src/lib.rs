@@ -10,6 +10,4 @@ pub mod preview;
 pub mod server;
 pub mod shutdown;
 pub mod state;
-pub mod sync;
 pub mod terminal;
-pub mod watch;

@@ -7,12 +7,12 @@ use clap::Parser;
 use cloudcode_proto::storage::local::LocalStore;
 use cloudcode_proto::storage::s3::S3Store;
 use cloudcode_proto::storage::{KeyPrefix, ObjectStore};
+use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::token::TokenVerifier;
 use cloudcode_runner::config::{Config, SECRET_ENV, StorageKind};
 use cloudcode_runner::files::Workspace;
 use cloudcode_runner::shutdown::Shutdown;
 use cloudcode_runner::state::{Limits, RunnerState};
-use cloudcode_runner::sync::Persister;
 use cloudcode_runner::terminal::{TerminalConfig, Terminals};
 
 /// Binds a Unix socket, replacing a stale one left by an earlier runner.
@@ -127,7 +127,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (fs_events, _) = tokio::sync::broadcast::channel(256);
-    let _watcher = cloudcode_runner::watch::start(workspace.root(), persister.clone(), fs_events.clone())
+    let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone())
         .context("watching the workspace")?;
     let worker = tokio::spawn(persister.clone().run(shutdown.token()));
 

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::files::Workspace;
-use crate::sync::Persister;
 use crate::terminal::Terminals;
-use crate::watch::FsEvents;
+use cloudcode_proto::sync::persister::Persister;
+use cloudcode_proto::sync::watch::FsEvents;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

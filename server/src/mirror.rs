@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudcode_proto::storage::{KeyPrefix, ObjectStore, StorageError};
-use cloudcode_runner::sync::Persister;
-use cloudcode_runner::watch::WorkspaceWatcher;
+use cloudcode_proto::sync::persister::Persister;
+use cloudcode_proto::sync::watch::WorkspaceWatcher;
 use tokio_util::sync::CancellationToken;
 
 use crate::projects::ProjectId;
@@ -47,7 +47,7 @@ impl Mirror {
         let persister = Persister::new(store, prefix, handle, root.clone(), Duration::from_millis(50));
         persister.restore().await?;
         let (events, _) = tokio::sync::broadcast::channel(16);
-        let watcher = cloudcode_runner::watch::start(&root, persister.clone(), events)?;
+        let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;
         let stop = CancellationToken::new();
         let worker = tokio::spawn(persister.clone().run(stop.clone()));
         Ok(Self {

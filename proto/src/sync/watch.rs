@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudcode_proto::message::{ChangeKind, FsChange};
-use cloudcode_proto::path::WorkspacePath;
+use crate::message::{ChangeKind, FsChange};
+use crate::path::WorkspacePath;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::sync::Persister;
+use super::persister::Persister;
 
 const BATCH_WINDOW: Duration = Duration::from_millis(30);
 const MAX_BATCH: usize = 1000;

@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use crate::message::StorageStatus;
+use crate::path::{RESERVED_PREFIX, WorkspacePath};
+use crate::storage::{KeyPrefix, ObjectStore, StorageError};
 use cap_std::fs::{Dir, Metadata};
-use cloudcode_proto::message::StorageStatus;
-use cloudcode_proto::path::{RESERVED_PREFIX, WorkspacePath};
-use cloudcode_proto::storage::{KeyPrefix, ObjectStore, StorageError};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -198,7 +198,7 @@ impl Persister {
     /// Returns `None` when a local file is kept instead.
     async fn download(
         &self,
-        key: &cloudcode_proto::storage::ObjectKey,
+        key: &crate::storage::ObjectKey,
         path: &WorkspacePath,
     ) -> Result<Option<Stamp>, StorageError> {
         let local_err = |source| StorageError::LocalIo {
