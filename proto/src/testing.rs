@@ -135,3 +135,21 @@ pub fn process_running(arg: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+/// Ends a child process the way an operator would: SIGTERM, up to `grace`
+/// for it to finish (a runner flushes its files and ends its terminals; a
+/// server stops its sandboxes), then SIGKILL. Reaps it either way.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -198,15 +198,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 

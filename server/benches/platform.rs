@@ -29,14 +29,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
+        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(120));
     }
 }
 

@@ -156,18 +156,8 @@ impl TestRunner {
 }
 
 impl Drop for TestRunner {
-    /// SIGTERM first, so the runner ends its terminals' processes rather
-    /// than orphaning them.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal(libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 

@@ -142,15 +142,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(60));
     }
 }
 
