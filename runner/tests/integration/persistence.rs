@@ -94,11 +94,13 @@ async fn sigterm_flushes_pending_changes_and_ends_every_shell() {
     let sleep = unique_sleep_arg();
     let command = format!("echo last words > final.txt; sleep {sleep} & disown");
     run_in_terminal(&mut client, term, &mut screen, &command, "wrote").await;
+    // Otherwise the check below could pass only because the job never started.
+    eventually("the background job started", || process_running(&sleep)).await;
     runner.signal(libc::SIGTERM);
     let status = runner.wait_exit();
     assert!(status.success(), "{status:?}");
     assert_eq!(runner.stored("final.txt").as_deref(), Some(&b"last words\n"[..]));
-    assert!(!process_running(&sleep), "a shell's job outlived the runner");
+    eventually("every shell's job ended with the runner", || !process_running(&sleep)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

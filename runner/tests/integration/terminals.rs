@@ -177,6 +177,7 @@ async fn terminals_outlive_clients_but_closing_leaves_no_process_behind() {
         "bg",
     )
     .await;
+    eventually("the background job started", || process_running(&sleep)).await;
     client.close();
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -196,7 +196,8 @@ async fn stop_ends_every_process_and_a_new_start_finds_every_file() {
     let mut client = server.ide_client("gamma", &started).await;
     let term = open_terminal(&client).await;
     run(&mut client, term, "echo from-shell > made.txt; sleep 8181 & disown").await;
-    assert!(process_running("8181"));
+    // The job is forked before the prompt returns but may exec a moment later.
+    eventually("the background job started", || process_running("8181")).await;
 
     let (status, body) = server.api("POST", "/api/projects/gamma/stop", None).await;
     assert_eq!(status, 200, "{body}");
