@@ -53,12 +53,29 @@ pub enum Incoming {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>>>;
 type Transfers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>>;
 
+/// A connection to a runner: requests through [`RunnerHandle`] (which it
+/// derefs to), everything else through [`RunnerClient::next_incoming`].
 pub struct RunnerClient {
+    handle: RunnerHandle,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+}
+
+/// The sending half of a connection. Cheap to clone, so requests can be
+/// awaited from many tasks while one task reads what else arrives.
+#[derive(Clone)]
+pub struct RunnerHandle {
     outgoing: mpsc::UnboundedSender<Message>,
     pending: Pending,
     transfers: Transfers,
-    incoming: mpsc::UnboundedReceiver<Incoming>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for RunnerClient {
+    type Target = RunnerHandle;
+
+    fn deref(&self) -> &RunnerHandle {
+        &self.handle
+    }
 }
 
 impl RunnerClient {
@@ -169,14 +186,27 @@ impl RunnerClient {
             let _ = incoming_tx.send(Incoming::Closed(close));
         });
         Ok(Self {
-            outgoing,
-            pending,
-            transfers,
+            handle: RunnerHandle {
+                outgoing,
+                pending,
+                transfers,
+                next_id: Arc::new(AtomicU64::new(1)),
+            },
             incoming,
-            next_id: AtomicU64::new(1),
         })
     }
 
+    pub async fn next_incoming(&mut self) -> Option<Incoming> {
+        self.incoming.recv().await
+    }
+
+    /// Separates the sending half from what arrives unasked.
+    pub fn into_split(self) -> (RunnerHandle, mpsc::UnboundedReceiver<Incoming>) {
+        (self.handle, self.incoming)
+    }
+}
+
+impl RunnerHandle {
     fn register(&self) -> (u64, oneshot::Receiver<Result<Reply, ClientError>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -275,10 +305,6 @@ impl RunnerClient {
         self.outgoing
             .send(Message::Text(text.into().into()))
             .map_err(|_| ClientError::Closed)
-    }
-
-    pub async fn next_incoming(&mut self) -> Option<Incoming> {
-        self.incoming.recv().await
     }
 
     pub fn close(&self) {

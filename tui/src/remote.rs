@@ -1,0 +1,555 @@
+//! The connection to one project's runner, run as a task apart from the UI
+//! (as gitui's asyncgit keeps I/O off its UI loop): the UI sends
+//! [`Command`]s and receives [`Update`]s, never waiting on the network.
+//!
+//! The task owns reconnection: when the connection drops it says so, retries
+//! with backoff (starting the project again, which also brings back a
+//! sandbox the idle reaper stopped), and re-attaches every terminal from the
+//! sequence number after the last byte it passed on, so the UI's terminal
+//! screens continue exactly where they were.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloudcode_proto::client::{ClientError, Incoming, RunnerClient, RunnerHandle};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Entry, ErrorCode, Event, FsChange, Op, Reply, StorageStatus, TermId};
+use cloudcode_proto::path::WorkspacePath;
+use tokio::sync::mpsc;
+
+use crate::api::{ApiClient, Started};
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LAST_RETRY: Duration = Duration::from_secs(8);
+/// A silent connection (a dead peer whose TCP never says so) is found by a
+/// ping that gets no answer.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What a terminal is for, carried back in [`Update::TermOpened`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermPurpose {
+    Shell,
+    Run,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    List(WorkspacePath),
+    Stat(WorkspacePath),
+    Read(WorkspacePath),
+    Write {
+        path: WorkspacePath,
+        data: Vec<u8>,
+        base_version: Option<String>,
+    },
+    CreateFile(WorkspacePath),
+    CreateDir(WorkspacePath),
+    Rename {
+        from: WorkspacePath,
+        to: WorkspacePath,
+    },
+    Delete(WorkspacePath),
+    TermOpen {
+        cols: u16,
+        rows: u16,
+        command: Option<Vec<String>>,
+        purpose: TermPurpose,
+    },
+    Input {
+        term: TermId,
+        data: Bytes,
+    },
+    Resize {
+        term: TermId,
+        cols: u16,
+        rows: u16,
+    },
+    TermClose(TermId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting { attempt: u32 },
+    Connected { preview_url: String },
+    Lost { reason: String, retry_in: Duration },
+}
+
+/// Why a save did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveError {
+    /// The file changed in the sandbox since the buffer was loaded.
+    Conflict,
+    Other(String),
+}
+
+#[derive(Debug)]
+pub enum Update {
+    Connection(Connection),
+    Listed {
+        path: WorkspacePath,
+        result: Result<Vec<Entry>, String>,
+    },
+    Stat {
+        path: WorkspacePath,
+        result: Result<Entry, String>,
+    },
+    Read {
+        path: WorkspacePath,
+        result: Result<(Vec<u8>, String), String>,
+    },
+    Saved {
+        path: WorkspacePath,
+        result: Result<String, SaveError>,
+    },
+    /// A create, rename or delete finished; `what` says which, for the user.
+    Done {
+        what: String,
+        result: Result<(), String>,
+    },
+    FsChanged(Vec<FsChange>),
+    TermOpened {
+        term: TermId,
+        purpose: TermPurpose,
+        cols: u16,
+        rows: u16,
+    },
+    TermOpenFailed(String),
+    TermOutput {
+        term: TermId,
+        data: Bytes,
+    },
+    /// Redraws the screen from scratch: the output since the last byte seen
+    /// had left the runner's scrollback.
+    TermSnapshot {
+        term: TermId,
+        data: Bytes,
+    },
+    TermExited {
+        term: TermId,
+        code: Option<u32>,
+    },
+    /// The terminal no longer exists on the runner (the sandbox was stopped
+    /// while this client was away).
+    TermLost(TermId),
+    Storage(StorageStatus),
+}
+
+/// How the session reaches a runner: the real control plane, or in tests a
+/// fixed runner.
+#[async_trait::async_trait]
+pub trait Dialer: Send + Sync + 'static {
+    /// Makes sure the project runs and connects to its runner.
+    async fn dial(&self) -> Result<(RunnerClient, String), String>;
+}
+
+/// Dials through the control plane: `start` the project (idempotent), then
+/// connect to its runner with the token that start returned.
+pub struct ControlPlane {
+    pub api: ApiClient,
+    pub project: String,
+}
+
+#[async_trait::async_trait]
+impl Dialer for ControlPlane {
+    async fn dial(&self) -> Result<(RunnerClient, String), String> {
+        let started = self.api.start(&self.project).await.map_err(|e| e.to_string())?;
+        let client = connect_runner(self.api.base(), &started)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((client, started.preview_url))
+    }
+}
+
+/// `*.localhost` names resolve to loopback in browsers but not in every
+/// system resolver: for those the session dials the address the API was
+/// reached at (the same server's gateway, or a proxy in front of it) and
+/// names the project's host in the Host header.
+pub async fn connect_runner(api_base: &str, started: &Started) -> Result<RunnerClient, ClientError> {
+    let (scheme, rest) = started
+        .ws_url
+        .split_once("://")
+        .ok_or_else(|| ClientError::Connect(format!("not a URL: {}", started.ws_url)))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    if host == "localhost" || host.ends_with(".localhost") {
+        let api_authority = api_base.split_once("://").map_or(api_base, |(_, a)| a);
+        let api_authority = api_authority.split('/').next().unwrap_or(api_authority);
+        let url = format!("{scheme}://{api_authority}{path}");
+        RunnerClient::connect_with_host(&url, Some(authority), &started.token).await
+    } else {
+        RunnerClient::connect(&started.ws_url, &started.token).await
+    }
+}
+
+pub struct Session {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Session {
+    /// Starts the session task; updates arrive on the returned receiver.
+    pub fn spawn(dialer: impl Dialer) -> (Session, mpsc::UnboundedReceiver<Update>) {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (updates, updates_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(dialer, commands_rx, updates));
+        (Session { commands }, updates_rx)
+    }
+
+    pub fn send(&self, command: Command) {
+        // The task ends only when this handle is dropped.
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Per terminal, the sequence number after the last byte passed to the UI:
+/// where to resume from, and how to drop what a resume sends twice.
+#[derive(Default)]
+struct Terminals {
+    next_seq: HashMap<TermId, u64>,
+}
+
+impl Terminals {
+    /// Returns the part of `data` (starting at `seq`) not yet passed on.
+    fn fresh(&mut self, term: TermId, seq: u64, data: Bytes) -> Option<Bytes> {
+        let next = self.next_seq.entry(term).or_insert(0);
+        let end = seq + data.len() as u64;
+        if end <= *next {
+            return None;
+        }
+        let skip = next.saturating_sub(seq) as usize;
+        *next = end;
+        Some(data.slice(skip..))
+    }
+}
+
+async fn run(
+    dialer: impl Dialer,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    let mut terminals = Terminals::default();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if updates
+            .send(Update::Connection(Connection::Connecting { attempt }))
+            .is_err()
+        {
+            return;
+        }
+        let reason = match dialer.dial().await {
+            Ok((client, preview_url)) => {
+                attempt = 0;
+                match serve(client, preview_url, &mut terminals, &mut commands, &updates).await {
+                    Ended::UiGone => return,
+                    Ended::Lost(reason) => reason,
+                }
+            }
+            Err(reason) => reason,
+        };
+        let retry_in = (FIRST_RETRY * 2u32.saturating_pow(attempt.min(6))).min(LAST_RETRY);
+        let lost = Connection::Lost { reason, retry_in };
+        if updates.send(Update::Connection(lost)).is_err() {
+            return;
+        }
+        // Keep answering the UI while waiting, so nothing it asks hangs.
+        let wait = tokio::time::sleep(retry_in);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                command = commands.recv() => match command {
+                    Some(command) => refuse_offline(command, &updates),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+enum Ended {
+    UiGone,
+    Lost(String),
+}
+
+const OFFLINE: &str = "not connected to the project: retrying";
+
+fn refuse_offline(command: Command, updates: &mpsc::UnboundedSender<Update>) {
+    let update = match command {
+        Command::List(path) => Update::Listed {
+            path,
+            result: Err(OFFLINE.into()),
+        },
+        Command::Stat(path) => Update::Stat {
+            path,
+            result: Err(OFFLINE.into()),
+        },
+        Command::Read(path) => Update::Read {
+            path,
+            result: Err(OFFLINE.into()),
+        },
+        Command::Write { path, .. } => Update::Saved {
+            path,
+            result: Err(SaveError::Other(OFFLINE.into())),
+        },
+        Command::CreateFile(_) | Command::CreateDir(_) | Command::Rename { .. } | Command::Delete(_) => Update::Done {
+            what: "change".into(),
+            result: Err(OFFLINE.into()),
+        },
+        Command::TermOpen { .. } => Update::TermOpenFailed(OFFLINE.into()),
+        // Keystrokes typed into a disconnected terminal are dropped, as ssh
+        // would; a resize is sent again on reconnect by the UI.
+        Command::Input { .. } | Command::Resize { .. } | Command::TermClose(_) => return,
+    };
+    let _ = updates.send(update);
+}
+
+async fn serve(
+    client: RunnerClient,
+    preview_url: String,
+    terminals: &mut Terminals,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Ended {
+    let (handle, mut incoming) = client.into_split();
+    if let Err(e) = handle.request(Op::WatchFs).await {
+        return Ended::Lost(e.to_string());
+    }
+    // Re-attach every terminal from where the UI's screen is.
+    let known: Vec<(TermId, u64)> = terminals.next_seq.iter().map(|(t, s)| (*t, *s)).collect();
+    for (term, from_seq) in known {
+        match handle.request(Op::TermAttach { term, from_seq }).await {
+            Ok(_) => {}
+            Err(ClientError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
+                terminals.next_seq.remove(&term);
+                let _ = updates.send(Update::TermLost(term));
+            }
+            Err(e) => return Ended::Lost(e.to_string()),
+        }
+    }
+    if updates
+        .send(Update::Connection(Connection::Connected { preview_url }))
+        .is_err()
+    {
+        return Ended::UiGone;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<String>();
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => perform(&handle, command, updates, terminals),
+                None => {
+                    handle.close();
+                    return Ended::UiGone;
+                }
+            },
+            message = incoming.recv() => match message {
+                Some(Incoming::Closed(frame)) => {
+                    let reason = frame
+                        .map(|f| format!("the runner closed the connection: {}", f.reason))
+                        .unwrap_or_else(|| "the connection dropped".to_string());
+                    return Ended::Lost(reason);
+                }
+                Some(message) => {
+                    if !deliver(message, terminals, updates) {
+                        return Ended::UiGone;
+                    }
+                }
+                None => return Ended::Lost("the connection dropped".to_string()),
+            },
+            _ = ping.tick() => {
+                let (handle, lost_tx) = (handle.clone(), lost_tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(PING_PATIENCE, handle.request(Op::Ping)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => { let _ = lost_tx.send(e.to_string()); }
+                        Err(_) => { let _ = lost_tx.send("the runner stopped answering".to_string()); }
+                    }
+                });
+            }
+            Some(reason) = lost_rx.recv() => {
+                handle.close();
+                return Ended::Lost(reason);
+            }
+        }
+    }
+}
+
+/// Passes one unasked message on; false when the UI is gone.
+fn deliver(message: Incoming, terminals: &mut Terminals, updates: &mpsc::UnboundedSender<Update>) -> bool {
+    let update = match message {
+        Incoming::Frame(Frame::TermOutput { term, seq, data }) => match terminals.fresh(term, seq, data) {
+            Some(data) => Update::TermOutput { term, data },
+            None => return true,
+        },
+        Incoming::Frame(Frame::TermSnapshot { term, seq, data }) => {
+            terminals.next_seq.insert(term, seq);
+            Update::TermSnapshot { term, data }
+        }
+        Incoming::Event(Event::FsChanged { changes }) => Update::FsChanged(changes),
+        Incoming::Event(Event::TermExited { term, code }) => {
+            terminals.next_seq.remove(&term);
+            Update::TermExited { term, code }
+        }
+        Incoming::Event(Event::Storage { status }) => Update::Storage(status),
+        Incoming::Event(Event::Welcome { .. }) | Incoming::Frame(_) | Incoming::Error { .. } | Incoming::Closed(_) => {
+            return true;
+        }
+    };
+    updates.send(update).is_ok()
+}
+
+/// Starts one command; requests run as their own tasks so a slow save never
+/// holds up keystrokes to a terminal.
+fn perform(
+    handle: &RunnerHandle,
+    command: Command,
+    updates: &mpsc::UnboundedSender<Update>,
+    terminals: &mut Terminals,
+) {
+    let (handle, updates) = (handle.clone(), updates.clone());
+    match command {
+        Command::Input { term, data } => {
+            let _ = handle.send_binary(Frame::TermInput { term, data }.encode());
+        }
+        Command::Resize { term, cols, rows } => {
+            tokio::spawn(async move {
+                let _ = handle.request(Op::TermResize { term, cols, rows }).await;
+            });
+        }
+        Command::TermClose(term) => {
+            terminals.next_seq.remove(&term);
+            tokio::spawn(async move {
+                let _ = handle.request(Op::TermClose { term }).await;
+            });
+        }
+        Command::TermOpen {
+            cols,
+            rows,
+            command,
+            purpose,
+        } => {
+            tokio::spawn(async move {
+                let update = match handle.request(Op::TermOpen { cols, rows, command }).await {
+                    Ok(Reply::TermOpened { term }) => Update::TermOpened {
+                        term,
+                        purpose,
+                        cols,
+                        rows,
+                    },
+                    Ok(other) => Update::TermOpenFailed(format!("unexpected reply {other:?}")),
+                    Err(e) => Update::TermOpenFailed(describe(&e)),
+                };
+                let _ = updates.send(update);
+            });
+        }
+        Command::List(path) => {
+            tokio::spawn(async move {
+                let result = match handle.request(Op::List { path: path.clone() }).await {
+                    Ok(Reply::Entries { entries }) => Ok(entries),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(describe(&e)),
+                };
+                let _ = updates.send(Update::Listed { path, result });
+            });
+        }
+        Command::Stat(path) => {
+            tokio::spawn(async move {
+                let result = match handle.request(Op::Stat { path: path.clone() }).await {
+                    Ok(Reply::Entry { entry }) => Ok(entry),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(describe(&e)),
+                };
+                let _ = updates.send(Update::Stat { path, result });
+            });
+        }
+        Command::Read(path) => {
+            tokio::spawn(async move {
+                let result = handle.read_file(&path).await.map_err(|e| describe(&e));
+                let _ = updates.send(Update::Read { path, result });
+            });
+        }
+        Command::Write {
+            path,
+            data,
+            base_version,
+        } => {
+            tokio::spawn(async move {
+                let result = match handle.write_file(&path, &data, base_version).await {
+                    Ok(version) => Ok(version),
+                    Err(ClientError::Remote {
+                        code: ErrorCode::Conflict,
+                        ..
+                    }) => Err(SaveError::Conflict),
+                    Err(e) => Err(SaveError::Other(describe(&e))),
+                };
+                let _ = updates.send(Update::Saved { path, result });
+            });
+        }
+        Command::CreateFile(path) => {
+            tokio::spawn(async move {
+                let what = format!("create {path}");
+                let empty = Op::Write {
+                    path,
+                    size: 0,
+                    base_version: None,
+                    create_new: true,
+                };
+                let result = handle.request(empty).await;
+                let _ = updates.send(Update::Done {
+                    what,
+                    result: result.map(drop).map_err(|e| describe(&e)),
+                });
+            });
+        }
+        Command::CreateDir(path) => {
+            tokio::spawn(async move {
+                let what = format!("create folder {path}");
+                let result = handle.request(Op::CreateDir { path }).await;
+                let _ = updates.send(Update::Done {
+                    what,
+                    result: result.map(drop).map_err(|e| describe(&e)),
+                });
+            });
+        }
+        Command::Rename { from, to } => {
+            tokio::spawn(async move {
+                let what = format!("rename {from} to {to}");
+                let result = handle
+                    .request(Op::Rename {
+                        from,
+                        to,
+                        overwrite: false,
+                    })
+                    .await;
+                let _ = updates.send(Update::Done {
+                    what,
+                    result: result.map(drop).map_err(|e| describe(&e)),
+                });
+            });
+        }
+        Command::Delete(path) => {
+            tokio::spawn(async move {
+                let what = format!("delete {path}");
+                let result = handle.request(Op::Delete { path, recursive: true }).await;
+                let _ = updates.send(Update::Done {
+                    what,
+                    result: result.map(drop).map_err(|e| describe(&e)),
+                });
+            });
+        }
+    }
+}
+
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Remote { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}

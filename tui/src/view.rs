@@ -1,0 +1,437 @@
+//! Drawing: the project list, the IDE, the status bar, dialogs and help.
+//! Only named ANSI colours and reverse video are used, so every screen reads
+//! on light and dark terminals alike.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+
+use crate::app::{App, Focus, Ide, LANGUAGES, Modal};
+use crate::highlight::Language;
+use crate::keymap::KEYMAP;
+use crate::remote::Connection;
+
+pub fn draw(app: &mut App, frame: &mut Frame) {
+    let area = frame.area();
+    if app.size != area {
+        app.resized(area);
+    }
+    if app.ide.is_some() {
+        draw_ide(app, frame);
+    } else {
+        draw_projects(app, frame);
+    }
+    if let Some(modal) = &app.modal {
+        draw_modal(modal, frame);
+    }
+    if app.help {
+        draw_help(frame);
+    }
+}
+
+fn pane_block(title: Line<'_>, focused: bool) -> Block<'_> {
+    let style = if focused {
+        Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    };
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(if focused { BorderType::Thick } else { BorderType::Plain })
+        .border_style(style)
+        .title(title)
+}
+
+/// Where the rows of the project list are drawn.
+pub fn project_list_area(size: Rect) -> Rect {
+    let outer = centered(size, 70, 20);
+    Rect::new(
+        outer.x + 2,
+        outer.y + 2,
+        outer.width.saturating_sub(4),
+        outer.height.saturating_sub(5),
+    )
+}
+
+fn draw_projects(app: &App, frame: &mut Frame) {
+    let size = frame.area();
+    let outer = centered(size, 70, 20);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .title(Line::from(vec![
+            Span::styled(" cloudcode ", Style::default().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("· projects on {} ", app.server)),
+        ]));
+    frame.render_widget(Clear, outer);
+    frame.render_widget(block, outer);
+    let list = project_list_area(size);
+    let projects = &app.projects;
+    if projects.projects.is_empty() {
+        let text = if projects.loading {
+            "loading…"
+        } else {
+            "No projects yet. Press n to create one."
+        };
+        frame.render_widget(Paragraph::new(text).alignment(Alignment::Center), list);
+    }
+    let visible = list.height as usize;
+    let top = projects.selected.saturating_sub(visible.saturating_sub(1));
+    for (row, project) in projects.projects.iter().enumerate().skip(top).take(visible) {
+        let y = list.y + (row - top) as u16;
+        let selected = row == projects.selected;
+        let style = if selected {
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        let marker = if selected { "▶ " } else { "  " };
+        let line = Line::from(vec![
+            Span::styled(format!("{marker}{:<40}", project.id), style),
+            Span::styled(format!(" {}", project.language), Style::default().fg(Color::DarkGray)),
+        ]);
+        frame.render_widget(Paragraph::new(line), Rect::new(list.x, y, list.width, 1));
+    }
+    let keys = "Enter open · n new · d delete · r refresh · F1 help · q quit";
+    let footer = Rect::new(
+        outer.x + 2,
+        outer.bottom().saturating_sub(2),
+        outer.width.saturating_sub(4),
+        1,
+    );
+    frame.render_widget(
+        Paragraph::new(keys)
+            .style(Style::default().fg(Color::DarkGray))
+            .alignment(Alignment::Center),
+        footer,
+    );
+    if let Some((text, error)) = app.current_notice() {
+        let style = if error {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        let line = Rect::new(0, size.bottom().saturating_sub(1), size.width, 1.min(size.height));
+        frame.render_widget(Paragraph::new(text).style(style), line);
+    }
+}
+
+/// Titles drawn as ` a │ b │ c `, starting at `x0`.
+fn titles_line(titles: &[String], active: usize, focused: bool) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, title) in titles.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled("│", Style::default().fg(Color::DarkGray)));
+        }
+        let style = if i == active {
+            let style = Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED);
+            if focused { style.fg(Color::Cyan) } else { style }
+        } else {
+            Style::default()
+        };
+        spans.push(Span::styled(format!(" {title} "), style));
+    }
+    Line::from(spans)
+}
+
+/// Which title of [`titles_line`] (drawn at `x0`) is at `column`.
+pub fn title_hit(x0: u16, titles: &[String], column: u16) -> Option<usize> {
+    let mut x = x0;
+    for (i, title) in titles.iter().enumerate() {
+        if i > 0 {
+            x += 1;
+        }
+        let width = unicode_width::UnicodeWidthStr::width(title.as_str()) as u16 + 2;
+        if column >= x && column < x + width {
+            return Some(i);
+        }
+        x += width;
+    }
+    None
+}
+
+fn draw_ide(app: &mut App, frame: &mut Frame) {
+    let Some(layout) = app.layout() else { return };
+    let notice = app.current_notice().map(|(t, e)| (t.to_string(), e));
+    let Some(ide) = app.ide.as_mut() else { return };
+    let mut cursor = None;
+
+    // The file tree.
+    let tree_focused = ide.focus == Focus::Tree;
+    let block = pane_block(Line::from(format!(" {} ", ide.project.id)), tree_focused);
+    let inner = block.inner(layout.tree);
+    frame.render_widget(block, layout.tree);
+    ide.tree.scroll_into_view(inner.height as usize);
+    let top = ide.tree.top;
+    let selected = ide.tree.selected;
+    for (i, row) in ide.tree.rows().iter().enumerate().skip(top).take(inner.height as usize) {
+        let icon = match (&row.kind, row.expanded) {
+            (cloudcode_proto::message::EntryKind::Dir, true) => "▾ ",
+            (cloudcode_proto::message::EntryKind::Dir, false) => "▸ ",
+            (cloudcode_proto::message::EntryKind::Symlink, _) => "↪ ",
+            _ => "  ",
+        };
+        let mut style = match row.kind {
+            cloudcode_proto::message::EntryKind::Dir => Style::default().fg(Color::Blue).add_modifier(Modifier::BOLD),
+            _ => Style::default(),
+        };
+        if i == selected {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        let text = format!("{}{icon}{}", "  ".repeat(row.depth), row.name);
+        let y = inner.y + (i - top) as u16;
+        frame.render_widget(
+            Paragraph::new(Span::styled(text, style)),
+            Rect::new(inner.x, y, inner.width, 1),
+        );
+    }
+    if ide.tree.rows().is_empty() {
+        let text = match ide.connection {
+            Connection::Connected { .. } => "(empty)",
+            _ => "connecting…",
+        };
+        frame.render_widget(Paragraph::new(text).style(Style::default().fg(Color::DarkGray)), inner);
+    }
+
+    // The editor.
+    let editor_focused = ide.focus == Focus::Editor;
+    let titles: Vec<String> = ide.editor.tabs.iter().map(|b| b.title()).collect();
+    let title = if titles.is_empty() {
+        Line::from(" editor ")
+    } else {
+        titles_line(&titles, ide.editor.active, editor_focused)
+    };
+    frame.render_widget(pane_block(title, editor_focused), layout.editor);
+    let search = ide.editor.search.clone();
+    match ide.editor.current() {
+        Some(buffer) => {
+            let at = buffer.render(layout.editor_inner, frame.buffer_mut(), search.as_deref());
+            if editor_focused {
+                cursor = at;
+            }
+        }
+        None => {
+            let text = "Open a file from the tree with Enter, or click it. F1 lists every key.";
+            frame.render_widget(
+                Paragraph::new(text)
+                    .style(Style::default().fg(Color::DarkGray))
+                    .wrap(Wrap { trim: true }),
+                layout.editor_inner,
+            );
+        }
+    }
+
+    // The terminals.
+    let terminal_focused = ide.focus == Focus::Terminal;
+    let titles: Vec<String> = ide.terms.iter().enumerate().map(|(i, t)| t.title(i)).collect();
+    let title = if titles.is_empty() {
+        Line::from(" terminal ")
+    } else {
+        titles_line(&titles, ide.active_term, terminal_focused)
+    };
+    frame.render_widget(pane_block(title, terminal_focused), layout.terminal);
+    match ide.terms.get(ide.active_term) {
+        Some(pane) => {
+            let at = pane.render(layout.terminal_inner, frame.buffer_mut());
+            if terminal_focused && matches!(ide.connection, Connection::Connected { .. }) {
+                cursor = at;
+            }
+            if pane.scrolled_back() {
+                let label = format!(
+                    " scrolled back {} lines (Shift-PageDown) ",
+                    pane.parser.screen().scrollback()
+                );
+                let width = (label.len() as u16).min(layout.terminal_inner.width);
+                let x = layout.terminal_inner.right().saturating_sub(width);
+                frame.render_widget(
+                    Paragraph::new(label).style(Style::default().add_modifier(Modifier::REVERSED)),
+                    Rect::new(x, layout.terminal_inner.y, width, 1.min(layout.terminal_inner.height)),
+                );
+            }
+        }
+        None => {
+            frame.render_widget(
+                Paragraph::new("No terminal: F6 opens one, F5 runs the project.")
+                    .style(Style::default().fg(Color::DarkGray)),
+                layout.terminal_inner,
+            );
+        }
+    }
+    if !matches!(ide.connection, Connection::Connected { .. }) && !ide.terms.is_empty() {
+        let label = " disconnected: the screen resumes on reconnect ";
+        let width = (label.chars().count() as u16).min(layout.terminal_inner.width);
+        frame.render_widget(
+            Paragraph::new(label).style(Style::default().fg(Color::Yellow).add_modifier(Modifier::REVERSED)),
+            Rect::new(
+                layout.terminal_inner.x,
+                layout.terminal_inner.y,
+                width,
+                1.min(layout.terminal_inner.height),
+            ),
+        );
+    }
+
+    draw_status(ide, notice, layout.status, frame);
+    if let Some(at) = cursor
+        && app_has_no_overlay(&app.modal, app.help)
+    {
+        frame.set_cursor_position(at);
+    }
+}
+
+fn app_has_no_overlay(modal: &Option<Modal>, help: bool) -> bool {
+    modal.is_none() && !help
+}
+
+fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mut Frame) {
+    let bar = Style::default().add_modifier(Modifier::REVERSED);
+    let (connection, connection_style) = match &ide.connection {
+        Connection::Connected { .. } => ("● connected".to_string(), bar.fg(Color::Green)),
+        Connection::Connecting { attempt } if *attempt <= 1 => ("○ connecting…".to_string(), bar.fg(Color::Yellow)),
+        Connection::Connecting { attempt } => (format!("○ reconnecting (try {attempt})…"), bar.fg(Color::Yellow)),
+        Connection::Lost { reason, retry_in } => (
+            format!("✕ disconnected: {reason}; retry in {:.1}s", retry_in.as_secs_f32()),
+            bar.fg(Color::Red),
+        ),
+    };
+    let mut spans = vec![
+        Span::styled(format!(" {} ", ide.project.id), bar.add_modifier(Modifier::BOLD)),
+        Span::styled(format!("{} │ ", ide.project.language), bar),
+        Span::styled(connection, connection_style),
+        Span::styled(" │ ", bar),
+    ];
+    if let Some(buffer) = ide.editor.current_ref() {
+        let state_style = match buffer.state {
+            crate::editor::SaveState::Saved => bar,
+            crate::editor::SaveState::Conflict { .. } | crate::editor::SaveState::Failed(_) => bar.fg(Color::Red),
+            _ => bar.fg(Color::Yellow),
+        };
+        let ratatui_textarea::DataCursor(row, col) = buffer.textarea.cursor();
+        spans.push(Span::styled(format!("{} ", buffer.path), bar));
+        spans.push(Span::styled(buffer.state_label(), state_style));
+        let language = if buffer.language == Language::Plain {
+            String::new()
+        } else {
+            format!(" {}", buffer.language.name())
+        };
+        spans.push(Span::styled(format!(" {}:{}{language} │ ", row + 1, col + 1), bar));
+    }
+    if let Some((text, error)) = notice {
+        let style = if error {
+            bar.fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            bar
+        };
+        spans.push(Span::styled(format!("{text} │ "), style));
+    }
+    if let Some(url) = &ide.preview_url {
+        spans.push(Span::styled(format!("preview {url} (F7) │ "), bar));
+    }
+    spans.push(Span::styled("F1 help ", bar));
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+}
+
+fn draw_modal(modal: &Modal, frame: &mut Frame) {
+    let area = centered(frame.area(), 64, 7);
+    frame.render_widget(Clear, area);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .border_style(Style::default().fg(Color::Yellow));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let rows = Layout::vertical([Constraint::Length(2), Constraint::Length(1), Constraint::Min(0)]).split(inner);
+    match modal {
+        Modal::Prompt { title, text, .. } => {
+            frame.render_widget(
+                Paragraph::new(title.as_str())
+                    .style(Style::default().add_modifier(Modifier::BOLD))
+                    .wrap(Wrap { trim: true }),
+                rows[0],
+            );
+            frame.render_widget(
+                Paragraph::new(text.as_str()).style(Style::default().add_modifier(Modifier::UNDERLINED)),
+                rows[1],
+            );
+            let x = rows[1].x + (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16).min(rows[1].width);
+            frame.set_cursor_position((x, rows[1].y));
+            frame.render_widget(
+                Paragraph::new("Enter confirm · Esc cancel").style(Style::default().fg(Color::DarkGray)),
+                rows[2],
+            );
+        }
+        Modal::ChooseLanguage { id, selected } => {
+            frame.render_widget(
+                Paragraph::new(format!("Language for {id}")).style(Style::default().add_modifier(Modifier::BOLD)),
+                rows[0],
+            );
+            let mut spans = Vec::new();
+            for (i, language) in LANGUAGES.iter().enumerate() {
+                let style = if i == *selected {
+                    Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+                } else {
+                    Style::default()
+                };
+                spans.push(Span::styled(format!(" {language} "), style));
+                spans.push(Span::raw("  "));
+            }
+            frame.render_widget(Paragraph::new(Line::from(spans)), rows[1]);
+            frame.render_widget(
+                Paragraph::new("←/→ choose · Enter create · Esc cancel").style(Style::default().fg(Color::DarkGray)),
+                rows[2],
+            );
+        }
+        Modal::Confirm { message, .. } => {
+            frame.render_widget(
+                Paragraph::new(message.as_str())
+                    .style(Style::default().add_modifier(Modifier::BOLD))
+                    .wrap(Wrap { trim: true }),
+                rows[0],
+            );
+            frame.render_widget(Paragraph::new("y yes · n no"), rows[2]);
+        }
+    }
+}
+
+fn draw_help(frame: &mut Frame) {
+    let area = centered(frame.area(), 76, KEYMAP.len() as u16 + 4);
+    frame.render_widget(Clear, area);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .title(" keys · Esc closes ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let mut lines = Vec::new();
+    let mut section = "";
+    for binding in KEYMAP {
+        if binding.section != section {
+            section = binding.section;
+            lines.push(Line::from(Span::styled(
+                section,
+                Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+            )));
+        }
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("  {:<22}", binding.keys),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(binding.action),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height - height) / 2,
+        width,
+        height,
+    )
+}
