@@ -40,6 +40,8 @@ pub enum PathError {
     DeceptiveChar(u32),
     #[error("`\\` is not a path separator here and is not accepted in names")]
     Backslash,
+    #[error("a name cannot contain `/`")]
+    SlashInName,
     #[error("the path is longer than {MAX_PATH_BYTES} bytes")]
     TooLong,
     #[error("a path component is longer than {MAX_COMPONENT_BYTES} bytes")]
@@ -102,8 +104,11 @@ impl WorkspacePath {
         })
     }
 
-    /// Appends one validated component.
+    /// Appends one validated component: a name, never a path.
     pub fn join(&self, name: &str) -> Result<WorkspacePath, PathError> {
+        if name.contains('/') {
+            return Err(PathError::SlashInName);
+        }
         check_component(name)?;
         if self.is_root() {
             Ok(Self(name.to_owned()))
@@ -256,6 +261,11 @@ mod tests {
         assert_eq!(WorkspacePath::parse("a").unwrap().parent(), Some(WorkspacePath::root()));
         assert_eq!(WorkspacePath::root().join("x").unwrap().as_str(), "x");
         assert!(WorkspacePath::root().join("..").is_err());
+        assert!(
+            WorkspacePath::root().join("../escape").is_err(),
+            "a name is one component"
+        );
+        assert!(WorkspacePath::root().join("a/b").is_err());
         assert!(p.starts_with(&WorkspacePath::parse("a/b").unwrap()));
         assert!(
             !WorkspacePath::parse("a/bc")

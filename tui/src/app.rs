@@ -430,7 +430,7 @@ impl App {
         if text.is_empty() && purpose != PromptFor::Search {
             return;
         }
-        let join = |dir: &WorkspacePath, name: &str| dir.join(name).map_err(|e| e.to_string());
+        let join = |dir: &WorkspacePath, name: &str| dir.join(name).map_err(|e| format!("invalid name {name:?}: {e}"));
         match purpose {
             PromptFor::ProjectName => self.modal = Some(Modal::ChooseLanguage { id: text, selected: 0 }),
             PromptFor::NewFile(dir) => match join(&dir, &text) {

@@ -357,7 +357,7 @@ fn kind_style(kind: Kind) -> Style {
         Kind::Constant | Kind::Number => Style::default().fg(Color::Cyan),
         Kind::String => Style::default().fg(Color::Green),
         Kind::Comment => Style::default().fg(Color::DarkGray).add_modifier(Modifier::ITALIC),
-        Kind::Name => Style::default().fg(Color::Blue),
+        Kind::Name => Style::default().fg(Color::Blue).add_modifier(Modifier::BOLD),
         Kind::Heading => Style::default().fg(Color::Blue).add_modifier(Modifier::BOLD),
         Kind::Code => Style::default().fg(Color::Green),
         Kind::Emphasis => Style::default().add_modifier(Modifier::BOLD),

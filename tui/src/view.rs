@@ -296,8 +296,10 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
             bar.fg(Color::Red),
         ),
     };
+    // Most important first: a narrow terminal cuts the bar from the right.
     let mut spans = vec![
-        Span::styled(format!(" {} ", ide.project.id), bar.add_modifier(Modifier::BOLD)),
+        Span::styled(" F1 help │ ", bar),
+        Span::styled(format!("{} ", ide.project.id), bar.add_modifier(Modifier::BOLD)),
         Span::styled(format!("{} │ ", ide.project.language), bar),
         Span::styled(connection, connection_style),
         Span::styled(" │ ", bar),
@@ -327,14 +329,13 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
         spans.push(Span::styled(format!("{text} │ "), style));
     }
     if let Some(url) = &ide.preview_url {
-        spans.push(Span::styled(format!("preview {url} (F7) │ "), bar));
+        spans.push(Span::styled(format!("F7 preview {url}"), bar));
     }
-    spans.push(Span::styled("F1 help ", bar));
     frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
 }
 
 fn draw_modal(modal: &Modal, frame: &mut Frame) {
-    let area = centered(frame.area(), 64, 7);
+    let area = centered(frame.area(), 64, 8);
     frame.render_widget(Clear, area);
     let block = Block::default()
         .borders(Borders::ALL)
@@ -342,7 +343,7 @@ fn draw_modal(modal: &Modal, frame: &mut Frame) {
         .border_style(Style::default().fg(Color::Yellow));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let rows = Layout::vertical([Constraint::Length(2), Constraint::Length(1), Constraint::Min(0)]).split(inner);
+    let rows = Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(0)]).split(inner);
     match modal {
         Modal::Prompt { title, text, .. } => {
             frame.render_widget(
@@ -396,7 +397,8 @@ fn draw_modal(modal: &Modal, frame: &mut Frame) {
 }
 
 fn draw_help(frame: &mut Frame) {
-    let area = centered(frame.area(), 76, KEYMAP.len() as u16 + 4);
+    let sections = KEYMAP.windows(2).filter(|w| w[0].section != w[1].section).count() + 1;
+    let area = centered(frame.area(), 84, (KEYMAP.len() + sections) as u16 + 2);
     frame.render_widget(Clear, area);
     let block = Block::default()
         .borders(Borders::ALL)

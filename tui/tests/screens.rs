@@ -1,0 +1,634 @@
+//! The TUI's screens and key handling, driven through ratatui's TestBackend:
+//! what a user sees after each key, and what the app asks of the server and
+//! the runner.
+
+use bytes::Bytes;
+use cloudcode_proto::message::{ChangeKind, Entry, EntryKind, FsChange};
+use cloudcode_proto::path::WorkspacePath;
+use cloudcode_tui::api::Project;
+use cloudcode_tui::app::{App, Effect, Input};
+use cloudcode_tui::keymap::KEYMAP;
+use cloudcode_tui::remote::{Command, Connection, SaveError, TermPurpose, Update};
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+fn p(path: &str) -> WorkspacePath {
+    WorkspacePath::parse(path).unwrap()
+}
+
+fn project(id: &str, language: &str) -> Project {
+    Project {
+        id: id.into(),
+        language: language.into(),
+    }
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    key_with(app, code, KeyModifiers::NONE);
+}
+
+fn key_with(app: &mut App, code: KeyCode, modifiers: KeyModifiers) {
+    app.handle(Input::Terminal(Event::Key(KeyEvent::new(code, modifiers))));
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn update(app: &mut App, update: Update) {
+    app.handle(Input::Session(update));
+}
+
+/// Draws the app and returns the screen as lines of text.
+fn screen(app: &mut App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| cloudcode_tui::view::draw(app, frame)).unwrap();
+    let buffer = terminal.backend().buffer();
+    (0..height)
+        .map(|y| (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect())
+        .collect()
+}
+
+fn shows(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+fn sessions(effects: Vec<Effect>) -> Vec<Command> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Session(command) => Some(command),
+            _ => None,
+        })
+        .collect()
+}
+
+fn file(path: &str) -> Entry {
+    let path = p(path);
+    Entry {
+        name: path.file_name().unwrap().to_string(),
+        path,
+        kind: EntryKind::File,
+        size: 1,
+        mtime_ms: 0,
+        target: None,
+        version: Some("v1".into()),
+    }
+}
+
+/// An app in the IDE of a connected python project at 80x24, with
+/// `main.py` open and the effects so far taken.
+fn ide() -> App {
+    let mut app = App::new("http://127.0.0.1:8080".into());
+    app.take_effects();
+    app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
+    screen(&mut app, 80, 24);
+    key(&mut app, KeyCode::Enter);
+    let effects = app.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::OpenProject(p)] if p.id == "demo"),
+        "{effects:?}"
+    );
+    update(
+        &mut app,
+        Update::Connection(Connection::Connected {
+            preview_url: "http://demo.preview.localhost:8080/".into(),
+        }),
+    );
+    update(
+        &mut app,
+        Update::Listed {
+            path: WorkspacePath::root(),
+            result: Ok(vec![file("main.py"), file("README.md")]),
+        },
+    );
+    update(
+        &mut app,
+        Update::Read {
+            path: p("main.py"),
+            result: Ok((b"print('hi')\n".to_vec(), "v1".into())),
+        },
+    );
+    app.take_effects();
+    app
+}
+
+#[test]
+fn the_project_list_creates_with_a_name_and_a_language() {
+    let mut app = App::new("http://127.0.0.1:8080".into());
+    assert!(matches!(&app.take_effects()[..], [Effect::ListProjects]));
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "loading"), "{lines:#?}");
+    app.handle(Input::Projects(Ok(vec![])));
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "No projects yet. Press n to create one."));
+
+    key(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "my-app");
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "New project name"), "{lines:#?}");
+    assert!(shows(&lines, "my-app"));
+    key(&mut app, KeyCode::Enter);
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "Language for my-app"), "{lines:#?}");
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Enter);
+    let effects = app.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::CreateProject { id, language }] if id == "my-app" && language == "node-js"),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn deleting_a_project_needs_a_yes() {
+    let mut app = App::new("s".into());
+    app.take_effects();
+    app.handle(Input::Projects(Ok(vec![
+        project("alpha", "python"),
+        project("beta", "node-js"),
+    ])));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('d'));
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "Delete project beta"), "{lines:#?}");
+    key(&mut app, KeyCode::Char('n'));
+    assert!(app.take_effects().is_empty());
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('y'));
+    assert!(matches!(&app.take_effects()[..], [Effect::DeleteProject(id)] if id == "beta"));
+}
+
+#[test]
+fn a_failed_create_is_shown_and_the_list_stays() {
+    let mut app = App::new("s".into());
+    app.handle(Input::Projects(Ok(vec![project("alpha", "python")])));
+    app.handle(Input::Created(Err(cloudcode_tui::api::ApiError::Refused {
+        status: 409,
+        code: "already_exists".into(),
+        message: "project alpha already exists".into(),
+    })));
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "project alpha already exists"), "{lines:#?}");
+    assert!(shows(&lines, "alpha"));
+    assert!(app.ide.is_none());
+}
+
+#[test]
+fn connecting_lists_files_opens_a_shell_and_the_starter_file() {
+    let mut app = App::new("s".into());
+    app.handle(Input::Created(Ok(project("demo", "python"))));
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "connecting"), "{lines:#?}");
+    app.take_effects();
+    update(
+        &mut app,
+        Update::Connection(Connection::Connected {
+            preview_url: "http://demo.preview.localhost:8080/".into(),
+        }),
+    );
+    let commands = sessions(app.take_effects());
+    assert!(
+        commands.iter().any(|c| matches!(c, Command::List(p) if p.is_root())),
+        "{commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Read(p) if p.as_str() == "main.py"))
+    );
+    // The shell is as large as the terminal pane: 80 - 28 tree - 2 borders
+    // wide, 40% of 23 rows less the borders high.
+    assert!(
+        commands.iter().any(|c| matches!(
+            c,
+            Command::TermOpen {
+                cols: 50,
+                rows: 7,
+                command: None,
+                purpose: TermPurpose::Shell
+            }
+        )),
+        "{commands:?}"
+    );
+    let lines = screen(&mut app, 120, 24);
+    assert!(shows(&lines, "● connected"), "{lines:#?}");
+    assert!(
+        shows(&lines, "F7 preview http://demo.preview.localhost:8080/"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn editing_shows_modified_and_saving_sends_the_text_with_its_base_version() {
+    let mut app = ide();
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "print('hi')"), "{lines:#?}");
+    assert!(shows(&lines, "main.py saved"));
+    key(&mut app, KeyCode::End);
+    type_text(&mut app, " # more");
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "main.py ●"), "the tab shows the change: {lines:#?}");
+    assert!(shows(&lines, "modified"));
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    let commands = sessions(app.take_effects());
+    match &commands[..] {
+        [
+            Command::Write {
+                path,
+                data,
+                base_version,
+            },
+        ] => {
+            assert_eq!(path.as_str(), "main.py");
+            assert_eq!(data, b"print('hi') # more\n");
+            assert_eq!(base_version.as_deref(), Some("v1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(shows(&screen(&mut app, 80, 24), "saving"));
+    update(
+        &mut app,
+        Update::Saved {
+            path: p("main.py"),
+            result: Ok("v2".into()),
+        },
+    );
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "main.py saved"), "{lines:#?}");
+    // Undo is one more edit to save.
+    key_with(&mut app, KeyCode::Char('z'), KeyModifiers::CONTROL);
+    assert!(shows(&screen(&mut app, 80, 24), "main.py ●"));
+}
+
+#[test]
+fn a_failed_save_keeps_the_buffer_and_says_so() {
+    let mut app = ide();
+    type_text(&mut app, "x");
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    update(
+        &mut app,
+        Update::Saved {
+            path: p("main.py"),
+            result: Err(SaveError::Other("not connected to the project: retrying".into())),
+        },
+    );
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "NOT SAVED"), "{lines:#?}");
+    assert!(shows(&lines, "xprint('hi')"), "the edit is still there");
+    key_with(&mut app, KeyCode::Char('q'), KeyModifiers::CONTROL);
+    assert!(!app.quit, "quitting with unsaved changes asks first");
+    assert!(shows(&screen(&mut app, 80, 24), "unsaved changes"));
+}
+
+#[test]
+fn a_sandbox_change_reloads_a_clean_buffer() {
+    let mut app = ide();
+    update(
+        &mut app,
+        Update::FsChanged(vec![FsChange {
+            path: p("main.py"),
+            kind: ChangeKind::Modified,
+        }]),
+    );
+    let commands = sessions(app.take_effects());
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Stat(p) if p.as_str() == "main.py"))
+    );
+    update(
+        &mut app,
+        Update::Stat {
+            path: p("main.py"),
+            result: Ok(Entry {
+                version: Some("v2".into()),
+                ..file("main.py")
+            }),
+        },
+    );
+    let commands = sessions(app.take_effects());
+    assert!(
+        matches!(&commands[..], [Command::Read(p)] if p.as_str() == "main.py"),
+        "{commands:?}"
+    );
+    update(
+        &mut app,
+        Update::Read {
+            path: p("main.py"),
+            result: Ok((b"print('changed in the sandbox')\n".to_vec(), "v2".into())),
+        },
+    );
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "changed in the sandbox"), "{lines:#?}");
+    assert_eq!(app.ide.as_ref().unwrap().editor.tabs.len(), 1, "reloaded in place");
+}
+
+#[test]
+fn a_sandbox_change_to_a_modified_buffer_is_a_conflict_never_an_overwrite() {
+    let mut app = ide();
+    type_text(&mut app, "mine ");
+    update(
+        &mut app,
+        Update::FsChanged(vec![FsChange {
+            path: p("main.py"),
+            kind: ChangeKind::Modified,
+        }]),
+    );
+    app.take_effects();
+    update(
+        &mut app,
+        Update::Stat {
+            path: p("main.py"),
+            result: Ok(Entry {
+                version: Some("v9".into()),
+                ..file("main.py")
+            }),
+        },
+    );
+    assert!(
+        sessions(app.take_effects()).is_empty(),
+        "nothing is read over the edits"
+    );
+    let lines = screen(&mut app, 100, 30);
+    assert!(shows(&lines, "CONFLICT"), "{lines:#?}");
+    assert!(shows(&lines, "main.py !"));
+    // Saving asks; yes overwrites on purpose, naming their version.
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    assert!(sessions(app.take_effects()).is_empty());
+    assert!(shows(&screen(&mut app, 100, 30), "with your version?"));
+    key(&mut app, KeyCode::Char('y'));
+    let commands = sessions(app.take_effects());
+    assert!(
+        matches!(&commands[..], [Command::Write { base_version: Some(v), data, .. }] if v == "v9" && data.starts_with(b"mine ")),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn binary_files_are_refused_politely() {
+    let mut app = ide();
+    key_with(&mut app, KeyCode::Char('1'), KeyModifiers::ALT);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    let commands = sessions(app.take_effects());
+    assert!(
+        matches!(&commands[..], [Command::Read(p)] if p.as_str() == "README.md"),
+        "{commands:?}"
+    );
+    update(
+        &mut app,
+        Update::Read {
+            path: p("README.md"),
+            result: Ok((vec![0, 1, 2, 3], "v1".into())),
+        },
+    );
+    let lines = screen(&mut app, 100, 30);
+    assert!(shows(&lines, "README.md is a binary file"), "{lines:#?}");
+    assert_eq!(app.ide.as_ref().unwrap().editor.tabs.len(), 1);
+}
+
+#[test]
+fn terminal_output_is_drawn_and_keys_go_to_the_shell() {
+    let mut app = ide();
+    // Output that arrives before the open reply is kept for the pane.
+    update(
+        &mut app,
+        Update::TermOutput {
+            term: 7,
+            data: Bytes::from_static(b"\x1b[32mgreen\x1b[0m prompt$ "),
+        },
+    );
+    update(
+        &mut app,
+        Update::TermOpened {
+            term: 7,
+            purpose: TermPurpose::Shell,
+            cols: 50,
+            rows: 7,
+        },
+    );
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "green prompt$"), "{lines:#?}");
+    assert!(shows(&lines, "1 shell"));
+    key_with(&mut app, KeyCode::Char('3'), KeyModifiers::ALT);
+    type_text(&mut app, "ls");
+    key(&mut app, KeyCode::Enter);
+    key_with(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
+    let sent: Vec<u8> = sessions(app.take_effects())
+        .into_iter()
+        .flat_map(|c| match c {
+            Command::Input { term: 7, data } => data.to_vec(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sent, b"ls\r\x03");
+    update(&mut app, Update::TermExited { term: 7, code: Some(0) });
+    assert!(shows(&screen(&mut app, 80, 24), "1 shell [exit 0]"));
+}
+
+#[test]
+fn run_saves_then_runs_the_language_command_in_its_own_terminal() {
+    let mut app = ide();
+    type_text(&mut app, "#");
+    key(&mut app, KeyCode::F(5));
+    let commands = sessions(app.take_effects());
+    assert!(matches!(&commands[0], Command::Write { .. }), "{commands:?}");
+    assert!(
+        matches!(&commands[1], Command::TermOpen { command: Some(c), purpose: TermPurpose::Run, .. } if c == &["python3", "main.py"]),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn terminals_follow_the_size_of_their_pane() {
+    let mut app = ide();
+    update(
+        &mut app,
+        Update::TermOpened {
+            term: 1,
+            purpose: TermPurpose::Shell,
+            cols: 50,
+            rows: 7,
+        },
+    );
+    app.take_effects();
+    screen(&mut app, 300, 100);
+    let commands = sessions(app.take_effects());
+    assert!(
+        matches!(
+            &commands[..],
+            [Command::Resize {
+                term: 1,
+                cols: 270,
+                rows: 37
+            }]
+        ),
+        "{commands:?}"
+    );
+    // Growing the terminal pane with Alt-Up resizes it again.
+    key_with(&mut app, KeyCode::Up, KeyModifiers::ALT);
+    let commands = sessions(app.take_effects());
+    assert!(
+        matches!(&commands[..], [Command::Resize { term: 1, rows: 42, .. }]),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn a_lost_connection_is_shown_and_the_screen_kept() {
+    let mut app = ide();
+    update(
+        &mut app,
+        Update::TermOpened {
+            term: 1,
+            purpose: TermPurpose::Shell,
+            cols: 50,
+            rows: 7,
+        },
+    );
+    update(
+        &mut app,
+        Update::TermOutput {
+            term: 1,
+            data: Bytes::from_static(b"before the outage"),
+        },
+    );
+    update(
+        &mut app,
+        Update::Connection(Connection::Lost {
+            reason: "the connection dropped".into(),
+            retry_in: std::time::Duration::from_secs(2),
+        }),
+    );
+    let lines = screen(&mut app, 120, 30);
+    assert!(
+        shows(&lines, "disconnected: the connection dropped; retry in 2.0s"),
+        "{lines:#?}"
+    );
+    assert!(
+        shows(&lines, "disconnected: the screen resumes on reconnect"),
+        "{lines:#?}"
+    );
+    app.take_effects();
+    update(
+        &mut app,
+        Update::Connection(Connection::Connected {
+            preview_url: "http://demo.preview.localhost:8080/".into(),
+        }),
+    );
+    let commands = sessions(app.take_effects());
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Stat(p) if p.as_str() == "main.py")),
+        "open files are checked again: {commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| matches!(c, Command::TermOpen { .. })),
+        "the shell resumes; no new one: {commands:?}"
+    );
+    update(
+        &mut app,
+        Update::TermOutput {
+            term: 1,
+            data: Bytes::from_static(b" and after"),
+        },
+    );
+    assert!(shows(&screen(&mut app, 120, 30), "before the outage and after"));
+}
+
+#[test]
+fn the_tree_creates_renames_and_deletes_with_confirmation() {
+    let mut app = ide();
+    key_with(&mut app, KeyCode::Char('1'), KeyModifiers::ALT);
+    key(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "app.py");
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(&sessions(app.take_effects())[..], [Command::CreateFile(p)] if p.as_str() == "app.py"));
+    key(&mut app, KeyCode::Char('f'));
+    type_text(&mut app, "src");
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(&sessions(app.take_effects())[..], [Command::CreateDir(p)] if p.as_str() == "src"));
+    key(&mut app, KeyCode::Char('r'));
+    for _ in 0.."main.py".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    type_text(&mut app, "app2.py");
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        &sessions(app.take_effects())[..],
+        [Command::Rename { from, to }] if from.as_str() == "main.py" && to.as_str() == "app2.py"
+    ));
+    key(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "../escape");
+    key(&mut app, KeyCode::Enter);
+    let commands = sessions(app.take_effects());
+    assert!(commands.is_empty(), "a bad name never reaches the runner: {commands:?}");
+    assert!(shows(&screen(&mut app, 80, 24), "invalid"));
+    key(&mut app, KeyCode::Delete);
+    assert!(shows(&screen(&mut app, 80, 24), "Delete the file main.py"));
+    key(&mut app, KeyCode::Char('y'));
+    assert!(matches!(&sessions(app.take_effects())[..], [Command::Delete(p)] if p.as_str() == "main.py"));
+    // A terminal-made file appears when the runner reports it.
+    update(
+        &mut app,
+        Update::FsChanged(vec![FsChange {
+            path: p("made-in-shell.txt"),
+            kind: ChangeKind::Created,
+        }]),
+    );
+    assert!(matches!(&sessions(app.take_effects())[..], [Command::List(p)] if p.is_root()));
+}
+
+#[test]
+fn help_lists_every_key() {
+    let mut app = ide();
+    key(&mut app, KeyCode::F(1));
+    let lines = screen(&mut app, 100, 40);
+    for binding in KEYMAP {
+        assert!(shows(&lines, binding.keys), "{} missing: {lines:#?}", binding.keys);
+        assert!(shows(&lines, binding.action), "{} missing", binding.action);
+    }
+    key(&mut app, KeyCode::Esc);
+    assert!(!shows(&screen(&mut app, 100, 40), KEYMAP[0].action));
+}
+
+#[test]
+fn the_mouse_focuses_opens_and_resizes() {
+    let mut app = ide();
+    let click = |app: &mut App, column, row, kind| {
+        app.handle(Input::Terminal(Event::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })))
+    };
+    // README.md is the second row of the tree.
+    click(&mut app, 5, 2, MouseEventKind::Down(MouseButton::Left));
+    assert!(matches!(&sessions(app.take_effects())[..], [Command::Read(p)] if p.as_str() == "README.md"));
+    // Dragging the tree's right border to column 39 makes it 40 wide.
+    click(&mut app, 27, 5, MouseEventKind::Down(MouseButton::Left));
+    click(&mut app, 39, 5, MouseEventKind::Drag(MouseButton::Left));
+    click(&mut app, 39, 5, MouseEventKind::Up(MouseButton::Left));
+    assert_eq!(app.ide.as_ref().unwrap().tree_width, 40);
+}
+
+#[test]
+fn every_size_draws_without_panicking() {
+    for (w, h) in [(80, 24), (300, 100), (20, 6), (1, 1), (0, 0)] {
+        let mut app = ide();
+        key(&mut app, KeyCode::F(1));
+        screen(&mut app, w.max(1), h.max(1));
+        key(&mut app, KeyCode::Esc);
+        let lines = screen(&mut app, w.max(1), h.max(1));
+        if w >= 80 {
+            assert!(shows(&lines, "demo"), "{lines:#?}");
+            assert!(shows(&lines, "print('hi')"));
+        }
+    }
+}
