@@ -120,6 +120,9 @@ pub struct Ide {
     greeted: bool,
     /// A border being dragged with the mouse.
     dragging: Option<Border>,
+    /// The next terminal to open was asked for by the user (F6), so it
+    /// takes the focus; the shell opened on connecting does not.
+    focus_next_terminal: bool,
     /// Output and exits of terminals whose open reply has not arrived yet:
     /// a quick program can finish before it does.
     early: Vec<Update>,
@@ -284,6 +287,7 @@ impl App {
             opening: HashSet::new(),
             greeted: false,
             dragging: None,
+            focus_next_terminal: false,
             early: Vec::new(),
         });
         self.effect(Effect::OpenProject(project));
@@ -528,7 +532,10 @@ impl App {
                 return;
             }
             KeyCode::F(5) => return self.run_project(),
-            KeyCode::F(6) => return self.open_terminal(TermPurpose::Shell, None),
+            KeyCode::F(6) => {
+                ide.focus_next_terminal = true;
+                return self.open_terminal(TermPurpose::Shell, None);
+            }
             KeyCode::F(7) => {
                 match ide.preview_url.clone() {
                     Some(url) => {
@@ -759,6 +766,7 @@ impl App {
         let Some(pane) = ide.terms.get_mut(ide.active_term) else {
             // No terminal yet: Enter opens one.
             if key.code == KeyCode::Enter {
+                ide.focus_next_terminal = true;
                 self.open_terminal(TermPurpose::Shell, None);
             }
             return;
@@ -1104,7 +1112,7 @@ impl App {
                     self.on_update(update);
                 }
                 let Some(ide) = self.ide.as_mut() else { return };
-                if purpose == TermPurpose::Shell || ide.focus != Focus::Editor {
+                if std::mem::take(&mut ide.focus_next_terminal) {
                     ide.focus = Focus::Terminal;
                 }
                 // The pane may have changed size while the open was on its way.
