@@ -282,7 +282,8 @@ impl App {
             terms: Vec::new(),
             active_term: 0,
             focus: Focus::Tree,
-            tree_width: 28,
+            // A fifth of the width, within reason, until the user drags it.
+            tree_width: (self.size.width / 5).clamp(16, 32),
             terminal_percent: 40,
             opening: HashSet::new(),
             greeted: false,

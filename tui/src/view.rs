@@ -406,6 +406,11 @@ fn draw_help(frame: &mut Frame) {
         .title(" keys · Esc closes ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    let keys_width = KEYMAP
+        .iter()
+        .map(|b| unicode_width::UnicodeWidthStr::width(b.keys))
+        .max()
+        .unwrap_or(0);
     let mut lines = Vec::new();
     let mut section = "";
     for binding in KEYMAP {
@@ -418,7 +423,7 @@ fn draw_help(frame: &mut Frame) {
         }
         lines.push(Line::from(vec![
             Span::styled(
-                format!("  {:<22}", binding.keys),
+                format!("  {:<width$} ", binding.keys, width = keys_width),
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::raw(binding.action),

@@ -200,13 +200,13 @@ fn connecting_lists_files_opens_a_shell_and_the_starter_file() {
             .iter()
             .any(|c| matches!(c, Command::Read(p) if p.as_str() == "main.py"))
     );
-    // The shell is as large as the terminal pane: 80 - 28 tree - 2 borders
+    // The shell is as large as the terminal pane: 80 - 16 tree - 2 borders
     // wide, 40% of 23 rows less the borders high.
     assert!(
         commands.iter().any(|c| matches!(
             c,
             Command::TermOpen {
-                cols: 50,
+                cols: 62,
                 rows: 7,
                 command: None,
                 purpose: TermPurpose::Shell
@@ -407,7 +407,7 @@ fn terminal_output_is_drawn_and_keys_go_to_the_shell() {
         Update::TermOpened {
             term: 7,
             purpose: TermPurpose::Shell,
-            cols: 50,
+            cols: 62,
             rows: 7,
         },
     );
@@ -451,7 +451,7 @@ fn terminals_follow_the_size_of_their_pane() {
         Update::TermOpened {
             term: 1,
             purpose: TermPurpose::Shell,
-            cols: 50,
+            cols: 62,
             rows: 7,
         },
     );
@@ -463,7 +463,7 @@ fn terminals_follow_the_size_of_their_pane() {
             &commands[..],
             [Command::Resize {
                 term: 1,
-                cols: 270,
+                cols: 282,
                 rows: 37
             }]
         ),
@@ -486,7 +486,7 @@ fn a_lost_connection_is_shown_and_the_screen_kept() {
         Update::TermOpened {
             term: 1,
             purpose: TermPurpose::Shell,
-            cols: 50,
+            cols: 62,
             rows: 7,
         },
     );
@@ -611,8 +611,9 @@ fn the_mouse_focuses_opens_and_resizes() {
     // README.md is the second row of the tree.
     click(&mut app, 5, 2, MouseEventKind::Down(MouseButton::Left));
     assert!(matches!(&sessions(app.take_effects())[..], [Command::Read(p)] if p.as_str() == "README.md"));
-    // Dragging the tree's right border to column 39 makes it 40 wide.
-    click(&mut app, 27, 5, MouseEventKind::Down(MouseButton::Left));
+    // Dragging the tree's right border (16 columns wide at 80) to column 39
+    // makes it 40 wide.
+    click(&mut app, 15, 5, MouseEventKind::Down(MouseButton::Left));
     click(&mut app, 39, 5, MouseEventKind::Drag(MouseButton::Left));
     click(&mut app, 39, 5, MouseEventKind::Up(MouseButton::Left));
     assert_eq!(app.ide.as_ref().unwrap().tree_width, 40);
