@@ -26,6 +26,9 @@ pub fn router(state: Arc<RunnerState>) -> Router {
     Router::new()
         .route(&format!("/v{PROTOCOL_VERSION}/ws"), get(websocket))
         .route(&format!("/v{PROTOCOL_VERSION}/health"), get(health))
+        // For probes (a kubelet has no project token): says only that the
+        // runner serves, which it does once the workspace is restored.
+        .route(&format!("/v{PROTOCOL_VERSION}/ready"), get(|| async { "ready\n" }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

@@ -114,6 +114,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
         .merge(api)
+        // For probes and load balancers: says only that the server serves.
+        .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(state.clone(), route_by_host))
         .with_state(state)
 }
@@ -247,6 +249,7 @@ async fn existing(state: &AppState, raw: &str) -> Result<ProjectId, ApiError> {
 fn state_json(state: &SandboxState) -> Value {
     match state {
         SandboxState::Running(_) => json!({ "state": "running" }),
+        SandboxState::Starting => json!({ "state": "starting" }),
         SandboxState::Stopping => json!({ "state": "stopping" }),
         SandboxState::Stopped => json!({ "state": "stopped" }),
         SandboxState::Failed { detail } => json!({ "state": "failed", "detail": detail }),

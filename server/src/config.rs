@@ -15,6 +15,11 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 pub struct Config {
+    /// Print a new Ed25519 signing key (base64) and exit: for the
+    /// credentials Secret that several replicas share.
+    #[arg(long)]
+    pub print_new_signing_key: bool,
+
     /// Config file of `CLOUDCODE_NAME=value` lines.
     #[arg(long, env = "CLOUDCODE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -86,9 +91,65 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     pub idle_timeout_secs: u64,
 
+    /// Where runners run: `local` (a bubblewrap sandbox per project on this
+    /// machine) or `kubernetes` (a pod per project, in the cluster of
+    /// KUBECONFIG or of the server's own service account; needs
+    /// `--storage s3`).
+    #[arg(long, env = "CLOUDCODE_BACKEND", default_value = "local", value_parser = ["local", "kubernetes"])]
+    pub backend: String,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+
     /// Extra arguments for every runner, space-separated.
     #[arg(long, env = "CLOUDCODE_RUNNER_ARGS", value_delimiter = ' ', num_args = 0..)]
     pub runner_args: Vec<String>,
+}
+
+/// Settings of the Kubernetes backend.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubernetesArgs {
+    /// The namespace runner pods live in.
+    #[arg(long, env = "CLOUDCODE_K8S_NAMESPACE", default_value = "cloudcode-projects")]
+    pub k8s_namespace: String,
+    /// The runner pod template (Pod, Service, Ingress as YAML); the one in
+    /// `k8s/runner-template.yaml` when absent.
+    #[arg(long, env = "CLOUDCODE_K8S_TEMPLATE")]
+    pub k8s_template: Option<PathBuf>,
+    /// This installation's name, in the owner label of every object it
+    /// creates.
+    #[arg(long, env = "CLOUDCODE_K8S_OWNER", default_value = "cloudcode")]
+    pub k8s_owner: String,
+    /// The runner image, instead of the template's.
+    #[arg(long, env = "CLOUDCODE_K8S_RUNNER_IMAGE")]
+    pub k8s_runner_image: Option<String>,
+    /// `gateway`: wildcard Ingresses to this server, which routes to each
+    /// project's Service; `ingress`: one Ingress per project.
+    #[arg(long, env = "CLOUDCODE_K8S_ROUTING", default_value = "gateway", value_parser = ["gateway", "ingress"])]
+    pub k8s_routing: String,
+    #[arg(long, env = "CLOUDCODE_K8S_INGRESS_CLASS")]
+    pub k8s_ingress_class: Option<String>,
+    /// Each runner's storage credentials come from the Secret named this
+    /// prefix plus the project id (credentials scoped to that project's
+    /// prefix); empty to give runners none (workload identity).
+    #[arg(
+        long,
+        env = "CLOUDCODE_K8S_STORAGE_SECRET_PREFIX",
+        default_value = "cloudcode-storage-"
+    )]
+    pub k8s_storage_secret_prefix: String,
+    #[arg(long, env = "CLOUDCODE_K8S_CPU_REQUEST", default_value = "50m")]
+    pub k8s_cpu_request: String,
+    #[arg(long, env = "CLOUDCODE_K8S_MEMORY_REQUEST", default_value = "96Mi")]
+    pub k8s_memory_request: String,
+    #[arg(long, env = "CLOUDCODE_K8S_CPU_LIMIT", default_value = "1")]
+    pub k8s_cpu_limit: String,
+    #[arg(long, env = "CLOUDCODE_K8S_MEMORY_LIMIT", default_value = "1Gi")]
+    pub k8s_memory_limit: String,
+    /// How long a pod may take to become ready (image pulls included).
+    #[arg(long, env = "CLOUDCODE_K8S_START_TIMEOUT_SECS", default_value_t = 180)]
+    pub k8s_start_timeout_secs: u64,
+    #[arg(long, env = "CLOUDCODE_K8S_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub k8s_cluster_domain: String,
 }
 
 /// The config file to read: `--config PATH`, `CLOUDCODE_CONFIG`, or

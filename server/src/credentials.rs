@@ -19,9 +19,21 @@ impl Credentials {
     /// Loads the secrets from `dir`, creating any that are missing.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.display()))?;
+        // A Kubernetes Secret is mounted read-only: its files' own modes
+        // (checked below) protect it then.
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(
+                "cannot restrict {} to its owner ({e}); relying on the files' modes",
+                dir.display()
+            );
+        }
         let api_token = load_or_create(&dir.join("api-token"), random_token)?;
+        // A placeholder left in a Secret must not become a guessable key.
+        anyhow::ensure!(
+            api_token.len() >= 32,
+            "the API token in {} is shorter than 32 characters: generate one with `openssl rand -hex 32`",
+            dir.join("api-token").display()
+        );
         let signing = load_or_create(
             &dir.join("signing-key"),
             || Ok(TokenIssuer::generate()?.secret_base64()),
@@ -85,5 +97,15 @@ mod tests {
         assert_eq!(mode, 0o600);
         std::fs::set_permissions(dir.path().join("api-token"), std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(Credentials::load_or_create(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_placeholder_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-token");
+        std::fs::write(&path, "REPLACE_ME").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let error = Credentials::load_or_create(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("openssl rand"), "{error}");
     }
 }

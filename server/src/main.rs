@@ -9,8 +9,10 @@ use cloudcode_proto::storage::s3::S3Store;
 use cloudcode_server::api::{AppState, router};
 use cloudcode_server::config::Config;
 use cloudcode_server::credentials::Credentials;
-use cloudcode_server::orchestrator::Orchestrator;
+use cloudcode_server::orchestrator::kubernetes::KubernetesBackend;
+use cloudcode_server::orchestrator::kubernetes::render::{Resources, Routing, RunnerSettings, Template};
 use cloudcode_server::orchestrator::local::{Isolation, LocalBackend, LocalConfig};
+use cloudcode_server::orchestrator::{Orchestrator, SandboxBackend};
 use cloudcode_server::projects::Projects;
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +28,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let config = Config::parse();
+    if config.print_new_signing_key {
+        println!("{}", cloudcode_proto::token::TokenIssuer::generate()?.secret_base64());
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -83,29 +89,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("no config directory: pass --config-dir")?;
     let credentials = Credentials::load_or_create(&config_dir)?;
 
-    let isolation = if bubblewrap_available() {
-        Isolation::Bubblewrap
-    } else if config.insecure_no_sandbox {
-        tracing::error!(
-            "!!! bubblewrap is missing and --insecure-no-sandbox is set: users' code runs UNSANDBOXED with this server's privileges !!!"
-        );
-        Isolation::Insecure
-    } else {
-        anyhow::bail!(
-            "bubblewrap (bwrap) is required to sandbox runners: install it (apt-get install bubblewrap), or pass --insecure-no-sandbox for development only"
-        );
-    };
-    let runner_binary = match &config.runner_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("cloudcode-runner"),
-    };
-    anyhow::ensure!(
-        runner_binary.exists(),
-        "runner binary {} not found (--runner-binary)",
-        runner_binary.display()
-    );
-
-    raise_inotify_instances();
     let storage_dir: PathBuf = data_dir.join("storage");
     let (store, mirror_to): (Arc<dyn ObjectStore>, Option<Arc<dyn ObjectStore>>) = if config.storage == "s3" {
         let s3 = S3Store::connect(config.s3.config())
@@ -126,33 +109,65 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = projects.seed_templates().await {
         tracing::warn!("seeding templates failed (retried at the next create): {e}");
     }
-    let backend = Arc::new(LocalBackend::new(LocalConfig {
-        runner_binary,
-        root: cloudcode_server::orchestrator::sandbox_root(&data_dir),
-        storage_dir,
-        isolation,
-        network: if config.sandbox_network == "outbound" {
-            anyhow::ensure!(
-                std::process::Command::new("slirp4netns")
-                    .arg("--version")
-                    .output()
-                    .is_ok(),
-                "--sandbox-network outbound needs slirp4netns (apt-get install slirp4netns)"
+    let kubernetes = config.backend == "kubernetes";
+    let backend: Arc<dyn SandboxBackend> = if kubernetes {
+        kubernetes_backend(&config).await?
+    } else {
+        let isolation = if bubblewrap_available() {
+            Isolation::Bubblewrap
+        } else if config.insecure_no_sandbox {
+            tracing::error!(
+                "!!! bubblewrap is missing and --insecure-no-sandbox is set: users' code runs UNSANDBOXED with this server's privileges !!!"
             );
-            cloudcode_server::orchestrator::local::Network::Outbound
+            Isolation::Insecure
         } else {
-            cloudcode_server::orchestrator::local::Network::None
-        },
-        limits: cloudcode_server::orchestrator::local::Limits {
-            memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
-            max_pids: config.sandbox_pids,
-            cpu_percent: config.sandbox_cpu_percent,
-        },
-        runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
-        mirror_to,
-    }));
-    let orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer))
-        .remembering(cloudcode_server::orchestrator::sandbox_root(&data_dir).join("running"));
+            anyhow::bail!(
+                "bubblewrap (bwrap) is required to sandbox runners: install it (apt-get install bubblewrap), or pass --insecure-no-sandbox for development only"
+            );
+        };
+        let runner_binary = match &config.runner_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("cloudcode-runner"),
+        };
+        anyhow::ensure!(
+            runner_binary.exists(),
+            "runner binary {} not found (--runner-binary)",
+            runner_binary.display()
+        );
+
+        raise_inotify_instances();
+        Arc::new(LocalBackend::new(LocalConfig {
+            runner_binary,
+            root: cloudcode_server::orchestrator::sandbox_root(&data_dir),
+            storage_dir,
+            isolation,
+            network: if config.sandbox_network == "outbound" {
+                anyhow::ensure!(
+                    std::process::Command::new("slirp4netns")
+                        .arg("--version")
+                        .output()
+                        .is_ok(),
+                    "--sandbox-network outbound needs slirp4netns (apt-get install slirp4netns)"
+                );
+                cloudcode_server::orchestrator::local::Network::Outbound
+            } else {
+                cloudcode_server::orchestrator::local::Network::None
+            },
+            limits: cloudcode_server::orchestrator::local::Limits {
+                memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
+                max_pids: config.sandbox_pids,
+                cpu_percent: config.sandbox_cpu_percent,
+            },
+            runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
+            mirror_to,
+        }))
+    };
+    let mut orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
+    // Pods are their own record of what runs; local sandboxes need one.
+    if !kubernetes {
+        orchestrator =
+            orchestrator.remembering(cloudcode_server::orchestrator::sandbox_root(&data_dir).join("running"));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -202,4 +217,64 @@ async fn run(config: Config) -> anyhow::Result<()> {
     reaper.abort();
     shutdown_state.orchestrator.stop_all().await;
     Ok(())
+}
+
+/// The Kubernetes backend from the settings: the cluster of KUBECONFIG, or
+/// of the pod's own service account when the server runs in one.
+async fn kubernetes_backend(config: &Config) -> anyhow::Result<Arc<dyn SandboxBackend>> {
+    let k8s = &config.kubernetes;
+    anyhow::ensure!(
+        config.storage == "s3",
+        "--backend kubernetes needs --storage s3: runner pods keep projects in object storage themselves"
+    );
+    let template_text = match &k8s.k8s_template {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => cloudcode_server::orchestrator::kubernetes::render::DEFAULT_TEMPLATE.to_string(),
+    };
+    let template = Template::parse(&template_text)?;
+    let mut storage_env = vec![("CLOUDCODE_STORAGE".to_string(), "s3".to_string())];
+    let s3 = &config.s3;
+    for (name, value) in [
+        ("CLOUDCODE_S3_BUCKET", s3.s3_bucket.clone()),
+        ("CLOUDCODE_S3_ENDPOINT", s3.s3_endpoint.clone()),
+        ("CLOUDCODE_S3_REGION", s3.s3_region.clone()),
+        ("CLOUDCODE_S3_PATH_STYLE", s3.s3_path_style.then(|| "true".to_string())),
+    ] {
+        if let Some(value) = value {
+            storage_env.push((name.to_string(), value));
+        }
+    }
+    let routing = match k8s.k8s_routing.as_str() {
+        "ingress" => Routing::Ingress {
+            class: k8s.k8s_ingress_class.clone(),
+            ide_domain: config.ide_domain.to_ascii_lowercase(),
+            preview_domain: config.preview_domain.to_ascii_lowercase(),
+        },
+        _ => Routing::Gateway,
+    };
+    let settings = RunnerSettings {
+        namespace: k8s.k8s_namespace.clone(),
+        owner: k8s.k8s_owner.clone(),
+        image: k8s.k8s_runner_image.clone(),
+        resources: Resources {
+            cpu_request: k8s.k8s_cpu_request.clone(),
+            memory_request: k8s.k8s_memory_request.clone(),
+            cpu_limit: k8s.k8s_cpu_limit.clone(),
+            memory_limit: k8s.k8s_memory_limit.clone(),
+        },
+        storage_env,
+        storage_secret_prefix: Some(k8s.k8s_storage_secret_prefix.clone()).filter(|p| !p.is_empty()),
+        routing,
+        cluster_domain: k8s.k8s_cluster_domain.clone(),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG, or the in-cluster service account)")?;
+    tracing::info!(namespace = %settings.namespace, owner = %settings.owner, "kubernetes sandbox backend");
+    Ok(Arc::new(KubernetesBackend::new(
+        client,
+        template,
+        settings,
+        std::time::Duration::from_secs(k8s.k8s_start_timeout_secs),
+    )))
 }

@@ -105,6 +105,10 @@ async fn http_endpoints_need_the_token_too() {
         "{ok}"
     );
     assert!(get("/anything", None).await.starts_with("HTTP/1.1 404"));
+    // The probe endpoint alone answers without a token, and says nothing
+    // about the project.
+    let ready = get("/v1/ready", None).await;
+    assert!(ready.starts_with("HTTP/1.1 200") && !ready.contains("alpha"), "{ready}");
     // A valid client still works afterwards.
     let client: RunnerClient = runner.client().await;
     client.request(cloudcode_proto::message::Op::Ping).await.unwrap();

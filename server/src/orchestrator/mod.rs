@@ -3,6 +3,7 @@
 //! same trait), and decides what "started" means: the runner answers an
 //! authenticated health check.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct Endpoints {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxState {
     Running(Endpoints),
+    /// Created, not ready yet (a pod being scheduled or pulling its image).
+    Starting,
     /// Flushing its files and ending its processes.
     Stopping,
     Stopped,
@@ -71,6 +74,16 @@ pub trait SandboxBackend: Send + Sync {
     /// any local copy of its storage), so a new project of the same name
     /// starts clean.
     async fn forget(&self, project: &ProjectId);
+    /// True when `ensure_running` returns only once the runner answers (a
+    /// pod's readiness probe), so the orchestrator need not ask it itself.
+    fn readiness_is_checked(&self) -> bool {
+        false
+    }
+    /// True when runners keep running without this server (pods): shutting
+    /// the server down then leaves them to the next server or replica.
+    fn outlives_the_server(&self) -> bool {
+        false
+    }
 }
 
 pub struct Orchestrator {
@@ -164,7 +177,9 @@ impl Orchestrator {
         let endpoints = self.backend.ensure_running(&spec).await?;
         self.set_wanted(project, true);
         let (token, expires) = self.issue_token(project);
-        wait_ready(self.backend.as_ref(), project, &endpoints.ide, &token).await?;
+        if !self.backend.readiness_is_checked() {
+            wait_ready(self.backend.as_ref(), project, &endpoints.ide, &token).await?;
+        }
         Ok(Started {
             endpoints,
             token,
@@ -231,6 +246,9 @@ impl Orchestrator {
     /// Server shutdown: stops every sandbox (each flushes its files) but
     /// keeps them wanted, so the next server resumes them.
     pub async fn stop_all(&self) {
+        if self.backend.outlives_the_server() {
+            return;
+        }
         for project in self.backend.running().await {
             if let Err(e) = self.halt(&project).await {
                 tracing::warn!(%project, "stopping on shutdown: {e}");

@@ -25,6 +25,9 @@ async fn every_endpoint_needs_the_api_token() {
         .request("GET", &format!("/api/projects?token={}", server.token), None, None)
         .await;
     assert_eq!(status, 200, "the token in the printed URL works");
+    // The probe endpoint alone answers without a token, and lists nothing.
+    let (status, body) = server.request("GET", "/healthz", None, None).await;
+    assert_eq!((status, body.as_str()), (200, Some("ok\n")));
     // The printed URL itself shows where things are.
     let (status, body) = server
         .request("GET", &format!("/?token={}", server.token), None, None)
