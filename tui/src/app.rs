@@ -194,11 +194,32 @@ impl App {
         self.notice = Some((text.into(), true, Instant::now()));
     }
 
+    /// Forgets a notice whose time is up (errors stay until replaced).
+    pub fn expire_notice(&mut self) {
+        if self
+            .notice
+            .as_ref()
+            .is_some_and(|(_, error, at)| !error && at.elapsed() >= NOTICE_FOR)
+        {
+            self.notice = None;
+        }
+    }
+
     pub fn current_notice(&self) -> Option<(&str, bool)> {
         self.notice
             .as_ref()
             .filter(|(_, error, at)| *error || at.elapsed() < NOTICE_FOR)
             .map(|(text, error, _)| (text.as_str(), *error))
+    }
+
+    /// Whether the screen changes by itself as time passes (a notice to
+    /// expire, a reconnection under way), so an idle tick must redraw.
+    pub fn changes_with_time(&self) -> bool {
+        self.notice.as_ref().is_some_and(|(_, error, _)| !error)
+            || self
+                .ide
+                .as_ref()
+                .is_some_and(|ide| !matches!(ide.connection, Connection::Connected { .. }))
     }
 
     pub fn handle(&mut self, input: Input) {

@@ -156,8 +156,14 @@ async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyho
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Drawn after something happened, not on every tick: an idle TUI
+    // costs no CPU.
+    let mut dirty = true;
     loop {
-        screen.terminal.draw(|frame| cloudcode_tui::view::draw(app, frame))?;
+        if std::mem::take(&mut dirty) {
+            screen.terminal.draw(|frame| cloudcode_tui::view::draw(app, frame))?;
+        }
+        dirty = true;
         let mut handled = 0;
         tokio::select! {
             event = events.next() => match event {
@@ -171,7 +177,10 @@ async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyho
                     app.handle(Input::Session(update));
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                dirty = app.changes_with_time();
+                app.expire_notice();
+            }
             _ = terminate.recv() => app.quit = true,
             _ = hangup.recv() => app.quit = true,
         }

@@ -301,7 +301,17 @@ impl Proxy {
     }
 }
 
-fn start_server(root: &Path) -> (Child, u16, String) {
+/// A server the test started; ended (with its sandboxes) however the test
+/// ends.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        terminate(&mut self.0, Duration::from_secs(20));
+    }
+}
+
+fn start_server(root: &Path) -> (ServerProcess, u16, String) {
     let port = free_port();
     let child = Command::new(binary("cloudcode-server"))
         .arg("--listen")
@@ -323,28 +333,26 @@ fn start_server(root: &Path) -> (Child, u16, String) {
         assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    (child, port, token)
+    (ServerProcess(child), port, token)
 }
 
 #[test]
 fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port, token) = start_server(dir.path());
+    let (server, port, token) = start_server(dir.path());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let api = ApiClient::new(&format!("http://127.0.0.1:{port}"), &token).unwrap();
     runtime.block_on(api.create("e2e-net", "python")).unwrap();
     let proxy = Proxy::start(port);
 
     // A remote server, as a user configures one: URL and token.
-    let tmux = Tmux::start(
-        120,
-        36,
-        &format!(
-            "{} --server http://127.0.0.1:{} --token {token} --project e2e-net; sleep 600",
-            binary("cloudcode-tui").display(),
-            proxy.port
-        ),
-    );
+    let tmux = Tmux::start(120, 36, "bash --norc --noprofile");
+    tmux.type_text(&format!(
+        "PS1='$ ' {} --server http://127.0.0.1:{} --token {token} --project e2e-net",
+        binary("cloudcode-tui").display(),
+        proxy.port
+    ));
+    tmux.press(&["Enter"]);
     tmux.wait_for("the project open", |s| {
         s.contains("● connected") && s.contains("user@e2e-net")
     });
@@ -384,6 +392,22 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     let stored = std::fs::read_to_string(dir.path().join("data/storage/code/e2e-net/main.py")).unwrap();
     assert!(stored.starts_with("# typed offline"), "{stored}");
 
+    // Ended by a signal (a closed window, a logout), the TUI still puts the
+    // terminal back as it found it.
+    let status = Command::new("pkill")
+        .args([
+            "-TERM",
+            "-f",
+            &format!("cloudcode-tui --server http://127.0.0.1:{} ", proxy.port),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the TUI process was found");
+    tmux.wait_for("the TUI gone", |s| !s.contains("F1 help"));
+    tmux.type_text("stty -a | grep -o ' icanon' | sed s/^/mode:/");
+    tmux.press(&["Enter"]);
+    tmux.wait_text("mode: icanon");
+
     drop(tmux);
-    terminate(&mut server, Duration::from_secs(20));
+    drop(server);
 }

@@ -633,3 +633,23 @@ fn every_size_draws_without_panicking() {
         }
     }
 }
+
+#[test]
+fn an_idle_screen_needs_no_redraw_but_a_reconnection_does() {
+    let mut app = ide();
+    assert!(
+        !app.changes_with_time(),
+        "connected and quiet: nothing to redraw on a tick"
+    );
+    app.notify("saved");
+    assert!(app.changes_with_time(), "a notice expires by itself");
+    update(
+        &mut app,
+        Update::Connection(Connection::Lost {
+            reason: "gone".into(),
+            retry_in: std::time::Duration::from_secs(1),
+        }),
+    );
+    app.notice = None;
+    assert!(app.changes_with_time(), "a reconnection under way");
+}
