@@ -35,6 +35,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SHELL: &[&str] = &["/bin/bash", "--norc", "--noprofile"];
 const ECHO_KEYS: usize = 300;
+const CONNECTS_PER_ROUND: usize = 15;
 const OUTPUT_SOURCE_BYTES: usize = 15 * 1024 * 1024; // base64: 20.2 MB of output
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -383,6 +384,16 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
     figures.output_mb_s.push(output_throughput(&mut terminal, source).await);
     terminal.send(b"exit\r").await;
     drop(terminal);
+    // More connections, each to a new shell, so the connect figure is a
+    // median of many rather than of one per round.
+    eprintln!("  {:?}: connects", server.kind);
+    for _ in 0..CONNECTS_PER_ROUND {
+        let (mut terminal, connect) = server.open_terminal().await;
+        figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
+        terminal.send(b"exit\r").await;
+        drop(terminal);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!("  {:?}: stalled client", server.kind);
     figures.stalled_growth_mib.push(stalled_growth(server, stall).await);
 }

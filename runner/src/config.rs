@@ -10,6 +10,7 @@ pub enum StorageKind {
     /// A local directory (`--storage-dir`).
     Local,
     /// An S3-compatible service (`--s3-*`).
+    #[cfg(feature = "s3")]
     S3,
 }
 
@@ -60,6 +61,7 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_STORAGE_PREFIX")]
     pub storage_prefix: Option<String>,
 
+    #[cfg(feature = "s3")]
     #[command(flatten)]
     pub s3: cloudcode_proto::storage::s3::S3Args,
 

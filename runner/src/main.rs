@@ -5,6 +5,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use cloudcode_proto::storage::local::LocalStore;
+#[cfg(feature = "s3")]
 use cloudcode_proto::storage::s3::S3Store;
 use cloudcode_proto::storage::{KeyPrefix, ObjectStore};
 use cloudcode_proto::sync::persister::Persister;
@@ -42,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "cloudcode_runner=info".into()),
         )
         .init();
+    #[cfg(feature = "s3")]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // One worker: a runner serves a handful of clients of one project, and a
     // keystroke's echo then never crosses workers (PTY reader thread -> pump
@@ -64,6 +66,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .context("--storage-dir is required with --storage local")?;
             Arc::new(LocalStore::open(&dir).with_context(|| format!("opening local storage at {}", dir.display()))?)
         }
+        #[cfg(feature = "s3")]
         StorageKind::S3 => Arc::new(
             S3Store::connect(config.s3.config())
                 .await

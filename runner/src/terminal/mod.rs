@@ -71,7 +71,14 @@ pub struct Terminal {
     master: Mutex<Box<dyn MasterPty + Send>>,
     killer: Mutex<Box<dyn ChildKiller + Send + Sync>>,
     pid: Option<u32>,
+    /// The master side's descriptor, to ask whether a write would block.
+    master_fd: Option<std::os::unix::io::RawFd>,
 }
+
+/// Input up to this size is written on the runtime's own thread when the
+/// terminal has room for it: a keystroke should not pay for a thread
+/// hand-off.
+const INLINE_WRITE_MAX: usize = 256;
 
 /// What a client reads next from a terminal.
 pub struct Output {
@@ -103,11 +110,31 @@ impl Terminal {
     /// only blocks when the program stops reading its input, and then
     /// `block_in_place` keeps the runtime's other tasks going.
     pub fn write_input(&self, data: &[u8]) {
-        tokio::task::block_in_place(|| {
+        let write = || {
             let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             // A program that exited no longer reads: input is dropped.
             let _ = writer.write_all(data).and_then(|()| writer.flush());
-        });
+        };
+        if data.len() <= INLINE_WRITE_MAX && self.has_room() {
+            write();
+        } else {
+            tokio::task::block_in_place(write);
+        }
+    }
+
+    /// Whether the terminal's input queue has room now. A program that stops
+    /// reading its input fills it; then a write blocks.
+    fn has_room(&self) -> bool {
+        let Some(fd) = self.master_fd else { return false };
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout; the descriptor stays open
+        // while `self.master` holds it.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready == 1 && poll.revents & libc::POLLOUT != 0
     }
 
     pub fn resize(&self, cols: u16, rows: u16) -> Result<(), TerminalError> {
@@ -237,6 +264,7 @@ impl Terminals {
         let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn { program, source })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (changed, _) = watch::channel(0);
+        let master_fd = spawned.master.as_raw_fd();
         let terminal = Arc::new(Terminal {
             id,
             state: Mutex::new(TermState {
@@ -252,6 +280,7 @@ impl Terminals {
             master: Mutex::new(spawned.master),
             killer: Mutex::new(spawned.killer),
             pid: spawned.pid,
+            master_fd,
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());

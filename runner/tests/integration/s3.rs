@@ -89,6 +89,10 @@ async fn s3_down_is_reported_as_retryable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(feature = "s3"),
+    ignore = "the runner's S3 storage needs --features s3 (the README's test command has --all-features)"
+)]
 async fn the_runner_persists_to_s3_and_survives_an_outage() {
     let mut server = S3Server::start();
     let store = S3Store::connect(server.config("projects")).await.unwrap();
