@@ -195,9 +195,11 @@ fn with_no_configuration_a_user_creates_edits_runs_and_uses_vim() {
     tmux.press(&["Enter"]);
     tmux.wait_text("Language for e2e-py");
     tmux.press(&["Enter"]);
-    tmux.wait_for("the IDE with main.py and a shell", |s| {
+    let screen = tmux.wait_for("the IDE with main.py and a shell", |s| {
         s.contains("● connected") && s.contains("main.py saved") && s.contains("user@e2e-py")
     });
+    // The shell leads its session on the terminal: job control works.
+    assert!(!screen.contains("no job control"), "{screen}");
 
     // Edit and save: the status says saved only once it is durable.
     tmux.type_text("print(\"e2e-marker\", 6 * 7)");

@@ -2,10 +2,13 @@
 //! process on it. Kept apart so the rest of the terminal code deals in bytes
 //! and sizes, not file descriptors.
 
+use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
-use portable_pty::{Child, ChildKiller, CommandBuilder, MasterPty, PtySize, native_pty_system};
+use portable_pty::{Child, ChildKiller, ExitStatus, MasterPty, PtySize, native_pty_system};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -41,29 +44,214 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<SpawnedPty> {
     let pair = native_pty_system()
         .openpty(size(spec.cols, spec.rows))
         .map_err(io::Error::other)?;
-    let mut cmd = CommandBuilder::new(&spec.program);
-    cmd.args(&spec.args);
-    cmd.cwd(&spec.cwd);
-    cmd.env_clear();
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
-    let child = pair.slave.spawn_command(cmd).map_err(io::Error::other)?;
+    let tty = pair
+        .master
+        .tty_name()
+        .ok_or_else(|| io::Error::other("the pseudo-terminal has no name"))?;
+    let child = ShellProcess {
+        pid: spawn_on_terminal(&tty, spec)?,
+    };
     // The child holds its own copy of the slave; keeping ours would hold the
     // terminal open after the child exits and hide the end of output.
     drop(pair.slave);
     let reader = pair.master.try_clone_reader().map_err(io::Error::other)?;
     let writer = pair.master.take_writer().map_err(io::Error::other)?;
     let killer = child.clone_killer();
-    let pid = child.process_id();
+    let pid = Some(child.pid as u32);
     Ok(SpawnedPty {
         reader,
         writer,
         master: pair.master,
-        child,
+        child: Box::new(child),
         killer,
         pid,
     })
+}
+
+/// Signals reset to their defaults in the new process, whatever the
+/// runner's own dispositions.
+const DEFAULT_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGCHLD,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+];
+
+/// Starts `spec` as the leader of a new session whose controlling terminal
+/// is `tty`, with `posix_spawn`: glibc implements it with a vfork-style
+/// clone, which does not copy the runner's page tables as the fork behind
+/// a `pre_exec` hook does. That fork was the largest part of opening a
+/// terminal.
+fn spawn_on_terminal(tty: &Path, spec: &SpawnSpec) -> io::Result<libc::pid_t> {
+    let c_string = |bytes: Vec<u8>| {
+        CString::new(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a NUL byte in a command or its environment",
+            )
+        })
+    };
+    let program = c_string(resolve_program(&spec.program, &spec.env)?.into_os_string().into_vec())?;
+    let argv: Vec<CString> = std::iter::once(&spec.program)
+        .chain(&spec.args)
+        .map(|a| c_string(a.clone().into_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| c_string(format!("{k}={v}").into_bytes()))
+        .collect::<io::Result<_>>()?;
+    let tty = c_string(tty.as_os_str().as_bytes().to_vec())?;
+    let cwd = c_string(spec.cwd.as_os_str().as_bytes().to_vec())?;
+    let pointers = |strings: &[CString]| -> Vec<*mut libc::c_char> {
+        strings
+            .iter()
+            .map(|s| s.as_ptr() as *mut libc::c_char)
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
+    };
+    let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&envp));
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    };
+    // SAFETY: every pointer handed to libc points into a CString or vector
+    // that outlives the call; the attribute and action objects are
+    // initialised before use and destroyed on every path.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let prepared = (|| {
+            // After setsid, the first terminal a session leader opens
+            // becomes its controlling terminal: job control and ^C work.
+            check(libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                0,
+                tty.as_ptr(),
+                libc::O_RDWR,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 1))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 2))?;
+            // Nothing of the runner's reaches the shell, even a descriptor
+            // some library opened without close-on-exec.
+            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, 3))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, cwd.as_ptr()))?;
+            let mut defaults: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut defaults);
+            for signal in DEFAULT_SIGNALS {
+                libc::sigaddset(&mut defaults, signal);
+            }
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults))?;
+            let mut unblocked: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut unblocked);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &unblocked))?;
+            let flags =
+                libc::POSIX_SPAWN_SETSID as libc::c_int | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
+            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        prepared
+    }
+}
+
+/// A bare name is looked up in the PATH of the terminal's environment (not
+/// the runner's), as a shell would.
+fn resolve_program(program: &str, env: &[(String, String)]) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{program}: not found in PATH {path}")))
+}
+
+/// The terminal's first process, known by its pid.
+#[derive(Debug)]
+struct ShellProcess {
+    pid: libc::pid_t,
+}
+
+fn wait_status(status: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::with_signal(&format!("signal {}", libc::WTERMSIG(status)))
+    } else {
+        ExitStatus::with_exit_code(libc::WEXITSTATUS(status) as u32)
+    }
+}
+
+impl Child for ShellProcess {
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int.
+        match unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } {
+            0 => Ok(None),
+            -1 => Err(io::Error::last_os_error()),
+            _ => Ok(Some(wait_status(status))),
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes one int.
+            match unsafe { libc::waitpid(self.pid, &mut status, 0) } {
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+                -1 => return Err(io::Error::last_os_error()),
+                _ => return Ok(wait_status(status)),
+            }
+        }
+    }
+
+    fn process_id(&self) -> Option<u32> {
+        u32::try_from(self.pid).ok()
+    }
+}
+
+impl ChildKiller for ShellProcess {
+    /// Hangs the terminal up, as closing a terminal window does.
+    fn kill(&mut self) -> io::Result<()> {
+        // SAFETY: kill has no memory-safety preconditions.
+        match unsafe { libc::kill(self.pid, libc::SIGHUP) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    fn clone_killer(&self) -> Box<dyn ChildKiller + Send + Sync> {
+        Box::new(ShellProcess { pid: self.pid })
+    }
 }
 
 /// Sends `signal` to the terminal's whole process group: the shell is a

@@ -42,6 +42,27 @@ async fn echo_resize_and_exit_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_shell_leads_its_terminal_so_ctrl_c_stops_the_foreground_job() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    // A controlling terminal: `tty` names it and the shell owns its
+    // foreground process group.
+    run_in_terminal(&mut client, term, &mut screen, "tty; ps -o tpgid= -p $$", "tty").await;
+    assert!(screen.text().contains("/dev/pts/"), "{}", screen.text());
+    assert!(!screen.text().contains("no job control"), "{}", screen.text());
+    let sleep = unique_sleep_arg();
+    client.send_input(term, format!("sleep {sleep}\r").as_bytes()).unwrap();
+    eventually("the foreground job started", || process_running(&sleep)).await;
+    client.send_input(term, b"\x03").unwrap();
+    eventually("^C ended the job", || !process_running(&sleep)).await;
+    // The job, not the shell: it takes the next command.
+    run_in_terminal(&mut client, term, &mut screen, "echo alive", "alive").await;
+    assert_eq!(screen.exited, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_shell_environment_holds_no_secrets() {
     let runner = TestRunner::start_with(Options {
         env: vec![
