@@ -304,6 +304,15 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
         Span::styled(connection, connection_style),
         Span::styled(" │ ", bar),
     ];
+    // Saves are acknowledged only once durable: while storage fails they
+    // wait, and the user should know why.
+    if let Some(storage) = ide.storage.as_ref().filter(|s| !s.healthy) {
+        spans.push(Span::styled(
+            format!("⚠ storage unavailable, {} change(s) waiting", storage.pending),
+            bar.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::styled(" │ ", bar));
+    }
     if let Some(buffer) = ide.editor.current_ref() {
         let state_style = match buffer.state {
             crate::editor::SaveState::Saved => bar,

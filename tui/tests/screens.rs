@@ -653,3 +653,19 @@ fn an_idle_screen_needs_no_redraw_but_a_reconnection_does() {
     app.notice = None;
     assert!(app.changes_with_time(), "a reconnection under way");
 }
+
+#[test]
+fn a_storage_outage_is_shown_until_it_ends() {
+    use cloudcode_proto::message::StorageStatus;
+    let mut app = ide();
+    let status = |healthy, pending| StorageStatus {
+        healthy,
+        pending,
+        last_error: None,
+    };
+    update(&mut app, Update::Storage(status(false, 3)));
+    let lines = screen(&mut app, 140, 24);
+    assert!(shows(&lines, "storage unavailable, 3 change(s) waiting"), "{lines:#?}");
+    update(&mut app, Update::Storage(status(true, 0)));
+    assert!(!shows(&screen(&mut app, 140, 24), "storage unavailable"));
+}
