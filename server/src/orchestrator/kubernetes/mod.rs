@@ -38,7 +38,16 @@ pub struct KubernetesBackend {
     template: Template,
     settings: RunnerSettings,
     start_timeout: Duration,
+    /// When each project's pod was last seen ready. The gateway asks for
+    /// every request it routes; within [`READY_FRESH`] the answer comes from
+    /// here instead of the API server.
+    seen_ready: std::sync::Mutex<std::collections::HashMap<ProjectId, std::time::Instant>>,
 }
+
+/// How long a ready pod is taken to be ready without asking again. A pod
+/// stopped by another replica meanwhile costs its users at most this long
+/// of "sandbox unreachable" instead of "not running".
+const READY_FRESH: Duration = Duration::from_secs(2);
 
 impl KubernetesBackend {
     pub fn new(client: Client, template: Template, settings: RunnerSettings, start_timeout: Duration) -> Self {
@@ -47,7 +56,22 @@ impl KubernetesBackend {
             template,
             settings,
             start_timeout,
+            seen_ready: Default::default(),
         }
+    }
+
+    fn remember_ready(&self, project: &ProjectId, ready: bool) {
+        let mut seen = self.seen_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if ready {
+            seen.insert(project.clone(), std::time::Instant::now());
+        } else {
+            seen.remove(project);
+        }
+    }
+
+    fn recently_ready(&self, project: &ProjectId) -> bool {
+        let seen = self.seen_ready.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(project).is_some_and(|at| at.elapsed() < READY_FRESH)
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -264,10 +288,12 @@ impl SandboxBackend for KubernetesBackend {
             let _ = self.stop(&spec.project).await;
             return Err(e);
         }
+        self.remember_ready(&spec.project, true);
         Ok(self.endpoints(&spec.project))
     }
 
     async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
+        self.remember_ready(project, false);
         let name = render::object_name(project);
         if self
             .own_pod(project)
@@ -302,7 +328,10 @@ impl SandboxBackend for KubernetesBackend {
     }
 
     async fn state(&self, project: &ProjectId) -> SandboxState {
-        match self.own_pod(project).await {
+        if self.recently_ready(project) {
+            return SandboxState::Running(self.endpoints(project));
+        }
+        let state = match self.own_pod(project).await {
             Ok(None) => SandboxState::Stopped,
             Ok(Some(pod)) => match readiness(Some(&pod)) {
                 _ if pod.metadata.deletion_timestamp.is_some() => SandboxState::Stopping,
@@ -311,7 +340,9 @@ impl SandboxBackend for KubernetesBackend {
                 Readiness::Failed(detail) => SandboxState::Failed { detail },
             },
             Err(e) => SandboxState::Failed { detail: e.to_string() },
-        }
+        };
+        self.remember_ready(project, matches!(state, SandboxState::Running(_)));
+        state
     }
 
     async fn running(&self) -> Vec<ProjectId> {
