@@ -553,6 +553,21 @@ impl App {
                 }
                 return;
             }
+            KeyCode::Char('c') if alt => {
+                // The keyboard's way to copy: the mouse selection if there
+                // is one, else the terminal's whole screen.
+                let Some(pane) = ide.terms.get(ide.active_term) else {
+                    return;
+                };
+                let text = pane.selected_text().unwrap_or_else(|| {
+                    let screen = pane.parser.screen().contents();
+                    screen.trim_end().to_string()
+                });
+                let count = text.chars().count();
+                self.effect(Effect::Copy(text));
+                self.notify(format!("copied {count} characters"));
+                return;
+            }
             KeyCode::F(5) => return self.run_project(),
             KeyCode::F(6) => {
                 ide.focus_next_terminal = true;

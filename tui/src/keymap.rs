@@ -40,6 +40,7 @@ pub const KEYMAP: &[Binding] = &[
     b("Editor", "Ctrl-R", "reload from the sandbox (resolves a conflict)"),
     b("Terminal", "any key", "goes to the program in the terminal"),
     b("Terminal", "Shift-PgUp Shift-PgDn", "scroll back / forward"),
+    b("Terminal", "Alt-C", "copy the selection, or the whole screen"),
     b("Mouse", "click / drag a border", "focus, select, open / resize panes"),
     b(
         "Mouse",

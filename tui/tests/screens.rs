@@ -669,3 +669,32 @@ fn a_storage_outage_is_shown_until_it_ends() {
     update(&mut app, Update::Storage(status(true, 0)));
     assert!(!shows(&screen(&mut app, 140, 24), "storage unavailable"));
 }
+
+#[test]
+fn alt_c_copies_the_terminal_screen_without_a_mouse() {
+    let mut app = ide();
+    update(
+        &mut app,
+        Update::TermOpened {
+            term: 4,
+            purpose: TermPurpose::Shell,
+            cols: 62,
+            rows: 7,
+        },
+    );
+    update(
+        &mut app,
+        Update::TermOutput {
+            term: 4,
+            data: Bytes::from_static(b"$ ls\r\nmain.py  README.md\r\n$ "),
+        },
+    );
+    app.take_effects();
+    key_with(&mut app, KeyCode::Char('c'), KeyModifiers::ALT);
+    let effects = app.take_effects();
+    match &effects[..] {
+        [Effect::Copy(text)] => assert_eq!(text, "$ ls\nmain.py  README.md\n$"),
+        other => panic!("{other:?}"),
+    }
+    assert!(shows(&screen(&mut app, 100, 24), "copied"));
+}
