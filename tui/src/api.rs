@@ -27,15 +27,6 @@ pub enum ApiError {
     Timeout(Duration),
 }
 
-impl ApiError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ApiError::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Project {
     pub id: String,
@@ -178,12 +169,6 @@ impl ApiClient {
             .call(Method::POST, &format!("/api/projects/{}/start", path_segment(id)), None)
             .await?;
         serde_json::from_value(value).map_err(|e| ApiError::Unreadable(e.to_string()))
-    }
-
-    pub async fn stop(&self, id: &str) -> Result<(), ApiError> {
-        self.call(Method::POST, &format!("/api/projects/{}/stop", path_segment(id)), None)
-            .await
-            .map(drop)
     }
 }
 

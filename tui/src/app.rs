@@ -773,10 +773,22 @@ impl App {
     }
 
     fn save_current(&mut self) {
+        if let Some(index) = self.ide.as_ref().map(|ide| ide.editor.active) {
+            self.save(index);
+        }
+    }
+
+    /// Saves tab `index`; a conflict asks first, with that tab shown, since
+    /// the answer applies to the current tab.
+    fn save(&mut self, index: usize) {
         let Some(ide) = self.ide.as_mut() else { return };
-        let Some(buffer) = ide.editor.current() else { return };
+        if index >= ide.editor.tabs.len() {
+            return;
+        }
+        let buffer = &mut ide.editor.tabs[index];
         match &buffer.state {
             SaveState::Conflict { .. } if buffer.base_version.as_ref() != conflict_version(buffer) => {
+                ide.editor.active = index;
                 self.modal = Some(Modal::Confirm {
                     message: format!(
                         "{} changed in the sandbox since you opened it. Overwrite it with your version?",
@@ -830,16 +842,11 @@ impl App {
     }
 
     fn on_paste(&mut self, text: &str) {
-        let Some(ide) = self.ide.as_mut() else {
-            if let Some(Modal::Prompt { text: input, .. }) = self.modal.as_mut() {
-                input.push_str(text.lines().next().unwrap_or(""));
-            }
-            return;
-        };
         if let Some(Modal::Prompt { text: input, .. }) = self.modal.as_mut() {
             input.push_str(text.lines().next().unwrap_or(""));
             return;
         }
+        let Some(ide) = self.ide.as_mut() else { return };
         match ide.focus {
             Focus::Editor => {
                 if let Some(buffer) = ide.editor.current() {
@@ -877,15 +884,10 @@ impl App {
         let unsaved: Vec<usize> = (0..ide.editor.tabs.len())
             .filter(|i| ide.editor.tabs[*i].is_modified())
             .collect();
-        let active = ide.editor.active;
         for index in unsaved {
-            if let Some(ide) = self.ide.as_mut() {
-                ide.editor.active = index;
-            }
-            self.save_current();
+            self.save(index);
         }
         let Some(ide) = self.ide.as_mut() else { return };
-        ide.editor.active = active;
         if let Some(index) = ide.terms.iter().position(|t| t.purpose == TermPurpose::Run) {
             let pane = ide.terms.remove(index);
             if pane.exited.is_none() && !pane.lost {

@@ -143,7 +143,7 @@ impl LocalServer {
                     });
                 }
             }
-            if !crate::settings::alive(pid) {
+            if !alive(pid) {
                 anyhow::bail!(
                     "the local server exited at start; its log is {}:\n{}",
                     log.display(),

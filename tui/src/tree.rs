@@ -126,12 +126,6 @@ impl Tree {
         self.selected = (self.selected as isize + step).clamp(0, self.rows.len() as isize - 1) as usize;
     }
 
-    pub fn select_path(&mut self, path: &WorkspacePath) {
-        if let Some(index) = self.rows.iter().position(|r| &r.path == path) {
-            self.selected = index;
-        }
-    }
-
     /// The directory new files go in: the selected folder, or the selected
     /// file's folder.
     pub fn target_dir(&self) -> WorkspacePath {
@@ -200,7 +194,9 @@ mod tests {
         assert_eq!(tree.toggle(&p("src")), Some(p("src")), "expanding asks for a listing");
         tree.set_listing(p("src"), vec![entry("src/app.js", EntryKind::File)]);
         assert_eq!(tree.rows()[1].depth, 1);
-        tree.select_path(&p("main.py"));
+        // src, src/app.js, main.py: select main.py.
+        tree.move_selection(2);
+        assert_eq!(tree.selected_row().unwrap().path, p("main.py"));
         tree.set_listing(
             WorkspacePath::root(),
             vec![

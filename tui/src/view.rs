@@ -275,14 +275,11 @@ fn draw_ide(app: &mut App, frame: &mut Frame) {
 
     draw_status(ide, notice, layout.status, frame);
     if let Some(at) = cursor
-        && app_has_no_overlay(&app.modal, app.help)
+        && app.modal.is_none()
+        && !app.help
     {
         frame.set_cursor_position(at);
     }
-}
-
-fn app_has_no_overlay(modal: &Option<Modal>, help: bool) -> bool {
-    modal.is_none() && !help
 }
 
 fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mut Frame) {
