@@ -13,7 +13,7 @@ pub mod scrollback;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -73,12 +73,23 @@ pub struct Terminal {
     pid: Option<u32>,
     /// The master side's descriptor, to ask whether a write would block.
     master_fd: Option<std::os::unix::io::RawFd>,
+    /// Bytes of output read so far, published without a lock so that
+    /// [`Terminal::write_input`] can watch for a keystroke's echo.
+    output_total: AtomicU64,
 }
 
 /// Input up to this size is written on the runtime's own thread when the
 /// terminal has room for it: a keystroke should not pay for a thread
 /// hand-off.
 const INLINE_WRITE_MAX: usize = 256;
+
+/// How long the runtime thread stays awake after a keystroke, waiting for
+/// the program's echo. Without it the thread goes to sleep and the echo costs
+/// a second wake-up (reader thread, then runtime thread) on top of the
+/// reader's own; a shell echoes within tens of microseconds, so this catches
+/// nearly every echo, and a program that does not answer costs at most this
+/// much of one core per keystroke.
+const ECHO_WAIT: Duration = Duration::from_micros(250);
 
 /// What a client reads next from a terminal.
 pub struct Output {
@@ -116,9 +127,21 @@ impl Terminal {
             let _ = writer.write_all(data).and_then(|()| writer.flush());
         };
         if data.len() <= INLINE_WRITE_MAX && self.has_room() {
+            let before = self.output_total.load(Ordering::Acquire);
             write();
+            self.wait_for_echo(before);
         } else {
             tokio::task::block_in_place(write);
+        }
+    }
+
+    /// Yields the CPU in a loop until output beyond `before` arrives, for at
+    /// most [`ECHO_WAIT`]: while this thread is awake, the reader thread's
+    /// notification schedules the pump without waking a sleeping thread.
+    fn wait_for_echo(&self, before: u64) {
+        let deadline = Instant::now() + ECHO_WAIT;
+        while self.output_total.load(Ordering::Acquire) == before && Instant::now() < deadline {
+            std::thread::yield_now();
         }
     }
 
@@ -281,6 +304,7 @@ impl Terminals {
             killer: Mutex::new(spawned.killer),
             pid: spawned.pid,
             master_fd,
+            output_total: AtomicU64::new(0),
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());
@@ -366,6 +390,9 @@ fn spawn_reader(
                         let seq = state.scrollback.end_seq();
                         drop(state);
                         terminal.changed.send_replace(seq);
+                        // After the notification: an echo seen here has its
+                        // pump already scheduled.
+                        terminal.output_total.store(seq, Ordering::Release);
                         activity.touch();
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
