@@ -4,7 +4,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p cloudcode-runner --features s3
+RUN cargo build --release --locked -p cloudcode-runner --features s3,gateway
 
 # The sandbox's system: what the Node.js and Python templates run with and
 # what a terminal user reaches for. Read-only at run time; the workspace,

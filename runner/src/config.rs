@@ -12,6 +12,10 @@ pub enum StorageKind {
     /// An S3-compatible service (`--s3-*`).
     #[cfg(feature = "s3")]
     S3,
+    /// The control plane's storage gateway (`--storage-gateway-url`), with
+    /// the token in `--storage-token-file`: no storage credential here.
+    #[cfg(feature = "gateway")]
+    Gateway,
 }
 
 /// cloudcode-runner: serves one project's files and terminals over an
@@ -64,6 +68,17 @@ pub struct Config {
     #[cfg(feature = "s3")]
     #[command(flatten)]
     pub s3: cloudcode_proto::storage::s3::S3Args,
+
+    /// The storage gateway's URL (`--storage gateway`).
+    #[cfg(feature = "gateway")]
+    #[arg(long, env = "CLOUDCODE_STORAGE_GATEWAY_URL", required_if_eq("storage", "gateway"))]
+    pub storage_gateway_url: Option<String>,
+
+    /// The file holding the storage gateway token, re-read on every request
+    /// (the kubelet renews it in place).
+    #[cfg(feature = "gateway")]
+    #[arg(long, env = "CLOUDCODE_STORAGE_TOKEN_FILE", required_if_eq("storage", "gateway"))]
+    pub storage_token_file: Option<PathBuf>,
 
     /// Shell for new terminals, with its arguments.
     #[arg(long, env = "CLOUDCODE_SHELL", num_args = 1.., value_delimiter = ' ')]

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "cloudcode_runner=info".into()),
         )
         .init();
-    #[cfg(feature = "s3")]
+    #[cfg(any(feature = "s3", feature = "gateway"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // One worker: a runner serves a handful of clients of one project, and a
     // keystroke's echo then never crosses workers (PTY reader thread -> pump
@@ -65,6 +65,16 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .clone()
                 .context("--storage-dir is required with --storage local")?;
             Arc::new(LocalStore::open(&dir).with_context(|| format!("opening local storage at {}", dir.display()))?)
+        }
+        #[cfg(feature = "gateway")]
+        StorageKind::Gateway => {
+            let (Some(url), Some(token_file)) = (&config.storage_gateway_url, &config.storage_token_file) else {
+                anyhow::bail!("--storage gateway needs --storage-gateway-url and --storage-token-file");
+            };
+            Arc::new(
+                cloudcode_proto::storage::gateway::GatewayStore::new(url, token_file)
+                    .context("configuring the storage gateway")?,
+            )
         }
         #[cfg(feature = "s3")]
         StorageKind::S3 => Arc::new(

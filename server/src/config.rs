@@ -128,9 +128,32 @@ pub struct KubernetesArgs {
     pub k8s_routing: String,
     #[arg(long, env = "CLOUDCODE_K8S_INGRESS_CLASS")]
     pub k8s_ingress_class: Option<String>,
-    /// Each runner's storage credentials come from the Secret named this
-    /// prefix plus the project id (credentials scoped to that project's
-    /// prefix); empty to give runners none (workload identity).
+    /// How runner pods reach storage. `gateway`: through this server's
+    /// storage gateway, each pod confined to its project by its own bound
+    /// service-account token, with no storage credential in the pod.
+    /// `direct`: straight to S3 with credentials from a per-project Secret
+    /// (`--k8s-storage-secret-prefix`) that the operator scopes.
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE", default_value = "gateway", value_parser = ["gateway", "direct"])]
+    pub k8s_storage: String,
+    /// Where the storage gateway listens (a port of its own: the only one
+    /// runner pods may reach).
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE_GATEWAY_LISTEN", default_value = "0.0.0.0:8081")]
+    pub k8s_storage_gateway_listen: SocketAddr,
+    /// The storage gateway's URL as runner pods reach it; by default the
+    /// `cloudcode-storage` Service of `k8s/`.
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE_GATEWAY_URL")]
+    pub k8s_storage_gateway_url: Option<String>,
+    /// Largest object a runner may store through the gateway, in bytes.
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE_MAX_OBJECT_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub k8s_storage_max_object_bytes: u64,
+    /// Seconds an accepted runner token is trusted before it is reviewed
+    /// again (0: every request).
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE_TOKEN_CACHE_SECS", default_value_t = 30)]
+    pub k8s_storage_token_cache_secs: u64,
+    /// With `--k8s-storage direct`: each runner's storage credentials come
+    /// from the Secret named this prefix plus the project id (credentials
+    /// scoped to that project's prefix); empty to give runners none
+    /// (workload identity).
     #[arg(
         long,
         env = "CLOUDCODE_K8S_STORAGE_SECRET_PREFIX",

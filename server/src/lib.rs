@@ -9,3 +9,4 @@ pub mod gateway;
 pub mod mirror;
 pub mod orchestrator;
 pub mod projects;
+pub mod storage_gateway;

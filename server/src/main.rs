@@ -10,10 +10,12 @@ use cloudcode_server::api::{AppState, router};
 use cloudcode_server::config::Config;
 use cloudcode_server::credentials::Credentials;
 use cloudcode_server::orchestrator::kubernetes::KubernetesBackend;
-use cloudcode_server::orchestrator::kubernetes::render::{Resources, Routing, RunnerSettings, Template};
+use cloudcode_server::orchestrator::kubernetes::render::{Resources, Routing, RunnerSettings, RunnerStorage, Template};
+use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::orchestrator::local::{Isolation, LocalBackend, LocalConfig};
 use cloudcode_server::orchestrator::{Orchestrator, SandboxBackend};
 use cloudcode_server::projects::Projects;
+use cloudcode_server::storage_gateway;
 
 fn main() -> anyhow::Result<()> {
     let file = cloudcode_server::config::config_file_path(std::env::args());
@@ -105,13 +107,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             None,
         )
     };
-    let projects = Projects::new(store);
+    let projects = Projects::new(store.clone());
     if let Err(e) = projects.seed_templates().await {
         tracing::warn!("seeding templates failed (retried at the next create): {e}");
     }
     let kubernetes = config.backend == "kubernetes";
+    let mut storage_gateway = None;
     let backend: Arc<dyn SandboxBackend> = if kubernetes {
-        kubernetes_backend(&config).await?
+        let (backend, gateway) = kubernetes_backend(&config, store, &data_dir).await?;
+        storage_gateway = gateway;
+        backend
     } else {
         let isolation = if bubblewrap_available() {
             Isolation::Bubblewrap
@@ -197,6 +202,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move { state.orchestrator.resume().await });
     }
+    if let Some((listener, router)) = storage_gateway {
+        tracing::info!(addr = ?listener.local_addr().ok(), "storage gateway for runner pods");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("the storage gateway stopped: {e}");
+            }
+        });
+    }
     println!("cloudcode-server listening on {addr}");
     println!(
         "  API: http://localhost:{}/?token={}",
@@ -220,30 +233,52 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The Kubernetes backend from the settings: the cluster of KUBECONFIG, or
-/// of the pod's own service account when the server runs in one.
-async fn kubernetes_backend(config: &Config) -> anyhow::Result<Arc<dyn SandboxBackend>> {
+/// of the pod's own service account when the server runs in one; and, with
+/// gateway storage, the storage gateway's listener and routes.
+async fn kubernetes_backend(
+    config: &Config,
+    store: Arc<dyn ObjectStore>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn SandboxBackend>, Option<(tokio::net::TcpListener, axum::Router)>)> {
     let k8s = &config.kubernetes;
+    let gateway = k8s.k8s_storage == "gateway";
     anyhow::ensure!(
-        config.storage == "s3",
-        "--backend kubernetes needs --storage s3: runner pods keep projects in object storage themselves"
+        gateway || config.storage == "s3",
+        "--k8s-storage direct needs --storage s3: runner pods then reach object storage themselves"
     );
     let template_text = match &k8s.k8s_template {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => cloudcode_server::orchestrator::kubernetes::render::DEFAULT_TEMPLATE.to_string(),
     };
     let template = Template::parse(&template_text)?;
-    let mut storage_env = vec![("CLOUDCODE_STORAGE".to_string(), "s3".to_string())];
-    let s3 = &config.s3;
-    for (name, value) in [
-        ("CLOUDCODE_S3_BUCKET", s3.s3_bucket.clone()),
-        ("CLOUDCODE_S3_ENDPOINT", s3.s3_endpoint.clone()),
-        ("CLOUDCODE_S3_REGION", s3.s3_region.clone()),
-        ("CLOUDCODE_S3_PATH_STYLE", s3.s3_path_style.then(|| "true".to_string())),
-    ] {
-        if let Some(value) = value {
-            storage_env.push((name.to_string(), value));
+    let storage = if gateway {
+        RunnerStorage::Gateway {
+            url: k8s.k8s_storage_gateway_url.clone().unwrap_or_else(|| {
+                format!(
+                    "http://cloudcode-storage.cloudcode.svc.{}:{}",
+                    k8s.k8s_cluster_domain,
+                    k8s.k8s_storage_gateway_listen.port()
+                )
+            }),
         }
-    }
+    } else {
+        let mut env = vec![("CLOUDCODE_STORAGE".to_string(), "s3".to_string())];
+        let s3 = &config.s3;
+        for (name, value) in [
+            ("CLOUDCODE_S3_BUCKET", s3.s3_bucket.clone()),
+            ("CLOUDCODE_S3_ENDPOINT", s3.s3_endpoint.clone()),
+            ("CLOUDCODE_S3_REGION", s3.s3_region.clone()),
+            ("CLOUDCODE_S3_PATH_STYLE", s3.s3_path_style.then(|| "true".to_string())),
+        ] {
+            if let Some(value) = value {
+                env.push((name.to_string(), value));
+            }
+        }
+        RunnerStorage::Direct {
+            env,
+            secret_prefix: Some(k8s.k8s_storage_secret_prefix.clone()).filter(|p| !p.is_empty()),
+        }
+    };
     let routing = match k8s.k8s_routing.as_str() {
         "ingress" => Routing::Ingress {
             class: k8s.k8s_ingress_class.clone(),
@@ -262,8 +297,7 @@ async fn kubernetes_backend(config: &Config) -> anyhow::Result<Arc<dyn SandboxBa
             cpu_limit: k8s.k8s_cpu_limit.clone(),
             memory_limit: k8s.k8s_memory_limit.clone(),
         },
-        storage_env,
-        storage_secret_prefix: Some(k8s.k8s_storage_secret_prefix.clone()).filter(|p| !p.is_empty()),
+        storage,
         routing,
         cluster_domain: k8s.k8s_cluster_domain.clone(),
     };
@@ -271,10 +305,31 @@ async fn kubernetes_backend(config: &Config) -> anyhow::Result<Arc<dyn SandboxBa
         .await
         .context("connecting to Kubernetes (KUBECONFIG, or the in-cluster service account)")?;
     tracing::info!(namespace = %settings.namespace, owner = %settings.owner, "kubernetes sandbox backend");
-    Ok(Arc::new(KubernetesBackend::new(
+    let storage_gateway = if gateway {
+        let auth = PodTokenAuthenticator::new(
+            client.clone(),
+            &settings.namespace,
+            &settings.owner,
+            std::time::Duration::from_secs(k8s.k8s_storage_token_cache_secs),
+        );
+        let router = storage_gateway::router(Arc::new(storage_gateway::GatewayState {
+            store,
+            auth: Arc::new(auth),
+            max_object_size: k8s.k8s_storage_max_object_bytes,
+            spool_dir: data_dir.join("spool"),
+        }));
+        let listener = tokio::net::TcpListener::bind(k8s.k8s_storage_gateway_listen)
+            .await
+            .with_context(|| format!("binding the storage gateway to {}", k8s.k8s_storage_gateway_listen))?;
+        Some((listener, router))
+    } else {
+        None
+    };
+    let backend = KubernetesBackend::new(
         client,
         template,
         settings,
         std::time::Duration::from_secs(k8s.k8s_start_timeout_secs),
-    )))
+    );
+    Ok((Arc::new(backend), storage_gateway))
 }

@@ -5,6 +5,7 @@
 //! sees the old object or the new one, never a torn one, even when the writer
 //! is killed mid-write.
 
+pub mod gateway;
 pub mod local;
 #[cfg(feature = "s3")]
 pub mod s3;

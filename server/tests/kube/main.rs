@@ -1,6 +1,7 @@
 //! The Kubernetes backend against a real API server (see `cluster.rs`).
 
 mod cluster;
+mod storage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,9 +11,11 @@ use cloudcode_proto::token::TokenIssuer;
 use cloudcode_server::gateway::Upstream;
 use cloudcode_server::orchestrator::kubernetes::KubernetesBackend;
 use cloudcode_server::orchestrator::kubernetes::render::{
-    DEFAULT_TEMPLATE, Resources, Routing, RunnerSettings, Template,
+    DEFAULT_TEMPLATE, Resources, Routing, RunnerSettings, RunnerStorage, Template,
 };
+use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::orchestrator::{Orchestrator, SandboxBackend, SandboxSpec, SandboxState};
+use cloudcode_server::storage_gateway::Authenticator;
 use cloudcode_server::projects::ProjectId;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -43,11 +46,9 @@ fn settings(namespace: &str, routing: Routing) -> RunnerSettings {
         owner: "test".into(),
         image: Some("registry.example/cloudcode-runner:test".into()),
         resources: Resources::default(),
-        storage_env: vec![
-            ("CLOUDCODE_STORAGE".into(), "s3".into()),
-            ("CLOUDCODE_S3_BUCKET".into(), "projects".into()),
-        ],
-        storage_secret_prefix: Some("cloudcode-storage-".into()),
+        storage: RunnerStorage::Gateway {
+            url: "http://cloudcode-storage.cloudcode.svc.cluster.local:8081".into(),
+        },
         routing,
         cluster_domain: "cluster.local".into(),
     }
@@ -185,8 +186,15 @@ async fn start_creates_a_restricted_runner_and_returns_only_once_it_is_ready() {
     assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "1Gi");
     let probe = runner.readiness_probe.clone().unwrap().http_get.unwrap();
     assert_eq!(probe.path.as_deref(), Some("/v1/ready"));
-    let secret = runner.env_from.clone().unwrap()[0].secret_ref.clone().unwrap();
-    assert_eq!(secret.name, "cloudcode-storage-alpha");
+    // Storage through the gateway with the pod's own bound token, as the
+    // API server stored it.
+    assert!(runner.env_from.is_none(), "no Secret in the pod");
+    let volumes = pod.spec.clone().unwrap().volumes.unwrap();
+    let token = volumes
+        .iter()
+        .find_map(|v| v.projected.as_ref()?.sources.as_ref()?[0].service_account_token.clone())
+        .expect("a projected service-account token");
+    assert_eq!(token.audience.as_deref(), Some("cloudcode-storage"));
     assert!(
         runner
             .env
@@ -388,6 +396,8 @@ async fn the_k8s_manifests_apply_and_the_servers_account_has_least_privilege() {
         "networkpolicy.networking.k8s.io/runners",
         "ingress.networking.k8s.io/cloudcode",
         "configmap/cloudcode-runner-template",
+        "service/cloudcode-storage",
+        "clusterrolebinding.rbac.authorization.k8s.io/cloudcode-server-token-review",
     ] {
         assert!(applied.contains(object), "{object} missing from:\n{applied}");
     }
@@ -430,6 +440,11 @@ async fn the_k8s_manifests_apply_and_the_servers_account_has_least_privilege() {
     kubelet_ready(&pods, "p-rbac-check").await;
     start.await.unwrap().unwrap();
     assert_eq!(backend.running().await, vec![id("rbac-check")]);
+    // ...and so does the storage gateway's token review.
+    let pod = pods.get("p-rbac-check").await.unwrap();
+    let runner_token = storage::pod_token(&admin, "cloudcode-projects", &pod, "cloudcode-storage").await;
+    let reviewer = PodTokenAuthenticator::new(server.clone(), "cloudcode-projects", "test", Duration::ZERO);
+    assert_eq!(reviewer.project_of(&runner_token).await.unwrap(), id("rbac-check"));
     backend.stop(&id("rbac-check")).await.unwrap();
 
     // ...and nothing more: no Secrets, no other namespace, no status writes.

@@ -5,6 +5,7 @@
 //! re-adopts what runs.
 
 pub mod render;
+pub mod token;
 
 use std::time::Duration;
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvFromSource, EnvVar, Pod, ResourceRequirements, SeccompProfile, SecretEnvSource, Service,
+    Capabilities, EnvFromSource, EnvVar, Pod, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, Service, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
@@ -87,16 +88,32 @@ pub struct RunnerSettings {
     /// Replaces the template's image when set.
     pub image: Option<String>,
     pub resources: Resources,
-    /// Non-secret storage settings for the runner (`CLOUDCODE_STORAGE`,
-    /// bucket, endpoint, region).
-    pub storage_env: Vec<(String, String)>,
-    /// The runner's storage credentials come from the Secret named this
-    /// prefix plus the project id: credentials scoped to that project, never
-    /// in a manifest, never in the control plane's hands.
-    pub storage_secret_prefix: Option<String>,
+    pub storage: RunnerStorage,
     pub routing: Routing,
     pub cluster_domain: String,
 }
+
+/// How runner pods reach object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerStorage {
+    /// Through this server's storage gateway at `url`, with the pod's own
+    /// projected service-account token: no storage credential in the pod.
+    Gateway { url: String },
+    /// Straight to S3: `env` holds the non-secret settings (bucket,
+    /// endpoint, region); the credentials come from the Secret named
+    /// `secret_prefix` plus the project id, which the operator scopes to
+    /// that project (none: workload identity).
+    Direct {
+        env: Vec<(String, String)>,
+        secret_prefix: Option<String>,
+    },
+}
+
+/// Where the runner container finds its storage token (gateway storage).
+pub const STORAGE_TOKEN_DIR: &str = "/var/run/secrets/cloudcode/storage";
+const STORAGE_TOKEN_VOLUME: &str = "cloudcode-storage-token";
+/// The kubelet renews a projected token when 80% of this has passed.
+const STORAGE_TOKEN_SECONDS: i64 = 3600;
 
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -233,23 +250,45 @@ impl Template {
                 "--workspace".into(),
                 "/workspace".into(),
             ]);
-            let env = container.env.get_or_insert_with(Vec::new);
-            for (key, value) in &settings.storage_env {
-                env.retain(|e| &e.name != key);
-                env.push(EnvVar {
-                    name: key.clone(),
-                    value: Some(value.clone()),
-                    value_from: None,
-                });
+            let mut storage_env = Vec::new();
+            match &settings.storage {
+                RunnerStorage::Gateway { url } => {
+                    storage_env.push(("CLOUDCODE_STORAGE".to_string(), "gateway".to_string()));
+                    storage_env.push(("CLOUDCODE_STORAGE_GATEWAY_URL".to_string(), url.clone()));
+                    storage_env.push((
+                        "CLOUDCODE_STORAGE_TOKEN_FILE".to_string(),
+                        format!("{STORAGE_TOKEN_DIR}/token"),
+                    ));
+                    let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+                    mounts.retain(|m| m.name != STORAGE_TOKEN_VOLUME);
+                    mounts.push(VolumeMount {
+                        name: STORAGE_TOKEN_VOLUME.into(),
+                        mount_path: STORAGE_TOKEN_DIR.into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    });
+                }
+                RunnerStorage::Direct { env, secret_prefix } => {
+                    storage_env.extend(env.iter().cloned());
+                    if let Some(prefix) = secret_prefix {
+                        container.env_from.get_or_insert_with(Vec::new).push(EnvFromSource {
+                            prefix: None,
+                            config_map_ref: None,
+                            secret_ref: Some(SecretEnvSource {
+                                name: format!("{prefix}{project}"),
+                                optional: Some(false),
+                            }),
+                        });
+                    }
+                }
             }
-            if let Some(prefix) = &settings.storage_secret_prefix {
-                container.env_from.get_or_insert_with(Vec::new).push(EnvFromSource {
-                    prefix: None,
-                    config_map_ref: None,
-                    secret_ref: Some(SecretEnvSource {
-                        name: format!("{prefix}{project}"),
-                        optional: Some(false),
-                    }),
+            let env = container.env.get_or_insert_with(Vec::new);
+            for (key, value) in storage_env {
+                env.retain(|e| e.name != key);
+                env.push(EnvVar {
+                    name: key,
+                    value: Some(value),
+                    value_from: None,
                 });
             }
             let quantity = |q: &str| Quantity(q.to_string());
@@ -263,6 +302,27 @@ impl Template {
                     ("memory".into(), quantity(&settings.resources.memory_limit)),
                 ])),
                 claims: None,
+            });
+        }
+        if let RunnerStorage::Gateway { .. } = settings.storage {
+            // The pod's own identity, for the storage gateway only: bound to
+            // this pod, renewed by the kubelet, useless to the API server.
+            let volumes = spec.volumes.get_or_insert_with(Vec::new);
+            volumes.retain(|v| v.name != STORAGE_TOKEN_VOLUME);
+            volumes.push(Volume {
+                name: STORAGE_TOKEN_VOLUME.into(),
+                projected: Some(ProjectedVolumeSource {
+                    default_mode: Some(0o440),
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(super::token::STORAGE_AUDIENCE.into()),
+                            expiration_seconds: Some(STORAGE_TOKEN_SECONDS),
+                            path: "token".into(),
+                        }),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
             });
         }
 
@@ -359,11 +419,13 @@ mod tests {
             owner: "main".into(),
             image: Some("registry.example/runner:1.2".into()),
             resources: Resources::default(),
-            storage_env: vec![
-                ("CLOUDCODE_STORAGE".into(), "s3".into()),
-                ("CLOUDCODE_S3_BUCKET".into(), "repls".into()),
-            ],
-            storage_secret_prefix: Some("cloudcode-storage-".into()),
+            storage: RunnerStorage::Direct {
+                env: vec![
+                    ("CLOUDCODE_STORAGE".into(), "s3".into()),
+                    ("CLOUDCODE_S3_BUCKET".into(), "repls".into()),
+                ],
+                secret_prefix: Some("cloudcode-storage-".into()),
+            },
             routing,
             cluster_domain: "cluster.local".into(),
         }
@@ -443,6 +505,57 @@ mod tests {
         let ports: Vec<i32> = service.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [3001, 3000]);
         assert!(rendered.ingress.is_none(), "the gateway routes; no ingress per project");
+    }
+
+    #[test]
+    fn gateway_storage_gives_the_pod_its_bound_token_and_no_credential() {
+        let template = Template::parse(DEFAULT_TEMPLATE).unwrap();
+        let settings = RunnerSettings {
+            storage: RunnerStorage::Gateway {
+                url: "http://cloudcode-storage.cloudcode.svc:8081".into(),
+            },
+            ..settings(Routing::Gateway)
+        };
+        let pod = template.render(&id("demo"), "K", &settings).pod;
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == STORAGE_TOKEN_VOLUME)
+            .expect("a projected token volume");
+        let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let token = sources[0].service_account_token.as_ref().unwrap();
+        assert_eq!(token.audience.as_deref(), Some("cloudcode-storage"));
+        assert_eq!(token.expiration_seconds, Some(3600));
+        assert_eq!(token.path, "token");
+        let runner = &spec.containers[0];
+        let mount = runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == STORAGE_TOKEN_VOLUME)
+            .unwrap();
+        assert_eq!(mount.mount_path, STORAGE_TOKEN_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        let env: std::collections::HashMap<_, _> = runner
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["CLOUDCODE_STORAGE"], "gateway");
+        assert_eq!(
+            env["CLOUDCODE_STORAGE_GATEWAY_URL"],
+            "http://cloudcode-storage.cloudcode.svc:8081"
+        );
+        assert_eq!(
+            env["CLOUDCODE_STORAGE_TOKEN_FILE"],
+            "/var/run/secrets/cloudcode/storage/token"
+        );
+        assert!(runner.env_from.is_none(), "no Secret at all");
+        assert!(!env.keys().any(|k| k.starts_with("CLOUDCODE_S3")));
     }
 
     #[test]

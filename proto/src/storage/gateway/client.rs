@@ -1,0 +1,343 @@
+//! The storage gateway's client, [`GatewayStore`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::AsyncWriteExt;
+
+use super::{CopyRequest, ListedObject};
+use crate::storage::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, StorageError};
+
+/// A request that makes no progress for this long is retried by the caller.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+pub struct GatewayStore {
+    base: String,
+    token_file: PathBuf,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for GatewayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayStore")
+            .field("base", &self.base)
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayConfigError {
+    #[error("the storage gateway URL must start with http:// or https://, not {0:?}")]
+    Scheme(String),
+    #[error("the storage gateway URL {url:?} is not a URL: {error}")]
+    Url { url: String, error: String },
+    #[error("no trusted root certificates for an https storage gateway: {0}")]
+    Roots(std::io::Error),
+}
+
+impl GatewayStore {
+    /// `base` is the gateway's URL (`http://cloudcode-storage.cloudcode:8081`);
+    /// `token_file` holds the bearer token, re-read on every request.
+    pub fn new(base: &str, token_file: &Path) -> Result<Self, GatewayConfigError> {
+        let base = base.trim_end_matches('/').to_string();
+        let https = base.starts_with("https://");
+        if !https && !base.starts_with("http://") {
+            return Err(GatewayConfigError::Scheme(base));
+        }
+        base.parse::<Uri>().map_err(|e| GatewayConfigError::Url {
+            url: base.clone(),
+            error: e.to_string(),
+        })?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        // Plain HTTP inside a cluster needs no roots; a runner image may
+        // carry none.
+        let builder = match builder.with_native_roots() {
+            Ok(builder) => builder,
+            Err(e) if https => return Err(GatewayConfigError::Roots(e)),
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        let connector = builder.https_or_http().enable_http1().build();
+        Ok(Self {
+            base,
+            token_file: token_file.to_path_buf(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    fn object_url(&self, key: &ObjectKey) -> String {
+        format!("{}/v1/storage/object?key={}", self.base, percent_encode(key.as_str()))
+    }
+
+    /// Sends one request; `op` and `key` name it in errors. Every failure is
+    /// [`StorageError::Unavailable`] except a missing object: a refused token
+    /// is worth retrying too, since the kubelet replaces it.
+    async fn send(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: Method,
+        url: String,
+        body: Body,
+        content_length: Option<u64>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, StorageError> {
+        let unavailable = |message: String| StorageError::Unavailable {
+            op,
+            key: key.to_string(),
+            message,
+        };
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|e| unavailable(format!("reading the token file {}: {e}", self.token_file.display())))?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", format!("Bearer {}", token.trim()));
+        if let Some(length) = content_length {
+            request = request.header("content-length", length);
+        }
+        let request = request.body(body).map_err(|e| unavailable(e.to_string()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| unavailable(format!("no answer from the storage gateway in {REQUEST_TIMEOUT:?}")))?
+            .map_err(|e| {
+                unavailable(format!(
+                    "the storage gateway {} is unreachable: {}",
+                    self.base,
+                    chain(&e)
+                ))
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            StatusCode::NOT_FOUND => Err(StorageError::NotFound(key.to_string())),
+            status => {
+                let body = collect(op, key, response).await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&body);
+                Err(unavailable(format!(
+                    "the storage gateway answered {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                )))
+            }
+        }
+    }
+}
+
+async fn collect(
+    op: &'static str,
+    key: &str,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Bytes, StorageError> {
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, response.into_body().collect()).await;
+    match body {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) => Err(StorageError::Unavailable {
+            op,
+            key: key.to_string(),
+            message: format!("reading the answer: {e}"),
+        }),
+        Err(_) => Err(StorageError::Unavailable {
+            op,
+            key: key.to_string(),
+            message: "the answer stalled".into(),
+        }),
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters and `/`.
+pub fn percent_encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl ObjectStore for GatewayStore {
+    async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), StorageError> {
+        let length = body.len() as u64;
+        let url = self.object_url(key);
+        self.send("put", key.as_str(), Method::PUT, url, full(body), Some(length))
+            .await
+            .map(drop)
+    }
+
+    async fn put_file(&self, key: &ObjectKey, source: tokio::fs::File) -> Result<(), StorageError> {
+        let length = source
+            .metadata()
+            .await
+            .map_err(|e| StorageError::LocalIo {
+                path: key.to_string(),
+                source: e,
+            })?
+            .len();
+        // Streamed: a 100 MB file never sits in memory.
+        let stream = tokio_util::io::ReaderStream::new(source).map_ok(Frame::data);
+        let body = StreamBody::new(stream).boxed();
+        let url = self.object_url(key);
+        self.send("put", key.as_str(), Method::PUT, url, body, Some(length))
+            .await
+            .map(drop)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        let url = self.object_url(key);
+        let response = self
+            .send("get", key.as_str(), Method::GET, url, full(Bytes::new()), None)
+            .await?;
+        collect("get", key.as_str(), response).await
+    }
+
+    async fn get_to_file(&self, key: &ObjectKey, dest: &Path) -> Result<u64, StorageError> {
+        let url = self.object_url(key);
+        let response = self
+            .send("get", key.as_str(), Method::GET, url, full(Bytes::new()), None)
+            .await?;
+        let local = |e| StorageError::LocalIo {
+            path: dest.display().to_string(),
+            source: e,
+        };
+        let mut out = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut body = response.into_body();
+        let mut written = 0u64;
+        loop {
+            let frame =
+                tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+                    .await
+                    .map_err(|_| StorageError::Unavailable {
+                        op: "get",
+                        key: key.to_string(),
+                        message: "the download stalled".into(),
+                    })?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| StorageError::Unavailable {
+                op: "get",
+                key: key.to_string(),
+                message: format!("reading the download: {e}"),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).await.map_err(local)?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let url = self.object_url(key);
+        match self
+            .send("delete", key.as_str(), Method::DELETE, url, full(Bytes::new()), None)
+            .await
+        {
+            Ok(_) | Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, StorageError> {
+        let url = format!(
+            "{}/v1/storage/list?prefix={}",
+            self.base,
+            percent_encode(prefix.as_str())
+        );
+        let response = self
+            .send("list", prefix.as_str(), Method::GET, url, full(Bytes::new()), None)
+            .await?;
+        let body = collect("list", prefix.as_str(), response).await?;
+        let listed: Vec<ListedObject> = serde_json::from_slice(&body).map_err(|e| StorageError::Unavailable {
+            op: "list",
+            key: prefix.as_str().to_string(),
+            message: format!("the storage gateway's listing is not valid: {e}"),
+        })?;
+        listed
+            .into_iter()
+            .map(|o| {
+                Ok(ObjectMeta {
+                    key: ObjectKey::parse(&o.key)?,
+                    size: o.size,
+                })
+            })
+            .collect()
+    }
+
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StorageError> {
+        let body = serde_json::to_vec(&CopyRequest {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .map_err(|e| StorageError::Unavailable {
+            op: "copy",
+            key: from.to_string(),
+            message: e.to_string(),
+        })?;
+        let url = format!("{}/v1/storage/copy", self.base);
+        let length = body.len() as u64;
+        self.send(
+            "copy",
+            from.as_str(),
+            Method::POST,
+            url,
+            full(Bytes::from(body)),
+            Some(length),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded_whole() {
+        assert_eq!(
+            percent_encode("code/p/a b/ü?&=#%"),
+            "code/p/a%20b/%C3%BC%3F%26%3D%23%25"
+        );
+    }
+
+    #[test]
+    fn a_url_without_scheme_is_refused() {
+        let file = Path::new("/nonexistent");
+        assert!(matches!(
+            GatewayStore::new("storage:8081", file),
+            Err(GatewayConfigError::Scheme(_))
+        ));
+        assert!(GatewayStore::new("http://storage:8081/", file).is_ok());
+    }
+}
