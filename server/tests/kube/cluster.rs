@@ -120,7 +120,7 @@ fn start() -> Cluster {
         format!("--service-account-signing-key-file={d}/sa.key"),
         "--service-account-issuer=https://kubernetes.default.svc".into(),
         "--api-audiences=https://kubernetes.default.svc".into(),
-        "--service-cluster-ip-range=10.96.0.0/24".into(),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
         "--endpoint-reconciler-type=none".into(),
     ]);
     spawn(apiserver, &dir.join("apiserver.log"));

@@ -15,8 +15,8 @@ use cloudcode_server::orchestrator::kubernetes::render::{
 };
 use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::orchestrator::{Orchestrator, SandboxBackend, SandboxSpec, SandboxState};
-use cloudcode_server::storage_gateway::Authenticator;
 use cloudcode_server::projects::ProjectId;
+use cloudcode_server::storage_gateway::Authenticator;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};

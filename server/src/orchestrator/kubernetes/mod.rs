@@ -143,21 +143,15 @@ impl KubernetesBackend {
         }
     }
 
+    /// Waits until the pod no longer exists: a watch, not a polling loop.
     async fn wait_gone(&self, name: &str, timeout: Duration) -> Result<(), OrchestratorError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.pods().get_opt(name).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Ok(Some(_)) => {
-                    return Err(OrchestratorError::Stop(format!(
-                        "pod {name} still exists after {timeout:?}"
-                    )));
-                }
-                Err(e) => return Err(OrchestratorError::Stop(format!("reading pod {name}: {e}"))),
-            }
+        let gone = kube::runtime::wait::await_condition(self.pods(), name, |pod: Option<&Pod>| pod.is_none());
+        match tokio::time::timeout(timeout, gone).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(OrchestratorError::Stop(format!("watching pod {name}: {e}"))),
+            Err(_) => Err(OrchestratorError::Stop(format!(
+                "pod {name} still exists after {timeout:?}"
+            ))),
         }
     }
 

@@ -1,0 +1,243 @@
+//! Kubernetes backend benchmark: `cargo bench -p cloudcode-server --bench kubernetes`.
+//!
+//! Against the real API server the tests use (etcd + kube-apiserver +
+//! kube-controller-manager, see `tests/kube/cluster.rs`), with this process
+//! playing the kubelet (a watch that marks each new pod Ready), prints:
+//! - the orchestrator's own overhead from `start` to the pod existing, and
+//!   from the pod turning Ready to `start` returning, p50/p99;
+//! - creating then deleting `BENCH_K8S_PROJECTS` (default 1,000) projects,
+//!   16 at a time: wall time, the orchestrator's API calls per project
+//!   (counted on its own client), and the API server's own request count
+//!   over the run (from its `/metrics`, which includes the kubelet's part).
+
+// The tests' cluster, of which the benchmark uses a part.
+#[allow(dead_code)]
+#[path = "../tests/kube/cluster.rs"]
+mod cluster;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudcode_proto::token::TokenIssuer;
+use cloudcode_server::orchestrator::Orchestrator;
+use cloudcode_server::orchestrator::kubernetes::KubernetesBackend;
+use cloudcode_server::orchestrator::kubernetes::render::{
+    DEFAULT_TEMPLATE, Resources, Routing, RunnerSettings, RunnerStorage, Template,
+};
+use cloudcode_server::projects::ProjectId;
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+const NAMESPACE: &str = "bench";
+const CONCURRENCY: usize = 16;
+
+/// The orchestrator's client, counting every request it sends.
+async fn counting_client(cluster: &cluster::Cluster, count: Arc<AtomicU64>) -> kube::Client {
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_yaml::from_str(&cluster::kubeconfig(&cluster.url, "admintoken")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let layer = tower::util::MapRequestLayer::new(move |request| {
+        count.fetch_add(1, Ordering::Relaxed);
+        request
+    });
+    kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&layer)
+        .build()
+}
+
+/// The API server's `apiserver_request_total`, summed over every label.
+async fn server_requests(admin: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Plays the kubelet: every new pod in the namespace is marked Running and
+/// Ready, and the moment each became Ready (its status patch answered) and
+/// each was first seen are recorded.
+struct Kubelet {
+    seen: Mutex<HashMap<String, Instant>>,
+    ready: Mutex<HashMap<String, Instant>>,
+}
+
+async fn run_kubelet(admin: kube::Client, kubelet: Arc<Kubelet>) {
+    let pods: Api<Pod> = Api::namespaced(admin, NAMESPACE);
+    let events = watcher::watcher(pods.clone(), watcher::Config::default()).applied_objects();
+    let mut events = std::pin::pin!(events);
+    while let Ok(Some(pod)) = events.try_next().await {
+        let Some(name) = pod.metadata.name.clone() else {
+            continue;
+        };
+        let has_status = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+        if has_status || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        kubelet
+            .seen
+            .lock()
+            .unwrap()
+            .entry(name.clone())
+            .or_insert_with(Instant::now);
+        let pods = pods.clone();
+        let kubelet = kubelet.clone();
+        tokio::spawn(async move {
+            let status = json!({ "status": {
+                "phase": "Running",
+                "podIP": "10.244.0.9",
+                "conditions": [
+                    { "type": "PodScheduled", "status": "True" },
+                    { "type": "Ready", "status": "True" },
+                ],
+            }});
+            if pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .is_ok()
+            {
+                kubelet.ready.lock().unwrap().insert(name, Instant::now());
+            }
+        });
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let projects: usize = std::env::var("BENCH_K8S_PROJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let cluster = cluster::get();
+    let admin = cluster.admin().await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": NAMESPACE } })).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
+    let account = serde_json::from_value(json!({ "metadata": { "name": "cloudcode-runner" } })).unwrap();
+    accounts.create(&PostParams::default(), &account).await.unwrap();
+
+    let kubelet = Arc::new(Kubelet {
+        seen: Mutex::default(),
+        ready: Mutex::default(),
+    });
+    tokio::spawn(run_kubelet(admin.clone(), kubelet.clone()));
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let client = counting_client(cluster, calls.clone()).await;
+    let settings = RunnerSettings {
+        namespace: NAMESPACE.into(),
+        owner: "bench".into(),
+        image: Some("registry.example/cloudcode-runner:bench".into()),
+        resources: Resources::default(),
+        storage: RunnerStorage::Gateway {
+            url: "http://cloudcode-storage.cloudcode.svc.cluster.local:8081".into(),
+        },
+        routing: Routing::Gateway,
+        cluster_domain: "cluster.local".into(),
+    };
+    let backend = KubernetesBackend::new(
+        client,
+        Template::parse(DEFAULT_TEMPLATE).unwrap(),
+        settings,
+        Duration::from_secs(60),
+    );
+    let orchestrator = Arc::new(Orchestrator::new(
+        Arc::new(backend),
+        Arc::new(TokenIssuer::generate().unwrap()),
+    ));
+    let id = |name: String| ProjectId::parse(&name).unwrap();
+
+    // 1. Overheads, one start at a time, after one that opens the
+    // connections (printed apart: a server does it once).
+    let warm = id("warm-up".into());
+    let started = Instant::now();
+    orchestrator.start(&warm).await.unwrap();
+    println!(
+        "first start of the process (connection set-up included): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    orchestrator.stop(&warm).await.unwrap();
+    let (mut to_pod, mut from_ready) = (Vec::new(), Vec::new());
+    for i in 0..50 {
+        let project = id(format!("lat-{i}"));
+        let started = Instant::now();
+        orchestrator.start(&project).await.unwrap();
+        let returned = Instant::now();
+        let name = format!("p-{project}");
+        let seen = kubelet.seen.lock().unwrap()[&name];
+        let ready = kubelet.ready.lock().unwrap()[&name];
+        to_pod.push((seen - started).as_secs_f64() * 1000.0);
+        from_ready.push((returned - ready).as_secs_f64() * 1000.0);
+        orchestrator.stop(&project).await.unwrap();
+    }
+    to_pod.sort_by(f64::total_cmp);
+    from_ready.sort_by(f64::total_cmp);
+    println!(
+        "start to pod created (seen by a watch): p50 {:.1} ms  p99 {:.1} ms",
+        percentile(&to_pod, 50.0),
+        percentile(&to_pod, 99.0)
+    );
+    println!(
+        "pod ready (status written) to start returning: p50 {:.1} ms  p99 {:.1} ms",
+        percentile(&from_ready, 50.0),
+        percentile(&from_ready, 99.0)
+    );
+
+    // 2. Many projects created, then deleted.
+    let before_calls = calls.load(Ordering::Relaxed);
+    let before_server = server_requests(&admin).await;
+    let started = Instant::now();
+    futures_util::stream::iter(0..projects)
+        .map(|i| {
+            let orchestrator = orchestrator.clone();
+            async move { orchestrator.start(&id(format!("many-{i}"))).await.unwrap() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let created = started.elapsed();
+    let start_calls = calls.load(Ordering::Relaxed) - before_calls;
+    let stopping = Instant::now();
+    futures_util::stream::iter(0..projects)
+        .map(|i| {
+            let orchestrator = orchestrator.clone();
+            async move { orchestrator.stop(&id(format!("many-{i}"))).await.unwrap() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let deleted = stopping.elapsed();
+    let all_calls = calls.load(Ordering::Relaxed) - before_calls;
+    let server = server_requests(&admin).await - before_server;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+    let left = pods.list(&Default::default()).await.unwrap().items.len();
+    println!(
+        "{projects} projects, {CONCURRENCY} at a time: created and ready in {:.1} s, deleted in {:.1} s ({left} pods left)",
+        created.as_secs_f64(),
+        deleted.as_secs_f64()
+    );
+    println!(
+        "orchestrator API calls per project: {:.1} to start, {:.1} to stop",
+        start_calls as f64 / projects as f64,
+        (all_calls - start_calls) as f64 / projects as f64
+    );
+    println!(
+        "API server requests over the run: {server:.0} ({:.1} per project, the kubelet's status patch and this count's reads included)",
+        server / projects as f64
+    );
+}
