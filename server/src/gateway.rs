@@ -128,6 +128,46 @@ pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// The Kubernetes gateway mode reaches previews over TCP: a WebSocket
+    /// (hot reload) goes through and back.
+    #[tokio::test]
+    async fn a_websocket_upgrade_crosses_a_tcp_upstream() {
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_addr = app.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = app.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() {
+                    let reply = format!("app got {}", message.to_text().unwrap());
+                    ws.send(Message::text(reply)).await.unwrap();
+                }
+            }
+        });
+        let upstream = Upstream::Tcp(app_addr);
+        let gateway = axum::Router::new().fallback(move |request: Request<Body>| {
+            let upstream = upstream.clone();
+            async move { forward(&upstream, request).await.unwrap() }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway_addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
+
+        let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{gateway_addr}/hmr"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        ws.send(Message::text("reload?")).await.unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.to_text().unwrap(), "app got reload?");
+    }
 
     #[test]
     fn routes_by_host() {
