@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -136,18 +137,28 @@ struct KeyQuery {
     key: String,
 }
 
+/// The object a request names (`?key=`), once its caller is authorized for
+/// it: every object route starts here.
+struct AuthorizedKey(ObjectKey);
+
+impl FromRequestParts<Arc<GatewayState>> for AuthorizedKey {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<GatewayState>) -> Result<Self, Refusal> {
+        let prefix = authorize(state, &parts.headers).await?;
+        let Query(query) = Query::<KeyQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        key_within(&query.key, &prefix).map(Self)
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct PrefixQuery {
     prefix: String,
 }
 
-async fn get_object(
-    State(state): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    Query(query): Query<KeyQuery>,
-) -> Answer {
-    let prefix = authorize(&state, &headers).await?;
-    let key = key_within(&query.key, &prefix)?;
+async fn get_object(State(state): State<Arc<GatewayState>>, AuthorizedKey(key): AuthorizedKey) -> Answer {
     // Through an unlinked spool file: the object is never whole in memory,
     // and the length is known before the first byte is sent.
     let spool = spool_file(&state).await?;
@@ -164,12 +175,10 @@ async fn get_object(
 
 async fn put_object(
     State(state): State<Arc<GatewayState>>,
+    AuthorizedKey(key): AuthorizedKey,
     headers: HeaderMap,
-    Query(query): Query<KeyQuery>,
     request: Request,
 ) -> Answer {
-    let prefix = authorize(&state, &headers).await?;
-    let key = key_within(&query.key, &prefix)?;
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -232,13 +241,7 @@ async fn put_object(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete_object(
-    State(state): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    Query(query): Query<KeyQuery>,
-) -> Answer {
-    let prefix = authorize(&state, &headers).await?;
-    let key = key_within(&query.key, &prefix)?;
+async fn delete_object(State(state): State<Arc<GatewayState>>, AuthorizedKey(key): AuthorizedKey) -> Answer {
     state.store.delete(&key).await.map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

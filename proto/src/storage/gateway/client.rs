@@ -19,6 +19,9 @@ use crate::storage::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, StorageError
 
 /// A request that makes no progress for this long is retried by the caller.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// An upload is answered once stored, so its time grows with its size: it
+/// gets [`REQUEST_TIMEOUT`] plus a second per this many bytes.
+const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -112,9 +115,10 @@ impl GatewayStore {
             request = request.header("content-length", length);
         }
         let request = request.body(body).map_err(|e| unavailable(e.to_string()))?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+        let timeout = REQUEST_TIMEOUT + Duration::from_secs(content_length.unwrap_or(0) / SLOWEST_UPLOAD_BYTES_PER_SEC);
+        let response = tokio::time::timeout(timeout, self.http.request(request))
             .await
-            .map_err(|_| unavailable(format!("no answer from the storage gateway in {REQUEST_TIMEOUT:?}")))?
+            .map_err(|_| unavailable(format!("no answer from the storage gateway in {timeout:?}")))?
             .map_err(|e| {
                 unavailable(format!(
                     "the storage gateway {} is unreachable: {}",
