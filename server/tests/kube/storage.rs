@@ -245,6 +245,8 @@ async fn the_storage_gateway_confines_each_runner_pod_to_its_own_project() {
         status_of(&url, "POST", "/v1/storage/copy", Some(&alpha_token), b"{not json").await,
         400
     );
+    let no_key = status_of(&url, "GET", "/v1/storage/object", Some(&alpha_token), b"").await;
+    assert_eq!(no_key, 400);
     assert_eq!(
         status_of(&url, "PUT", &q("code/gw-alpha/a"), Some(&alpha_token), &[0u8; 100]).await,
         204
