@@ -76,6 +76,11 @@ pub struct Terminal {
     /// Bytes of output read so far, published without a lock so that
     /// [`Terminal::write_input`] can watch for a keystroke's echo.
     output_total: AtomicU64,
+    /// `output_total` when a keystroke last went unanswered, plus one (0:
+    /// the last one was answered). A program that does not echo (a game
+    /// in raw mode, a paste into `stty -echo`) then costs one wait, not one
+    /// per keystroke, until it prints again.
+    unanswered_at: AtomicU64,
 }
 
 /// Input up to this size is written on the runtime's own thread when the
@@ -139,10 +144,18 @@ impl Terminal {
     /// most [`ECHO_WAIT`]: while this thread is awake, the reader thread's
     /// notification schedules the pump without waking a sleeping thread.
     fn wait_for_echo(&self, before: u64) {
+        if self.unanswered_at.load(Ordering::Relaxed) == before + 1 {
+            return;
+        }
         let deadline = Instant::now() + ECHO_WAIT;
-        while self.output_total.load(Ordering::Acquire) == before && Instant::now() < deadline {
+        while self.output_total.load(Ordering::Acquire) == before {
+            if Instant::now() >= deadline {
+                self.unanswered_at.store(before + 1, Ordering::Relaxed);
+                return;
+            }
             std::thread::yield_now();
         }
+        self.unanswered_at.store(0, Ordering::Relaxed);
     }
 
     /// Whether the terminal's input queue has room now. A program that stops
@@ -305,6 +318,7 @@ impl Terminals {
             pid: spawned.pid,
             master_fd,
             output_total: AtomicU64::new(0),
+            unanswered_at: AtomicU64::new(0),
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());
