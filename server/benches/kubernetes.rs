@@ -36,23 +36,6 @@ use serde_json::json;
 const NAMESPACE: &str = "bench";
 const CONCURRENCY: usize = 16;
 
-/// The orchestrator's client, counting every request it sends.
-async fn counting_client(cluster: &cluster::Cluster, count: Arc<AtomicU64>) -> kube::Client {
-    let kubeconfig: kube::config::Kubeconfig =
-        serde_yaml::from_str(&cluster::kubeconfig(&cluster.url, "admintoken")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let layer = tower::util::MapRequestLayer::new(move |request| {
-        count.fetch_add(1, Ordering::Relaxed);
-        request
-    });
-    kube::client::ClientBuilder::try_from(config)
-        .unwrap()
-        .with_layer(&layer)
-        .build()
-}
-
 /// The API server's `apiserver_request_total`, summed over every label.
 async fn server_requests(admin: &kube::Client) -> f64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
@@ -138,7 +121,7 @@ async fn main() {
     tokio::spawn(run_kubelet(admin.clone(), kubelet.clone()));
 
     let calls = Arc::new(AtomicU64::new(0));
-    let client = counting_client(cluster, calls.clone()).await;
+    let client = cluster.counting_admin(calls.clone()).await;
     let settings = RunnerSettings {
         namespace: NAMESPACE.into(),
         owner: "bench".into(),
@@ -180,9 +163,16 @@ async fn main() {
         let returned = Instant::now();
         let name = format!("p-{project}");
         let seen = kubelet.seen.lock().unwrap()[&name];
-        let ready = kubelet.ready.lock().unwrap()[&name];
-        to_pod.push((seen - started).as_secs_f64() * 1000.0);
-        from_ready.push((returned - ready).as_secs_f64() * 1000.0);
+        // `start` may return before the kubelet's task has recorded the
+        // answer to its patch: the overhead is then zero.
+        let ready = loop {
+            if let Some(at) = kubelet.ready.lock().unwrap().get(&name) {
+                break *at;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        to_pod.push(seen.saturating_duration_since(started).as_secs_f64() * 1000.0);
+        from_ready.push(returned.saturating_duration_since(ready).as_secs_f64() * 1000.0);
         orchestrator.stop(&project).await.unwrap();
     }
     to_pod.sort_by(f64::total_cmp);

@@ -172,6 +172,22 @@ impl Cluster {
         kube::Client::try_from(config).unwrap()
     }
 
+    /// An admin client that counts every request it sends in `count`.
+    pub async fn counting_admin(&self, count: std::sync::Arc<std::sync::atomic::AtomicU64>) -> kube::Client {
+        let kubeconfig: kube::config::Kubeconfig = serde_yaml::from_str(&kubeconfig(&self.url, "admintoken")).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let layer = tower::util::MapRequestLayer::new(move |request| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            request
+        });
+        kube::client::ClientBuilder::try_from(config)
+            .unwrap()
+            .with_layer(&layer)
+            .build()
+    }
+
     pub async fn admin(&self) -> kube::Client {
         self.client("admintoken").await
     }

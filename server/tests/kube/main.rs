@@ -251,6 +251,58 @@ async fn start_creates_a_restricted_runner_and_returns_only_once_it_is_ready() {
     assert_eq!(orchestrator.state(&id("alpha")).await, SandboxState::Stopped);
 }
 
+/// The gateway asks a project's state for every request it routes, and the
+/// reaper for every running project: a watch answers, not the API server.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_comes_from_a_watch_not_a_read_per_question() {
+    let cluster = cluster::get();
+    let admin = cluster.admin().await;
+    let ns = namespace(&admin).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = cluster.counting_admin(calls.clone()).await;
+    let backend = Arc::new(backend(counted, settings(&ns, Routing::Gateway)));
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let mut start = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.ensure_running(&spec("watched")).await })
+    };
+    wait_for_pod(&pods, "p-watched", &mut start).await;
+    kubelet_ready(&pods, "p-watched").await;
+    start.await.unwrap().unwrap();
+    // Past the window in which this replica's own start is the answer.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let before = calls.load(Ordering::Relaxed);
+    for _ in 0..200 {
+        assert!(matches!(backend.state(&id("watched")).await, SandboxState::Running(_)));
+    }
+    assert_eq!(backend.running().await, vec![id("watched")]);
+    assert_eq!(backend.state(&id("never-started")).await, SandboxState::Stopped);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        before,
+        "state and running read the API server"
+    );
+
+    // Another replica stops it: this one sees that from its watch.
+    pods.delete("p-watched", &Default::default()).await.unwrap();
+    let mut stopped = false;
+    for _ in 0..100 {
+        if backend.state(&id("watched")).await == SandboxState::Stopped {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stopped, "a pod deleted elsewhere still looks running");
+    assert!(backend.running().await.is_empty());
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        before,
+        "state and running read the API server"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ingress_routing_gives_each_project_an_ingress_and_stop_removes_all() {
     let cluster = cluster::get();

@@ -4,6 +4,7 @@
 //! so any number of control-plane replicas agree, and a restarted one
 //! re-adopts what runs.
 
+mod pod_cache;
 pub mod render;
 pub mod token;
 
@@ -15,6 +16,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 
+use self::pod_cache::PodCache;
 use self::render::{LABEL_OWNER, LABEL_PROJECT, PREVIEW_PORT, RUNNER_PORT, Routing, RunnerSettings, Template};
 use super::{Endpoints, OrchestratorError, SandboxBackend, SandboxSpec, SandboxState};
 use crate::gateway::Upstream;
@@ -39,40 +41,50 @@ pub struct KubernetesBackend {
     template: Template,
     settings: RunnerSettings,
     start_timeout: Duration,
-    /// When each project's pod was last seen ready. The gateway asks for
-    /// every request it routes; within [`READY_FRESH`] the answer comes from
-    /// here instead of the API server.
-    seen_ready: std::sync::Mutex<std::collections::HashMap<ProjectId, std::time::Instant>>,
+    /// What this replica itself just did to each project (started: true,
+    /// stopped: false) and when. Within [`DECIDED_FRESH`] it is the answer,
+    /// since the watch behind `pods_seen` may not have caught up yet.
+    decided: std::sync::Mutex<std::collections::HashMap<ProjectId, (bool, std::time::Instant)>>,
+    /// Every runner pod of this installation, kept by one watch.
+    pods_seen: PodCache,
 }
 
-/// How long a ready pod is taken to be ready without asking again. A pod
-/// stopped by another replica meanwhile costs its users at most this long
-/// of "sandbox unreachable" instead of "not running".
-const READY_FRESH: Duration = Duration::from_secs(2);
+/// How long this replica's own start or stop outweighs what it reads. A
+/// project another replica changes meanwhile is seen that much later.
+const DECIDED_FRESH: Duration = Duration::from_secs(2);
 
 impl KubernetesBackend {
+    /// Starts watching this installation's runner pods: call it inside a
+    /// Tokio runtime.
     pub fn new(client: Client, template: Template, settings: RunnerSettings, start_timeout: Duration) -> Self {
+        let pods_seen = PodCache::watch(
+            Api::namespaced(client.clone(), &settings.namespace),
+            &settings.namespace,
+            &render::owner_selector(&settings.owner),
+        );
         Self {
             client,
             template,
             settings,
             start_timeout,
-            seen_ready: Default::default(),
+            decided: Default::default(),
+            pods_seen,
         }
     }
 
-    fn remember_ready(&self, project: &ProjectId, ready: bool) {
-        let mut seen = self.seen_ready.lock().unwrap_or_else(|e| e.into_inner());
-        if ready {
-            seen.insert(project.clone(), std::time::Instant::now());
-        } else {
-            seen.remove(project);
-        }
+    fn remember(&self, project: &ProjectId, running: bool) {
+        let mut decided = self.decided.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        decided.retain(|_, (_, at)| now.duration_since(*at) < DECIDED_FRESH);
+        decided.insert(project.clone(), (running, now));
     }
 
-    fn recently_ready(&self, project: &ProjectId) -> bool {
-        let seen = self.seen_ready.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(project).is_some_and(|at| at.elapsed() < READY_FRESH)
+    fn recently_decided(&self, project: &ProjectId) -> Option<bool> {
+        let decided = self.decided.lock().unwrap_or_else(|e| e.into_inner());
+        decided
+            .get(project)
+            .filter(|(_, at)| at.elapsed() < DECIDED_FRESH)
+            .map(|(running, _)| *running)
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -283,12 +295,12 @@ impl SandboxBackend for KubernetesBackend {
             let _ = self.stop(&spec.project).await;
             return Err(e);
         }
-        self.remember_ready(&spec.project, true);
+        self.remember(&spec.project, true);
         Ok(self.endpoints(&spec.project))
     }
 
     async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
-        self.remember_ready(project, false);
+        self.remember(project, false);
         let name = render::object_name(project);
         if self
             .own_pod(project)
@@ -323,10 +335,21 @@ impl SandboxBackend for KubernetesBackend {
     }
 
     async fn state(&self, project: &ProjectId) -> SandboxState {
-        if self.recently_ready(project) {
-            return SandboxState::Running(self.endpoints(project));
+        match self.recently_decided(project) {
+            Some(true) => return SandboxState::Running(self.endpoints(project)),
+            Some(false) => return SandboxState::Stopped,
+            None => {}
         }
-        let state = match self.own_pod(project).await {
+        let name = render::object_name(project);
+        let pod = match self.pods_seen.get(&name) {
+            // The watch selects this installation's pods; the name could
+            // still be another project's in a hash collision.
+            Some(seen) => Ok(seen
+                .filter(|pod| belongs(&pod.metadata, project, &self.settings.owner))
+                .map(|pod| (*pod).clone())),
+            None => self.own_pod(project).await,
+        };
+        match pod {
             Ok(None) => SandboxState::Stopped,
             Ok(Some(pod)) => match readiness(Some(&pod)) {
                 _ if pod.metadata.deletion_timestamp.is_some() => SandboxState::Stopping,
@@ -335,26 +358,28 @@ impl SandboxBackend for KubernetesBackend {
                 Readiness::Failed(detail) => SandboxState::Failed { detail },
             },
             Err(e) => SandboxState::Failed { detail: e.to_string() },
-        };
-        self.remember_ready(project, matches!(state, SandboxState::Running(_)));
-        state
+        }
     }
 
     async fn running(&self) -> Vec<ProjectId> {
-        let selector = render::owner_selector(&self.settings.owner);
-        match self.pods().list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_PROJECT))
-                .filter_map(|id| ProjectId::parse(id).ok())
-                .collect(),
-            Err(e) => {
-                tracing::warn!("listing runner pods: {e}");
-                Vec::new()
+        let pods = match self.pods_seen.all() {
+            Some(seen) => seen.iter().map(|pod| (**pod).clone()).collect(),
+            None => {
+                let selector = render::owner_selector(&self.settings.owner);
+                match self.pods().list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => list.items,
+                    Err(e) => {
+                        tracing::warn!("listing runner pods: {e}");
+                        return Vec::new();
+                    }
+                }
             }
-        }
+        };
+        pods.iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_PROJECT))
+            .filter_map(|id| ProjectId::parse(id).ok())
+            .collect()
     }
 
     async fn forget(&self, _project: &ProjectId) {
