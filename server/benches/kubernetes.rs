@@ -8,7 +8,9 @@
 //! - creating then deleting `BENCH_K8S_PROJECTS` (default 1,000) projects,
 //!   16 at a time: wall time, the orchestrator's API calls per project
 //!   (counted on its own client), and the API server's own request count
-//!   over the run (from its `/metrics`, which includes the kubelet's part).
+//!   over the run (from its `/metrics`, which includes the kubelet's part);
+//! - a 10,000-file / 100 MB project restored through the storage gateway,
+//!   against the same restore straight from the same (local) storage.
 
 // The tests' cluster, of which the benchmark uses a part.
 #[allow(dead_code)]
@@ -20,14 +22,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloudcode_proto::storage::gateway::GatewayStore;
+use cloudcode_proto::storage::local::LocalStore;
+use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore};
+use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::token::TokenIssuer;
 use cloudcode_server::orchestrator::Orchestrator;
 use cloudcode_server::orchestrator::kubernetes::KubernetesBackend;
 use cloudcode_server::orchestrator::kubernetes::render::{
     DEFAULT_TEMPLATE, Resources, Routing, RunnerSettings, RunnerStorage, Template,
 };
+use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::projects::ProjectId;
+use cloudcode_server::storage_gateway::{self, GatewayState};
 use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -230,4 +239,82 @@ async fn main() {
         "API server requests over the run: {server:.0} ({:.1} per project, the kubelet's status patch and this count's reads included)",
         server / projects as f64
     );
+
+    // 3. A project restored through the storage gateway, against the same
+    // restore straight from the same storage.
+    let project = id("restore-bench".into());
+    orchestrator.start(&project).await.unwrap();
+    let pod = pods.get("p-restore-bench").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path().join("storage")).unwrap());
+    let file = bytes::Bytes::from(vec![b'x'; 10 * 1024]);
+    futures_util::stream::iter(0..10_000)
+        .map(|i| {
+            let (store, file) = (store.clone(), file.clone());
+            async move {
+                let key = ObjectKey::parse(&format!("code/restore-bench/d{}/f{i}.txt", i % 100)).unwrap();
+                store.put(&key, file).await.unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let auth = PodTokenAuthenticator::new(admin.clone(), NAMESPACE, "bench", Duration::from_secs(30));
+    let gateway = Arc::new(GatewayState {
+        store: store.clone(),
+        auth: Arc::new(auth),
+        max_object_size: 1 << 30,
+        spool_dir: dir.path().join("spool"),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { storage_gateway::serve(listener, gateway).await.unwrap() });
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, runner_token(&admin, &pod).await).unwrap();
+    let through_gateway: Arc<dyn ObjectStore> = Arc::new(GatewayStore::new(&url, &token_file).unwrap());
+    for (name, store) in [
+        ("straight from storage", store),
+        ("through the storage gateway", through_gateway),
+    ] {
+        let workspace = tempfile::tempdir().unwrap();
+        let handle = cap_std::fs::Dir::open_ambient_dir(workspace.path(), cap_std::ambient_authority()).unwrap();
+        let persister = Persister::new(
+            store,
+            KeyPrefix::parse("code/restore-bench").unwrap(),
+            handle,
+            workspace.path().to_path_buf(),
+            Duration::from_millis(100),
+        );
+        let started = Instant::now();
+        let restored = persister.restore().await.unwrap();
+        println!(
+            "restore of {restored} files / 100 MB {name}: {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// What the kubelet projects into a runner pod: its bound storage token.
+async fn runner_token(admin: &kube::Client, pod: &Pod) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["cloudcode-storage".into()],
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(3600),
+        },
+        ..Default::default()
+    };
+    accounts
+        .create_token_request("cloudcode-runner", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use cloudcode_proto::storage::ObjectStore;
 use cloudcode_proto::storage::local::LocalStore;
@@ -202,10 +203,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move { state.orchestrator.resume().await });
     }
-    if let Some((listener, router)) = storage_gateway {
+    if let Some((listener, gateway)) = storage_gateway {
         tracing::info!(addr = ?listener.local_addr().ok(), "storage gateway for runner pods");
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = storage_gateway::serve(listener, gateway).await {
                 tracing::error!("the storage gateway stopped: {e}");
             }
         });
@@ -217,7 +218,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         credentials.api_token
     );
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
+    axum::serve(listener.tap_io(no_delay), router(state))
         .with_graceful_shutdown(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -232,6 +233,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Terminal frames and small answers go out at once, not after the
+/// client's delayed ACK (Nagle's algorithm).
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY: {e}");
+    }
+}
+
 /// The Kubernetes backend from the settings: the cluster of KUBECONFIG, or
 /// of the pod's own service account when the server runs in one; and, with
 /// gateway storage, the storage gateway's listener and routes.
@@ -239,7 +248,10 @@ async fn kubernetes_backend(
     config: &Config,
     store: Arc<dyn ObjectStore>,
     data_dir: &std::path::Path,
-) -> anyhow::Result<(Arc<dyn SandboxBackend>, Option<(tokio::net::TcpListener, axum::Router)>)> {
+) -> anyhow::Result<(
+    Arc<dyn SandboxBackend>,
+    Option<(tokio::net::TcpListener, Arc<storage_gateway::GatewayState>)>,
+)> {
     let k8s = &config.kubernetes;
     let gateway = k8s.k8s_storage == "gateway";
     anyhow::ensure!(
@@ -312,16 +324,16 @@ async fn kubernetes_backend(
             &settings.owner,
             std::time::Duration::from_secs(k8s.k8s_storage_token_cache_secs),
         );
-        let router = storage_gateway::router(Arc::new(storage_gateway::GatewayState {
+        let state = Arc::new(storage_gateway::GatewayState {
             store,
             auth: Arc::new(auth),
             max_object_size: k8s.k8s_storage_max_object_bytes,
             spool_dir: data_dir.join("spool"),
-        }));
+        });
         let listener = tokio::net::TcpListener::bind(k8s.k8s_storage_gateway_listen)
             .await
             .with_context(|| format!("binding the storage gateway to {}", k8s.k8s_storage_gateway_listen))?;
-        Some((listener, router))
+        Some((listener, state))
     } else {
         None
     };

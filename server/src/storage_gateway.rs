@@ -20,6 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bytes::Bytes;
 use cloudcode_proto::storage::gateway::{CopyRequest, ListedObject};
@@ -56,6 +57,18 @@ pub struct GatewayState {
     pub max_object_size: u64,
     /// Where large uploads and downloads are spooled (unlinked files).
     pub spool_dir: PathBuf,
+}
+
+/// Serves the gateway on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<GatewayState>) -> std::io::Result<()> {
+    // Answers come in several segments; with Nagle's algorithm each small
+    // object waited for the client's delayed ACK (about 40 ms).
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(listener, router(state)).await
 }
 
 pub fn router(state: Arc<GatewayState>) -> Router {

@@ -64,15 +64,15 @@ async fn running_pod(
 /// Serves the gateway on a free loopback port over `store`.
 async fn serve_gateway(admin: &kube::Client, ns: &str, store: Arc<dyn ObjectStore>, spool: &Path) -> String {
     let auth = PodTokenAuthenticator::new(admin.clone(), ns, "test", Duration::ZERO);
-    let router = storage_gateway::router(Arc::new(GatewayState {
+    let gateway = Arc::new(GatewayState {
         store,
         auth: Arc::new(auth),
         max_object_size: 64 * 1024 * 1024,
         spool_dir: spool.to_path_buf(),
-    }));
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move { storage_gateway::serve(listener, gateway).await.unwrap() });
     url
 }
 
