@@ -55,7 +55,7 @@ pub struct GatewayState {
     pub auth: Arc<dyn Authenticator>,
     /// Largest object accepted, in bytes.
     pub max_object_size: u64,
-    /// Where large uploads and downloads are spooled (unlinked files).
+    /// Where large uploads are spooled before they are stored.
     pub spool_dir: PathBuf,
 }
 
@@ -172,18 +172,15 @@ struct PrefixQuery {
 }
 
 async fn get_object(State(state): State<Arc<GatewayState>>, AuthorizedKey(key): AuthorizedKey) -> Answer {
-    // Through an unlinked spool file: the object is never whole in memory,
-    // and the length is known before the first byte is sent.
-    let spool = spool_file(&state).await?;
-    let length = state
-        .store
-        .get_to_file(&key, &spool.path)
-        .await
-        .map_err(storage_error)?;
-    let file = tokio::fs::File::open(&spool.path).await.map_err(spool_error)?;
-    drop(spool);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    Ok(([(header::CONTENT_LENGTH, length.to_string())], body).into_response())
+    // Streamed as storage delivers it: the object is never whole in memory.
+    // A storage error mid-way cuts the body short of its Content-Length, so
+    // the caller sees a failed read, never a short object.
+    let object = state.store.get_stream(&key).await.map_err(storage_error)?;
+    let mut response = Body::from_stream(object.body).into_response();
+    if let Some(size) = object.size {
+        response.headers_mut().insert(header::CONTENT_LENGTH, size.into());
+    }
+    Ok(response)
 }
 
 async fn put_object(

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, StorageError};
+use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, ObjectStream, StorageError};
 use crate::path::RESERVED_PREFIX;
 
 #[derive(Debug, Clone)]
@@ -122,6 +122,39 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ObjectStream, StorageError> {
+        let file = match tokio::fs::File::open(self.path_of(key)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::NotFound(key.to_string())),
+            Err(e) => return Err(unavailable("get", key, e)),
+        };
+        let size = match file.metadata().await {
+            Ok(m) if m.is_dir() => return Err(StorageError::NotFound(key.to_string())),
+            Ok(m) => m.len(),
+            Err(e) => return Err(unavailable("get", key, e)),
+        };
+        let key = key.clone();
+        // try_unfold ends the stream after its first error.
+        let chunks = futures_util::stream::try_unfold(file, move |mut file| {
+            let key = key.clone();
+            async move {
+                let mut chunk = vec![0u8; STREAM_CHUNK];
+                match file.read(&mut chunk).await {
+                    Ok(0) => Ok(None),
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        Ok(Some((Bytes::from(chunk), file)))
+                    }
+                    Err(e) => Err(unavailable("get", &key, e)),
+                }
+            }
+        });
+        Ok(ObjectStream {
+            size: Some(size),
+            body: Box::pin(chunks),
+        })
+    }
+
     async fn get_to_file(&self, key: &ObjectKey, dest: &Path) -> Result<u64, StorageError> {
         let mut input = match tokio::fs::File::open(self.path_of(key)).await {
             Ok(f) => f,
@@ -178,6 +211,9 @@ impl ObjectStore for LocalStore {
         self.put_file(to, source).await
     }
 }
+
+/// Largest chunk a streamed read yields.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// A temporary file older than this was left by a writer that died (a
 /// kill -9 mid-write); no live write takes that long to land.
@@ -248,6 +284,30 @@ fn list_blocking(root: &Path, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stream_tells_the_length_then_yields_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..3 * STREAM_CHUNK as u32 + 7).map(|i| (i % 251) as u8).collect();
+        let key = ObjectKey::parse("code/a/big.bin").unwrap();
+        store.put(&key, Bytes::from(data.clone())).await.unwrap();
+        let object = store.get_stream(&key).await.unwrap();
+        assert_eq!(object.size, Some(data.len() as u64));
+        let chunks: Vec<Bytes> = futures_util::TryStreamExt::try_collect(object.body).await.unwrap();
+        assert_eq!(chunks.len(), 4, "read in chunks, not whole");
+        assert!(chunks.concat() == data);
+        let missing = ObjectKey::parse("code/a/missing").unwrap();
+        assert!(matches!(
+            store.get_stream(&missing).await.map(drop),
+            Err(StorageError::NotFound(_))
+        ));
+        let a_dir = ObjectKey::parse("code/a").unwrap();
+        assert!(matches!(
+            store.get_stream(&a_dir).await.map(drop),
+            Err(StorageError::NotFound(_))
+        ));
+    }
 
     #[tokio::test]
     async fn listing_sweeps_temporaries_of_dead_writers_only() {

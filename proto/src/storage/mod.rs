@@ -138,6 +138,13 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// An object being read: see [`ObjectStore::get_stream`].
+pub struct ObjectStream {
+    /// The length, when storage tells it before the bytes.
+    pub size: Option<u64>,
+    pub body: futures_util::stream::BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `body` under `key`, replacing any object there.
@@ -149,6 +156,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn put_file(&self, key: &ObjectKey, source: tokio::fs::File) -> Result<(), StorageError>;
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError>;
+
+    /// The object's length and its bytes as they arrive: for passing an
+    /// object on without holding it whole. An error mid-stream ends it.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ObjectStream, StorageError> {
+        let body = self.get(key).await?;
+        Ok(ObjectStream {
+            size: Some(body.len() as u64),
+            body: Box::pin(futures_util::stream::once(async move { Ok(body) })),
+        })
+    }
 
     /// Streams the object into `dest`, creating or truncating it; returns
     /// the byte count.

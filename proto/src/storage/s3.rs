@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, StorageError};
+use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, ObjectStream, StorageError};
 
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -212,7 +212,7 @@ impl S3Store {
         Ok(())
     }
 
-    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
+    async fn object_body(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
         match self
             .client
             .get_object()
@@ -298,7 +298,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
-        let body = self.get_stream(key).await?;
+        let body = self.object_body(key).await?;
         let data = body
             .collect()
             .await
@@ -306,8 +306,40 @@ impl ObjectStore for S3Store {
         Ok(data.into_bytes())
     }
 
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ObjectStream, StorageError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if is_not_found(&e) => return Err(StorageError::NotFound(key.to_string())),
+            Err(e) => return Err(service_error("get", key.as_str(), e)),
+        };
+        let size = out.content_length.and_then(|n| u64::try_from(n).ok());
+        let key = key.clone();
+        // try_unfold ends the stream after its first error.
+        let chunks = futures_util::stream::try_unfold(out.body, move |mut body| {
+            let key = key.clone();
+            async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(service_error("get body", key.as_str(), e)),
+                }
+            }
+        });
+        Ok(ObjectStream {
+            size,
+            body: Box::pin(chunks),
+        })
+    }
+
     async fn get_to_file(&self, key: &ObjectKey, dest: &Path) -> Result<u64, StorageError> {
-        let mut body = self.get_stream(key).await?;
+        let mut body = self.object_body(key).await?;
         let local = |e| StorageError::LocalIo {
             path: dest.display().to_string(),
             source: e,

@@ -50,6 +50,16 @@ async fn s3_store_contract() {
         .unwrap();
     assert_eq!(n, big.len() as u64);
     assert!(std::fs::read(dir.path().join("back")).unwrap() == big);
+    // ...and as a stream, its length told first.
+    let streamed = store.get_stream(&key("code/a/big.bin")).await.unwrap();
+    assert_eq!(streamed.size, Some(big.len() as u64));
+    let chunks: Vec<Bytes> = futures_util::TryStreamExt::try_collect(streamed.body).await.unwrap();
+    assert!(chunks.len() > 1, "not streamed");
+    assert!(chunks.concat() == big);
+    assert!(matches!(
+        store.get_stream(&key("code/a/missing")).await.map(drop),
+        Err(StorageError::NotFound(_))
+    ));
 
     // More than 1000 objects: every page, no loop, prefix on a boundary.
     let many = KeyPrefix::parse("code/many").unwrap();
