@@ -3,7 +3,7 @@
 //! [`Effect`]s that the event loop in `main.rs` carries out, so all of it is
 //! testable with ratatui's TestBackend.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -114,8 +114,11 @@ pub struct Ide {
     /// in percent: both changed with Alt-arrows or by dragging a border.
     pub tree_width: u16,
     pub terminal_percent: u16,
-    /// Files asked for and not yet arrived, so a second Enter opens one tab.
-    opening: HashSet<WorkspacePath>,
+    /// Files asked for and not yet arrived (so a second Enter opens one
+    /// tab), each with the focus when it was asked for: the editor takes
+    /// the focus when the file arrives only if the user has not moved it
+    /// meanwhile.
+    opening: HashMap<WorkspacePath, Focus>,
     /// The first connection opens a shell and the starter file.
     greeted: bool,
     /// A border being dragged with the mouse.
@@ -306,7 +309,7 @@ impl App {
             // A fifth of the width, within reason, until the user drags it.
             tree_width: (self.size.width / 5).clamp(16, 32),
             terminal_percent: 40,
-            opening: HashSet::new(),
+            opening: HashMap::new(),
             greeted: false,
             dragging: None,
             focus_next_terminal: false,
@@ -693,7 +696,8 @@ impl App {
             ide.focus = Focus::Editor;
             return;
         }
-        if ide.opening.insert(path.clone()) {
+        if !ide.opening.contains_key(&path) {
+            ide.opening.insert(path.clone(), ide.focus);
             self.session(Command::Read(path));
         }
     }
@@ -1053,7 +1057,7 @@ impl App {
                 Err(e) => self.error(format!("listing files failed: {e}")),
             },
             Update::Read { path, result } => {
-                let was_opening = ide.opening.remove(&path);
+                let asked_with_focus = ide.opening.remove(&path);
                 match result.map_err(|e| e.to_string()).and_then(|(data, version)| {
                     editor::decode(&path, &data)
                         .map(|text| (text, version))
@@ -1061,9 +1065,11 @@ impl App {
                 }) {
                     Ok((text, version)) => match ide.editor.find(&path) {
                         Some(buffer) => buffer.reload(&text, version),
-                        None if was_opening => {
+                        None if asked_with_focus.is_some() => {
                             ide.editor.open(Buffer::new(path, &text, version));
-                            ide.focus = Focus::Editor;
+                            if asked_with_focus == Some(ide.focus) {
+                                ide.focus = Focus::Editor;
+                            }
                         }
                         None => {}
                     },
@@ -1192,7 +1198,7 @@ impl App {
         if !ide.greeted {
             ide.greeted = true;
             if let Ok(path) = WorkspacePath::parse(starter_file(&ide.project.language)) {
-                ide.opening.insert(path.clone());
+                ide.opening.insert(path.clone(), ide.focus);
                 commands.push(Command::Read(path));
             }
         }

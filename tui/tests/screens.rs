@@ -391,6 +391,54 @@ fn binary_files_are_refused_politely() {
     assert_eq!(app.ide.as_ref().unwrap().editor.tabs.len(), 1);
 }
 
+/// A user who moves to the terminal while the starter file is still on its
+/// way keeps the terminal: the file's arrival does not take the keys back.
+#[test]
+fn a_file_that_arrives_late_does_not_steal_the_focus() {
+    let mut app = App::new("s".into());
+    app.handle(Input::Created(Ok(project("demo", "python"))));
+    update(
+        &mut app,
+        Update::Connection(Connection::Connected {
+            preview_url: "http://demo.preview.localhost:8080/".into(),
+        }),
+    );
+    update(
+        &mut app,
+        Update::TermOpened {
+            term: 4,
+            purpose: TermPurpose::Shell,
+            cols: 62,
+            rows: 7,
+        },
+    );
+    app.take_effects();
+    key_with(&mut app, KeyCode::Char('3'), KeyModifiers::ALT);
+    update(
+        &mut app,
+        Update::Read {
+            path: p("main.py"),
+            result: Ok((b"print('hi')\n".to_vec(), "v1".into())),
+        },
+    );
+    let lines = screen(&mut app, 80, 24);
+    assert!(shows(&lines, "main.py"), "the file opens: {lines:#?}");
+    assert!(shows(&lines, "┏ 1 shell"), "the terminal keeps the focus: {lines:#?}");
+    type_text(&mut app, "ls");
+    let sent: Vec<u8> = sessions(app.take_effects())
+        .into_iter()
+        .flat_map(|c| match c {
+            Command::Input { term: 4, data } => data.to_vec(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sent, b"ls");
+
+    // Left where it was asked from, the editor takes the focus as before.
+    let mut app = ide();
+    assert!(shows(&screen(&mut app, 80, 24), "┏ main.py"));
+}
+
 #[test]
 fn terminal_output_is_drawn_and_keys_go_to_the_shell() {
     let mut app = ide();
