@@ -258,6 +258,13 @@ async fn kubernetes_backend(
         gateway || config.storage == "s3",
         "--k8s-storage direct needs --storage s3: runner pods then reach object storage themselves"
     );
+    if config.storage != "s3" {
+        // Replicas share nothing but the cluster and storage: with a local
+        // directory each would see different projects.
+        tracing::warn!(
+            "the Kubernetes backend with local storage keeps projects on this server's disk: run a single replica, or use --storage s3"
+        );
+    }
     let template_text = match &k8s.k8s_template {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => cloudcode_server::orchestrator::kubernetes::render::DEFAULT_TEMPLATE.to_string(),
