@@ -260,12 +260,12 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let auth = PodTokenAuthenticator::new(admin.clone(), NAMESPACE, "bench", Duration::from_secs(30));
-    let gateway = Arc::new(GatewayState {
-        store: store.clone(),
-        auth: Arc::new(auth),
-        max_object_size: 1 << 30,
-        spool_dir: dir.path().join("spool"),
-    });
+    let gateway = Arc::new(GatewayState::new(
+        store.clone(),
+        Arc::new(auth),
+        1 << 30,
+        dir.path().join("spool"),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { storage_gateway::serve(listener, gateway).await.unwrap() });

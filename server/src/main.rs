@@ -331,12 +331,12 @@ async fn kubernetes_backend(
             &settings.owner,
             std::time::Duration::from_secs(k8s.k8s_storage_token_cache_secs),
         );
-        let state = Arc::new(storage_gateway::GatewayState {
+        let state = Arc::new(storage_gateway::GatewayState::new(
             store,
-            auth: Arc::new(auth),
-            max_object_size: k8s.k8s_storage_max_object_bytes,
-            spool_dir: data_dir.join("spool"),
-        });
+            Arc::new(auth),
+            k8s.k8s_storage_max_object_bytes,
+            data_dir.join("spool"),
+        ));
         let listener = tokio::net::TcpListener::bind(k8s.k8s_storage_gateway_listen)
             .await
             .with_context(|| format!("binding the storage gateway to {}", k8s.k8s_storage_gateway_listen))?;

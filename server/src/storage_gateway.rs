@@ -9,13 +9,16 @@
 //! `orchestrator::kubernetes::token`). The wire format is in
 //! `cloudcode_proto::storage::gateway`.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,12 +54,58 @@ pub trait Authenticator: Send + Sync {
 }
 
 pub struct GatewayState {
-    pub store: Arc<dyn ObjectStore>,
-    pub auth: Arc<dyn Authenticator>,
+    store: Arc<dyn ObjectStore>,
+    auth: Arc<dyn Authenticator>,
     /// Largest object accepted, in bytes.
-    pub max_object_size: u64,
+    max_object_size: u64,
     /// Where large uploads are spooled before they are stored.
-    pub spool_dir: PathBuf,
+    spool_dir: PathBuf,
+    refusals: RefusalLimiter,
+}
+
+impl GatewayState {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        auth: Arc<dyn Authenticator>,
+        max_object_size: u64,
+        spool_dir: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            auth,
+            max_object_size,
+            spool_dir,
+            refusals: RefusalLimiter::default(),
+        }
+    }
+}
+
+/// Refused tokens a caller may present per [`REFUSAL_WINDOW`] before it is
+/// answered 429 without its token being checked: checking costs the API
+/// server a TokenReview, and made-up tokens must not buy an unlimited
+/// number of them.
+const REFUSALS_ALLOWED: u32 = 30;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts refused tokens per caller address.
+#[derive(Default)]
+struct RefusalLimiter {
+    by_peer: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl RefusalLimiter {
+    fn exhausted(&self, peer: IpAddr) -> bool {
+        let by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        by_peer
+            .get(&peer)
+            .is_some_and(|(count, since)| since.elapsed() < REFUSAL_WINDOW && *count >= REFUSALS_ALLOWED)
+    }
+
+    fn record(&self, peer: IpAddr) {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        by_peer.retain(|_, (_, since)| since.elapsed() < REFUSAL_WINDOW);
+        by_peer.entry(peer).or_insert((0, Instant::now())).0 += 1;
+    }
 }
 
 /// Serves the gateway on `listener` until the task is dropped.
@@ -68,7 +117,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<GatewayState>) 
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, router(state)).await
+    // The caller's address, for the refusal limit.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await
 }
 
 pub fn router(state: Arc<GatewayState>) -> Router {
@@ -117,8 +168,31 @@ fn storage_error(e: StorageError) -> Refusal {
 
 type Answer = Result<Response, Refusal>;
 
-/// The caller's project prefix (`code/<project>/`), or the refusal.
-async fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<KeyPrefix, Refusal> {
+/// The caller's project prefix (`code/<project>/`), once its token is
+/// accepted.
+struct CallerPrefix(KeyPrefix);
+
+impl FromRequestParts<Arc<GatewayState>> for CallerPrefix {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<GatewayState>) -> Result<Self, Refusal> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        authorize(state, &parts.headers, peer).await.map(Self)
+    }
+}
+
+async fn authorize(state: &GatewayState, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<KeyPrefix, Refusal> {
+    if let Some(peer) = peer
+        && state.refusals.exhausted(peer)
+    {
+        return Err(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{REFUSALS_ALLOWED} refused tokens within {REFUSAL_WINDOW:?}: wait"),
+        ));
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -127,7 +201,12 @@ async fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<KeyPrefi
         .filter(|t| !t.is_empty())
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
     let project = state.auth.project_of(token).await.map_err(|e| match e {
-        AuthError::Refused(why) => error(StatusCode::UNAUTHORIZED, format!("token refused: {why}")),
+        AuthError::Refused(why) => {
+            if let Some(peer) = peer {
+                state.refusals.record(peer);
+            }
+            error(StatusCode::UNAUTHORIZED, format!("token refused: {why}"))
+        }
         AuthError::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check tokens: {why}")),
     })?;
     KeyPrefix::parse(&format!("code/{project}")).map_err(storage_error)
@@ -158,7 +237,7 @@ impl FromRequestParts<Arc<GatewayState>> for AuthorizedKey {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<GatewayState>) -> Result<Self, Refusal> {
-        let prefix = authorize(state, &parts.headers).await?;
+        let CallerPrefix(prefix) = CallerPrefix::from_request_parts(parts, state).await?;
         let Query(query) = Query::<KeyQuery>::from_request_parts(parts, state)
             .await
             .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -256,8 +335,11 @@ async fn delete_object(State(state): State<Arc<GatewayState>>, AuthorizedKey(key
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list(State(state): State<Arc<GatewayState>>, headers: HeaderMap, Query(query): Query<PrefixQuery>) -> Answer {
-    let project = authorize(&state, &headers).await?;
+async fn list(
+    State(state): State<Arc<GatewayState>>,
+    CallerPrefix(project): CallerPrefix,
+    Query(query): Query<PrefixQuery>,
+) -> Answer {
     let prefix = KeyPrefix::parse(&query.prefix).map_err(storage_error)?;
     if !prefix.as_str().starts_with(project.as_str()) {
         return Err(error(
@@ -280,8 +362,7 @@ async fn list(State(state): State<Arc<GatewayState>>, headers: HeaderMap, Query(
     Ok(Json(listed).into_response())
 }
 
-async fn copy(State(state): State<Arc<GatewayState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    let prefix = authorize(&state, &headers).await?;
+async fn copy(State(state): State<Arc<GatewayState>>, CallerPrefix(prefix): CallerPrefix, body: Bytes) -> Answer {
     let request: CopyRequest = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not a copy request: {e}")))?;
     let from = key_within(&request.from, &prefix)?;

@@ -64,12 +64,12 @@ async fn running_pod(
 /// Serves the gateway on a free loopback port over `store`.
 async fn serve_gateway(admin: &kube::Client, ns: &str, store: Arc<dyn ObjectStore>, spool: &Path) -> String {
     let auth = PodTokenAuthenticator::new(admin.clone(), ns, "test", Duration::ZERO);
-    let gateway = Arc::new(GatewayState {
+    let gateway = Arc::new(GatewayState::new(
         store,
-        auth: Arc::new(auth),
-        max_object_size: 64 * 1024 * 1024,
-        spool_dir: spool.to_path_buf(),
-    });
+        Arc::new(auth),
+        64 * 1024 * 1024,
+        spool.to_path_buf(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { storage_gateway::serve(listener, gateway).await.unwrap() });
@@ -440,5 +440,35 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
     assert_eq!(
         store.get(&key("code/gw-runner/last.txt")).await.unwrap(),
         &b"written just before SIGTERM\n"[..]
+    );
+}
+
+/// Made-up tokens cost the API server a TokenReview each: a caller gets 30
+/// a minute, then 429 without a review.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_tokens_are_limited_per_caller() {
+    let cluster = cluster::get();
+    let admin = cluster.admin().await;
+    let ns = namespace(&admin).await;
+    let reviews = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = cluster.counting_admin(reviews.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path().join("storage")).unwrap());
+    let url = serve_gateway(&counted, &ns, store, &dir.path().join("spool")).await;
+    let object = "/v1/storage/object?key=code/p/x";
+    for attempt in 0..30 {
+        let status = status_of(&url, "GET", object, Some(&format!("made.up.{attempt}")), b"").await;
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    let reviewed = reviews.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(reviewed >= 30, "each refusal was a review: {reviewed}");
+    for attempt in 30..40 {
+        let status = status_of(&url, "GET", object, Some(&format!("made.up.{attempt}")), b"").await;
+        assert_eq!(status, 429, "attempt {attempt}");
+    }
+    assert_eq!(
+        reviews.load(std::sync::atomic::Ordering::Relaxed),
+        reviewed,
+        "no review once the limit is reached"
     );
 }

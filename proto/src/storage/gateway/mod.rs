@@ -16,7 +16,8 @@
 //! - `POST /v1/storage/copy` with a JSON [`CopyRequest`].
 //!
 //! 401 is a missing or refused token, 403 a key outside the token's
-//! project, 413 an object over the gateway's limit, 503 storage down.
+//! project, 413 an object over the gateway's limit, 429 too many refused
+//! tokens from one caller, 503 storage down.
 
 #[cfg(feature = "gateway")]
 mod client;
