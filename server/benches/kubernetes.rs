@@ -36,7 +36,6 @@ use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::projects::ProjectId;
 use cloudcode_server::storage_gateway::{self, GatewayState};
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -270,7 +269,11 @@ async fn main() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { storage_gateway::serve(listener, gateway).await.unwrap() });
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, runner_token(&admin, &pod).await).unwrap();
+    std::fs::write(
+        &token_file,
+        cluster::pod_token(&admin, NAMESPACE, &pod, "cloudcode-storage").await,
+    )
+    .unwrap();
     let through_gateway: Arc<dyn ObjectStore> = Arc::new(GatewayStore::new(&url, &token_file).unwrap());
     for (name, store) in [
         ("straight from storage", store),
@@ -292,29 +295,4 @@ async fn main() {
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
-}
-
-/// What the kubelet projects into a runner pod: its bound storage token.
-async fn runner_token(admin: &kube::Client, pod: &Pod) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec!["cloudcode-storage".into()],
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(3600),
-        },
-        ..Default::default()
-    };
-    accounts
-        .create_token_request("cloudcode-runner", &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -212,7 +213,8 @@ impl S3Store {
         Ok(())
     }
 
-    async fn object_body(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
+    /// The object, its body not yet read.
+    async fn fetch(&self, key: &ObjectKey) -> Result<GetObjectOutput, StorageError> {
         match self
             .client
             .get_object()
@@ -221,7 +223,7 @@ impl S3Store {
             .send()
             .await
         {
-            Ok(out) => Ok(out.body),
+            Ok(out) => Ok(out),
             Err(e) if is_not_found(&e) => Err(StorageError::NotFound(key.to_string())),
             Err(e) => Err(service_error("get", key.as_str(), e)),
         }
@@ -298,7 +300,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
-        let body = self.object_body(key).await?;
+        let body = self.fetch(key).await?.body;
         let data = body
             .collect()
             .await
@@ -307,18 +309,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_stream(&self, key: &ObjectKey) -> Result<ObjectStream, StorageError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if is_not_found(&e) => return Err(StorageError::NotFound(key.to_string())),
-            Err(e) => return Err(service_error("get", key.as_str(), e)),
-        };
+        let out = self.fetch(key).await?;
         let size = out.content_length.and_then(|n| u64::try_from(n).ok());
         let key = key.clone();
         // try_unfold ends the stream after its first error.
@@ -339,7 +330,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_to_file(&self, key: &ObjectKey, dest: &Path) -> Result<u64, StorageError> {
-        let mut body = self.object_body(key).await?;
+        let mut body = self.fetch(key).await?.body;
         let local = |e| StorageError::LocalIo {
             path: dest.display().to_string(),
             source: e,

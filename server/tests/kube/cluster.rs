@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, PostParams};
+
 pub struct Cluster {
     pub url: String,
     pub admin_kubeconfig: PathBuf,
@@ -200,4 +204,28 @@ impl Cluster {
             .output()
             .unwrap()
     }
+}
+
+/// What the kubelet does for a projected volume: a token of the pod's
+/// service account, bound to the pod, for `audience`.
+pub async fn pod_token(admin: &kube::Client, ns: &str, pod: &Pod, audience: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.to_string()],
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(3600),
+        },
+        ..Default::default()
+    };
+    let answer = accounts
+        .create_token_request("cloudcode-runner", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    answer.status.unwrap().token
 }

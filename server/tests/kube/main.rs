@@ -494,7 +494,7 @@ async fn the_k8s_manifests_apply_and_the_servers_account_has_least_privilege() {
     assert_eq!(backend.running().await, vec![id("rbac-check")]);
     // ...and so does the storage gateway's token review.
     let pod = pods.get("p-rbac-check").await.unwrap();
-    let runner_token = storage::pod_token(&admin, "cloudcode-projects", &pod, "cloudcode-storage").await;
+    let runner_token = cluster::pod_token(&admin, "cloudcode-projects", &pod, "cloudcode-storage").await;
     let reviewer = PodTokenAuthenticator::new(server.clone(), "cloudcode-projects", "test", Duration::ZERO);
     assert_eq!(reviewer.project_of(&runner_token).await.unwrap(), id("rbac-check"));
     backend.stop(&id("rbac-check")).await.unwrap();

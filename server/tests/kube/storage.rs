@@ -12,37 +12,13 @@ use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, StorageError};
 use cloudcode_server::orchestrator::SandboxBackend;
 use cloudcode_server::orchestrator::kubernetes::token::PodTokenAuthenticator;
 use cloudcode_server::storage_gateway::{self, GatewayState};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::cluster::pod_token;
 use super::{backend, cluster, id, kubelet_ready, namespace, settings, spec, wait_for_pod};
 use cloudcode_server::orchestrator::kubernetes::render::Routing;
-
-/// What the kubelet does for a projected volume: a token of the pod's
-/// service account, bound to the pod, for `audience`.
-pub async fn pod_token(admin: &kube::Client, ns: &str, pod: &Pod, audience: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![audience.to_string()],
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(3600),
-        },
-        ..Default::default()
-    };
-    let answer = accounts
-        .create_token_request("cloudcode-runner", &PostParams::default(), &request)
-        .await
-        .unwrap();
-    answer.status.unwrap().token
-}
 
 /// Starts a project's pod, playing the kubelet.
 async fn running_pod(

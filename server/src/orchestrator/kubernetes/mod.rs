@@ -156,6 +156,16 @@ impl KubernetesBackend {
     }
 
     /// Waits until the pod no longer exists: a watch, not a polling loop.
+    fn state_of(&self, project: &ProjectId, pod: Option<&Pod>) -> SandboxState {
+        let Some(pod) = pod else { return SandboxState::Stopped };
+        match readiness(Some(pod)) {
+            _ if pod.metadata.deletion_timestamp.is_some() => SandboxState::Stopping,
+            Readiness::Ready => SandboxState::Running(self.endpoints(project)),
+            Readiness::Waiting(_) => SandboxState::Starting,
+            Readiness::Failed(detail) => SandboxState::Failed { detail },
+        }
+    }
+
     async fn wait_gone(&self, name: &str, timeout: Duration) -> Result<(), OrchestratorError> {
         let gone = kube::runtime::wait::await_condition(self.pods(), name, |pod: Option<&Pod>| pod.is_none());
         match tokio::time::timeout(timeout, gone).await {
@@ -193,6 +203,14 @@ impl KubernetesBackend {
             }
         }
     }
+}
+
+/// The projects of the pods that are not on their way out.
+fn running_projects<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<ProjectId> {
+    pods.filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_PROJECT))
+        .filter_map(|id| ProjectId::parse(id).ok())
+        .collect()
 }
 
 fn belongs(metadata: &kube::api::ObjectMeta, project: &ProjectId, owner: &str) -> bool {
@@ -341,45 +359,32 @@ impl SandboxBackend for KubernetesBackend {
             None => {}
         }
         let name = render::object_name(project);
-        let pod = match self.pods_seen.get(&name) {
+        match self.pods_seen.get(&name) {
             // The watch selects this installation's pods; the name could
             // still be another project's in a hash collision.
-            Some(seen) => Ok(seen
-                .filter(|pod| belongs(&pod.metadata, project, &self.settings.owner))
-                .map(|pod| (*pod).clone())),
-            None => self.own_pod(project).await,
-        };
-        match pod {
-            Ok(None) => SandboxState::Stopped,
-            Ok(Some(pod)) => match readiness(Some(&pod)) {
-                _ if pod.metadata.deletion_timestamp.is_some() => SandboxState::Stopping,
-                Readiness::Ready => SandboxState::Running(self.endpoints(project)),
-                Readiness::Waiting(_) => SandboxState::Starting,
-                Readiness::Failed(detail) => SandboxState::Failed { detail },
+            Some(seen) => {
+                let pod = seen.filter(|pod| belongs(&pod.metadata, project, &self.settings.owner));
+                self.state_of(project, pod.as_deref())
+            }
+            None => match self.own_pod(project).await {
+                Ok(pod) => self.state_of(project, pod.as_ref()),
+                Err(e) => SandboxState::Failed { detail: e.to_string() },
             },
-            Err(e) => SandboxState::Failed { detail: e.to_string() },
         }
     }
 
     async fn running(&self) -> Vec<ProjectId> {
-        let pods = match self.pods_seen.all() {
-            Some(seen) => seen.iter().map(|pod| (**pod).clone()).collect(),
-            None => {
-                let selector = render::owner_selector(&self.settings.owner);
-                match self.pods().list(&ListParams::default().labels(&selector)).await {
-                    Ok(list) => list.items,
-                    Err(e) => {
-                        tracing::warn!("listing runner pods: {e}");
-                        return Vec::new();
-                    }
-                }
+        if let Some(seen) = self.pods_seen.all() {
+            return running_projects(seen.iter().map(|pod| &**pod));
+        }
+        let selector = render::owner_selector(&self.settings.owner);
+        match self.pods().list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => running_projects(list.items.iter()),
+            Err(e) => {
+                tracing::warn!("listing runner pods: {e}");
+                Vec::new()
             }
-        };
-        pods.iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_PROJECT))
-            .filter_map(|id| ProjectId::parse(id).ok())
-            .collect()
+        }
     }
 
     async fn forget(&self, _project: &ProjectId) {
