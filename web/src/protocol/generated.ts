@@ -1,0 +1,166 @@
+// Generated from the Rust types in proto/ (proto/src/typescript.rs): do not edit.
+// Regenerate with: CLOUDCODE_UPDATE_TS=1 cargo test -p cloudcode-proto --features ts
+
+export type Request = { id: number, } & ({ "op": "list", path: string, } | { "op": "stat", path: string, } | { "op": "read", path: string, } | { "op": "write", path: string, size: number, 
+/**
+ * Refuse with `conflict` if the file's current version differs.
+ */
+base_version?: string, 
+/**
+ * Refuse with `already_exists` if the path exists.
+ */
+create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
+/**
+ * Program and arguments; the user's login shell when absent.
+ */
+command?: Array<string>, 
+/**
+ * Flow control: at most this many bytes of output sent beyond the
+ * client's last `TermAck`. Absent: no window (TCP backpressure only).
+ */
+flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number, 
+/**
+ * As in `TermOpen`, for this attachment.
+ */
+flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" });
+
+export type Op = { "op": "list", path: string, } | { "op": "stat", path: string, } | { "op": "read", path: string, } | { "op": "write", path: string, size: number, 
+/**
+ * Refuse with `conflict` if the file's current version differs.
+ */
+base_version?: string, 
+/**
+ * Refuse with `already_exists` if the path exists.
+ */
+create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
+/**
+ * Program and arguments; the user's login shell when absent.
+ */
+command?: Array<string>, 
+/**
+ * Flow control: at most this many bytes of output sent beyond the
+ * client's last `TermAck`. Absent: no window (TCP backpressure only).
+ */
+flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number, 
+/**
+ * As in `TermOpen`, for this attachment.
+ */
+flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" };
+
+export type ServerMessage = { "type": "response", id: number, result: Reply, } | { "type": "error", id?: number, code: ErrorCode, message: string, } | { "type": "event" } & Event;
+
+export type Reply = { "kind": "entries", entries: Array<Entry>, } | { "kind": "entry", entry: Entry, } | { "kind": "read_started", size: number, version: string, } | { "kind": "written", version: string, } | { "kind": "done" } | { "kind": "term_opened", term: number, } | { "kind": "term_attached", term: number, cols: number, rows: number, } | { "kind": "terms", terms: Array<TermInfo>, } | { "kind": "storage", status: StorageStatus, } | { "kind": "pong" };
+
+export type Event = { "event": "welcome", protocol: number, project: string, 
+/**
+ * Largest file a `write` accepts.
+ */
+max_file_size: number, 
+/**
+ * Largest binary frame the runner accepts or sends.
+ */
+max_frame_size: number, } | { "event": "fs_changed", changes: Array<FsChange>, } | { "event": "term_exited", term: number, 
+/**
+ * Exit code; absent when the process was killed by a signal.
+ */
+code?: number, } | { "event": "storage", status: StorageStatus, };
+
+export type EntryKind = "file" | "dir" | "symlink" | "other";
+
+export type Entry = { name: string, path: string, kind: EntryKind, size: number, 
+/**
+ * Milliseconds since the Unix epoch.
+ */
+mtime_ms: number, 
+/**
+ * For symlinks: the link's target as written. Never followed out of the
+ * workspace.
+ */
+target?: string, 
+/**
+ * Opaque; changes whenever the content does. Files only.
+ */
+version?: string, };
+
+export type ChangeKind = "created" | "modified" | "removed";
+
+export type FsChange = { path: string, kind: ChangeKind, };
+
+export type TermInfo = { term: number, cols: number, rows: number, 
+/**
+ * Sequence number of the next output byte.
+ */
+seq: number, attached_clients: number, exited?: number | null, };
+
+export type StorageStatus = { 
+/**
+ * False while storage calls fail; changes queue and are retried.
+ */
+healthy: boolean, 
+/**
+ * Changes waiting to reach storage.
+ */
+pending: number, last_error?: string, };
+
+export type ErrorCode = "bad_request" | "invalid_path" | "not_found" | "already_exists" | "conflict" | "not_a_directory" | "is_a_directory" | "directory_not_empty" | "too_large" | "outside_workspace" | "unknown_terminal" | "storage" | "internal";
+
+export type Language = "node-js" | "python";
+
+export type ProjectRecord = { id: string, language: Language, 
+/**
+ * Milliseconds since the Unix epoch.
+ */
+created_ms: number, };
+
+export type SandboxPhase = "running" | "starting" | "stopping" | "stopped" | "failed";
+
+export type ProjectSummary = { id: string, language: Language, created_ms: number, state: SandboxPhase, 
+/**
+ * Why the sandbox failed, when it did.
+ */
+detail?: string, };
+
+export type ProjectList = { projects: Array<ProjectSummary>, };
+
+export type CreateProject = { id: string, language: string, };
+
+export type ProjectStatus = { replId: string, state: SandboxPhase, detail?: string, };
+
+export type StartedProject = { replId: string, ideUrl: string, wsUrl: string, previewUrl: string, token: string, 
+/**
+ * Unix seconds.
+ */
+tokenExpires: number, };
+
+export type ApiErrorBody = { code: string, message: string, };
+
+export type SessionInfo = { csrf: string, };
+
+export type LanguageInfo = { id: Language, label: string, run: Array<string>, entry: string, };
+
+export type TermId = number;
+
+export const PROTOCOL_VERSION = 1;
+
+export const CSRF_HEADER = "x-cloudcode-csrf";
+
+export const LANGUAGES: readonly LanguageInfo[] = [
+  {
+    "id": "node-js",
+    "label": "Node.js",
+    "run": [
+      "npm",
+      "start"
+    ],
+    "entry": "index.js"
+  },
+  {
+    "id": "python",
+    "label": "Python",
+    "run": [
+      "python3",
+      "main.py"
+    ],
+    "entry": "main.py"
+  }
+];
