@@ -1,3 +1,4 @@
+/// <reference types="vitest/config" />
 import { defineConfig } from 'vite';
 
 // The build is embedded in cloudcode-server (server/build.rs), which serves
