@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import type { Entry, Op, Reply } from '../protocol/generated';
+import { errorText } from './errors';
+import { countFolder } from './count';
+import { planUpload, runUpload, touchedDirs, type UploadItem } from './upload';
+
+const blob = (n: number): Blob => new Blob([new Uint8Array(n)]);
+
+describe('planUpload', () => {
+  it('creates every folder parents first and places files under the target', () => {
+    const items: UploadItem[] = [
+      { relPath: 'photos', kind: 'dir' },
+      { relPath: 'photos/2024', kind: 'dir' },
+      { relPath: 'photos/2024/a.jpg', kind: 'file', blob: blob(3) },
+      { relPath: 'photos/empty', kind: 'dir' },
+      { relPath: 'notes.txt', kind: 'file', blob: blob(5) },
+    ];
+    const plan = planUpload('src', items);
+    expect(plan.dirs).toEqual(['src/photos', 'src/photos/2024', 'src/photos/empty']);
+    expect(plan.files.map((f) => f.path)).toEqual(['src/photos/2024/a.jpg', 'src/notes.txt']);
+    expect(plan.total).toBe(8);
+    expect(plan.topNames).toEqual(['src/photos', 'src/notes.txt']);
+    expect(plan.skipped).toEqual([]);
+    expect(touchedDirs(plan, 'src').sort()).toEqual(['src', 'src/photos', 'src/photos/2024']);
+  });
+
+  it('a folder picked with webkitdirectory brings its parents implicitly', () => {
+    const plan = planUpload('', [{ relPath: 'a/b/c.txt', kind: 'file', blob: blob(1) }]);
+    expect(plan.dirs).toEqual(['a', 'a/b']);
+    expect(plan.files.map((f) => f.path)).toEqual(['a/b/c.txt']);
+  });
+
+  it('skips names the workspace refuses, saying why', () => {
+    const plan = planUpload('', [
+      { relPath: 'ok.txt', kind: 'file', blob: blob(1) },
+      { relPath: 'bad\\name.txt', kind: 'file', blob: blob(1) },
+      { relPath: '.cloudcode-tmp-x', kind: 'file', blob: blob(1) },
+    ]);
+    expect(plan.files.map((f) => f.path)).toEqual(['ok.txt']);
+    expect(plan.skipped).toHaveLength(2);
+    expect(plan.skipped[0]).toContain('bad\\name.txt');
+  });
+});
+
+class FakeClient {
+  ops: Op[] = [];
+  writes: { path: string; size: number }[] = [];
+  existing = new Set<string>(['src']);
+  failOn: string | null = null;
+  maxInFlight = 0;
+  private inFlight = 0;
+  tree: Record<string, Entry[]> = {};
+
+  async request(op: Op): Promise<Reply> {
+    this.ops.push(op);
+    if (op.op === 'create_dir' && this.existing.has(op.path)) {
+      throw Object.assign(new Error(`${op.path}: exists`), { code: 'already_exists' });
+    }
+    return { kind: 'done' };
+  }
+
+  async writeFile(
+    path: string,
+    data: Uint8Array | Blob,
+    opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {},
+  ): Promise<{ version: string }> {
+    const size = data instanceof Blob ? data.size : data.length;
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await Promise.resolve();
+      if (path === this.failOn) throw Object.assign(new Error('disk full'), { code: 'storage' });
+      opts.onProgress?.(Math.floor(size / 2), size);
+      await Promise.resolve();
+      opts.onProgress?.(size, size);
+      this.writes.push({ path, size });
+      return { version: 'v' };
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  async list(path: string): Promise<Entry[]> {
+    const entries = this.tree[path];
+    if (entries === undefined) throw Object.assign(new Error('gone'), { code: 'not_found' });
+    return entries;
+  }
+}
+
+describe('runUpload', () => {
+  it('creates folders (tolerating existing ones), sends every file, reports bytes', async () => {
+    const client = new FakeClient();
+    const plan = planUpload('', [
+      { relPath: 'src/a.txt', kind: 'file', blob: blob(10) },
+      { relPath: 'src/b.txt', kind: 'file', blob: blob(20) },
+      { relPath: 'c', kind: 'dir' },
+    ]);
+    const seen: number[] = [];
+    await runUpload(client, plan, { progress: (_n, _i, sent) => seen.push(sent) }, new AbortController().signal);
+    expect(client.ops).toEqual([{ op: 'create_dir', path: 'c' }, { op: 'create_dir', path: 'src' }]);
+    expect(client.writes.map((w) => w.path).sort()).toEqual(['src/a.txt', 'src/b.txt']);
+    expect(seen[seen.length - 1]).toBe(30);
+    expect(Math.max(...seen)).toBe(30);
+    // Progress never runs backwards.
+    expect(seen).toEqual([...seen].sort((a, b) => a - b));
+  });
+
+  it('small files go a few at a time, a big one alone', async () => {
+    const client = new FakeClient();
+    const many = Array.from({ length: 10 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
+    await runUpload(client, planUpload('', many), { progress: () => undefined }, new AbortController().signal);
+    expect(client.maxInFlight).toBe(4);
+    expect(client.writes).toHaveLength(10);
+  });
+
+  it('fails with the file and the reason in words, and stops', async () => {
+    const client = new FakeClient();
+    client.failOn = 'f1';
+    const items = Array.from({ length: 3 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
+    const plan = planUpload('', items);
+    await expect(runUpload(client, plan, { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
+      'Could not upload "f1": storage failed (disk full).',
+    );
+  });
+
+  it('a cancelled upload sends nothing more', async () => {
+    const client = new FakeClient();
+    const abort = new AbortController();
+    abort.abort();
+    const plan = planUpload('', [{ relPath: 'a', kind: 'file', blob: blob(1) }]);
+    await expect(runUpload(client, plan, { progress: () => undefined }, abort.signal)).rejects.toThrow('cancelled');
+    expect(client.writes).toEqual([]);
+  });
+});
+
+describe('countFolder', () => {
+  const e = (path: string, kind: 'file' | 'dir'): Entry => ({ name: path, path, kind, size: 0, mtime_ms: 0 as never });
+  it('counts files, folders and depth', async () => {
+    const client = new FakeClient();
+    client.tree = {
+      src: [e('src/lib', 'dir'), e('src/a', 'file')],
+      'src/lib': [e('src/lib/deep', 'dir'), e('src/lib/b', 'file'), e('src/lib/c', 'file')],
+      'src/lib/deep': [],
+    };
+    expect(await countFolder(client, 'src')).toEqual({ files: 3, dirs: 2, depth: 2, complete: true });
+  });
+});
+
+describe('errorText', () => {
+  it('says what failed and why', () => {
+    expect(errorText(Object.assign(new Error('x: no such file'), { code: 'not_found' }), 'Could not open "x"')).toBe(
+      'Could not open "x": it does not exist (any more) (x: no such file).',
+    );
+    expect(errorText(Object.assign(new Error('socket closed'), { code: 'disconnected' }), 'Could not save')).toBe(
+      'Could not save: the connection to the sandbox dropped; try again once it is back.',
+    );
+    expect(errorText(new Error('boom'), 'Could not')).toBe('Could not: boom.');
+  });
+});
