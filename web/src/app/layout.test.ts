@@ -18,9 +18,9 @@ describe('layout', () => {
 
   it('drags splitters within bounds', () => {
     const w = 1280;
-    expect(dragSplitter(DEFAULT_LAYOUT, 'tree', 60, 0, w, 600).treeWidth).toBe(300);
+    expect(dragSplitter(DEFAULT_LAYOUT, 'tree', 60, 0, w, 600).treeWidth).toBe(280);
     expect(dragSplitter(DEFAULT_LAYOUT, 'tree', -500, 0, w, 600).treeWidth).toBe(140);
-    expect(dragSplitter(DEFAULT_LAYOUT, 'right', -100, 0, w, 600).rightWidth).toBe(620);
+    expect(dragSplitter(DEFAULT_LAYOUT, 'right', -100, 0, w, 600).rightWidth).toBe(560);
     expect(dragSplitter(DEFAULT_LAYOUT, 'right', 2000, 0, w, 600).rightWidth).toBe(220);
     expect(dragSplitter(DEFAULT_LAYOUT, 'terminal', 0, 60, w, 600).terminalShare).toBeCloseTo(0.65);
     expect(dragSplitter(DEFAULT_LAYOUT, 'terminal', 0, -6000, w, 600).terminalShare).toBe(0.1);

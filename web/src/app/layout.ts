@@ -14,7 +14,7 @@ export interface Layout {
   narrowPane: NarrowPane;
 }
 
-export const DEFAULT_LAYOUT: Layout = { treeWidth: 240, rightWidth: 520, terminalShare: 0.55, narrowPane: 'editor' };
+export const DEFAULT_LAYOUT: Layout = { treeWidth: 220, rightWidth: 460, terminalShare: 0.55, narrowPane: 'editor' };
 
 /** Below this width the panes are shown one at a time. */
 export const NARROW_WIDTH = 760;
