@@ -6,7 +6,8 @@
 import type { RunnerClient } from '../protocol/client';
 import { downloadFile } from '../tree/download';
 import { errorCode, errorText } from '../tree/errors';
-import { baseName } from '../tree/paths';
+import { onMoved } from '../tree/moves';
+import { baseName, isWithin } from '../tree/paths';
 import { HotExitStore, hotExitKey, isEmptySnapshot, takeSnapshot, type KeyValueStore } from './hotexit';
 import {
   docAt,
@@ -86,6 +87,16 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   const waitingForMonaco: Array<(wb: Workbench) => void> = [];
   /** Give the editor the focus once this tab's buffer exists. */
   let focusWhenReady: string | null = null;
+  /**
+   * Renames seen so far. An answer to a request made before a rename names
+   * the old path; `follow` brings it to where the tab is now.
+   */
+  const renames: { from: string; to: string }[] = [];
+  const follow = (path: string, since: number): string => {
+    let p = path;
+    for (const r of renames.slice(since)) if (isWithin(p, r.from)) p = r.to + p.slice(r.from.length);
+    return p;
+  };
 
   const view = createEditorView(el, {
     dispatch,
@@ -147,13 +158,14 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
     else waitingForMonaco.push(fn);
   }
 
-  function refusalFor(path: string, err: unknown): { code: string; refusal: Refusal } {
+  function refusalFor(path: string, err: unknown, size?: number): { code: string; refusal: Refusal } {
     const code = errorCode(err) ?? 'internal';
     const name = baseName(path);
     if (code === 'too_large') {
+      const what = size === undefined ? `larger than ${formatSize(MAX_EDITOR_BYTES)}` : formatSize(size);
       return {
         code,
-        refusal: { reason: 'too_large', message: `"${name}" is larger than ${formatSize(MAX_EDITOR_BYTES)}, too large to edit here.` },
+        refusal: { reason: 'too_large', message: `"${name}" is ${what}; the editor opens files up to ${formatSize(MAX_EDITOR_BYTES)}.` },
       };
     }
     if (code === 'is_a_directory') return { code, refusal: { reason: 'failed', message: `"${name}" is a folder.` } };
@@ -163,9 +175,11 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   function perform(effect: EditorEffect): void {
     switch (effect.type) {
       case 'load': {
-        const { path, purpose } = effect;
-        client.readFile(path, { maxBytes: MAX_EDITOR_BYTES }).then(
+        const { purpose } = effect;
+        const since = renames.length;
+        client.readFile(effect.path, { maxBytes: MAX_EDITOR_BYTES }).then(
           ({ data, version }) => {
+            const path = follow(effect.path, since);
             const decoded = decodeText(data);
             if (!decoded.ok) {
               const message = `"${baseName(path)}" is not a text file (it is binary, or not UTF-8), so it does not open in the editor.`;
@@ -176,7 +190,18 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
             const mine = wb?.textOf(path);
             dispatch({ type: 'loaded', path, purpose, text: decoded.text, version, mineEqual: mine === decoded.text });
           },
-          (err: unknown) => dispatch({ type: 'loadFailed', path, purpose, ...refusalFor(path, err) }),
+          (err: unknown) => {
+            const path = follow(effect.path, since);
+            if (errorCode(err) !== 'too_large') {
+              dispatch({ type: 'loadFailed', path, purpose, ...refusalFor(path, err) });
+              return;
+            }
+            // Say how large: one more stat, worth it for the message.
+            client.stat(path).then(
+              (entry) => dispatch({ type: 'loadFailed', path, purpose, ...refusalFor(path, err, entry.size) }),
+              () => dispatch({ type: 'loadFailed', path, purpose, ...refusalFor(path, err) }),
+            );
+          },
         );
         return;
       }
@@ -186,42 +211,59 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
         return;
       }
       case 'write': {
-        const { path, edit } = effect;
-        const text = wb?.textOf(path);
+        const text = wb?.textOf(effect.path);
         if (text === undefined) {
+          const { path, edit } = effect;
           queueMicrotask(() => dispatch({ type: 'saveFailed', path, edit, code: 'internal', message: `Could not save "${path}": the buffer is gone.` }));
           return;
         }
         const opts: { baseVersion?: string; createNew?: boolean } = {};
         if (effect.baseVersion !== undefined) opts.baseVersion = effect.baseVersion;
         if (effect.createNew === true) opts.createNew = true;
-        client.writeFile(path, encodeText(text, boms.get(path) ?? false), opts).then(
-          ({ version }) => dispatch({ type: 'saved', path, edit, version }),
+        const since = renames.length;
+        // After a rename the buffer has new version ids: the save in flight
+        // is the one the tab now waits for.
+        const answer = (): { path: string; edit: number } => {
+          const path = follow(effect.path, since);
+          if (path === effect.path) return { path, edit: effect.edit };
+          return { path, edit: docAt(state, path)?.saving?.edit ?? effect.edit };
+        };
+        client.writeFile(effect.path, encodeText(text, boms.get(effect.path) ?? false), opts).then(
+          ({ version }) => dispatch({ type: 'saved', ...answer(), version }),
           (err: unknown) =>
             dispatch({
               type: 'saveFailed',
-              path,
-              edit,
+              ...answer(),
               code: errorCode(err) ?? 'internal',
-              message: errorText(err, `Could not save "${path}"`),
+              message: errorText(err, `Could not save "${effect.path}"`),
             }),
         );
         return;
       }
       case 'stat': {
-        const path = effect.path;
-        client.stat(path).then(
+        const since = renames.length;
+        client.stat(effect.path).then(
           (entry) => {
+            const path = follow(effect.path, since);
             if (entry.kind === 'file') dispatch({ type: 'statted', path, version: entry.version ?? null });
             else if (entry.kind === 'dir') dispatch({ type: 'statted', path, version: null });
             // A link is not followed by stat: no version to compare, so no verdict.
             else dispatch({ type: 'statFailed', path });
           },
           (err: unknown) => {
+            const path = follow(effect.path, since);
             if (errorCode(err) === 'not_found') dispatch({ type: 'statted', path, version: null });
             else dispatch({ type: 'statFailed', path });
           },
         );
+        return;
+      }
+      case 'rekey': {
+        const { from, to } = effect;
+        const bom = boms.get(from);
+        boms.delete(from);
+        if (bom !== undefined) boms.set(to, bom);
+        withMonaco((w) => dispatch({ type: 'rekeyed', path: to, version: w.rekey(from, to) }));
         return;
       }
       case 'dispose':
@@ -261,6 +303,10 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   const resize = new ResizeObserver(() => wb?.layout());
   resize.observe(el);
 
+  const offMoved = onMoved(client, (from, to) => {
+    renames.push({ from, to });
+    dispatch({ type: 'moved', from, to });
+  });
   const offEvent = client.onEvent((event) => {
     if (event.event === 'fs_changed') dispatch({ type: 'fsChanged', changes: event.changes });
   });
@@ -316,6 +362,7 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
       store.dispose();
       offEvent();
       offState();
+      offMoved();
       resize.disconnect();
       el.removeEventListener('keydown', onKey);
       window.removeEventListener('pagehide', flush);

@@ -327,6 +327,36 @@ describe('live changes and conflicts', () => {
   });
 });
 
+describe('renames from the tree', () => {
+  it('tabs under a renamed folder follow it, keeping dirty buffers dirty', () => {
+    const b = new Buffers();
+    let s: EditorState;
+    let fx: EditorEffect[];
+    [s] = b.apply(...run(initialEditor(), { type: 'open', path: 'src/a.js' }, { type: 'loaded', path: 'src/a.js', purpose: 'open', text: 'a', version: 'va' }));
+    [s] = b.apply(...run(s, { type: 'open', path: 'src/b.js' }, { type: 'loaded', path: 'src/b.js', purpose: 'open', text: 'b', version: 'vb' }));
+    s = b.type(s, 'src/b.js', 'b2');
+    [s, fx] = run(s, { type: 'open', path: 'src/c.js' }, { type: 'moved', from: 'src', to: 'lib' });
+    expect(s.docs.map((d) => d.path)).toEqual(['lib/a.js', 'lib/b.js', 'lib/c.js']);
+    expect(s.active).toBe('lib/c.js');
+    expect(fx).toContainEqual({ type: 'rekey', from: 'src/a.js', to: 'lib/a.js' });
+    expect(fx).toContainEqual({ type: 'rekey', from: 'src/b.js', to: 'lib/b.js' });
+    expect(fx).toContainEqual({ type: 'load', path: 'lib/c.js', purpose: 'open' });
+    [s] = run(s, { type: 'rekeyed', path: 'lib/a.js', version: 50 }, { type: 'rekeyed', path: 'lib/b.js', version: 51 });
+    expect(isDirty(doc(s, 'lib/a.js'))).toBe(false);
+    expect(isDirty(doc(s, 'lib/b.js'))).toBe(true);
+    const [, fx2] = run(s, { type: 'save', path: 'lib/b.js' });
+    expect(writes(fx2)).toEqual([{ type: 'write', path: 'lib/b.js', edit: 51, baseVersion: 'vb' }]);
+  });
+
+  it('a rename elsewhere touches nothing', () => {
+    const b = new Buffers();
+    const s = opened(b);
+    const [s2, fx] = run(s, { type: 'moved', from: 'other', to: 'x' });
+    expect(s2).toBe(s);
+    expect(fx).toEqual([]);
+  });
+});
+
 describe('refusals', () => {
   it('binary and huge files are refused with a message', () => {
     const [s] = run(initialEditor(), { type: 'open', path: 'a.bin' }, {

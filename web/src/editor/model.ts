@@ -81,6 +81,8 @@ export type EditorEffect =
   /** Write the buffer's current text (which is version `edit`); answer saved / saveFailed. */
   | { type: 'write'; path: string; edit: number; baseVersion?: string; createNew?: boolean }
   | { type: 'stat'; path: string }
+  /** The file was renamed: move its buffer to a model under the new path; answer `rekeyed`. */
+  | { type: 'rekey'; from: string; to: string }
   | { type: 'dispose'; path: string }
   | { type: 'error'; message: string };
 
@@ -104,6 +106,9 @@ export type EditorAction =
   | { type: 'keepMine'; path: string }
   | { type: 'takeTheirs'; path: string }
   | { type: 'close'; path: string; force?: boolean }
+  /** A file or folder was renamed from the tree: tabs under it follow. */
+  | { type: 'moved'; from: string; to: string }
+  | { type: 'rekeyed'; path: string; version: number }
   | { type: 'closeChoice'; choice: 'save' | 'discard' | 'cancel' };
 
 export function initialEditor(): EditorState {
@@ -377,6 +382,35 @@ function step(state: EditorState, action: EditorAction, fx: Fx): EditorState {
         fx.push({ type: 'setText', path: d.path, text: d.conflict.theirs, how: 'replace', clean: true });
         return { ...d, base: d.conflict.theirsVersion, conflict: null, removed: false, saveError: null };
       });
+
+    case 'moved': {
+      const { from, to } = action;
+      const dest = (p: string): string => (isWithin(p, from) ? to + p.slice(from.length) : p);
+      if (!state.docs.some((d) => isWithin(d.path, from))) return state;
+      const docs = state.docs.map((d) => {
+        if (!isWithin(d.path, from)) return d;
+        const path = dest(d.path);
+        if (d.status === 'ready') fx.push({ type: 'rekey', from: d.path, to: path });
+        // A read in flight answers for the old path: read the new one.
+        else if (d.status === 'loading') fx.push({ type: 'load', path, purpose: 'open' });
+        return { ...d, path };
+      });
+      return {
+        docs,
+        active: state.active === null ? null : dest(state.active),
+        confirmClose: state.confirmClose === null ? null : dest(state.confirmClose),
+      };
+    }
+
+    case 'rekeyed':
+      // The buffer has a new model and so new version ids: a clean buffer
+      // stays clean, a dirty one stays dirty (undo cannot reach "clean" now).
+      return update(state, action.path, (d) => ({
+        ...d,
+        edit: action.version,
+        clean: isDirty(d) ? -1 : action.version,
+        saving: d.saving === null ? null : { edit: d.saving.edit === d.edit ? action.version : -1 },
+      }));
 
     case 'close': {
       const doc = docAt(state, action.path);

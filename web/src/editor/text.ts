@@ -42,6 +42,7 @@ export function encodeText(text: string, bom: boolean): Uint8Array {
 
 export function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} bytes`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  const [n, unit] = bytes < 1024 * 1024 ? [bytes / 1024, 'KB'] : [bytes / 1024 / 1024, 'MB'];
+  // "5 MB", "12.3 MB": no ".0".
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${unit}`;
 }

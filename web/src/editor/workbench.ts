@@ -17,6 +17,8 @@ export interface Workbench {
   /** Puts `text` into the buffer of `path` and returns the buffer's new version id. */
   setText(path: string, text: string, how: 'create' | 'reload' | 'replace'): number;
   textOf(path: string): string | undefined;
+  /** Moves a buffer to a model under a new path (after a rename); returns its version id. */
+  rekey(from: string, to: string): number;
   dispose(path: string): void;
   /** Shows the buffer of `path` (or nothing), as a diff when it is in conflict. */
   show(path: string | null, conflict: Conflict | null): void;
@@ -166,6 +168,18 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
 
     textOf(path) {
       return models.get(path)?.model.getValue();
+    },
+
+    rekey(from, to) {
+      const old = models.get(from);
+      if (old === undefined) return 0;
+      const wasShown = shown === from && editor.getModel() === old.model;
+      const view = wasShown ? editor.saveViewState() : viewStates.get(from);
+      const text = old.model.getValue();
+      workbench.dispose(from);
+      const version = workbench.setText(to, text, 'create');
+      if (view !== undefined && view !== null) viewStates.set(to, view);
+      return version;
     },
 
     dispose(path) {

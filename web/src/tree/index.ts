@@ -6,6 +6,7 @@ import { countFolder } from './count';
 import { downloadFile } from './download';
 import { errorCode, errorText } from './errors';
 import { entryAt, initialTree, reduceTree, type TreeAction, type TreeEffect, type TreeState } from './model';
+import { announceMove } from './moves';
 import { baseName, joinPath } from './paths';
 import { collectDrop, entriesOfDrop, itemsFromFiles, planUpload, runUpload, touchedDirs, type UploadItem, type UploadPlan } from './upload';
 import { createTreeView } from './view';
@@ -119,7 +120,10 @@ export function mountFileTree(el: HTMLElement, ctx: FileTreeContext): { dispose(
       case 'rename': {
         const { from, to } = effect;
         client.request({ op: 'rename', from, to }).then(
-          () => dispatch({ type: 'opDone', result: { op: 'rename', from, to } }),
+          () => {
+            announceMove(client, from, to);
+            dispatch({ type: 'opDone', result: { op: 'rename', from, to } });
+          },
           (err: unknown) =>
             dispatch({ type: 'opFailed', paths: [from, to], message: errorText(err, `Could not rename "${from}" to "${to}"`) }),
         );
