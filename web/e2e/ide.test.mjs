@@ -1,0 +1,311 @@
+// The IDE (`/p/<id>`) against a real server and real sandboxes: edit and
+// save, run, reload, a dropped connection, upload, a conflict, the preview.
+// Each test has a project of its own, so one failure does not cascade.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  OUT_DIR,
+  PATIENCE_MS,
+  editorPath,
+  editorValue,
+  launchBrowser,
+  login,
+  newPage,
+  openFileFromTree,
+  openIde,
+  pageWait,
+  randomBytes,
+  sel,
+  shot,
+  startServer,
+  terminalCount,
+  terminalLines,
+  terminalText,
+  typeInEditor,
+  typeInTerminal,
+  uniqueId,
+  waitIdeReady,
+  waitPrompt,
+  waitTerminalText,
+  waitUntil,
+  withDiagnostics,
+} from './harness.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  [server, browser] = await Promise.all([startServer('ide'), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A logged-in page on a new Python project's IDE, with a shell prompt in
+ * terminal 0. */
+async function ideOn(prefix, { language = 'python', viewport } = {}) {
+  const id = uniqueId(prefix);
+  await server.createProject(id, language);
+  const { context, page } = await newPage(browser, { viewport });
+  await login(page, server);
+  await openIde(page, server, id);
+  await waitPrompt(page, 0);
+  // The IDE opens the language's entry file by itself; once it has, focus
+  // stays where a test puts it.
+  const entry = language === 'python' ? 'main.py' : 'index.js';
+  await waitUntil(`the IDE to open ${entry}`, async () => (await editorPath(page)) === entry);
+  return { id, context, page };
+}
+
+/** "saved" (durable) as the status bar says it, not "unsaved", "saving…". */
+function saysSaved(text) {
+  return /\bsaved\b/i.test(text) && !/unsaved|not saved|saving|modified|error|fail|conflict/i.test(text);
+}
+
+async function saveStatus(page) {
+  return ((await page.locator(sel.statusSave).first().textContent({ timeout: 2000 }).catch(() => '')) ?? '').trim();
+}
+
+async function tabIsDirty(page, file) {
+  return (await page.locator(`${sel.editorTab(file)} ${sel.editorTabDirty}`).count()) > 0;
+}
+
+/** Every terminal's text; for output whose tab index is not fixed (Run). */
+async function allTerminalTexts(page) {
+  const n = await terminalCount(page);
+  const texts = [];
+  for (let i = 0; i < n; i++) texts.push(await terminalText(page, i));
+  return texts;
+}
+
+async function waitAnyTerminal(page, what, pattern) {
+  let last = [];
+  try {
+    return await waitUntil(what, async () => {
+      last = await allTerminalTexts(page);
+      const i = last.findIndex((t) => pattern.test(t));
+      return i >= 0 ? { index: i, text: last[i] } : false;
+    });
+  } catch (e) {
+    throw new Error(`${e.message.split('; last seen')[0]}; terminals show:\n${last.map((t, i) => `--- ${i}:\n${t.slice(-1500)}`).join('\n')}`);
+  }
+}
+
+async function waitSaved(page, id, file) {
+  let status = '';
+  await waitUntil(`status-save to say saved (durable) for ${file}`, async () => {
+    status = await saveStatus(page);
+    return saysSaved(status) && !(await tabIsDirty(page, file));
+  }).catch((e) => {
+    throw new Error(`${e.message}; status-save says ${JSON.stringify(status)}`);
+  });
+}
+
+test('edit and save: type into main.py, Ctrl-S, "saved" means the bytes in storage are Monaco\'s', { timeout: 120_000 }, async () => {
+  const { id, context, page } = await ideOn('save');
+  await withDiagnostics(page, 'save', async () => {
+    await openFileFromTree(page, 'main.py');
+    const before = await editorValue(page);
+    assert.equal(before, server.readStorage(id, 'main.py').toString('utf8'), 'Monaco opened what storage holds');
+
+    const marker = `# edited in the browser ${Date.now()}`;
+    await typeInEditor(page, `${marker}\n`, { at: 'start' });
+    await waitUntil('main.py to be marked dirty', async () => (await tabIsDirty(page, 'main.py')) || !saysSaved(await saveStatus(page)));
+    await page.keyboard.press('Control+s');
+    await waitSaved(page, id, 'main.py');
+    // `saved` is the runner's `written`: durable, so no waiting here.
+    const model = await editorValue(page);
+    assert.ok(model.startsWith(marker), `the model starts with what was typed: ${JSON.stringify(model.slice(0, 80))}`);
+    assert.equal(server.readStorage(id, 'main.py').toString('utf8'), model, 'storage holds exactly the model');
+    await shot(page, 'ide-saved');
+  });
+  await context.close();
+});
+
+test('run: the Run button runs the project; its output is in the xterm.js buffer', { timeout: 120_000 }, async () => {
+  const { id, context, page } = await ideOn('run');
+  await withDiagnostics(page, 'run', async () => {
+    // A program whose output is not in its own command line.
+    const program = 'print("run-output", 6 * 7, flush=True)\n';
+    await page.evaluate((text) => window.__cloudcode.client().writeFile('main.py', new TextEncoder().encode(text)), program);
+    assert.equal(server.readStorage(id, 'main.py').toString(), program);
+    await page.locator(sel.runButton).first().click();
+    await waitAnyTerminal(page, 'the Run output "run-output 42"', /run-output 42/);
+    await shot(page, 'ide-run');
+  });
+  await context.close();
+});
+
+test('reload: the terminal\'s earlier output and the unsaved buffer come back after a page reload', { timeout: 150_000 }, async () => {
+  const { id, context, page } = await ideOn('reload');
+  await withDiagnostics(page, 'reload', async () => {
+    // Enough output to reach into the scrollback, and a marker after it.
+    await typeInTerminal(page, 0, 'seq 1 300; echo "reload-marker-$((6*7))"\n');
+    await waitTerminalText(page, 0, /^reload-marker-42$/m);
+    const beforeLines = await terminalLines(page, 0);
+
+    await openFileFromTree(page, 'main.py');
+    const marker = `# unsaved ${Date.now()}`;
+    await typeInEditor(page, `${marker}\n`, { at: 'start' });
+    const unsaved = await editorValue(page);
+    // Hot exit keeps the buffer in localStorage (debounced): wait for it
+    // there, as a user would wait a moment before reloading.
+    await pageWait(
+      page,
+      'the unsaved buffer to reach localStorage',
+      (m) => Object.keys(localStorage).some((k) => (localStorage.getItem(k) ?? '').includes(m)),
+      marker,
+    );
+
+    await page.reload();
+    await waitIdeReady(page, { waitEditor: true });
+    // The terminal: its earlier output, scrollback included, in order.
+    const text = await waitTerminalText(page, 0, /^reload-marker-42$/m);
+    const numbers = text.split('\n').filter((l) => /^\d+$/.test(l)).map(Number);
+    assert.deepEqual(numbers, Array.from({ length: 300 }, (_, i) => i + 1), 'seq 1 300 is back whole, once');
+    const afterLines = await terminalLines(page, 0);
+    assert.deepEqual(afterLines.slice(0, beforeLines.length), beforeLines, 'the screen and scrollback are as before');
+
+    // The unsaved buffer: back, and still dirty (not saved behind the user's back).
+    const tab = page.locator(sel.editorTab('main.py')).first();
+    await tab.waitFor({ timeout: PATIENCE_MS });
+    if (!((await editorValue(page)) ?? '').includes(marker)) await tab.click();
+    await waitUntil('main.py to be restored with the unsaved text', async () => ((await editorValue(page)) ?? '').includes(marker));
+    assert.equal(await editorValue(page), unsaved, 'the buffer is exactly as it was');
+    assert.ok(await tabIsDirty(page, 'main.py'), 'the restored buffer is marked dirty');
+    assert.ok(!server.readStorage(id, 'main.py').toString().includes(marker), 'nothing was saved without Ctrl-S');
+    await shot(page, 'ide-after-reload');
+  });
+  await context.close();
+});
+
+test('connection drop: offline then online, the terminal resumes with no gap and no duplicate, and takes input', { timeout: 150_000 }, async () => {
+  const { context, page } = await ideOn('drop');
+  await withDiagnostics(page, 'drop', async () => {
+    // Output keeps coming while the browser is offline: the runner holds it
+    // and resume must deliver exactly the missing bytes.
+    await typeInTerminal(page, 0, 'for i in $(seq 1 2000); do echo "L$i"; [ $i = 300 ] && sleep 3; done; echo "END$((1+1))"\n');
+    await waitTerminalText(page, 0, /^L200$/m);
+    // A real outage: the browser goes offline (reconnecting fails for a
+    // while) and its open connections are reset.
+    await context.setOffline(true);
+    assert.ok(server.dropConnections() > 0, 'the browser had connections to reset');
+    await pageWait(page, 'the client to notice the drop', () => window.__cloudcode.client().state !== 'open');
+    const statusWhileDown = (await page.locator(sel.statusConnection).first().textContent().catch(() => '')) ?? '';
+    await shot(page, 'ide-offline');
+    await context.setOffline(false);
+    await pageWait(page, 'the client to reconnect', () => window.__cloudcode.client().state === 'open', undefined, {
+      timeout: PATIENCE_MS * 2,
+    });
+    const text = await waitTerminalText(page, 0, /^END2$/m, { timeout: PATIENCE_MS * 2 });
+    const seen = text.split('\n').filter((l) => /^L\d+$/.test(l)).map((l) => Number(l.slice(1)));
+    const expected = Array.from({ length: 2000 }, (_, i) => i + 1);
+    if (seen.length !== expected.length || seen.some((n, i) => n !== expected[i])) {
+      const dup = seen.filter((n, i) => seen.indexOf(n) !== i);
+      const missing = expected.filter((n) => !seen.includes(n));
+      assert.fail(`lines L1..L2000 once each, in order: ${seen.length} lines, duplicates ${JSON.stringify(dup.slice(0, 20))}, missing ${JSON.stringify(missing.slice(0, 20))}`);
+    }
+    assert.match(statusWhileDown, /connect|offline|lost|disconnect/i, `the status bar said the connection was down: ${JSON.stringify(statusWhileDown)}`);
+
+    // Typing works after the reconnect, and is echoed once.
+    await typeInTerminal(page, 0, 'echo "after-$((20+1))"\n');
+    const after = await waitTerminalText(page, 0, /^after-21$/m);
+    assert.equal(after.split('\n').filter((l) => l === 'after-21').length, 1);
+  });
+  await context.close();
+});
+
+test('upload: a 3 MB binary file through the tree\'s upload button arrives byte for byte', { timeout: 150_000 }, async () => {
+  const { id, context, page } = await ideOn('upload');
+  await withDiagnostics(page, 'upload', async () => {
+    const bytes = randomBytes(3 * 1024 * 1024 + 17, 42);
+    const file = path.join(OUT_DIR, 'upload-random.bin');
+    writeFileSync(file, bytes);
+    const input = page.locator(sel.treeUploadInput).first();
+    if ((await input.count()) > 0) {
+      await input.setInputFiles(file);
+    } else {
+      const chooser = page.waitForEvent('filechooser');
+      await page.locator(sel.treeUpload).first().click();
+      await (await chooser).setFiles(file);
+    }
+    await waitUntil('the upload to reach storage whole', () => {
+      const stored = server.readStorageOrNull(id, 'upload-random.bin');
+      return stored !== null && stored.length === bytes.length;
+    }, { timeout: PATIENCE_MS * 2 });
+    assert.ok(server.readStorage(id, 'upload-random.bin').equals(bytes), 'the stored bytes equal the original');
+    await page.locator(sel.treeItem('upload-random.bin')).first().waitFor({ timeout: PATIENCE_MS });
+  });
+  await context.close();
+});
+
+test('conflict: a dirty tab changed from the terminal shows the conflict; keep mine saves mine, take theirs loads theirs', { timeout: 180_000 }, async () => {
+  const { id, context, page } = await ideOn('conflict');
+  await withDiagnostics(page, 'conflict', async () => {
+    await openFileFromTree(page, 'main.py');
+
+    // 1. Keep mine.
+    const mine = `# mine ${Date.now()}`;
+    await typeInEditor(page, `${mine}\n`, { at: 'start' });
+    await waitUntil('main.py dirty', () => tabIsDirty(page, 'main.py'));
+    await typeInTerminal(page, 0, "echo '# theirs-one' >> main.py\n");
+    await page.locator(sel.conflictBanner).first().waitFor({ timeout: PATIENCE_MS });
+    await shot(page, 'ide-conflict');
+    const myText = await page.evaluate(() => {
+      // The conflict view may be a diff editor; the editor hook names the
+      // buffer being edited.
+      return window.__cloudcode.editor()?.getModel()?.getValue();
+    });
+    await page.locator(sel.conflictKeepMine).first().click();
+    await page.locator(sel.conflictBanner).first().waitFor({ state: 'hidden', timeout: PATIENCE_MS });
+    await waitSaved(page, id, 'main.py');
+    const stored = server.readStorage(id, 'main.py').toString();
+    assert.ok(stored.includes(mine), 'storage has my line');
+    assert.ok(!stored.includes('# theirs-one'), 'storage does not have theirs');
+    assert.equal(stored, await editorValue(page), 'storage is exactly my buffer');
+    if (myText !== undefined) assert.equal(stored, myText);
+
+    // 2. Take theirs.
+    const mine2 = `# mine again ${Date.now()}`;
+    await typeInEditor(page, `${mine2}\n`, { at: 'start' });
+    await waitUntil('main.py dirty again', () => tabIsDirty(page, 'main.py'));
+    await typeInTerminal(page, 0, "echo '# theirs-two' >> main.py\n");
+    await page.locator(sel.conflictBanner).first().waitFor({ timeout: PATIENCE_MS });
+    await page.locator(sel.conflictTakeTheirs).first().click();
+    await page.locator(sel.conflictBanner).first().waitFor({ state: 'hidden', timeout: PATIENCE_MS });
+    const theirs = await waitUntil('storage to hold theirs', () => {
+      const s = server.readStorage(id, 'main.py').toString();
+      return s.includes('# theirs-two') ? s : false;
+    });
+    await waitUntil('the editor to show theirs', async () => (await editorValue(page)) === theirs);
+    assert.ok(!(await editorValue(page)).includes(mine2), 'my second edit is gone from the editor');
+    assert.ok(!(await tabIsDirty(page, 'main.py')), 'the tab is clean after taking theirs');
+  });
+  await context.close();
+});
+
+test('preview: the pane shows the template\'s app once it runs', { timeout: 150_000 }, async () => {
+  const { id, context, page } = await ideOn('preview');
+  await withDiagnostics(page, 'preview', async () => {
+    await page.locator(sel.runButton).first().click();
+    await waitAnyTerminal(page, 'the app to listen', /Listening on http:\/\/localhost:3000/);
+    const frame = page.frameLocator(sel.previewFrame);
+    const frameEl = page.locator(sel.previewFrame).first();
+    assert.equal(new URL(await frameEl.getAttribute('src')).host, new URL(server.previewOrigin(id)).host, 'the frame shows the preview host');
+    await waitUntil('the preview to show "Hello from cloudcode"', async () => {
+      const text = await frame.locator('h1').first().textContent({ timeout: 1000 }).catch(() => null);
+      if (text?.includes('Hello from cloudcode')) return true;
+      // The frame may have loaded before the app listened: reload it, as a
+      // user presses the pane's reload button.
+      await page.locator(sel.previewReload).first().click({ timeout: 1000 }).catch(() => {});
+      return false;
+    }, { interval: 1000 });
+    await shot(page, 'ide-preview');
+  });
+  await context.close();
+});
