@@ -5,7 +5,7 @@
 import { Api, describeError } from '../api';
 import { createBanner } from './banner';
 import { h } from './dom';
-import { logInFromUrl, showLoginForm } from './login';
+import { logInFromUrl, showLoginForm, tokenFromHash } from './login';
 import { mountLanding } from './landing';
 import { Router, type Route } from './router';
 import { installTestingHook } from './testing';
@@ -92,5 +92,14 @@ export async function startApp(root: HTMLElement): Promise<void> {
     }
   };
   router.onChange((r) => void show(r));
+  // The printed URL opened in a tab already showing the page changes only the
+  // fragment, which loads nothing: log in with it all the same.
+  window.addEventListener('hashchange', () => {
+    if (tokenFromHash(location.hash) === null) return;
+    void logInFromUrl(api).then((error) => {
+      if (error !== null) banner.show(error);
+      else void show(router.current);
+    });
+  });
   await show(router.current);
 }
