@@ -1,7 +1,8 @@
 //! The pieces every cloudcode component shares: the runner's wire protocol
 //! ([`message`] for control messages, [`frame`] for the binary path), the
 //! rules that confine a client-supplied path to a workspace ([`path`]), the
-//! project-scoped access tokens ([`token`]) and object storage ([`storage`]).
+//! project-scoped access tokens ([`token`]), object storage ([`storage`]),
+//! and the control plane's REST bodies and language catalogue ([`rest`]).
 //!
 //! `proto/PROTOCOL.md` is the protocol's reference.
 
@@ -10,12 +11,15 @@ pub mod client;
 pub mod frame;
 pub mod message;
 pub mod path;
+pub mod rest;
 pub mod storage;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;
+#[cfg(feature = "ts")]
+pub mod typescript;
 
 /// Version of the runner protocol. Bumped on any incompatible change; the
 /// WebSocket endpoint is `/v{PROTOCOL_VERSION}/ws`.

@@ -14,7 +14,9 @@ use crate::path::WorkspacePath;
 pub type TermId = u32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Request {
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub id: u64,
     #[serde(flatten)]
     pub op: Op,
@@ -22,44 +24,55 @@ pub struct Request {
 
 /// Everything a client can ask of a runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Lists one directory (not recursive).
     List {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
     },
     Stat {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
     },
     /// Answered with [`Reply::ReadStarted`], then `size` bytes in
     /// [`crate::frame::Frame::FileChunk`]s whose transfer is the request id.
     Read {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
     },
     /// After sending this the client sends exactly `size` bytes in
     /// `FileChunk`s whose transfer is the request id. Answered with
     /// [`Reply::Written`] once the new content is durable in storage.
     Write {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         size: u64,
         /// Refuse with `conflict` if the file's current version differs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         base_version: Option<String>,
         /// Refuse with `already_exists` if the path exists.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         create_new: bool,
     },
     CreateDir {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
     },
     Rename {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         from: WorkspacePath,
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         to: WorkspacePath,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         overwrite: bool,
     },
     /// Deleting a non-empty directory needs `recursive`.
     Delete {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         recursive: bool,
@@ -73,12 +86,14 @@ pub enum Op {
         rows: u16,
         /// Program and arguments; the user's login shell when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         command: Option<Vec<String>>,
     },
     /// Attaches to a running terminal. Output resumes at `from_seq`; if that
     /// has left the scrollback, a snapshot of the screen comes first.
     TermAttach {
         term: TermId,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         from_seq: u64,
     },
     TermDetach {
@@ -99,9 +114,11 @@ pub enum Op {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Response {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         id: u64,
         result: Reply,
     },
@@ -109,6 +126,8 @@ pub enum ServerMessage {
     /// JSON, a stray binary frame).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         id: Option<u64>,
         code: ErrorCode,
         message: String,
@@ -117,21 +136,43 @@ pub enum ServerMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Entries { entries: Vec<Entry> },
-    Entry { entry: Entry },
-    ReadStarted { size: u64, version: String },
-    Written { version: String },
+    Entries {
+        entries: Vec<Entry>,
+    },
+    Entry {
+        entry: Entry,
+    },
+    ReadStarted {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        size: u64,
+        version: String,
+    },
+    Written {
+        version: String,
+    },
     Done,
-    TermOpened { term: TermId },
-    TermAttached { term: TermId, cols: u16, rows: u16 },
-    Terms { terms: Vec<TermInfo> },
-    Storage { status: StorageStatus },
+    TermOpened {
+        term: TermId,
+    },
+    TermAttached {
+        term: TermId,
+        cols: u16,
+        rows: u16,
+    },
+    Terms {
+        terms: Vec<TermInfo>,
+    },
+    Storage {
+        status: StorageStatus,
+    },
     Pong,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// First message on every connection.
@@ -139,8 +180,10 @@ pub enum Event {
         protocol: u32,
         project: String,
         /// Largest file a `write` accepts.
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         max_file_size: u64,
         /// Largest binary frame the runner accepts or sends.
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
         max_frame_size: u64,
     },
     FsChanged {
@@ -150,6 +193,7 @@ pub enum Event {
         term: TermId,
         /// Exit code; absent when the process was killed by a signal.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         code: Option<u32>,
     },
     Storage {
@@ -158,6 +202,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     File,
@@ -168,23 +213,30 @@ pub enum EntryKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Entry {
     pub name: String,
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub path: WorkspacePath,
     pub kind: EntryKind,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub size: u64,
     /// Milliseconds since the Unix epoch.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub mtime_ms: i64,
     /// For symlinks: the link's target as written. Never followed out of the
     /// workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub target: Option<String>,
     /// Opaque; changes whenever the content does. Files only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Created,
@@ -193,34 +245,43 @@ pub enum ChangeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct FsChange {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub path: WorkspacePath,
     pub kind: ChangeKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct TermInfo {
     pub term: TermId,
     pub cols: u16,
     pub rows: u16,
     /// Sequence number of the next output byte.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub seq: u64,
     pub attached_clients: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub exited: Option<Option<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct StorageStatus {
     /// False while storage calls fail; changes queue and are retried.
     pub healthy: bool,
     /// Changes waiting to reach storage.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub pending: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Broken JSON, an unknown op, a missing field.

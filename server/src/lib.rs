@@ -9,4 +9,6 @@ pub mod gateway;
 pub mod mirror;
 pub mod orchestrator;
 pub mod projects;
+pub mod session;
 pub mod storage_gateway;
+pub mod web;

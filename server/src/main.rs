@@ -178,15 +178,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(AppState {
+    let public_port = config.public_port.unwrap_or(addr.port());
+    let state = Arc::new(AppState::new(
         projects,
         orchestrator,
-        api_token: credentials.api_token.clone(),
-        ide_domain: config.ide_domain.to_ascii_lowercase(),
-        preview_domain: config.preview_domain.to_ascii_lowercase(),
-        public_scheme: config.public_scheme.clone(),
-        public_port: Some(config.public_port.unwrap_or(addr.port())),
-    });
+        credentials.api_token.clone(),
+        config.ide_domain.to_ascii_lowercase(),
+        config.preview_domain.to_ascii_lowercase(),
+        config.public_scheme.clone(),
+        Some(public_port),
+    ));
     let reaper = {
         let state = state.clone();
         let idle = std::time::Duration::from_secs(config.idle_timeout_secs);
@@ -212,10 +213,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     println!("cloudcode-server listening on {addr}");
+    // The token travels in the fragment, which browsers never send: the
+    // page trades it for a session cookie and removes it from the address
+    // bar and history.
     println!(
-        "  API: http://localhost:{}/?token={}",
-        addr.port(),
-        credentials.api_token
+        "  IDE: {}://localhost:{public_port}/#token={}",
+        config.public_scheme, credentials.api_token
     );
     let shutdown_state = state.clone();
     axum::serve(listener.tap_io(no_delay), router(state))

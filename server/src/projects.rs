@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, StorageError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Mutex;
 
 const TEMPLATE_MARKER: &str = ".cloudcode-template";
@@ -56,76 +56,35 @@ impl std::fmt::Display for ProjectId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Language {
-    #[serde(rename = "node-js")]
-    NodeJs,
-    #[serde(rename = "python")]
-    Python,
-}
+pub use cloudcode_proto::rest::{Language, ProjectRecord};
 
-impl Language {
-    pub const ALL: [Language; 2] = [Language::NodeJs, Language::Python];
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "node-js" | "nodejs" | "node" => Some(Language::NodeJs),
-            "python" => Some(Language::Python),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Language::NodeJs => "node-js",
-            Language::Python => "python",
-        }
-    }
-
-    /// The command the Run button types.
-    pub fn run_command(self) -> &'static str {
-        match self {
-            Language::NodeJs => "node index.js",
-            Language::Python => "python3 main.py",
-        }
-    }
-
-    /// The template's files, compiled into the server.
-    pub fn template(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Language::NodeJs => &[
-                ("index.js", include_str!("../templates/node-js/index.js")),
-                ("package.json", include_str!("../templates/node-js/package.json")),
-                ("README.md", include_str!("../templates/node-js/README.md")),
-            ],
-            Language::Python => &[
-                ("main.py", include_str!("../templates/python/main.py")),
-                ("requirements.txt", include_str!("../templates/python/requirements.txt")),
-                ("README.md", include_str!("../templates/python/README.md")),
-            ],
-        }
-    }
-
-    /// FNV-1a over names and contents: stable across builds and Rust
-    /// versions, unlike `DefaultHasher`.
-    pub fn template_version(self) -> String {
-        let mut hash: u64 = 0xcbf29ce484222325;
-        for (name, content) in self.template() {
-            for byte in name.bytes().chain([0]).chain(content.bytes()).chain([0]) {
-                hash ^= byte as u64;
-                hash = hash.wrapping_mul(0x100000001b3);
-            }
-        }
-        format!("{hash:016x}")
+/// A template's files, compiled into the server.
+pub fn template(language: Language) -> &'static [(&'static str, &'static str)] {
+    match language {
+        Language::NodeJs => &[
+            ("index.js", include_str!("../templates/node-js/index.js")),
+            ("package.json", include_str!("../templates/node-js/package.json")),
+            ("README.md", include_str!("../templates/node-js/README.md")),
+        ],
+        Language::Python => &[
+            ("main.py", include_str!("../templates/python/main.py")),
+            ("requirements.txt", include_str!("../templates/python/requirements.txt")),
+            ("README.md", include_str!("../templates/python/README.md")),
+        ],
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProjectRecord {
-    pub id: String,
-    pub language: Language,
-    /// Milliseconds since the Unix epoch.
-    pub created_ms: u64,
+/// FNV-1a over a template's names and contents: stable across builds and
+/// Rust versions, unlike `DefaultHasher`.
+pub fn template_version(language: Language) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for (name, content) in template(language) {
+        for byte in name.bytes().chain([0]).chain(content.bytes()).chain([0]) {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +138,7 @@ impl Projects {
     pub async fn seed_templates(&self) -> Result<(), StorageError> {
         for language in Language::ALL {
             let marker = key(&format!("base/{}/{TEMPLATE_MARKER}", language.name()))?;
-            let current = language.template_version();
+            let current = template_version(language);
             match self.store.get(&marker).await {
                 Ok(stored) if stored.as_ref() == current.as_bytes() => continue,
                 Ok(_) | Err(StorageError::NotFound(_)) => {}
@@ -189,7 +148,7 @@ impl Projects {
             for old in self.store.list(&prefix).await? {
                 self.store.delete(&old.key).await?;
             }
-            for (name, content) in language.template() {
+            for (name, content) in template(language) {
                 let k = key(&format!("base/{}/{name}", language.name()))?;
                 self.store.put(&k, Bytes::from_static(content.as_bytes())).await?;
             }
@@ -317,7 +276,7 @@ mod tests {
 
     #[test]
     fn template_versions_are_stable_and_distinct() {
-        assert_eq!(Language::NodeJs.template_version(), Language::NodeJs.template_version());
-        assert_ne!(Language::NodeJs.template_version(), Language::Python.template_version());
+        assert_eq!(template_version(Language::NodeJs), template_version(Language::NodeJs));
+        assert_ne!(template_version(Language::NodeJs), template_version(Language::Python));
     }
 }

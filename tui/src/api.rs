@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use cloudcode_proto::rest::{CreateProject, ProjectList, ProjectSummary};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// No API call the TUI makes should take longer than a sandbox start.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -27,22 +27,25 @@ pub enum ApiError {
     Timeout(Duration),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A project as the TUI shows it, from the API's [`ProjectSummary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
     pub id: String,
     pub language: String,
 }
 
+impl Project {
+    pub fn from_summary(summary: &ProjectSummary) -> Self {
+        Self {
+            id: summary.id.clone(),
+            language: summary.language.name().to_owned(),
+        }
+    }
+}
+
 /// What `start` answers: where the runner and the preview are, and a token
 /// for the runner.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Started {
-    pub repl_id: String,
-    pub ws_url: String,
-    pub preview_url: String,
-    pub token: String,
-}
+pub use cloudcode_proto::rest::StartedProject as Started;
 
 #[derive(Clone)]
 pub struct ApiClient {
@@ -84,6 +87,17 @@ impl ApiClient {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The browser IDE's page for a project, logging the browser in: the
+    /// token is in the fragment, which the browser never sends and the
+    /// page removes from its history.
+    pub fn browser_url(&self, project: &str) -> String {
+        format!("{}#token={}", self.browser_url_without_token(project), self.token)
+    }
+
+    pub fn browser_url_without_token(&self, project: &str) -> String {
+        format!("{}/p/{project}", self.base)
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
@@ -140,7 +154,7 @@ impl ApiClient {
 
     /// Answers whether this is a cloudcode server that accepts the token.
     pub async fn check(&self) -> Result<(), ApiError> {
-        let value = self.call(Method::GET, "/", None).await?;
+        let value = self.call(Method::GET, "/api", None).await?;
         match value["service"].as_str() {
             Some("cloudcode-server") => Ok(()),
             _ => Err(ApiError::Unreadable(format!("{} is not a cloudcode server", self.base))),
@@ -149,13 +163,19 @@ impl ApiClient {
 
     pub async fn list(&self) -> Result<Vec<Project>, ApiError> {
         let value = self.call(Method::GET, "/api/projects", None).await?;
-        serde_json::from_value(value["projects"].clone()).map_err(|e| ApiError::Unreadable(e.to_string()))
+        let list: ProjectList = serde_json::from_value(value).map_err(|e| ApiError::Unreadable(e.to_string()))?;
+        Ok(list.projects.iter().map(Project::from_summary).collect())
     }
 
     pub async fn create(&self, id: &str, language: &str) -> Result<Project, ApiError> {
-        let body = json!({ "id": id, "language": language });
+        let body = CreateProject {
+            id: id.to_owned(),
+            language: language.to_owned(),
+        };
+        let body = serde_json::to_value(body).map_err(|e| ApiError::Unreadable(e.to_string()))?;
         let value = self.call(Method::POST, "/api/projects", Some(body)).await?;
-        serde_json::from_value(value).map_err(|e| ApiError::Unreadable(e.to_string()))
+        let summary: ProjectSummary = serde_json::from_value(value).map_err(|e| ApiError::Unreadable(e.to_string()))?;
+        Ok(Project::from_summary(&summary))
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {

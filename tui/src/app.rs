@@ -17,10 +17,13 @@ use crate::editor::{self, Buffer, Editor, SaveState};
 use crate::keys;
 use crate::layout::IdeLayout;
 use crate::remote::{Command, Connection, SaveError, TermPurpose, Update};
+use cloudcode_proto::rest::Language;
+
 use crate::term_pane::TermPane;
 use crate::tree::Tree;
 
-pub const LANGUAGES: [&str; 2] = ["python", "node-js"];
+/// The languages offered for a new project, in the order shown.
+pub const LANGUAGES: [&str; 2] = [Language::Python.name(), Language::NodeJs.name()];
 
 /// What the app asks the outside world to do.
 #[derive(Debug)]
@@ -37,6 +40,8 @@ pub enum Effect {
     CloseProject,
     Session(Command),
     OpenUrl(String),
+    /// Open a project in the browser IDE, logged in as this client is.
+    OpenInBrowser(String),
     /// Put text on the system clipboard (OSC 52).
     Copy(String),
 }
@@ -584,6 +589,12 @@ impl App {
                     }
                     None => self.error("no preview yet: the project is not connected"),
                 }
+                return;
+            }
+            KeyCode::F(9) => {
+                let id = ide.project.id.clone();
+                self.notify(format!("opening {id} in the browser"));
+                self.effect(Effect::OpenInBrowser(id));
                 return;
             }
             KeyCode::F(8) => {
@@ -1243,17 +1254,12 @@ fn term_tab_at(layout: &IdeLayout, ide: &Ide, column: u16) -> Option<usize> {
 
 /// The command F5 runs for a project of `language`.
 pub fn run_command(language: &str) -> Vec<String> {
-    match language {
-        "node-js" => vec!["npm".into(), "start".into()],
-        _ => vec!["python3".into(), "main.py".into()],
-    }
+    let language = Language::parse(language).unwrap_or(Language::Python);
+    language.run_command().iter().map(|s| s.to_string()).collect()
 }
 
 fn starter_file(language: &str) -> &'static str {
-    match language {
-        "node-js" => "index.js",
-        _ => "main.py",
-    }
+    Language::parse(language).unwrap_or(Language::Python).entry_file()
 }
 
 fn regex_escape(text: &str) -> String {

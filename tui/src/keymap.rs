@@ -25,6 +25,7 @@ pub const KEYMAP: &[Binding] = &[
     b("IDE", "F5 / F6 / F8", "run the project / new terminal / close terminal"),
     b("IDE", "Alt-, Alt-.", "previous / next terminal"),
     b("IDE", "F7", "open the preview in the browser"),
+    b("IDE", "F9", "open this project in the browser IDE"),
     b("IDE", "F10", "back to the project list"),
     b("Files", "↑ ↓ ← → / Enter", "move, collapse, expand / open"),
     b("Files", "n / f / r / d", "new file / new folder / rename / delete"),

@@ -245,6 +245,15 @@ async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyho
                         app.error(format!("could not open {url}: {e}"));
                     }
                 }
+                Effect::OpenInBrowser(project) => {
+                    let url = api.browser_url(&project);
+                    if let Err(e) = open_in_browser(&url) {
+                        app.error(format!(
+                            "could not open the browser IDE ({e}): {}",
+                            api.browser_url_without_token(&project)
+                        ));
+                    }
+                }
                 Effect::Copy(text) => {
                     // OSC 52: the user's terminal puts it on the clipboard,
                     // even over ssh.

@@ -4,3 +4,4 @@
 mod common;
 mod projects;
 mod sandbox;
+mod web;

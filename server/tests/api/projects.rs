@@ -28,10 +28,10 @@ async fn every_endpoint_needs_the_api_token() {
     // The probe endpoint alone answers without a token, and lists nothing.
     let (status, body) = server.request("GET", "/healthz", None, None).await;
     assert_eq!((status, body.as_str()), (200, Some("ok\n")));
-    // The printed URL itself shows where things are.
-    let (status, body) = server
-        .request("GET", &format!("/?token={}", server.token), None, None)
-        .await;
+    // The API's index shows where things are.
+    let (status, body) = server.request("GET", "/api", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = server.api("GET", "/api", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["service"], "cloudcode-server");
     assert!(body["api"]["start"].as_str().unwrap().contains("/start"));
