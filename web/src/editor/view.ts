@@ -59,10 +59,12 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
   banner.setAttribute('role', 'alert');
   const bannerText = el('div', 'editor-conflict-text');
   const bannerSides = el('div', 'editor-conflict-sides');
-  const theirsLabel = el('span', 'editor-conflict-side');
-  theirsLabel.textContent = 'Left: in the sandbox now (theirs)';
-  const mineLabel = el('span', 'editor-conflict-side');
-  mineLabel.textContent = 'Right: your unsaved version (mine, editable)';
+  // Worded for both layouts of the diff: side by side (theirs left) and,
+  // in a narrow pane, inline.
+  const theirsLabel = el('span', 'editor-conflict-side theirs');
+  theirsLabel.textContent = 'Theirs (red): the file in the sandbox now';
+  const mineLabel = el('span', 'editor-conflict-side mine');
+  mineLabel.textContent = 'Mine (green): your unsaved text, editable';
   bannerSides.append(theirsLabel, mineLabel);
   let conflictPath: string | null = null;
   const keepMine = textButton('Keep mine', 'editor-button primary', 'conflict-keep-mine', () => {

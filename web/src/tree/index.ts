@@ -180,6 +180,7 @@ export function mountFileTree(el: HTMLElement, ctx: FileTreeContext): { dispose(
     if (plan.files.length === 0 && plan.dirs.length === 0) return;
     const job = ++nextJob;
     jobs.set(job, { target, plan });
+    dispatch({ type: 'reveal', path: target });
     const existing = plan.topNames.filter((p) => {
       const e = entryAt(state, p);
       // Dropping a folder onto a folder of the same name merges them; only

@@ -247,8 +247,9 @@ describe('create and rename', () => {
   });
 
   it('dragging a row onto a folder moves it, never into itself or onto a name in use', () => {
-    const [, fx] = run(loaded(), { type: 'move', from: 'a.txt', toDir: 'src' });
-    expect(fx).toEqual([{ type: 'rename', from: 'a.txt', to: 'src/a.txt' }]);
+    const [s1, fx] = run(loaded(), { type: 'move', from: 'a.txt', toDir: 'docs' });
+    expect(fx).toEqual([{ type: 'rename', from: 'a.txt', to: 'docs/a.txt' }, { type: 'list', path: 'docs' }]);
+    expect(s1.expanded['docs']).toBe(true);
     const [, fx2] = run(loaded(), { type: 'move', from: 'src', toDir: 'src/lib' });
     expect(fx2[0]).toEqual({ type: 'error', message: 'Cannot move "src" into itself.' });
     const [, fx3] = run(loaded(), { type: 'move', from: 'src/main.js', toDir: 'src' });

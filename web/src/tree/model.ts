@@ -81,6 +81,8 @@ export type TreeAction =
   /** A click on a row, or Enter: files open, folders fold. */
   | { type: 'activate'; path: string }
   | { type: 'toggle'; path: string }
+  /** Opens a folder and its ancestors (where a drop or upload lands). */
+  | { type: 'reveal'; path: string }
   | { type: 'key'; key: string }
   /** `at`: the row a menu was opened on (else the selection decides). */
   | { type: 'startCreate'; what: 'file' | 'dir'; at?: string | null }
@@ -358,6 +360,9 @@ function step(state: TreeState, action: TreeAction, fx: TreeEffect[]): TreeState
       return { ...state, expanded: { ...state.expanded, [action.path]: true } };
     }
 
+    case 'reveal':
+      return action.path === '' ? state : reveal(state, action.path);
+
     case 'key':
       return onKey(state, action.key, fx);
 
@@ -415,7 +420,7 @@ function step(state: TreeState, action: TreeAction, fx: TreeEffect[]): TreeState
         return state;
       }
       fx.push({ type: 'rename', from: action.from, to });
-      return { ...state, busy: { ...state.busy, [action.from]: true, [to]: true } };
+      return { ...reveal(state, action.toDir), busy: { ...state.busy, [action.from]: true, [to]: true } };
     }
 
     case 'opDone': {
