@@ -124,6 +124,7 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     entry.drawn = key;
     const { tab } = entry;
     tab.setAttribute('aria-selected', String(active));
+    tab.tabIndex = active ? 0 : -1;
     tab.classList.toggle('active', active);
     tab.classList.toggle('dirty', dirty);
     tab.classList.toggle('removed', doc.removed);
@@ -181,6 +182,28 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
       h.dispatch({ type: 'activate', path });
     }
   });
+  // Keyboard: arrows move between tabs, Delete closes one.
+  tabs.addEventListener('keydown', (e) => {
+    const tab = e.target instanceof Element ? e.target.closest<HTMLElement>('.editor-tab') : null;
+    const path = tab?.dataset['path'];
+    if (tab === null || path === undefined) return;
+    const all = Array.from(tabs.querySelectorAll<HTMLElement>('.editor-tab'));
+    const at = all.indexOf(tab);
+    const go = (i: number): void => {
+      const next = all[(i + all.length) % all.length];
+      const p = next?.dataset['path'];
+      if (next === undefined || p === undefined) return;
+      h.dispatch({ type: 'activate', path: p });
+      next.focus();
+    };
+    if (e.key === 'ArrowRight') go(at + 1);
+    else if (e.key === 'ArrowLeft') go(at - 1);
+    else if (e.key === 'Home') go(0);
+    else if (e.key === 'End') go(all.length - 1);
+    else if (e.key === 'Delete') h.dispatch({ type: 'close', path });
+    else return;
+    e.preventDefault();
+  });
   // Middle click closes, as in every tabbed editor; the mousedown would
   // otherwise start autoscroll.
   tabs.addEventListener('mousedown', (e) => {
@@ -217,7 +240,17 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
       wanted.push(drawTab(doc, label, doc.path === state.active));
     }
     for (const path of [...tabEls.keys()]) if (!state.docs.some((d) => d.path === path)) tabEls.delete(path);
-    tabs.replaceChildren(...wanted);
+    // Move only tabs out of place: a detached tab would drop the keyboard focus.
+    let cursor = tabs.firstElementChild;
+    for (const node of wanted) {
+      if (cursor === node) cursor = cursor.nextElementSibling;
+      else tabs.insertBefore(node, cursor);
+    }
+    while (cursor !== null) {
+      const after = cursor.nextElementSibling;
+      cursor.remove();
+      cursor = after;
+    }
     tabs.hidden = state.docs.length === 0;
     if (state.active !== lastActive) {
       lastActive = state.active;

@@ -292,11 +292,10 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
     lastSelected = s.selected;
   }
 
-  function renderEdit(s: TreeState): void {
+  function renderEdit(s: TreeState, hadFocus: boolean): void {
     const edit = s.edit;
     const key = edit === null ? '' : edit.kind === 'create' ? `c:${edit.parent}:${edit.what}` : `r:${edit.path}`;
     if (key !== drawnEditKey) {
-      const hadFocus = document.activeElement === input;
       drawnEditKey = key;
       if (edit !== null) {
         input.value = edit.kind === 'rename' ? baseName(edit.path) : '';
@@ -308,7 +307,8 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
           input.setSelectionRange(0, dot > 0 ? dot : input.value.length);
         }
       } else if (hadFocus) {
-        list.focus();
+        // The input left with its row: keep the keyboard in the tree.
+        list.focus({ preventScroll: true });
       }
     }
     problem.textContent = edit?.problem ?? '';
@@ -411,8 +411,10 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
       const treeKey = [s.dirs, s.expanded, s.selected, s.edit, s.busy, s.dropTarget, s.menu, s.rootError, s.offline];
       if (treeKey.some((v, i) => v !== drawnTree[i])) {
         drawnTree = treeKey;
+        // Read before the rows change: removing the input's row drops its focus.
+        const inputHadFocus = document.activeElement === input;
         renderRows(s);
-        renderEdit(s);
+        renderEdit(s, inputHadFocus);
       }
       renderUpload(s);
       renderMenu(s);
