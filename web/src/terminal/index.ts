@@ -27,12 +27,16 @@ export interface TerminalsContext {
 
 interface Slot {
   view: TerminalView;
+  /** When output last arrived (performance.now()), to place the ended notice after it. */
+  lastOutputAt: number;
   /** The runner's id of the terminal shown now (null while opening). */
   term: number | null;
   epoch: number;
 }
 
 const RESIZE_DEBOUNCE_MS = 60;
+const ENDED_SETTLE_MS = 150;
+const ENDED_SETTLE_MAX_MS = 1000;
 
 function runTermKey(project: string): string {
   return `cloudcode.run-term.${project}`;
@@ -104,7 +108,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       body.append(view.el);
       view.show(state.active === key);
       view.mount();
-      slot = { view, term: null, epoch };
+      slot = { view, term: null, epoch, lastOutputAt: 0 };
       slots.set(key, slot);
     }
     slot.epoch = epoch;
@@ -118,6 +122,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
     return {
       output: (data, seq) => {
         if (!live()) return;
+        slot.lastOutputAt = performance.now();
         const end = seq + data.length;
         slot.view.write(data, () => {
           const ack = tracker.parsed(end);
@@ -268,14 +273,26 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       const slot = slots.get(tab.key);
       const line = endedNotice(tab.status);
       if (slot === undefined) continue;
-      if (line === null) slot.view.setEnded(null);
-      else {
-        slot.view.setEnded({
-          line,
-          action: tab.role === 'run' ? 'Run again' : 'New terminal',
-          run: () => dispatch({ kind: 'restart', key: tab.key, command: ctx.runCommand }),
-        });
+      if (line === null) {
+        slot.view.setEnded(null);
+        continue;
       }
+      const epoch = tab.epoch;
+      const ended = {
+        line,
+        action: tab.role === 'run' ? 'Run again' : 'New terminal',
+        run: () => dispatch({ kind: 'restart', key: tab.key, command: ctx.runCommand }),
+      };
+      // The exit can overtake the process's last bytes (they travel apart on
+      // the runner); the notice goes below them once output has settled.
+      const since = performance.now();
+      const place = (): void => {
+        if (slots.get(tab.key) !== slot || slot.epoch !== epoch) return;
+        const now = performance.now();
+        if (now - slot.lastOutputAt < ENDED_SETTLE_MS && now - since < ENDED_SETTLE_MAX_MS) setTimeout(place, ENDED_SETTLE_MS);
+        else slot.view.setEnded(ended);
+      };
+      setTimeout(place, ENDED_SETTLE_MS);
     }
   };
 
