@@ -90,7 +90,8 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
   body.append(codeHost, conflict, message, empty, loading);
 
   // The close dialog of a tab with unsaved changes.
-  const dialog = el('dialog', 'editor-dialog');
+  // In the document only while open, so one `confirm-ok` exists at a time.
+  const dialog = el('dialog', 'editor-dialog', 'confirm-dialog');
   const dialogText = el('p', '');
   const dialogButtons = el('div', 'editor-dialog-buttons');
   dialogButtons.append(
@@ -104,7 +105,7 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     h.dispatch({ type: 'closeChoice', choice: 'cancel' });
   });
 
-  root.append(tabs, body, dialog);
+  root.append(tabs, body);
   host.append(root);
 
   const tabEls = new Map<string, { tab: HTMLElement; drawn: string }>();
@@ -298,11 +299,13 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     if (state.confirmClose !== null) {
       dialogText.textContent = `"${baseName(state.confirmClose)}" has unsaved changes. Save them before closing?`;
       if (!dialog.open) {
+        root.append(dialog);
         dialog.showModal();
         dialog.querySelector<HTMLButtonElement>('[data-testid="editor-close-save"]')?.focus();
       }
-    } else if (dialog.open) {
-      dialog.close();
+    } else if (dialog.isConnected) {
+      if (dialog.open) dialog.close();
+      dialog.remove();
     }
   }
 
@@ -312,6 +315,7 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     render,
     dispose() {
       if (dialog.open) dialog.close();
+      dialog.remove();
       root.remove();
     },
   };

@@ -142,8 +142,10 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
   menu.className = 'tree-menu';
   menu.setAttribute('role', 'menu');
   menu.hidden = true;
+  // In the document only while open, so one `confirm-ok` exists at a time.
   const dialog = document.createElement('dialog');
   dialog.className = 'tree-dialog';
+  dialog.dataset['testid'] = 'confirm-dialog';
   const dialogText = document.createElement('p');
   const dialogButtons = document.createElement('div');
   dialogButtons.className = 'tree-dialog-buttons';
@@ -165,7 +167,7 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
     h.dispatch({ type: 'confirmCancel' });
   });
 
-  root.append(toolbar, list, uploadBox, menu, dialog);
+  root.append(toolbar, list, uploadBox, menu);
   host.append(root);
 
   const rows = new Map<string, RowParts>();
@@ -391,13 +393,17 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
     const c = s.confirm;
     if (c === null) {
       if (dialog.open) dialog.close();
+      dialog.remove();
       return;
     }
     dialogText.textContent = c.message;
     ok.textContent = c.kind === 'delete' ? 'Delete' : 'Replace';
     if (!dialog.open) {
+      root.append(dialog);
       dialog.showModal();
-      ok.focus();
+      // A delete cannot be undone: the safe choice has the focus, as in the
+      // shell's dialogs.
+      (c.kind === 'delete' ? cancel : ok).focus();
     }
   }
 
@@ -542,6 +548,7 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
       document.removeEventListener('pointerdown', onPointerDown, true);
       window.removeEventListener('blur', onWindowBlur);
       if (dialog.open) dialog.close();
+      dialog.remove();
       root.remove();
     },
   };
