@@ -205,6 +205,15 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
         diffHost.hidden = true;
         return;
       }
+      // The code editor holds the active buffer even behind a conflict's
+      // diff, so `editor().getModel()` always names what is being edited.
+      if (editor.getModel() !== entry.model) {
+        rememberView();
+        editor.setModel(entry.model);
+        const vs = viewStates.get(path);
+        if (vs !== undefined) editor.restoreViewState(vs);
+        shown = path;
+      }
       if (conflict !== null) {
         const d = ensureDiff();
         if (diffFor?.path !== path) {
@@ -219,12 +228,6 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
         } else if (diffFor.theirs.getValue() !== conflict.theirs) {
           diffFor.theirs.setValue(conflict.theirs);
         }
-        if (shown !== null && shown !== path) rememberView();
-        if (editor.getModel() !== null) {
-          rememberView();
-          editor.setModel(null);
-        }
-        shown = path;
         codeHost.hidden = true;
         diffHost.hidden = false;
         fit(d, diffHost);
@@ -233,13 +236,6 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
       dropDiff();
       diffHost.hidden = true;
       codeHost.hidden = false;
-      if (editor.getModel() !== entry.model) {
-        rememberView();
-        editor.setModel(entry.model);
-        const vs = viewStates.get(path);
-        if (vs !== undefined) editor.restoreViewState(vs);
-        shown = path;
-      }
       fit(editor, codeHost);
     },
 
