@@ -746,3 +746,24 @@ fn alt_c_copies_the_terminal_screen_without_a_mouse() {
     }
     assert!(shows(&screen(&mut app, 100, 24), "copied"));
 }
+
+#[test]
+fn f9_opens_the_project_in_the_browser_ide() {
+    let mut app = ide();
+    app.take_effects();
+    key(&mut app, KeyCode::F(9));
+    let effects = app.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::OpenInBrowser(id)] if id == "demo"),
+        "{effects:?}"
+    );
+    let lines = screen(&mut app, 120, 24);
+    assert!(shows(&lines, "opening demo in the browser"), "{lines:#?}");
+}
+
+#[test]
+fn the_browser_url_logs_in_through_the_fragment() {
+    let api = cloudcode_tui::api::ApiClient::new("http://127.0.0.1:8080", "tok").unwrap();
+    assert_eq!(api.browser_url("demo"), "http://127.0.0.1:8080/p/demo#token=tok");
+    assert!(!api.browser_url_without_token("demo").contains("tok"));
+}
