@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
-use tokio::sync::Mutex;
 
 use crate::gateway::Upstream;
 use crate::projects::ProjectId;
@@ -89,11 +88,20 @@ pub trait SandboxBackend: Send + Sync {
 pub struct Orchestrator {
     backend: Arc<dyn SandboxBackend>,
     issuer: Arc<TokenIssuer>,
-    /// One start at a time per project: concurrent starts share it.
-    starting: Mutex<HashMap<ProjectId, Arc<Mutex<()>>>>,
+    /// One start or stop at a time per project: concurrent starts share
+    /// it. The map's lock is held only to find a project's lock.
+    starting: std::sync::Mutex<HashMap<ProjectId, Arc<tokio::sync::Mutex<()>>>>,
     /// Projects that should be running: started and not stopped on
     /// purpose. Kept on disk so a restarted server brings them back.
-    wanted: Option<PathBuf>,
+    wanted: Option<Wanted>,
+}
+
+/// The projects that should be running, and the file that keeps them. Each
+/// change is made and written under one short lock, so two projects
+/// starting at once never lose each other's entry.
+struct Wanted {
+    path: PathBuf,
+    projects: std::sync::Mutex<Vec<ProjectId>>,
 }
 
 /// A started project, as the API reports it.
@@ -109,49 +117,74 @@ impl Orchestrator {
         Self {
             backend,
             issuer,
-            starting: Mutex::new(HashMap::new()),
+            starting: std::sync::Mutex::new(HashMap::new()),
             wanted: None,
         }
     }
 
     /// Remembers running projects in `path`, for [`Orchestrator::resume`].
     pub fn remembering(mut self, path: PathBuf) -> Self {
-        self.wanted = Some(path);
+        let projects = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| ProjectId::parse(l.trim()).ok())
+            .collect();
+        self.wanted = Some(Wanted {
+            path,
+            projects: std::sync::Mutex::new(projects),
+        });
         self
     }
 
     fn read_wanted(&self) -> Vec<ProjectId> {
-        let Some(path) = &self.wanted else { return Vec::new() };
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| ProjectId::parse(l.trim()).ok())
-            .collect()
+        match &self.wanted {
+            Some(wanted) => wanted.projects.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => Vec::new(),
+        }
     }
 
     fn set_wanted(&self, project: &ProjectId, running: bool) {
-        let Some(path) = &self.wanted else { return };
-        let mut wanted = self.read_wanted();
-        wanted.retain(|p| p != project);
-        if running {
-            wanted.push(project.clone());
+        let Some(Wanted { path, projects }) = &self.wanted else {
+            return;
+        };
+        let mut projects = projects.lock().unwrap_or_else(|p| p.into_inner());
+        if projects.contains(project) == running {
+            return;
         }
-        let text: String = wanted.iter().map(|p| format!("{p}\n")).collect();
+        projects.retain(|p| p != project);
+        if running {
+            projects.push(project.clone());
+        }
+        // A few hundred bytes, written and renamed under the lock so the
+        // file never goes back to an older set.
+        let text: String = projects.iter().map(|p| format!("{p}\n")).collect();
         let tmp = path.with_extension("tmp");
         if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
             tracing::warn!("recording running projects in {}: {e}", path.display());
         }
     }
 
-    /// Starts again every project that was running when the previous server
-    /// stopped or died, so a restart leaves users where they were.
+    fn project_lock(&self, project: &ProjectId) -> Arc<tokio::sync::Mutex<()>> {
+        self.starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(project.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Starts again, all at once, every project that was running when the
+    /// previous server stopped or died, so a restart leaves users where
+    /// they were.
     pub async fn resume(&self) {
-        for project in self.read_wanted() {
-            match self.start(&project).await {
+        let wanted = self.read_wanted();
+        futures_util::future::join_all(wanted.iter().map(|project| async move {
+            match self.start(project).await {
                 Ok(_) => tracing::info!(%project, "resumed after restart"),
                 Err(e) => tracing::warn!(%project, "could not resume after restart: {e}"),
             }
-        }
+        }))
+        .await;
     }
 
     pub fn issue_token(&self, project: &ProjectId) -> (String, u64) {
@@ -168,7 +201,7 @@ impl Orchestrator {
     /// Idempotent: returns once the runner answers, however many callers ask
     /// at once.
     pub async fn start(&self, project: &ProjectId) -> Result<Started, OrchestratorError> {
-        let lock = self.starting.lock().await.entry(project.clone()).or_default().clone();
+        let lock = self.project_lock(project);
         let _held = lock.lock().await;
         let spec = SandboxSpec {
             project: project.clone(),
@@ -194,7 +227,7 @@ impl Orchestrator {
     }
 
     async fn halt(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
-        let lock = self.starting.lock().await.entry(project.clone()).or_default().clone();
+        let lock = self.project_lock(project);
         let _held = lock.lock().await;
         self.backend.stop(project).await
     }
@@ -230,10 +263,8 @@ impl Orchestrator {
             let Ok((200, health)) = crate::gateway::health(&endpoints.ide, &token).await else {
                 continue;
             };
-            let clients = health["clients"].as_u64().unwrap_or(1);
-            let idle_secs = health["idle_secs"].as_u64().unwrap_or(0);
-            if clients == 0 && idle_secs >= idle.as_secs() {
-                tracing::info!(%project, idle_secs, "stopping idle sandbox");
+            if is_idle(&health, idle) {
+                tracing::info!(%project, idle_secs = health["idle_secs"].as_u64(), "stopping idle sandbox");
                 match self.stop(&project).await {
                     Ok(()) => reaped.push(project),
                     Err(e) => tracing::warn!(%project, "stopping idle sandbox: {e}"),
@@ -249,12 +280,23 @@ impl Orchestrator {
         if self.backend.outlives_the_server() {
             return;
         }
-        for project in self.backend.running().await {
-            if let Err(e) = self.halt(&project).await {
+        let running = self.backend.running().await;
+        futures_util::future::join_all(running.iter().map(|project| async move {
+            if let Err(e) = self.halt(project).await {
                 tracing::warn!(%project, "stopping on shutdown: {e}");
             }
-        }
+        }))
+        .await;
     }
+}
+
+/// The idle reaper's decision from a runner's health answer: no client
+/// connected and nothing happening for `idle`. An answer missing either
+/// field never counts as idle.
+fn is_idle(health: &serde_json::Value, idle: Duration) -> bool {
+    let clients = health["clients"].as_u64().unwrap_or(1);
+    let idle_secs = health["idle_secs"].as_u64().unwrap_or(0);
+    clients == 0 && idle_secs >= idle.as_secs()
 }
 
 /// Polls the runner's authenticated health endpoint until it answers 200;
@@ -286,4 +328,79 @@ async fn wait_ready(
 /// Where the local backend keeps its per-project state.
 pub fn sandbox_root(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("sandboxes")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Starts answer at once (after a yield, so starts interleave); runners
+    /// count as ready.
+    #[derive(Default)]
+    struct Instant {
+        started: Mutex<Vec<ProjectId>>,
+    }
+
+    #[async_trait]
+    impl SandboxBackend for Instant {
+        async fn ensure_running(&self, spec: &SandboxSpec) -> Result<Endpoints, OrchestratorError> {
+            tokio::task::yield_now().await;
+            self.started.lock().unwrap().push(spec.project.clone());
+            let upstream = Upstream::Unix(PathBuf::from(format!("/fake/{}", spec.project)));
+            Ok(Endpoints {
+                ide: upstream.clone(),
+                preview: upstream,
+            })
+        }
+        async fn stop(&self, _: &ProjectId) -> Result<(), OrchestratorError> {
+            Ok(())
+        }
+        async fn state(&self, _: &ProjectId) -> SandboxState {
+            SandboxState::Stopped
+        }
+        async fn running(&self) -> Vec<ProjectId> {
+            Vec::new()
+        }
+        async fn forget(&self, _: &ProjectId) {}
+        fn readiness_is_checked(&self) -> bool {
+            true
+        }
+    }
+
+    fn orchestrator(backend: Arc<Instant>, file: &std::path::Path) -> Orchestrator {
+        Orchestrator::new(backend, Arc::new(TokenIssuer::generate().unwrap())).remembering(file.to_path_buf())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_starts_at_once_are_all_remembered_and_all_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("running");
+        let ids: Vec<ProjectId> = (0..20)
+            .map(|i| ProjectId::parse(&format!("crowd-{i:02}")).unwrap())
+            .collect();
+        let first = orchestrator(Arc::default(), &file);
+        let starts = futures_util::future::join_all(ids.iter().map(|id| first.start(id))).await;
+        assert!(starts.iter().all(Result::is_ok));
+        first.stop(&ids[3]).await.unwrap();
+        let expected: Vec<&ProjectId> = ids.iter().filter(|id| **id != ids[3]).collect();
+
+        let backend = Arc::new(Instant::default());
+        let second = orchestrator(backend.clone(), &file);
+        second.resume().await;
+        let mut resumed = backend.started.lock().unwrap().clone();
+        resumed.sort();
+        assert_eq!(resumed.iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn only_a_runner_with_no_client_and_nothing_happening_is_idle() {
+        let idle = Duration::from_secs(60);
+        assert!(is_idle(&serde_json::json!({"clients": 0, "idle_secs": 60}), idle));
+        assert!(!is_idle(&serde_json::json!({"clients": 1, "idle_secs": 600}), idle));
+        assert!(!is_idle(&serde_json::json!({"clients": 0, "idle_secs": 59}), idle));
+        assert!(!is_idle(&serde_json::json!({"idle_secs": 600}), idle));
+        assert!(!is_idle(&serde_json::json!({"clients": 0}), idle));
+    }
 }

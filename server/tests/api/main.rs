@@ -2,6 +2,7 @@
 //! with cgroups, real runners reached through the gateway.
 
 mod common;
+mod orchestration;
 mod projects;
 mod sandbox;
 mod web;

@@ -1,0 +1,121 @@
+//! Each sandbox's control groups: memory, process count and CPU caps, and
+//! the way to end everything a sandbox left behind.
+
+use std::path::{Path, PathBuf};
+
+use super::Limits;
+use crate::projects::ProjectId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V2,
+    V1,
+    Unavailable,
+}
+
+/// One sandbox's control groups (one directory with v2, one per controller
+/// with v1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub(super) dirs: Vec<PathBuf>,
+}
+
+impl CgroupVersion {
+    pub fn detect() -> Self {
+        let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") && controllers.contains("pids") {
+            CgroupVersion::V2
+        } else if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+            && Path::new("/sys/fs/cgroup/pids").exists()
+        {
+            CgroupVersion::V1
+        } else {
+            CgroupVersion::Unavailable
+        }
+    }
+
+    /// Creates the sandbox's cgroups with its limits; `None` (logged) where
+    /// cgroups cannot be used, leaving rlimits as the only cap.
+    pub(super) fn create(self, project: &ProjectId, limits: &Limits) -> Option<Cgroup> {
+        let result = match self {
+            CgroupVersion::V2 => {
+                let parent = Path::new("/sys/fs/cgroup/cloudcode");
+                let dir = parent.join(project.as_str());
+                (|| -> std::io::Result<Cgroup> {
+                    std::fs::create_dir_all(&dir)?;
+                    let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids +cpu");
+                    std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                    std::fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                    std::fs::write(dir.join("pids.max"), limits.max_pids.to_string())?;
+                    std::fs::write(dir.join("cpu.max"), format!("{} 100000", limits.cpu_percent * 1000))?;
+                    Ok(Cgroup { dirs: vec![dir] })
+                })()
+            }
+            CgroupVersion::V1 => (|| -> std::io::Result<Cgroup> {
+                let mut dirs = Vec::new();
+                for controller in ["memory", "pids", "cpu"] {
+                    let dir = Path::new("/sys/fs/cgroup")
+                        .join(controller)
+                        .join("cloudcode")
+                        .join(project.as_str());
+                    std::fs::create_dir_all(&dir)?;
+                    dirs.push(dir);
+                }
+                std::fs::write(dirs[0].join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
+                let _ = std::fs::write(
+                    dirs[0].join("memory.memsw.limit_in_bytes"),
+                    limits.memory_bytes.to_string(),
+                );
+                std::fs::write(dirs[1].join("pids.max"), limits.max_pids.to_string())?;
+                std::fs::write(dirs[2].join("cpu.cfs_period_us"), "100000")?;
+                std::fs::write(
+                    dirs[2].join("cpu.cfs_quota_us"),
+                    (limits.cpu_percent * 1000).to_string(),
+                )?;
+                Ok(Cgroup { dirs })
+            })(),
+            CgroupVersion::Unavailable => {
+                tracing::warn!(%project, "no usable cgroups: memory, process and CPU limits are rlimits only");
+                return None;
+            }
+        };
+        match result {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => {
+                tracing::warn!(%project, "cgroup setup failed ({e}): limits are rlimits only");
+                None
+            }
+        }
+    }
+}
+
+impl Cgroup {
+    pub(super) fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// SIGKILLs whatever is still in the sandbox's cgroup.
+    pub(super) fn kill_all(&self) {
+        for file in self.procs_files() {
+            for pid in std::fs::read_to_string(&file).unwrap_or_default().split_whitespace() {
+                if let Ok(pid) = pid.parse() {
+                    super::os::signal(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// One attempt at removing the cgroup's directories: true once they are
+    /// all gone. A cgroup whose last process is still exiting cannot be
+    /// removed yet; the lifecycle retries without blocking a thread.
+    pub(super) fn try_remove(&self) -> bool {
+        let mut gone = true;
+        for dir in &self.dirs {
+            if std::fs::remove_dir(dir).is_err() && dir.exists() {
+                gone = false;
+            }
+        }
+        gone
+    }
+}

@@ -1,0 +1,54 @@
+//! A sandbox's optional outbound network (`Network::Outbound`): slirp4netns
+//! attached to its network namespace, host loopback disabled.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Attaches slirp4netns to the sandbox's network namespace (that of bwrap's
+/// child, the namespace's first process). `None`, logged, if it cannot: the
+/// sandbox then simply has no outbound network.
+pub(super) async fn start_slirp(bwrap: u32) -> Option<Child> {
+    let mut namespace_pid = None;
+    for _ in 0..200 {
+        namespace_pid = super::os::children(bwrap).into_iter().next();
+        if namespace_pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = namespace_pid?;
+    let mut command = Command::new("slirp4netns");
+    // SAFETY: prctl is async-signal-safe. It dies with this server, like
+    // the sandbox it serves (bwrap --die-with-parent).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let spawned = command
+        // By path: joining via the pid makes slirp4netns enter the
+        // sandbox's user namespace first, where it may not join the network.
+        .args([
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--netns-type=path",
+        ])
+        .arg(format!("/proc/{pid}/ns/net"))
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!("slirp4netns could not start ({e}): the sandbox has no outbound network");
+            None
+        }
+    }
+}
