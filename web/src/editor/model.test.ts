@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HotExitStore, parseSnapshot, serializeSnapshot, takeSnapshot } from './hotexit';
+import { HotExitStore, parseSnapshot, serializeSnapshot, takeSnapshot, type HotExitSnapshot } from './hotexit';
 import {
   docAt,
   initialEditor,
@@ -453,13 +453,13 @@ describe('hot exit', () => {
   it('the store debounces, flushes, and clears when nothing is left', async () => {
     const map = new Map<string, string>();
     const kv = { getItem: (k: string) => map.get(k) ?? null, setItem: (k: string, v: string) => void map.set(k, v), removeItem: (k: string) => void map.delete(k) };
-    let snap = { tabs: ['a'], active: 'a', buffers: [{ path: 'a', base: null, text: 't' }] };
+    let snap: HotExitSnapshot = { tabs: ['a'], active: 'a', buffers: [{ path: 'a', base: null, text: 't' }] };
     const store = new HotExitStore(kv, 'k', () => snap, 5);
     store.schedule();
     expect(map.has('k')).toBe(false);
     await new Promise((r) => setTimeout(r, 20));
     expect(parseSnapshot(map.get('k') ?? null)).toEqual(snap);
-    snap = { tabs: [], active: null, buffers: [] } as never;
+    snap = { tabs: [], active: null, buffers: [] };
     store.flush();
     expect(map.has('k')).toBe(false);
     const full = { ...kv, setItem: () => { throw new Error('QuotaExceededError'); } };

@@ -12,10 +12,10 @@ import {
 import { ancestorsOf, nameProblem, parentOf } from './paths';
 
 function file(path: string, version = 'v1'): Entry {
-  return { name: path.slice(path.lastIndexOf('/') + 1), path, kind: 'file', size: 1, mtime_ms: 0 as never, version };
+  return { name: path.slice(path.lastIndexOf('/') + 1), path, kind: 'file', size: 1, mtime_ms: 0, version };
 }
 function dir(path: string): Entry {
-  return { name: path.slice(path.lastIndexOf('/') + 1), path, kind: 'dir', size: 0, mtime_ms: 0 as never };
+  return { name: path.slice(path.lastIndexOf('/') + 1), path, kind: 'dir', size: 0, mtime_ms: 0 };
 }
 
 /** Runs actions in order, returning the last state and all effects. */

@@ -134,7 +134,7 @@ describe('runUpload', () => {
 });
 
 describe('countFolder', () => {
-  const e = (path: string, kind: 'file' | 'dir'): Entry => ({ name: path, path, kind, size: 0, mtime_ms: 0 as never });
+  const e = (path: string, kind: 'file' | 'dir'): Entry => ({ name: path, path, kind, size: 0, mtime_ms: 0 });
   it('counts files, folders and depth', async () => {
     const client = new FakeClient();
     client.tree = {
