@@ -17,6 +17,7 @@ import {
   saveStateOf,
   type EditorAction,
   type EditorEffect,
+  type Conflict,
   type EditorState,
   type Refusal,
   type SaveState,
@@ -134,11 +135,23 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
     if (changed) render();
   }
 
+  let shownPath: string | null = null;
+  let shownConflict: Conflict | null = null;
+  let shownBy: Workbench | null = null;
+
   function render(): void {
     const doc = state.active === null ? undefined : docAt(state, state.active);
     view.render(state, wb !== null);
     if (wb !== null) {
-      wb.show(doc?.status === 'ready' ? doc.path : null, doc?.conflict ?? null);
+      // Only when what is shown changes: not on every keystroke.
+      const showPath = doc?.status === 'ready' ? doc.path : null;
+      const conflict = doc?.conflict ?? null;
+      if (showPath !== shownPath || conflict !== shownConflict || wb !== shownBy) {
+        shownPath = showPath;
+        shownConflict = conflict;
+        shownBy = wb;
+        wb.show(showPath, conflict);
+      }
       if (focusWhenReady !== null && doc?.path === focusWhenReady && doc.status !== 'loading') {
         focusWhenReady = null;
         if (doc.status === 'ready') wb.focus();
