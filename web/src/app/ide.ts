@@ -265,9 +265,15 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
   window.addEventListener('keydown', onKey, true);
   cleanups.push(() => window.removeEventListener('keydown', onKey, true));
 
+  // The browser knows about the network before the socket does.
   const onOnline = (): void => client?.reconnectNow();
+  const onOffline = (): void => client?.dropConnection('the browser is offline');
   window.addEventListener('online', onOnline);
-  cleanups.push(() => window.removeEventListener('online', onOnline));
+  window.addEventListener('offline', onOffline);
+  cleanups.push(() => {
+    window.removeEventListener('online', onOnline);
+    window.removeEventListener('offline', onOffline);
+  });
 
   cleanups.push(
     registerTestingParts({

@@ -207,6 +207,23 @@ describe('reconnecting', () => {
     expect(client.state).toBe('open');
   });
 
+  it('drops a connection on demand and reconnects at once when told to', async () => {
+    const { client, ws, connect } = await connected({ backoffInitialMs: 10_000 });
+    const p = client.list('').catch((e: unknown) => e);
+    await settle();
+    client.dropConnection('the browser is offline');
+    expect(client.state).toBe('reconnecting');
+    expect(ws.closedByClient).toBeDefined();
+    expect(await p).toMatchObject({ code: 'disconnected' });
+    client.reconnectNow();
+    client.reconnectNow(); // one attempt, not two
+    await settle();
+    expect(connect).toHaveBeenCalledTimes(2);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    FakeWebSocket.last().open();
+    expect(client.state).toBe('open');
+  });
+
   it('gives up on a connection that stops answering pings', async () => {
     const { client, ws } = await connected({ pingIntervalMs: 1000 });
     await settle(1000);

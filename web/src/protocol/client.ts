@@ -126,6 +126,8 @@ export class RunnerClient {
   private openWaiters: Array<{ resolve: () => void; reject: (e: ProtocolError) => void }> = [];
   private watching = false;
   private attempt = 0;
+  /** A connect() call is in flight: a second would open two sockets. */
+  private connecting = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pingOutstanding: number | undefined;
@@ -175,9 +177,20 @@ export class RunnerClient {
 
   /** Skips the backoff wait (e.g. when the browser says it is online again). */
   reconnectNow(): void {
-    if (this.currentState !== 'reconnecting' || this.ws !== null) return;
+    if (!this.started || this.currentState === 'closed' || this.ws !== null) return;
     clearTimeout(this.reconnectTimer);
     void this.connectOnce();
+  }
+
+  /** Gives up on the current connection at once (e.g. the browser went
+   * offline: a socket may linger half-open for minutes) and reconnects with
+   * the usual backoff; terminals resume from their sequence numbers. */
+  dropConnection(reason: string): void {
+    const ws = this.ws;
+    if (ws === null || this.currentState === 'closed') return;
+    this.lastError = reason;
+    this.dropped();
+    ws.close();
   }
 
   onState(cb: (s: ConnectionState) => void): () => void {
@@ -485,6 +498,8 @@ export class RunnerClient {
   }
 
   private async connectOnce(): Promise<void> {
+    if (this.connecting) return;
+    this.connecting = true;
     let target: { wsUrl: string; token: string };
     try {
       target = await this.opts.connect();
@@ -492,8 +507,10 @@ export class RunnerClient {
       this.lastError = e instanceof Error ? e.message : String(e);
       this.scheduleReconnect();
       return;
+    } finally {
+      this.connecting = false;
     }
-    if (this.currentState === 'closed') return;
+    if (this.currentState === 'closed' || this.ws !== null) return;
     let ws: WebSocket;
     try {
       // Browsers cannot set headers on a WebSocket: the token travels as a
