@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Entry, Op, Reply } from '../protocol/generated';
 import { errorText } from './errors';
 import { countFolder } from './count';
-import { planUpload, runUpload, touchedDirs, type UploadItem } from './upload';
+import { collectDrop, planUpload, runUpload, touchedDirs, type UploadItem } from './upload';
 
 const blob = (n: number): Blob => new Blob([new Uint8Array(n)]);
 
@@ -155,5 +155,52 @@ describe('errorText', () => {
       'Could not save: the connection to the sandbox dropped; try again once it is back.',
     );
     expect(errorText(new Error('boom'), 'Could not')).toBe('Could not: boom.');
+  });
+});
+
+describe('collectDrop', () => {
+  // Stand-ins for the browser's FileSystemEntry objects of a dropped folder.
+  function fileEntry(name: string, text: string): FileSystemEntry {
+    const file = new File([text], name);
+    return { name, isFile: true, isDirectory: false, file: (ok: (f: File) => void) => ok(file) } as unknown as FileSystemEntry;
+  }
+  function dirEntry(name: string, children: FileSystemEntry[]): FileSystemEntry {
+    return {
+      name,
+      isFile: false,
+      isDirectory: true,
+      createReader: () => {
+        // Two entries per batch, then an empty one, like Chromium's 100.
+        let at = 0;
+        return {
+          readEntries: (ok: (batch: FileSystemEntry[]) => void) => {
+            ok(children.slice(at, at + 2));
+            at += 2;
+          },
+        };
+      },
+    } as unknown as FileSystemEntry;
+  }
+
+  it('walks folders in batches, keeping empty folders', async () => {
+    const tree = dirEntry('site', [
+      fileEntry('a.html', 'a'),
+      fileEntry('b.css', 'b'),
+      dirEntry('img', [fileEntry('c.png', 'c')]),
+      dirEntry('empty', []),
+    ]);
+    const items = await collectDrop([tree, fileEntry('top.txt', 't')]);
+    expect(items.map((i) => `${i.kind}:${i.relPath}`)).toEqual([
+      'dir:site',
+      'file:site/a.html',
+      'file:site/b.css',
+      'dir:site/img',
+      'file:site/img/c.png',
+      'dir:site/empty',
+      'file:top.txt',
+    ]);
+    const plan = planUpload('', items);
+    expect(plan.dirs).toEqual(['site', 'site/empty', 'site/img']);
+    expect(plan.files.map((f) => f.path)).toEqual(['site/a.html', 'site/b.css', 'site/img/c.png', 'top.txt']);
   });
 });
