@@ -10,6 +10,7 @@ export function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Codes whose meaning is the whole story; the runner's message adds nothing but the path. */
 const REASONS: Record<string, string> = {
   disconnected: 'the connection to the sandbox dropped; try again once it is back',
   timeout: 'the sandbox did not answer in time',
@@ -19,21 +20,17 @@ const REASONS: Record<string, string> = {
   not_a_directory: 'a part of the path is not a folder',
   is_a_directory: 'it is a folder',
   directory_not_empty: 'the folder is not empty',
-  too_large: 'it is larger than the sandbox accepts',
-  outside_workspace: 'it leads out of the workspace through a link',
-  invalid_path: 'the workspace does not accept that name',
-  storage: 'storage failed',
+  outside_workspace: 'a link on the way leads out of the workspace',
 };
 
-/** `"<what>: <why>."`, with the runner's own message when it adds detail. */
+/**
+ * `"<what>: <why>."`: a fixed reason for the common codes, else the error's
+ * own message (storage failures, refused names, sizes say more that way).
+ */
 export function errorText(err: unknown, what: string): string {
   const code = errorCode(err);
   const reason = code !== undefined ? REASONS[code] : undefined;
+  if (reason !== undefined) return `${what}: ${reason}.`;
   const detail = err instanceof Error ? err.message : typeof err === 'string' ? err : '';
-  if (reason !== undefined) {
-    return detail !== '' && code !== 'disconnected' && code !== 'timeout'
-      ? `${what}: ${reason} (${detail}).`
-      : `${what}: ${reason}.`;
-  }
-  return detail !== '' ? `${what}: ${detail}.` : `${what}.`;
+  return detail !== '' ? `${what}: ${detail.replace(/\.$/, '')}.` : `${what}.`;
 }

@@ -119,7 +119,7 @@ describe('runUpload', () => {
     const items = Array.from({ length: 3 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
     const plan = planUpload('', items);
     await expect(runUpload(client, plan, { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
-      'Could not upload "f1": storage failed (disk full).',
+      'Could not upload "f1": disk full.',
     );
   });
 
@@ -149,7 +149,10 @@ describe('countFolder', () => {
 describe('errorText', () => {
   it('says what failed and why', () => {
     expect(errorText(Object.assign(new Error('x: no such file'), { code: 'not_found' }), 'Could not open "x"')).toBe(
-      'Could not open "x": it does not exist (any more) (x: no such file).',
+      'Could not open "x": it does not exist (any more).',
+    );
+    expect(errorText(Object.assign(new Error('storage is unreachable: timeout.'), { code: 'storage' }), 'Could not save')).toBe(
+      'Could not save: storage is unreachable: timeout.',
     );
     expect(errorText(Object.assign(new Error('socket closed'), { code: 'disconnected' }), 'Could not save')).toBe(
       'Could not save: the connection to the sandbox dropped; try again once it is back.',
