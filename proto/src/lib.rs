@@ -8,6 +8,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod envfile;
 pub mod frame;
 pub mod message;
 pub mod path;

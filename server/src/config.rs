@@ -195,29 +195,13 @@ pub fn config_file_path(mut args: impl Iterator<Item = String>) -> Option<PathBu
         .filter(|p| p.exists())
 }
 
-/// Reads `CLOUDCODE_NAME=value` lines; `#` starts a comment line.
+/// Reads the settings file (`CLOUDCODE_NAME=value` lines, see
+/// [`cloudcode_proto::envfile`]); naming another file in it is refused.
 pub fn read_config_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-    let mut settings = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .with_context(|| format!("{}:{}: expected CLOUDCODE_NAME=value", path.display(), number + 1))?;
-        let key = key.trim();
-        if !key.starts_with("CLOUDCODE_") || key == "CLOUDCODE_CONFIG" {
-            anyhow::bail!(
-                "{}:{}: {key} is not a cloudcode-server setting",
-                path.display(),
-                number + 1
-            );
-        }
-        let value = value.trim().trim_matches('"');
-        settings.push((key.to_owned(), value.to_owned()));
+    let settings = cloudcode_proto::envfile::read(path)?
+        .ok_or_else(|| anyhow::anyhow!("the config file {} does not exist", path.display()))?;
+    if settings.iter().any(|(key, _)| key == "CLOUDCODE_CONFIG") {
+        anyhow::bail!("{}: CLOUDCODE_CONFIG cannot be set from a config file", path.display());
     }
     Ok(settings)
 }

@@ -16,25 +16,10 @@ pub fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("dev", "cloudcode", "cloudcode")
 }
 
-/// Reads `CLOUDCODE_NAME=value` lines; `#` starts a comment.
+/// Reads `tui.env` (`CLOUDCODE_NAME=value` lines, see
+/// [`cloudcode_proto::envfile`]); a missing file holds no settings.
 pub fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut pairs = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) = line
-            .split_once('=')
-            .with_context(|| format!("{}:{}: expected NAME=value", path.display(), n + 1))?;
-        pairs.push((name.trim().to_string(), value.trim().to_string()));
-    }
-    Ok(pairs)
+    Ok(cloudcode_proto::envfile::read(path)?.unwrap_or_default())
 }
 
 /// A server the TUI talks to, and how it was found.
