@@ -15,7 +15,10 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=CLOUDCODE_WEB_DIST");
     let dist = match std::env::var_os("CLOUDCODE_WEB_DIST") {
-        Some(dir) => PathBuf::from(dir),
+        Some(dir) => {
+            println!("cargo:rerun-if-changed={}", PathBuf::from(&dir).display());
+            PathBuf::from(dir)
+        }
         None => {
             for input in [
                 "src",
