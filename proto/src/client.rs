@@ -284,6 +284,54 @@ impl RunnerHandle {
         Ok((data, version))
     }
 
+    /// Opens a terminal; with `flow_window`, the runner sends at most that
+    /// many bytes beyond the last [`RunnerHandle::send_ack`] (see
+    /// `PROTOCOL.md`, *Flow control*).
+    pub async fn term_open(
+        &self,
+        cols: u16,
+        rows: u16,
+        command: Option<Vec<String>>,
+        flow_window: Option<u32>,
+    ) -> Result<TermId, ClientError> {
+        let op = Op::TermOpen {
+            cols,
+            rows,
+            command,
+            flow_window,
+        };
+        match self.request(op).await? {
+            Reply::TermOpened { term } => Ok(term),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Attaches to a terminal from `from_seq`, with a flow window as in
+    /// [`RunnerHandle::term_open`]. Returns the terminal's size.
+    pub async fn term_attach(
+        &self,
+        term: TermId,
+        from_seq: u64,
+        flow_window: Option<u32>,
+    ) -> Result<(u16, u16), ClientError> {
+        let op = Op::TermAttach {
+            term,
+            from_seq,
+            flow_window,
+        };
+        match self.request(op).await? {
+            Reply::TermAttached { cols, rows, .. } => Ok((cols, rows)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Acknowledges every output byte of `term` before `seq` (and a snapshot
+    /// current at `seq`) as processed, opening the flow window again. Only
+    /// for terminals attached with a `flow_window`.
+    pub fn send_ack(&self, term: TermId, seq: u64) -> Result<(), ClientError> {
+        self.send_binary(Frame::TermAck { term, seq }.encode())
+    }
+
     pub fn send_input(&self, term: TermId, data: &[u8]) -> Result<(), ClientError> {
         self.send_binary(
             Frame::TermInput {

@@ -9,6 +9,7 @@
 //! | `0x02` term input | client → runner | `u32` term | input bytes |
 //! | `0x03` term snapshot | runner → client | `u32` term, `u64` seq the snapshot is current at | bytes that redraw the screen on a reset emulator |
 //! | `0x04` file chunk | both | `u64` transfer (the request id), `u64` offset | file bytes |
+//! | `0x05` term ack | client → runner | `u32` term, `u64` seq: every output byte before it is processed | none |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -18,6 +19,10 @@ pub const KIND_TERM_OUTPUT: u8 = 0x01;
 pub const KIND_TERM_INPUT: u8 = 0x02;
 pub const KIND_TERM_SNAPSHOT: u8 = 0x03;
 pub const KIND_FILE_CHUNK: u8 = 0x04;
+/// Flow control, for a terminal attached with a `flow_window`: the client
+/// has processed every output byte whose seq is below the ack's, and any
+/// snapshot current at or before it.
+pub const KIND_TERM_ACK: u8 = 0x05;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -25,6 +30,7 @@ pub enum Frame {
     TermInput { term: TermId, data: Bytes },
     TermSnapshot { term: TermId, seq: u64, data: Bytes },
     FileChunk { transfer: u64, offset: u64, data: Bytes },
+    TermAck { term: TermId, seq: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +41,8 @@ pub enum FrameError {
     UnknownKind(u8),
     #[error("binary frame of kind 0x{kind:02x} is shorter than its {header}-byte header")]
     Truncated { kind: u8, header: usize },
+    #[error("binary frame of kind 0x{kind:02x} carries no payload, got {len} bytes after its header")]
+    UnexpectedPayload { kind: u8, len: usize },
 }
 
 impl Frame {
@@ -43,7 +51,7 @@ impl Frame {
     pub fn decode(message: Bytes) -> Result<Frame, FrameError> {
         let kind = *message.first().ok_or(FrameError::Empty)?;
         let header = match kind {
-            KIND_TERM_OUTPUT | KIND_TERM_SNAPSHOT => 1 + 4 + 8,
+            KIND_TERM_OUTPUT | KIND_TERM_SNAPSHOT | KIND_TERM_ACK => 1 + 4 + 8,
             KIND_TERM_INPUT => 1 + 4,
             KIND_FILE_CHUNK => 1 + 8 + 8,
             other => return Err(FrameError::UnknownKind(other)),
@@ -59,6 +67,15 @@ impl Frame {
         };
         let data = message.slice(header..);
         Ok(match kind {
+            // Strict, so that a future ack with more to say is a new kind
+            // rather than a payload old runners silently drop.
+            KIND_TERM_ACK if !data.is_empty() => {
+                return Err(FrameError::UnexpectedPayload { kind, len: data.len() });
+            }
+            KIND_TERM_ACK => Frame::TermAck {
+                term: u32_at(1),
+                seq: u64_at(5),
+            },
             KIND_TERM_OUTPUT => Frame::TermOutput {
                 term: u32_at(1),
                 seq: u64_at(5),
@@ -83,6 +100,7 @@ impl Frame {
             Frame::TermOutput { term, seq, data } => encode_term(KIND_TERM_OUTPUT, *term, Some(*seq), data),
             Frame::TermSnapshot { term, seq, data } => encode_term(KIND_TERM_SNAPSHOT, *term, Some(*seq), data),
             Frame::TermInput { term, data } => encode_term(KIND_TERM_INPUT, *term, None, data),
+            Frame::TermAck { term, seq } => encode_term(KIND_TERM_ACK, *term, Some(*seq), &[]),
             Frame::FileChunk { transfer, offset, data } => {
                 let mut out = BytesMut::with_capacity(17 + data.len());
                 out.put_u8(KIND_FILE_CHUNK);
@@ -138,6 +156,7 @@ mod tests {
                 offset: 1 << 40,
                 data: Bytes::from(vec![0u8, 255, 10, 13]),
             },
+            Frame::TermAck { term: 7, seq: u64::MAX },
         ];
         for frame in frames {
             assert_eq!(Frame::decode(frame.encode()).unwrap(), frame);
@@ -155,5 +174,28 @@ mod tests {
             Frame::decode(Bytes::from_static(b"\x04\x00\x01")),
             Err(FrameError::Truncated { kind: 4, header: 17 })
         );
+        assert_eq!(
+            Frame::decode(Bytes::from_static(b"\x05\x00\x00\x00\x01\x00\x00")),
+            Err(FrameError::Truncated { kind: 5, header: 13 })
+        );
+        assert_eq!(
+            Frame::decode(Bytes::from_static(
+                b"\x05\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02x"
+            )),
+            Err(FrameError::UnexpectedPayload { kind: 5, len: 1 })
+        );
+    }
+
+    /// The exact bytes a browser client builds by hand: kind, big-endian
+    /// term, big-endian seq, nothing after.
+    #[test]
+    fn term_ack_wire_shape() {
+        let ack = Frame::TermAck {
+            term: 0x0102_0304,
+            seq: 0x1122_3344_5566_7788,
+        };
+        let wire: &[u8] = b"\x05\x01\x02\x03\x04\x11\x22\x33\x44\x55\x66\x77\x88";
+        assert_eq!(ack.encode().as_ref(), wire);
+        assert_eq!(Frame::decode(Bytes::from_static(wire)).unwrap(), ack);
     }
 }

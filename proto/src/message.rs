@@ -88,6 +88,11 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "ts", ts(optional))]
         command: Option<Vec<String>>,
+        /// Flow control: at most this many bytes of output sent beyond the
+        /// client's last `TermAck`. Absent: no window (TCP backpressure only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        flow_window: Option<u32>,
     },
     /// Attaches to a running terminal. Output resumes at `from_seq`; if that
     /// has left the scrollback, a snapshot of the screen comes first.
@@ -95,6 +100,10 @@ pub enum Op {
         term: TermId,
         #[cfg_attr(feature = "ts", ts(type = "number"))]
         from_seq: u64,
+        /// As in `TermOpen`, for this attachment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        flow_window: Option<u32>,
     },
     TermDetach {
         term: TermId,

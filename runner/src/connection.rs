@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
@@ -19,11 +20,12 @@ use cloudcode_proto::message::{ChangeKind, ErrorCode, Event, FsChange, Op, Reply
 use cloudcode_proto::path::{INVALID_PATH_PREFIX, WorkspacePath};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{FileError, PendingWrite};
 use crate::state::RunnerState;
+use crate::terminal::flow::Window;
 use crate::terminal::scrollback::Next;
 use crate::terminal::{READ_CHUNK, Terminal};
 
@@ -68,6 +70,34 @@ struct Upload {
 
 struct Attachment {
     cancel: CancellationToken,
+    /// Set when the client asked for a flow window.
+    flow: Option<FlowLink>,
+}
+
+/// The reading side of a windowed attachment: checks the client's acks and
+/// hands them to its pump.
+struct FlowLink {
+    /// The pump's position (the seq after its last frame), stored before the
+    /// frame is queued, so no legitimate ack can be beyond it.
+    sent: Arc<AtomicU64>,
+    acked: watch::Sender<u64>,
+}
+
+/// The pump's side of a windowed attachment.
+struct PumpFlow {
+    window: Window,
+    sent: Arc<AtomicU64>,
+    acks: watch::Receiver<u64>,
+}
+
+impl PumpFlow {
+    /// Waits for the client's next ack; false when the pump should stop.
+    async fn ack_arrived(&mut self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            r = self.acks.changed() => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
 }
 
 pub struct Connection {
@@ -235,6 +265,7 @@ impl Connection {
                 }
             },
             Ok(Frame::FileChunk { transfer, offset, data }) => self.receive_chunk(transfer, offset, data).await,
+            Ok(Frame::TermAck { term, seq }) => self.receive_ack(term, seq).await,
             Ok(other) => {
                 let msg = format!("frame {other:?} is sent by the runner, not to it");
                 self.out
@@ -283,19 +314,33 @@ impl Connection {
                 }
                 Ok(Reply::Done)
             }
-            Op::TermOpen { cols, rows, command } => match self.state.terminals.open(cols, rows, command) {
+            Op::TermOpen {
+                cols,
+                rows,
+                command,
+                flow_window,
+            } => match check_window(flow_window).and_then(|()| {
+                self.state
+                    .terminals
+                    .open(cols, rows, command)
+                    .map_err(|e| FileError::new(ErrorCode::BadRequest, e.to_string()))
+            }) {
                 Ok(terminal) => {
                     self.out.reply(id, Ok(Reply::TermOpened { term: terminal.id })).await;
-                    self.attach(terminal, 0);
+                    self.attach(terminal, 0, flow_window);
                     return;
                 }
-                Err(e) => Err(FileError::new(ErrorCode::BadRequest, e.to_string())),
+                Err(e) => Err(e),
             },
-            Op::TermAttach { term, from_seq } => match self.terminal(term) {
+            Op::TermAttach {
+                term,
+                from_seq,
+                flow_window,
+            } => match check_window(flow_window).and_then(|()| self.terminal(term)) {
                 Ok(terminal) => {
                     let (cols, rows) = terminal.size();
                     self.out.reply(id, Ok(Reply::TermAttached { term, cols, rows })).await;
-                    self.attach(terminal, from_seq);
+                    self.attach(terminal, from_seq, flow_window);
                     return;
                 }
                 Err(e) => Err(e),
@@ -499,13 +544,61 @@ impl Connection {
         });
     }
 
-    fn attach(&mut self, terminal: Arc<Terminal>, from_seq: u64) {
+    fn attach(&mut self, terminal: Arc<Terminal>, from_seq: u64, flow_window: Option<u32>) {
         if let Some(previous) = self.attached.remove(&terminal.id) {
             previous.cancel.cancel();
         }
         let cancel = self.tasks.child_token();
-        self.attached.insert(terminal.id, Attachment { cancel: cancel.clone() });
-        tokio::spawn(pump(terminal, from_seq, self.out.clone(), cancel));
+        let (link, flow) = match flow_window {
+            Some(size) => {
+                let sent = Arc::new(AtomicU64::new(from_seq));
+                let (acked, acks) = watch::channel(from_seq);
+                let link = FlowLink {
+                    sent: sent.clone(),
+                    acked,
+                };
+                let flow = PumpFlow {
+                    window: Window::new(size),
+                    sent,
+                    acks,
+                };
+                (Some(link), Some(flow))
+            }
+            None => (None, None),
+        };
+        self.attached.insert(
+            terminal.id,
+            Attachment {
+                cancel: cancel.clone(),
+                flow: link,
+            },
+        );
+        tokio::spawn(pump(terminal, from_seq, self.out.clone(), cancel, flow));
+    }
+
+    /// A `TermAck`. One for a terminal this connection is not attached to
+    /// with a window (never attached, detached, attached without one) is
+    /// ignored: acks race with `term_detach` and with the client's own
+    /// teardown, and there is nothing they could release. One that moves
+    /// backwards (or repeats) is ignored too. One beyond what was sent is a
+    /// client bug: an error without id, and the ack is dropped (not
+    /// clamped), so the window stays as it was.
+    async fn receive_ack(&mut self, term: TermId, seq: u64) {
+        let Some(flow) = self.attached.get(&term).and_then(|a| a.flow.as_ref()) else {
+            return;
+        };
+        if seq <= *flow.acked.borrow() {
+            return;
+        }
+        let sent = flow.sent.load(Ordering::Acquire);
+        if seq > sent {
+            let message = format!("ack of seq {seq} for terminal {term}, but output was sent only up to {sent}");
+            return self
+                .out
+                .send(ServerMessage::error(None, ErrorCode::BadRequest, message))
+                .await;
+        }
+        flow.acked.send_replace(seq);
     }
 
     fn start_fs_watch(&mut self) {
@@ -579,19 +672,63 @@ fn unknown_terminal(term: TermId) -> FileError {
     FileError::new(ErrorCode::UnknownTerminal, format!("no terminal {term}"))
 }
 
-/// Streams one terminal's output to one client from `seq` on.
-async fn pump(terminal: Arc<Terminal>, mut seq: u64, out: Outbound, cancel: CancellationToken) {
+/// A window of 0 would never let a byte through.
+fn check_window(flow_window: Option<u32>) -> Result<(), FileError> {
+    match flow_window {
+        Some(0) => Err(FileError::new(
+            ErrorCode::BadRequest,
+            "flow_window must be at least 1 byte",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Streams one terminal's output to one client from `seq` on; with a flow
+/// window, only as far as the client's acks allow. Waiting here (for the
+/// socket or for acks) never holds up the terminal: its output goes on
+/// into the scrollback, where this pump finds it, or a snapshot of it.
+async fn pump(
+    terminal: Arc<Terminal>,
+    mut seq: u64,
+    out: Outbound,
+    cancel: CancellationToken,
+    mut flow: Option<PumpFlow>,
+) {
     let _attached = terminal.attach();
     let mut changed = terminal.subscribe();
     loop {
         changed.borrow_and_update();
-        let output = terminal.read(seq, READ_CHUNK);
+        let mut max = READ_CHUNK;
+        if let Some(flow) = &mut flow {
+            flow.window.ack(*flow.acks.borrow_and_update());
+            match flow.window.room() {
+                0 => {
+                    if !flow.ack_arrived(&cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+                room => max = max.min(usize::try_from(room).unwrap_or(usize::MAX)),
+            }
+        }
+        let output = terminal.read(seq, max);
         let frame = match output.next {
             Next::Data { seq: at, data } => {
                 seq = at + data.len() as u64;
+                if let Some(flow) = &mut flow {
+                    flow.window.sent_output(at, data.len() as u64);
+                }
                 encode_term_output(terminal.id, at, &data)
             }
             Next::Snapshot { seq: at, data } => {
+                if let Some(flow) = &mut flow {
+                    let len = data.len() as u64;
+                    if !flow.window.admits_snapshot(len) {
+                        flow.window.defer_snapshot(len);
+                        continue;
+                    }
+                    flow.window.sent_snapshot(at, len);
+                }
                 seq = at;
                 Frame::TermSnapshot {
                     term: terminal.id,
@@ -616,6 +753,9 @@ async fn pump(terminal: Arc<Terminal>, mut seq: u64, out: Outbound, cancel: Canc
                 continue;
             }
         };
+        if let Some(flow) = &flow {
+            flow.sent.store(seq, Ordering::Release);
+        }
         tokio::select! {
             sent = out.terminal.send(Message::Binary(frame)) => if sent.is_err() { return },
             _ = cancel.cancelled() => return,

@@ -110,6 +110,7 @@ async fn start_to_prompt(server: &Server, id: &str) -> (RunnerClient, u32) {
             cols: 80,
             rows: 24,
             command: None,
+            flow_window: None,
         })
         .await
         .unwrap()

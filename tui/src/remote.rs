@@ -319,7 +319,14 @@ async fn serve(
     // Re-attach every terminal from where the UI's screen is.
     let known: Vec<(TermId, u64)> = terminals.next_seq.iter().map(|(t, s)| (*t, *s)).collect();
     for (term, from_seq) in known {
-        match handle.request(Op::TermAttach { term, from_seq }).await {
+        match handle
+            .request(Op::TermAttach {
+                term,
+                from_seq,
+                flow_window: None,
+            })
+            .await
+        {
             Ok(_) => {}
             Err(ClientError::Remote {
                 code: ErrorCode::NotFound,
@@ -436,7 +443,15 @@ fn perform(
             purpose,
         } => {
             tokio::spawn(async move {
-                let update = match handle.request(Op::TermOpen { cols, rows, command }).await {
+                let update = match handle
+                    .request(Op::TermOpen {
+                        cols,
+                        rows,
+                        command,
+                        flow_window: None,
+                    })
+                    .await
+                {
                     Ok(Reply::TermOpened { term }) => Update::TermOpened {
                         term,
                         purpose,

@@ -6,6 +6,7 @@
 //! `watch` channel that wakes the per-client pumps (see
 //! `connection.rs`) when output arrives or the process exits.
 
+pub mod flow;
 pub mod pty;
 pub mod screen;
 pub mod scrollback;

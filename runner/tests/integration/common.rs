@@ -202,6 +202,7 @@ pub async fn open_terminal(client: &RunnerClient) -> TermId {
             cols: 120,
             rows: 40,
             command: None,
+            flow_window: None,
         })
         .await
         .unwrap()

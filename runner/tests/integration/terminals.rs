@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use cloudcode_proto::client::Incoming;
-use cloudcode_proto::message::{Op, Reply};
+use cloudcode_proto::client::{ClientError, Incoming, RunnerClient};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{ErrorCode, Op, Reply, TermId};
+use futures_util::FutureExt;
 
 use crate::common::*;
 
@@ -98,7 +100,13 @@ async fn several_terminals_and_several_clients_on_one() {
     let t2 = open_terminal(&a).await;
     assert_ne!(t1, t2);
     let mut b = runner.client().await;
-    b.request(Op::TermAttach { term: t1, from_seq: 0 }).await.unwrap();
+    b.request(Op::TermAttach {
+        term: t1,
+        from_seq: 0,
+        flow_window: None,
+    })
+    .await
+    .unwrap();
     let (mut sa, mut sb) = (Screen::default(), Screen::default());
     run_in_terminal(&mut a, t1, &mut sa, "echo shared", "one").await;
     // The second client sees the same output, from the start.
@@ -133,6 +141,7 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
         .request(Op::TermAttach {
             term,
             from_seq: resume_at,
+            flow_window: None,
         })
         .await
         .unwrap();
@@ -167,7 +176,7 @@ async fn a_client_too_far_behind_gets_a_screen_snapshot() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut again = runner.client().await;
-    again.request(Op::TermAttach { term, from_seq: 0 }).await.unwrap();
+    again.term_attach(term, 0, None).await.unwrap();
     let mut resumed = Screen::default();
     read_until(&mut again, term, &mut resumed, |s| {
         s.snapshots == 1 && s.text().contains("last-line")
@@ -288,7 +297,7 @@ async fn a_client_that_stops_reading_cannot_grow_memory() {
 async fn unknown_terminals_get_a_clear_error() {
     let runner = TestRunner::start();
     let mut client = runner.client().await;
-    let refused = client.request(Op::TermAttach { term: 777, from_seq: 0 }).await;
+    let refused = client.term_attach(777, 0, None).await;
     assert!(format!("{refused:?}").contains("UnknownTerminal"));
     client.send_input(777, b"ls\r").unwrap();
     match next_incoming(&mut client).await {
@@ -300,6 +309,7 @@ async fn unknown_terminals_get_a_clear_error() {
             cols: 0,
             rows: 10,
             command: None,
+            flow_window: None,
         })
         .await;
     assert!(refused.is_err());
@@ -308,8 +318,377 @@ async fn unknown_terminals_get_a_clear_error() {
             cols: 80,
             rows: 24,
             command: Some(vec!["/no/such/program".into()]),
+            flow_window: None,
         })
         .await;
     assert!(refused.is_err());
     assert_eq!(client.request(Op::Ping).await.unwrap(), Reply::Pong);
+}
+
+// Flow control (`flow_window`, `TermAck`): a client that reads its socket
+// whatever its emulator manages (a browser) is held to a window instead.
+
+/// A client attached to one terminal with a flow window, counting what it
+/// receives the way PROTOCOL.md says the runner does, and failing the test
+/// the moment the runner sends past the window.
+struct Windowed {
+    client: RunnerClient,
+    term: TermId,
+    window: u64,
+    /// The last ack sent.
+    acked: u64,
+    /// Frames with bytes not yet acknowledged: (seq, len, is a snapshot).
+    unacked: Vec<(u64, u64, bool)>,
+    /// Bytes of every frame, snapshots included.
+    received: u64,
+    next_seq: u64,
+    /// Output, one run per stretch between snapshots: (first seq, bytes).
+    runs: Vec<(u64, Vec<u8>)>,
+    /// Snapshot frames: (seq, bytes).
+    snapshots: Vec<(u64, Vec<u8>)>,
+    /// The last few KiB of what arrived, to look for markers in.
+    tail: Vec<u8>,
+    errors: Vec<(Option<u64>, ErrorCode)>,
+    /// When set, every frame is parsed here as it arrives, as a browser's
+    /// emulator would before acknowledging it.
+    emulator: Option<vt100::Parser>,
+}
+
+impl Windowed {
+    fn new(client: RunnerClient, term: TermId, window: u32, from_seq: u64) -> Self {
+        Self {
+            client,
+            term,
+            window: u64::from(window),
+            acked: from_seq,
+            unacked: Vec::new(),
+            received: 0,
+            next_seq: from_seq,
+            runs: vec![(from_seq, Vec::new())],
+            snapshots: Vec::new(),
+            tail: Vec::new(),
+            errors: Vec::new(),
+            emulator: None,
+        }
+    }
+
+    /// Bytes sent to us and not acknowledged, by the protocol's rule: output
+    /// at or after the ack, snapshots current after it.
+    fn in_flight(&self) -> u64 {
+        self.unacked
+            .iter()
+            .map(|&(seq, len, snapshot)| match snapshot {
+                true if seq > self.acked => len,
+                true => 0,
+                false => (seq + len).saturating_sub(seq.max(self.acked)),
+            })
+            .sum()
+    }
+
+    fn take(&mut self, incoming: Incoming) {
+        let (seq, data, snapshot) = match incoming {
+            Incoming::Frame(Frame::TermOutput { term, seq, data }) if term == self.term => (seq, data, false),
+            Incoming::Frame(Frame::TermSnapshot { term, seq, data }) if term == self.term => (seq, data, true),
+            Incoming::Error { id, code, .. } => return self.errors.push((id, code)),
+            Incoming::Closed(frame) => panic!("connection closed: {frame:?}"),
+            _ => return,
+        };
+        let before = self.in_flight();
+        let len = data.len() as u64;
+        if snapshot {
+            self.next_seq = seq;
+            self.snapshots.push((seq, data.to_vec()));
+            self.runs.push((seq, Vec::new()));
+        } else {
+            assert_eq!(seq, self.next_seq, "gap or overlap in terminal output");
+            self.next_seq = seq + len;
+            if let Some((_, run)) = self.runs.last_mut() {
+                run.extend_from_slice(&data);
+            }
+        }
+        self.unacked.push((seq, len, snapshot));
+        self.received += len;
+        let after = self.in_flight();
+        // A snapshot cannot be split: one that does not fit may go once at
+        // most half the window is unacknowledged.
+        assert!(
+            after <= self.window || (snapshot && before <= self.window / 2),
+            "the runner sent {after} bytes beyond the last ack ({}), window {}",
+            self.acked,
+            self.window
+        );
+        if let Some(emulator) = &mut self.emulator {
+            emulator.process(&data);
+        }
+        self.tail.extend_from_slice(&data);
+        let excess = self.tail.len().saturating_sub(4096);
+        self.tail.drain(..excess);
+    }
+
+    /// Waits for the next message of any kind.
+    async fn next(&mut self) {
+        let incoming = next_incoming(&mut self.client).await;
+        self.take(incoming);
+    }
+
+    /// Takes whatever has already arrived, without waiting.
+    fn drain(&mut self) {
+        while let Some(Some(incoming)) = self.client.next_incoming().now_or_never() {
+            self.take(incoming);
+        }
+    }
+
+    fn ack(&mut self, seq: u64) {
+        self.client.send_ack(self.term, seq).unwrap();
+        self.acked = self.acked.max(seq);
+        let acked = self.acked;
+        self.unacked.retain(|&(s, len, snapshot)| match snapshot {
+            true => s > acked,
+            false => s + len > acked,
+        });
+    }
+
+    fn ack_all(&mut self) {
+        self.ack(self.next_seq);
+    }
+
+    /// Reads until `done`, acknowledging everything after every frame when
+    /// `ack` is set.
+    async fn read_until(&mut self, ack: bool, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            self.next().await;
+            if ack && self.next_seq > self.acked {
+                self.ack_all();
+            }
+        }
+    }
+
+    fn tail_contains(&self, needle: &str) -> bool {
+        String::from_utf8_lossy(&self.tail).contains(needle)
+    }
+
+    /// A ping's answer comes after anything the runner said about what we
+    /// sent before it: errors it raised are here by then.
+    async fn errors_after_round_trip(&mut self) -> Vec<(Option<u64>, ErrorCode)> {
+        assert_eq!(self.client.request(Op::Ping).await.unwrap(), Reply::Pong);
+        self.drain();
+        std::mem::take(&mut self.errors)
+    }
+}
+
+/// The terminal's sequence number now: everything it has printed.
+async fn terminal_seq(client: &RunnerClient, term: TermId) -> u64 {
+    let Reply::Terms { terms } = client.request(Op::TermList).await.unwrap() else {
+        panic!("expected terms")
+    };
+    terms.iter().find(|t| t.term == term).expect("terminal listed").seq
+}
+
+/// Replays what a client received on a fresh emulator.
+fn rendered(chunks: &[&[u8]]) -> String {
+    let mut parser = vt100::Parser::new(40, 120, 0);
+    for chunk in chunks {
+        parser.process(chunk);
+    }
+    parser.screen().contents()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_client_gets_its_window_and_the_terminal_goes_on_for_the_others() {
+    const WINDOW: u32 = 16 * 1024;
+    let runner = TestRunner::start();
+    let slow = runner.client().await;
+    let term = slow.term_open(120, 40, None, Some(WINDOW)).await.unwrap();
+    let mut slow = Windowed::new(slow, term, WINDOW, 0);
+    let mut fast = runner.client().await;
+    fast.term_attach(term, 0, None).await.unwrap();
+    let mut everything = Screen::default();
+    // 5 MB, five times the default scrollback: the slow client falls out.
+    run_in_terminal(
+        &mut fast,
+        term,
+        &mut everything,
+        "base64 -w 100 /dev/urandom | head -c 5000000",
+        "flood",
+    )
+    .await;
+    assert_eq!(everything.snapshots, 0, "the reading client must not fall behind");
+    assert!(everything.next_seq > 5_000_000);
+    assert_eq!(terminal_seq(&fast, term).await, everything.next_seq);
+
+    // Meanwhile the client that never acknowledged got exactly its window.
+    slow.read_until(false, |s| s.received >= u64::from(WINDOW)).await;
+    slow.drain();
+    assert_eq!(slow.received, u64::from(WINDOW));
+    assert!(slow.errors.is_empty(), "{:?}", slow.errors);
+
+    // Acknowledging lets the rest through: its position left the
+    // scrollback long ago, so a snapshot, then output to the end.
+    slow.ack_all();
+    let end = everything.next_seq;
+    slow.read_until(true, |s| s.next_seq == end).await;
+    assert_eq!(slow.snapshots.len(), 1);
+    let (before, after) = (&slow.runs[0], &slow.runs[1]);
+    assert_eq!(before.0, 0);
+    assert!(
+        before.1 == everything.bytes[..WINDOW as usize],
+        "bytes before the snapshot differ"
+    );
+    let (snapshot_seq, snapshot) = &slow.snapshots[0];
+    assert_eq!(after.0, *snapshot_seq);
+    assert!(
+        after.1 == everything.bytes[*snapshot_seq as usize..],
+        "bytes after the snapshot differ"
+    );
+    assert_eq!(
+        rendered(&[snapshot, &after.1]),
+        rendered(&[&everything.bytes]),
+        "the snapshot and what followed draw another screen"
+    );
+    assert!(slow.errors.is_empty(), "{:?}", slow.errors);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acks_release_exactly_what_they_acknowledge_and_the_stream_stays_byte_exact() {
+    const WINDOW: u32 = 4096;
+    let runner = TestRunner::start();
+    let mut fast = runner.client().await;
+    let term = open_terminal(&fast).await;
+    let slow = runner.client().await;
+    slow.term_attach(term, 0, Some(WINDOW)).await.unwrap();
+    let mut slow = Windowed::new(slow, term, WINDOW, 0);
+    let mut everything = Screen::default();
+    // About 170 KB: well inside the scrollback, so no snapshot.
+    run_in_terminal(&mut fast, term, &mut everything, "seq 1 30000", "count").await;
+
+    slow.read_until(false, |s| s.received >= 4096).await;
+    // A partial ack releases exactly the bytes it covers.
+    slow.ack(1000);
+    slow.read_until(false, |s| s.received >= 5096).await;
+    assert_eq!(slow.received, 5096);
+    assert_eq!(slow.in_flight(), 4096);
+    slow.ack(3000);
+    slow.read_until(false, |s| s.received >= 7096).await;
+    assert_eq!(slow.received, 7096);
+
+    let end = everything.next_seq;
+    slow.ack_all();
+    slow.read_until(true, |s| s.next_seq == end).await;
+    assert!(slow.snapshots.is_empty());
+    assert_eq!(slow.runs.len(), 1);
+    assert!(slow.runs[0].1 == everything.bytes, "the windowed stream differs");
+    assert!(slow.errors.is_empty(), "{:?}", slow.errors);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn yes_then_ctrl_c_stops_within_the_window_and_the_scrollback() {
+    const WINDOW: u32 = 32 * 1024;
+    const SCROLLBACK: u64 = 64 * 1024;
+    let runner = TestRunner::start_with(Options {
+        args: vec!["--scrollback-bytes".into(), SCROLLBACK.to_string()],
+        ..Default::default()
+    });
+    let client = runner.client().await;
+    let term = client.term_open(120, 40, None, Some(WINDOW)).await.unwrap();
+    let mut c = Windowed::new(client, term, WINDOW, 0);
+    // A client as a browser is: it parses every frame, then acknowledges it.
+    c.emulator = Some(vt100::Parser::new(40, 120, 0));
+    // The prompt, with a marker only the prompt (not the echoed command
+    // line) contains.
+    c.client.send_input(term, b"PS1='prompt-$((40+2))> '; yes\r").unwrap();
+    c.read_until(true, |c| c.received >= 1_000_000).await;
+    let at_ctrl_c = c.received;
+    c.client.send_input(term, b"\x03").unwrap();
+    c.read_until(true, |c| c.tail_contains("prompt-42> ")).await;
+    // Output stopped: the client has everything the terminal printed.
+    loop {
+        let seq = terminal_seq(&c.client, term).await;
+        if seq == c.next_seq {
+            break;
+        }
+        c.read_until(true, |c| c.next_seq >= seq).await;
+    }
+    let screen = c.emulator.as_ref().map(|e| e.screen().contents()).unwrap_or_default();
+    assert!(screen.contains("prompt-42>"), "{screen}");
+    let after = c.received - at_ctrl_c;
+    // What was in flight (the window), what the scrollback still owed this
+    // client (byte-exact resume; past it, a snapshot of a few KiB), and the
+    // last output before `yes` died: not the megabytes `yes` printed.
+    let bound = u64::from(WINDOW) + 2 * SCROLLBACK + 64 * 1024;
+    let printed = terminal_seq(&c.client, term).await;
+    assert!(
+        after <= bound,
+        "{after} bytes arrived after ^C (bound {bound}); the terminal printed {printed}"
+    );
+    assert!(printed > 4 * bound, "yes printed only {printed} bytes");
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_acks_do_what_the_protocol_says() {
+    const WINDOW: u32 = 4096;
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    // The wire shape a browser sends.
+    client
+        .send_text(r#"{"id":900,"op":"term_open","cols":120,"rows":40,"flow_window":4096}"#)
+        .unwrap();
+    let Reply::Terms { terms } = client.request(Op::TermList).await.unwrap() else {
+        panic!("expected terms")
+    };
+    let term = terms[0].term;
+    let plain = client.term_open(80, 24, None, None).await.unwrap();
+    let mut c = Windowed::new(client, term, WINDOW, 0);
+    c.client
+        .send_input(term, b"seq 1 20000; echo done-$((40+2))\r")
+        .unwrap();
+    c.read_until(false, |s| s.received >= 4096).await;
+    c.ack(2000);
+    c.read_until(false, |s| s.received >= 6096).await;
+
+    // Backwards and repeated acks are ignored.
+    c.client.send_ack(term, 1000).unwrap();
+    c.client.send_ack(term, 2000).unwrap();
+    assert_eq!(c.errors_after_round_trip().await, vec![]);
+
+    // Beyond what was sent: an error without id, the connection stays, and
+    // the ack is dropped, not clamped: the window did not move.
+    let sent = c.next_seq;
+    c.client.send_ack(term, sent + 1000).unwrap();
+    assert_eq!(c.errors_after_round_trip().await, vec![(None, ErrorCode::BadRequest)]);
+    c.ack(2100);
+    c.read_until(false, |s| s.received >= 6196).await;
+    assert_eq!(c.errors_after_round_trip().await, vec![]);
+    assert_eq!(c.received, 6196, "a dropped ack released bytes");
+
+    // For a terminal not attached here, attached without a window, or
+    // detached: ignored.
+    c.client.send_ack(777, 5).unwrap();
+    c.client.send_ack(plain, 5).unwrap();
+    c.client.request(Op::TermDetach { term: plain }).await.unwrap();
+    c.client.send_ack(plain, 10).unwrap();
+    assert_eq!(c.errors_after_round_trip().await, vec![]);
+
+    // Malformed: a payload after the header, a window of 0.
+    let mut with_payload = Frame::TermAck { term, seq: 6196 }.encode().to_vec();
+    with_payload.push(b'x');
+    c.client.send_binary(with_payload.into()).unwrap();
+    assert_eq!(c.errors_after_round_trip().await, vec![(None, ErrorCode::BadRequest)]);
+    let refused = c.client.term_attach(plain, 0, Some(0)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Remote {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    // And the window still works.
+    c.ack_all();
+    c.read_until(true, |s| s.tail_contains("done-42")).await;
+    assert!(c.runs[0].1.windows(8).any(|w| w == b"\r\n20000\r"));
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
 }
