@@ -636,3 +636,56 @@ async fn s3_storage_is_mirrored_and_restored() {
         .unwrap();
     assert!(String::from_utf8_lossy(&template).contains("Hello from cloudcode"));
 }
+
+/// Defence in depth: the sandbox's user is not root on the host (its
+/// processes' host uid, seen from the host's /proc, is not 0), it cannot
+/// make new user namespaces, and outside its workspace, its storage
+/// directory and /tmp its root is read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_user_is_unprivileged_on_the_host_and_cannot_nest_namespaces() {
+    let server = TestServer::start(&[]);
+    server.create("jailed", "python").await;
+    let started = server.start_project("jailed").await;
+    let mut client = server.ide_client("jailed", &started).await;
+    let term = open_terminal(&client).await;
+
+    let out = run(
+        &mut client,
+        term,
+        "unshare -U true 2>&1; echo userns=$?; python3 -c 'import os; os.unshare(os.CLONE_NEWUSER); print(\"NESTED\")' 2>&1 | tail -1",
+    )
+    .await;
+    assert!(!out.contains("userns=0\r\n"), "a nested user namespace: {out}");
+    assert!(out.contains("userns=1\r\n"), "{out}");
+    assert!(!out.contains("NESTED\r\n"), "a nested user namespace: {out}");
+
+    run(&mut client, term, "sleep 4343 & disown").await;
+    let find = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x004343\x00"))
+    };
+    eventually("the sandbox's sleep, seen from the host", || find().is_some()).await;
+    let sleeper = find().unwrap();
+    let status = std::fs::read_to_string(sleeper.path().join("status")).unwrap();
+    for line in status
+        .lines()
+        .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+    {
+        let ids: Vec<u32> = line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
+        assert!(ids.iter().all(|id| *id != 0), "host root in the sandbox: {line}");
+    }
+    let workspace = server.data.join("sandboxes/jailed/workspace");
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(&workspace).unwrap().uid(), 0);
+
+    let out = run(
+        &mut client,
+        term,
+        "for d in / /etc /run /usr /opt; do touch $d/probe 2>/dev/null && echo WRITTEN-\"$d\"; done; touch /tmp/p /workspace/p /storage/code/jailed/p && echo WRITABLE-OK",
+    )
+    .await;
+    assert!(!out.contains("WRITTEN-/"), "{out}");
+    assert!(out.contains("WRITABLE-OK\r\n"), "{out}");
+}

@@ -1,6 +1,20 @@
 //! The sandbox's command line: bubblewrap's mounts and namespaces around
 //! the runner, or the bare runner without isolation.
+//!
+//! A server running as root runs each sandbox as an unprivileged host uid
+//! of its own ([`host_id`]): bwrap is started as that uid (after joining
+//! the sandbox's cgroups as root), so the sandbox's user, uid 1000 inside,
+//! is that uid on the host, never root. The directories it writes are
+//! chowned to it before each start; everything it mounts comes from
+//! descriptors this server opened (`--bind-fd`), so the unprivileged bwrap
+//! needs no access to the data directory's path (root's is 0700). New user
+//! namespaces are refused inside (`--disable-userns`), and the sandbox's
+//! private root is read-only (`--remount-ro /`): it writes only to its
+//! workspace, its storage directory, its socket directory, `/tmp` and
+//! `/dev` (`/dev/shm`).
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -28,9 +42,39 @@ pub(super) fn socket_dir(project: &ProjectId) -> PathBuf {
     Path::new(project.as_str()).join("run")
 }
 
+/// Sandboxes' host uids (and gids): from 1,900,000,000 on, above systemd's
+/// container ranges (up to 1,879,048,191) and the usual subordinate-id
+/// ranges of rootless containers (100,000 and up), below 2^31.
+const HOST_ID_BASE: u32 = 1_900_000_000;
+const HOST_ID_RANGE: u32 = 1 << 16;
+
+/// The project's own unprivileged host uid and gid: stable (its files keep
+/// their owner across restarts and upgrades), one of 65,536, so two
+/// projects share one rarely (and then still see only their own mounts).
+pub(super) fn host_id(project: &ProjectId) -> u32 {
+    // FNV-1a.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in project.as_str().bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    HOST_ID_BASE + hash % HOST_ID_RANGE
+}
+
+/// A sandbox ready to spawn.
+pub(super) struct Prepared {
+    pub command: Command,
+    /// Where its bind mounts come from: bwrap inherits these; they are
+    /// closed here once it runs.
+    pub fds: Vec<OwnedFd>,
+    /// The host uid and gid to start it as: `None` when this server is not
+    /// root (bwrap, and so the sandbox, is then this server's own uid).
+    pub host_id: Option<u32>,
+}
+
 /// Creates the project's directories and returns the command that starts
 /// its sandbox. Blocking (file system work).
-pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Result<Command> {
+pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Result<Prepared> {
     let dir = project_dir(&config.root, &spec.project);
     let workspace = dir.join("workspace");
     let sockets = config.root.join(socket_dir(&spec.project));
@@ -58,6 +102,8 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
         args.extend(config.runner_args.iter().cloned());
         args
     };
+    let mut fds = Vec::new();
+    let mut host = None;
     let mut cmd = match config.isolation {
         Isolation::Insecure => {
             // The runner binds its sockets relative to its working
@@ -74,11 +120,21 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
         Isolation::Bubblewrap => {
             let identity = dir.join("etc");
             write_identity_files(&identity, &spec.project)?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                let id = host_id(&spec.project);
+                for d in [&workspace, &sockets, &storage] {
+                    chown_tree(d, id)?;
+                }
+                host = Some(id);
+            }
             let mut cmd = Command::new("bwrap");
             cmd.args([
                 "--die-with-parent",
                 "--new-session",
                 "--unshare-all",
+                "--unshare-user",
+                "--disable-userns",
                 "--cap-drop",
                 "ALL",
             ])
@@ -99,22 +155,24 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
                 let host = format!("/etc/{etc}");
                 cmd.args(["--ro-bind-try", &host, &host]);
             }
+            let mut bind = |flag: &str, source: &Path, dest: &str| -> std::io::Result<()> {
+                let fd = open_path(source)?;
+                cmd.arg(flag).arg(fd.as_raw_fd().to_string()).arg(dest);
+                fds.push(fd);
+                Ok(())
+            };
             if config.network == Network::Outbound {
-                cmd.arg("--ro-bind")
-                    .arg(identity.join("resolv.conf"))
-                    .arg("/etc/resolv.conf");
+                bind("--ro-bind-fd", &identity.join("resolv.conf"), "/etc/resolv.conf")?;
             }
             for file in ["passwd", "group", "hosts", "nsswitch.conf"] {
-                cmd.arg("--ro-bind")
-                    .arg(identity.join(file))
-                    .arg(format!("/etc/{file}"));
+                bind("--ro-bind-fd", &identity.join(file), &format!("/etc/{file}"))?;
             }
-            cmd.arg("--ro-bind").arg(&config.runner_binary).arg(RUNNER_PATH);
-            cmd.arg("--bind").arg(&workspace).arg(WORKSPACE);
-            cmd.arg("--bind").arg(&sockets).arg(SOCKET_DIR);
-            cmd.arg("--bind")
-                .arg(&storage)
-                .arg(format!("{STORAGE}/code/{}", spec.project));
+            bind("--ro-bind-fd", &config.runner_binary, RUNNER_PATH)?;
+            bind("--bind-fd", &workspace, WORKSPACE)?;
+            bind("--bind-fd", &sockets, SOCKET_DIR)?;
+            bind("--bind-fd", &storage, &format!("{STORAGE}/code/{}", spec.project))?;
+            // Last: the mount points above are made in the root first.
+            cmd.args(["--remount-ro", "/"]);
             cmd.args(["--chdir", WORKSPACE, "--clearenv"])
                 .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
                 .args(["--setenv", "HOME", WORKSPACE])
@@ -135,7 +193,40 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
     // in a terminal, an inherited stderr would be a way to inject input
     // into it (TIOCSTI). The runner's log comes back through a pipe.
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    Ok(cmd)
+    Ok(Prepared {
+        command: cmd,
+        fds,
+        host_id: host,
+    })
+}
+
+/// An `O_PATH` descriptor of `path`, for bwrap's `--bind-fd`.
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    Ok(file.into())
+}
+
+/// Gives `path` and everything under it to `id`, never following a
+/// symbolic link (a sandbox may have left links to anywhere).
+fn chown_tree(path: &Path, id: u32) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.uid() != id || meta.gid() != id {
+        std::os::unix::fs::lchown(path, Some(id), Some(id))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), id)?;
+        }
+    }
+    Ok(())
 }
 
 /// A passwd/group pair naming the sandbox's one user, and hosts for its

@@ -1,11 +1,14 @@
 //! The local backend: each project's runner is a child process in its own
 //! bubblewrap sandbox on this machine.
 //!
-//! The sandbox: a read-only view of the system's programs, the project's
-//! workspace as the only writable place besides a private /tmp, its own pid,
-//! ipc, uts, network, user and mount namespaces, an unprivileged uid, all
-//! capabilities dropped, a new session (no TIOCSTI into our terminal), and
-//! death with its parent. It has no network at all (only its own loopback):
+//! The sandbox: a read-only view of the system's programs in a read-only
+//! private root, the project's workspace, its storage directory and its
+//! socket directory as the only writable places besides a private /tmp and
+//! /dev, its own pid, ipc, uts, network, user and mount namespaces, no new
+//! user namespaces inside, uid 1000 inside and an unprivileged uid of its
+//! own on the host (never root: see [`command`]), all capabilities dropped,
+//! a new session (no TIOCSTI into our terminal), and death with its
+//! parent. It has no network at all (only its own loopback):
 //! the gateway reaches the runner through Unix sockets bind-mounted into it,
 //! so the sandbox can never reach the control plane's ports or any other
 //! loopback service of the host. Its storage view is its own project's

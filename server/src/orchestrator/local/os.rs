@@ -3,6 +3,7 @@
 //! lifecycle is unit-tested with a fake.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -89,10 +90,13 @@ impl Os for HostOs {
 
     async fn spawn(&self, spec: &SandboxSpec, cgroup: Option<&Cgroup>) -> Result<Box<dyn Process>, String> {
         let (config, owned) = (self.config.clone(), spec.clone());
-        let mut cmd = tokio::task::spawn_blocking(move || super::command::prepare(&config, &owned))
+        let prepared = tokio::task::spawn_blocking(move || super::command::prepare(&config, &owned))
             .await
             .map_err(|e| format!("preparing the sandbox: {e}"))?
             .map_err(|e| format!("preparing the sandbox: {e}"))?;
+        let mut cmd = prepared.command;
+        let inherited: Vec<libc::c_int> = prepared.fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let host_id = prepared.host_id;
         let joins: Vec<CString> = cgroup
             .map(|c| {
                 c.procs_files()
@@ -102,21 +106,36 @@ impl Os for HostOs {
             })
             .unwrap_or_default();
         // SAFETY: only async-signal-safe calls (open, write, close,
-        // close_range, setrlimit) on memory prepared before fork.
+        // close_range, fcntl, setrlimit, setgroups, setresgid, setresuid)
+        // on memory prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
+                // As root still: cgroup.procs is root's.
                 for file in &joins {
                     join_cgroup(file);
                 }
                 // Descriptors this server inherited without close-on-exec
-                // (a terminal, a socket) must not reach the sandbox.
+                // (a terminal, a socket) must not reach the sandbox; only
+                // its bind mounts' sources do, and bwrap closes those.
                 libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+                for fd in &inherited {
+                    libc::fcntl(*fd, libc::F_SETFD, 0);
+                }
                 set_rlimit(libc::RLIMIT_CORE, 0);
                 set_rlimit(libc::RLIMIT_NOFILE, 8192);
+                if let Some(id) = host_id
+                    && (libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(id, id, id) != 0
+                        || libc::setresuid(id, id, id) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| format!("spawning the sandbox: {e}"))?;
+        let spawned = cmd.spawn();
+        drop(prepared.fds);
+        let mut child = spawned.map_err(|e| format!("spawning the sandbox: {e}"))?;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(relay_log(spec.project.clone(), stderr));
         }
