@@ -35,12 +35,16 @@ impl CgroupVersion {
     }
 
     /// Creates the sandbox's cgroups with its limits; `None` (logged) where
-    /// cgroups cannot be used, leaving rlimits as the only cap.
-    pub(super) fn create(self, project: &ProjectId, limits: &Limits) -> Option<Cgroup> {
+    /// cgroups cannot be used, leaving rlimits as the only cap. `server`
+    /// tells this server's sandboxes from another's of the same project id
+    /// (two servers on two data directories of one machine): a stop here
+    /// never kills processes of a sandbox there.
+    pub(super) fn create(self, project: &ProjectId, server: &str, limits: &Limits) -> Option<Cgroup> {
+        let name = format!("{project}-{server}");
         let result = match self {
             CgroupVersion::V2 => {
                 let parent = Path::new("/sys/fs/cgroup/cloudcode");
-                let dir = parent.join(project.as_str());
+                let dir = parent.join(&name);
                 (|| -> std::io::Result<Cgroup> {
                     std::fs::create_dir_all(&dir)?;
                     let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids +cpu");
@@ -58,7 +62,7 @@ impl CgroupVersion {
                     let dir = Path::new("/sys/fs/cgroup")
                         .join(controller)
                         .join("cloudcode")
-                        .join(project.as_str());
+                        .join(&name);
                     std::fs::create_dir_all(&dir)?;
                     dirs.push(dir);
                 }

@@ -47,18 +47,23 @@ pub(super) fn socket_dir(project: &ProjectId) -> PathBuf {
 /// ranges of rootless containers (100,000 and up), below 2^31.
 const HOST_ID_BASE: u32 = 1_900_000_000;
 const HOST_ID_RANGE: u32 = 1 << 16;
+const _: () = assert!(HOST_ID_BASE + HOST_ID_RANGE < 1 << 31);
 
 /// The project's own unprivileged host uid and gid: stable (its files keep
 /// their owner across restarts and upgrades), one of 65,536, so two
 /// projects share one rarely (and then still see only their own mounts).
 pub(super) fn host_id(project: &ProjectId) -> u32 {
-    // FNV-1a.
+    HOST_ID_BASE + fnv1a(project.as_str().as_bytes()) % HOST_ID_RANGE
+}
+
+/// 32-bit FNV-1a: stable across versions and machines.
+pub(super) fn fnv1a(bytes: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
-    for byte in project.as_str().bytes() {
-        hash ^= u32::from(byte);
+    for byte in bytes {
+        hash ^= u32::from(*byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    HOST_ID_BASE + hash % HOST_ID_RANGE
+    hash
 }
 
 /// A sandbox ready to spawn.
@@ -249,4 +254,80 @@ fn write_identity_files(dir: &Path, project: &ProjectId) -> std::io::Result<()> 
     // slirp4netns's built-in DNS forwarder, for `Network::Outbound`.
     std::fs::write(dir.join("resolv.conf"), "nameserver 10.0.2.3\n")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orchestrator::local::Limits;
+
+    #[test]
+    fn host_ids_are_unprivileged_stable_and_in_their_range() {
+        let id = |p: &str| host_id(&ProjectId::parse(p).unwrap());
+        assert_eq!(id("alpha"), id("alpha"));
+        assert_ne!(id("alpha"), id("beta"));
+        for p in ["abc", "alpha", &"z".repeat(63)] {
+            assert!((HOST_ID_BASE..HOST_ID_BASE + HOST_ID_RANGE).contains(&id(p)));
+        }
+    }
+
+    #[test]
+    fn the_sandbox_mounts_from_descriptors_refuses_user_namespaces_and_has_a_read_only_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("runner");
+        std::fs::write(&runner, "").unwrap();
+        let config = LocalConfig {
+            runner_binary: runner,
+            root: dir.path().join("sandboxes"),
+            storage_dir: dir.path().join("storage"),
+            isolation: Isolation::Bubblewrap,
+            network: Network::None,
+            limits: Limits {
+                memory_bytes: 1 << 30,
+                max_pids: 100,
+                cpu_percent: 100,
+            },
+            runner_args: Vec::new(),
+            mirror_to: None,
+        };
+        let project = ProjectId::parse("alpha").unwrap();
+        let prepared = prepare(
+            &config,
+            &SandboxSpec {
+                project: project.clone(),
+                token_public_key: "key".into(),
+            },
+        )
+        .unwrap();
+        let args: Vec<String> = prepared
+            .command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("--unshare-user --disable-userns"), "{joined}");
+        // Nothing is mounted by a path of this machine but the system's own.
+        let data = dir.path().display().to_string();
+        let before_runner = &args[..args.iter().position(|a| a == "--").unwrap()];
+        assert!(!before_runner.iter().any(|a| a.contains(&data)), "{joined}");
+        assert_eq!(args.iter().filter(|a| a.ends_with("-fd")).count(), prepared.fds.len());
+        assert_eq!(prepared.fds.len(), 8);
+        // The root goes read-only after every mount point is made.
+        let remount = args.iter().position(|a| a == "--remount-ro").unwrap();
+        assert_eq!(args[remount + 1], "/");
+        assert!(
+            args.iter()
+                .rposition(|a| a.ends_with("-fd") || a == "--tmpfs" || a == "--symlink")
+                .unwrap()
+                < remount
+        );
+        assert!(joined.contains("--listen-unix /run/cloudcode/ide.sock"), "{joined}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(prepared.host_id, Some(host_id(&project)));
+            let workspace = project_dir(&config.root, &project).join("workspace");
+            assert_eq!(std::fs::metadata(workspace).unwrap().uid(), host_id(&project));
+        }
+    }
 }

@@ -53,11 +53,20 @@ pub(super) trait Os: Send + Sync + 'static {
 pub(super) struct HostOs {
     config: LocalConfig,
     cgroups: CgroupVersion,
+    /// Names this server's cgroups apart from another server's on the same
+    /// machine: a hash of its sandboxes' root.
+    server: String,
 }
 
 impl HostOs {
     pub(super) fn new(config: LocalConfig, cgroups: CgroupVersion) -> Self {
-        Self { config, cgroups }
+        let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
+        let server = format!("{:08x}", super::command::fnv1a(root.as_os_str().as_bytes()));
+        Self {
+            config,
+            cgroups,
+            server,
+        }
     }
 }
 
@@ -85,7 +94,7 @@ impl Process for ChildProcess {
 #[async_trait]
 impl Os for HostOs {
     fn create_cgroup(&self, project: &ProjectId) -> Option<Cgroup> {
-        self.cgroups.create(project, &self.config.limits)
+        self.cgroups.create(project, &self.server, &self.config.limits)
     }
 
     async fn spawn(&self, spec: &SandboxSpec, cgroup: Option<&Cgroup>) -> Result<Box<dyn Process>, String> {
