@@ -3,7 +3,68 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+/// Where projects are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// A directory under the data directory.
+    Local,
+    /// An S3-compatible service (`--s3-*`).
+    S3,
+}
+
+/// What runs sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Bubblewrap sandboxes on this machine.
+    Local,
+    /// A runner pod per project.
+    Kubernetes,
+}
+
+/// The network a local sandbox has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxNetwork {
+    /// Its own loopback only.
+    None,
+    /// Outbound connections through slirp4netns, never to the host's loopback.
+    Outbound,
+}
+
+/// The scheme clients reach the server with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// How project hosts reach runner pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum K8sRouting {
+    /// Wildcard Ingresses to this server, which proxies.
+    Gateway,
+    /// An Ingress per project.
+    Ingress,
+}
+
+/// How runner pods reach storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum K8sStorage {
+    /// Through this server's storage gateway, with their pod's token.
+    Gateway,
+    /// S3 themselves, with per-project credentials.
+    Direct,
+}
 
 /// cloudcode-server: projects from templates, a sandboxed runner per
 /// project, and the gateway in front of them, on one port.
@@ -40,8 +101,8 @@ pub struct Config {
     /// Where projects live: `local` (a directory under the data directory)
     /// or `s3` (`--s3-*`; credentials in CLOUDCODE_S3_ACCESS_KEY_ID and
     /// CLOUDCODE_S3_SECRET_ACCESS_KEY, or the AWS default chain).
-    #[arg(long, env = "CLOUDCODE_STORAGE", default_value = "local", value_parser = ["local", "s3"])]
-    pub storage: String,
+    #[arg(long, env = "CLOUDCODE_STORAGE", value_enum, default_value_t = StorageKind::Local)]
+    pub storage: StorageKind,
     #[command(flatten)]
     pub s3: cloudcode_proto::storage::s3::S3Args,
 
@@ -56,8 +117,8 @@ pub struct Config {
 
     /// Scheme and port in the URLs handed to clients, when a proxy in front
     /// changes them.
-    #[arg(long, env = "CLOUDCODE_PUBLIC_SCHEME", default_value = "http")]
-    pub public_scheme: String,
+    #[arg(long, env = "CLOUDCODE_PUBLIC_SCHEME", value_enum, default_value_t = Scheme::Http)]
+    pub public_scheme: Scheme,
     #[arg(long, env = "CLOUDCODE_PUBLIC_PORT")]
     pub public_port: Option<u16>,
 
@@ -73,8 +134,8 @@ pub struct Config {
     /// Sandbox networking: `none` (its own loopback only) or `outbound`
     /// (connections out through slirp4netns, for npm/pip; the host's
     /// loopback stays unreachable).
-    #[arg(long, env = "CLOUDCODE_SANDBOX_NETWORK", default_value = "none", value_parser = ["none", "outbound"])]
-    pub sandbox_network: String,
+    #[arg(long, env = "CLOUDCODE_SANDBOX_NETWORK", value_enum, default_value_t = SandboxNetwork::None)]
+    pub sandbox_network: SandboxNetwork,
 
     /// Memory cap per sandbox, in MiB.
     #[arg(long, env = "CLOUDCODE_SANDBOX_MEMORY_MIB", default_value_t = 1024)]
@@ -95,8 +156,8 @@ pub struct Config {
     /// machine) or `kubernetes` (a pod per project, in the cluster of
     /// KUBECONFIG or of the server's own service account; needs
     /// `--storage s3`).
-    #[arg(long, env = "CLOUDCODE_BACKEND", default_value = "local", value_parser = ["local", "kubernetes"])]
-    pub backend: String,
+    #[arg(long, env = "CLOUDCODE_BACKEND", value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
 
@@ -124,8 +185,8 @@ pub struct KubernetesArgs {
     pub k8s_runner_image: Option<String>,
     /// `gateway`: wildcard Ingresses to this server, which routes to each
     /// project's Service; `ingress`: one Ingress per project.
-    #[arg(long, env = "CLOUDCODE_K8S_ROUTING", default_value = "gateway", value_parser = ["gateway", "ingress"])]
-    pub k8s_routing: String,
+    #[arg(long, env = "CLOUDCODE_K8S_ROUTING", value_enum, default_value_t = K8sRouting::Gateway)]
+    pub k8s_routing: K8sRouting,
     #[arg(long, env = "CLOUDCODE_K8S_INGRESS_CLASS")]
     pub k8s_ingress_class: Option<String>,
     /// How runner pods reach storage. `gateway`: through this server's
@@ -133,8 +194,8 @@ pub struct KubernetesArgs {
     /// service-account token, with no storage credential in the pod.
     /// `direct`: straight to S3 with credentials from a per-project Secret
     /// (`--k8s-storage-secret-prefix`) that the operator scopes.
-    #[arg(long, env = "CLOUDCODE_K8S_STORAGE", default_value = "gateway", value_parser = ["gateway", "direct"])]
-    pub k8s_storage: String,
+    #[arg(long, env = "CLOUDCODE_K8S_STORAGE", value_enum, default_value_t = K8sStorage::Gateway)]
+    pub k8s_storage: K8sStorage,
     /// Where the storage gateway listens (a port of its own: the only one
     /// runner pods may reach).
     #[arg(long, env = "CLOUDCODE_K8S_STORAGE_GATEWAY_LISTEN", default_value = "0.0.0.0:8081")]

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod mirror;
 pub mod orchestrator;
 pub mod projects;
+pub mod server;
 pub mod session;
 pub mod storage_gateway;
 pub mod web;

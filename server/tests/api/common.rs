@@ -22,7 +22,7 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn runner_binary() -> PathBuf {
+pub fn runner_binary() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_cloudcode-server"));
     let runner = server.with_file_name("cloudcode-runner");
     assert!(

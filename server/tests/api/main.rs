@@ -2,6 +2,7 @@
 //! with cgroups, real runners reached through the gateway.
 
 mod common;
+mod in_process;
 mod orchestration;
 mod projects;
 mod sandbox;
