@@ -77,9 +77,41 @@ pub(super) struct Prepared {
     pub host_id: Option<u32>,
 }
 
+/// True when bwrap started as an unprivileged uid can make the sandbox
+/// (some machines restrict unprivileged user namespaces). Asked once, by a
+/// root server, with a sandbox of nothing. Blocking.
+pub(super) fn unprivileged_sandboxes_work() -> bool {
+    use std::os::unix::process::CommandExt;
+    let id = HOST_ID_BASE;
+    let mut probe = std::process::Command::new("bwrap");
+    probe
+        .args(["--unshare-all", "--unshare-user", "--disable-userns"])
+        .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"])
+        .args(["--symlink", "usr/lib64", "/lib64", "--remount-ro", "/"])
+        .args(["--chdir", "/", "--", "/usr/bin/true"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setgroups, setresgid and setresuid are async-signal-safe.
+    unsafe {
+        probe.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(id, id, id) != 0
+                || libc::setresuid(id, id, id) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    probe.status().is_ok_and(|status| status.success())
+}
+
 /// Creates the project's directories and returns the command that starts
-/// its sandbox. Blocking (file system work).
-pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Result<Prepared> {
+/// its sandbox, as the project's own host uid if `as_host_id` (a root
+/// server). Blocking (file system work).
+pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool) -> std::io::Result<Prepared> {
     let dir = project_dir(&config.root, &spec.project);
     let workspace = dir.join("workspace");
     let sockets = config.root.join(socket_dir(&spec.project));
@@ -125,8 +157,7 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
         Isolation::Bubblewrap => {
             let identity = dir.join("etc");
             write_identity_files(&identity, &spec.project)?;
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
+            if as_host_id {
                 let id = host_id(&spec.project);
                 for d in [&workspace, &sockets, &storage] {
                     chown_tree(d, id)?;
@@ -134,6 +165,8 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec) -> std::io::Resu
                 host = Some(id);
             }
             let mut cmd = Command::new("bwrap");
+            // Wherever this server runs, bwrap's uid may not enter it.
+            cmd.current_dir("/");
             cmd.args([
                 "--die-with-parent",
                 "--new-session",
@@ -291,12 +324,15 @@ mod tests {
             mirror_to: None,
         };
         let project = ProjectId::parse("alpha").unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
         let prepared = prepare(
             &config,
             &SandboxSpec {
                 project: project.clone(),
                 token_public_key: "key".into(),
             },
+            root,
         )
         .unwrap();
         let args: Vec<String> = prepared
@@ -323,8 +359,7 @@ mod tests {
                 < remount
         );
         assert!(joined.contains("--listen-unix /run/cloudcode/ide.sock"), "{joined}");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if root {
             assert_eq!(prepared.host_id, Some(host_id(&project)));
             let workspace = project_dir(&config.root, &project).join("workspace");
             assert_eq!(std::fs::metadata(workspace).unwrap().uid(), host_id(&project));

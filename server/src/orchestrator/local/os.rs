@@ -56,16 +56,29 @@ pub(super) struct HostOs {
     /// Names this server's cgroups apart from another server's on the same
     /// machine: a hash of its sandboxes' root.
     server: String,
+    /// Sandboxes run as their own unprivileged host uid (a root server on
+    /// a machine that allows it).
+    unprivileged: bool,
 }
 
 impl HostOs {
     pub(super) fn new(config: LocalConfig, cgroups: CgroupVersion) -> Self {
         let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
         let server = format!("{:08x}", super::command::fnv1a(root.as_os_str().as_bytes()));
+        // SAFETY: geteuid has no preconditions.
+        let root_server = unsafe { libc::geteuid() } == 0;
+        let unprivileged =
+            root_server && config.isolation == Isolation::Bubblewrap && super::command::unprivileged_sandboxes_work();
+        if root_server && config.isolation == Isolation::Bubblewrap && !unprivileged {
+            tracing::error!(
+                "!!! this machine refuses user namespaces to unprivileged users: sandboxes run as host root (without capabilities) instead of an unprivileged uid of their own !!!"
+            );
+        }
         Self {
             config,
             cgroups,
             server,
+            unprivileged,
         }
     }
 }
@@ -98,8 +111,8 @@ impl Os for HostOs {
     }
 
     async fn spawn(&self, spec: &SandboxSpec, cgroup: Option<&Cgroup>) -> Result<Box<dyn Process>, String> {
-        let (config, owned) = (self.config.clone(), spec.clone());
-        let prepared = tokio::task::spawn_blocking(move || super::command::prepare(&config, &owned))
+        let (config, owned, unprivileged) = (self.config.clone(), spec.clone(), self.unprivileged);
+        let prepared = tokio::task::spawn_blocking(move || super::command::prepare(&config, &owned, unprivileged))
             .await
             .map_err(|e| format!("preparing the sandbox: {e}"))?
             .map_err(|e| format!("preparing the sandbox: {e}"))?;
