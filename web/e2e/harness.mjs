@@ -5,7 +5,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, createWriteStream } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,6 +90,12 @@ export async function startServer(name = 'server', { extraArgs = [] } = {}) {
   requireFile(BINS.server, 'cloudcode-server (CLOUDCODE_SERVER_BIN)');
   requireFile(BINS.runner, 'cloudcode-runner (CLOUDCODE_RUNNER_BIN)');
   const root = mkdtempSync(path.join(tmpdir(), 'cc-e2e-'));
+  // mkdtemp makes it 0700; a server running as root starts each sandbox
+  // as an unprivileged uid, whose bwrap must traverse the path to the data
+  // directory (it fails with "Can't find source path /proc/self/fd/N:
+  // Permission denied" otherwise; reported to the server's owner).
+  // Traversable, not listable.
+  chmodSync(root, 0o711);
   const dataDir = path.join(root, 'data');
   const confDir = path.join(root, 'conf');
   mkdirSync(dataDir);
@@ -477,10 +483,11 @@ export async function withDiagnostics(page, name, fn) {
       /* the page may be gone */
     }
     if (page.problems?.length) extra += `\n  page problems:\n    ${page.problems.slice(-15).join('\n    ')}`;
+    // The test runner prints the stack (which holds the message as it was
+    // when thrown), so the diagnostics go there.
     if (e instanceof Error) {
-      e.message += extra;
-      // The runner prints the stack, which holds the message as it was.
       if (typeof e.stack === 'string') e.stack += extra;
+      else e.message += extra;
     }
     throw e;
   }
@@ -504,4 +511,69 @@ export function randomBytes(n, seed = 1) {
 
 export function sh(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { encoding: 'utf8', ...opts });
+}
+
+// ---------------------------------------------------------------- tmux
+
+let tmuxCount = 0;
+
+/** A tmux server of its own (its own socket) with one window of a fixed
+ * size running `command`: how the TUI is driven, as in tui/tests/e2e.rs. */
+export class Tmux {
+  constructor(width, height, command, env = {}) {
+    this.socket = `cc-web-e2e-${process.pid}-${tmuxCount++}`;
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`).join(' ');
+    this.run(['new-session', '-d', '-s', 'main', '-x', String(width), '-y', String(height), `env ${vars} ${command}`]);
+  }
+
+  run(args) {
+    return execFileSync('tmux', ['-L', this.socket, ...args], { encoding: 'utf8' });
+  }
+
+  screen() {
+    return this.run(['capture-pane', '-p', '-t', 'main']);
+  }
+
+  /** Types text literally. */
+  typeText(text) {
+    this.run(['send-keys', '-t', 'main', '-l', text]);
+  }
+
+  /** Presses keys by tmux name (Enter, C-s, M-3), one at a time as fingers
+   * do: an Esc-prefixed Alt chord must not merge with the next key. This
+   * pause paces the keys; it synchronises nothing. */
+  async press(...keys) {
+    for (const key of keys) {
+      this.run(['send-keys', '-t', 'main', key]);
+      await new Promise((r) => setTimeout(r, 60));
+    }
+  }
+
+  async waitFor(what, check, opts) {
+    let last = '';
+    try {
+      return await waitUntil(what, () => {
+        last = this.screen();
+        return check(last) ? last : false;
+      }, opts);
+    } catch (e) {
+      throw new Error(`${e.message.split('; last seen')[0]}; the TUI's screen:\n${last}`);
+    }
+  }
+
+  waitText(text, opts) {
+    return this.waitFor(JSON.stringify(text), (s) => s.includes(text), opts);
+  }
+
+  kill() {
+    try {
+      this.run(['kill-server']);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+function shellQuote(s) {
+  return `'${String(s).replace(/'/g, `'\\''`)}'`;
 }

@@ -165,3 +165,19 @@ test('login: the printed URL logs in and leaves no token in the address or histo
   await fresh.context.close();
   await context.close();
 });
+
+test('login: the printed URL opened in the tab that shows the login form logs in (only the fragment changes, the page does not reload)', { timeout: 60_000 }, async () => {
+  const { context, page } = await newPage(browser);
+  await withDiagnostics(page, 'login-hash', async () => {
+    await page.goto(`${server.origin}/`);
+    await page.locator(sel.loginPage).waitFor({ timeout: PATIENCE_MS });
+    // As a user pastes the printed URL into this tab's address bar: the
+    // same document, a new fragment (a hashchange, no reload).
+    await page.goto(server.ideUrl);
+    await page.locator(sel.landing).waitFor({ timeout: 10_000 }).catch(() => {
+      throw new Error('the page ignores a #token= fragment that arrives without a reload (no hashchange handling): the login form stays');
+    });
+    await waitUntil('the token to leave the address bar', () => !page.url().includes('token'));
+  });
+  await context.close();
+});

@@ -4,9 +4,9 @@
 // any test fails. Arguments filter the files: `node e2e/run.mjs ide`.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { BINS, CHROMIUM, E2E_DIR } from './harness.mjs';
+import { BINS, CHROMIUM, E2E_DIR, OUT_DIR } from './harness.mjs';
 
 const filters = process.argv.slice(2);
 const files = readdirSync(E2E_DIR)
@@ -30,6 +30,10 @@ if (files.length === 0) {
   console.error(`e2e: no test file matches ${filters.join(' ')}`);
   process.exit(2);
 }
+
+// Screenshots and server logs of this run only (a stale FAILED-*.png
+// would mislead).
+for (const f of readdirSync(OUT_DIR)) rmSync(path.join(OUT_DIR, f), { recursive: true, force: true });
 
 const result = spawnSync(
   process.execPath,
