@@ -5,7 +5,8 @@
 //! half and drains three bounded queues, highest priority first — control
 //! messages, terminal output, file chunks — so a 1 GB download never delays a
 //! keystroke echo and a client that stops reading holds a fixed amount of
-//! memory.
+//! memory. A terminal's `term_exited` goes in the terminal output queue, not
+//! the control queue: it must not overtake the output before it.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -47,10 +48,14 @@ struct Outbound {
 }
 
 impl Outbound {
-    async fn send(&self, message: ServerMessage) {
+    fn text(message: &ServerMessage) -> Message {
         // Serialising our own types cannot fail.
-        let json = serde_json::to_string(&message).unwrap_or_default();
-        let _ = self.control.send(Message::Text(Utf8Bytes::from(json))).await;
+        let json = serde_json::to_string(message).unwrap_or_default();
+        Message::Text(Utf8Bytes::from(json))
+    }
+
+    async fn send(&self, message: ServerMessage) {
+        let _ = self.control.send(Self::text(&message)).await;
     }
 
     async fn reply(&self, id: u64, result: Result<Reply, FileError>) {
@@ -739,11 +744,17 @@ async fn pump(
             }
             Next::UpToDate => {
                 if let Some(code) = output.exited {
-                    out.send(ServerMessage::Event(Event::TermExited {
+                    // Through the terminal queue, behind this terminal's
+                    // output frames still queued: the control queue goes
+                    // first and would overtake them.
+                    let exited = ServerMessage::Event(Event::TermExited {
                         term: terminal.id,
                         code,
-                    }))
-                    .await;
+                    });
+                    tokio::select! {
+                        _ = out.terminal.send(Outbound::text(&exited)) => {}
+                        _ = cancel.cancelled() => {}
+                    }
                     return;
                 }
                 tokio::select! {

@@ -692,3 +692,67 @@ async fn bad_acks_do_what_the_protocol_says() {
     assert!(c.runs[0].1.windows(8).any(|w| w == b"\r\n20000\r"));
     assert!(c.errors.is_empty(), "{:?}", c.errors);
 }
+
+/// Reads `term`'s output from `client` until `term_exited`, acknowledging
+/// every frame when the client has a window, and returns what arrived before
+/// the event.
+async fn output_until_exited(client: &mut RunnerClient, term: TermId, windowed: bool) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        match next_incoming(client).await {
+            Incoming::Frame(Frame::TermOutput { term: t, seq, data }) if t == term => {
+                assert_eq!(seq, bytes.len() as u64, "gap or overlap in terminal output");
+                bytes.extend_from_slice(&data);
+                if windowed {
+                    client.send_ack(term, bytes.len() as u64).unwrap();
+                }
+            }
+            Incoming::Frame(Frame::TermSnapshot { term: t, .. }) if t == term => {
+                panic!("a snapshot for output well inside the scrollback")
+            }
+            Incoming::Event(cloudcode_proto::message::Event::TermExited { term: t, code }) if t == term => {
+                assert_eq!(code, Some(0));
+                return bytes;
+            }
+            Incoming::Error { code, message, .. } => panic!("{code:?}: {message}"),
+            Incoming::Closed(frame) => panic!("connection closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn term_exited_comes_after_every_output_byte_with_and_without_a_window() {
+    const WINDOW: u32 = 4096;
+    const RUNS: usize = 30;
+    let runner = TestRunner::start();
+    let mut plain = runner.client().await;
+    let mut windowed = runner.client().await;
+    let command = || Some(vec!["bash".into(), "-c".into(), "seq 1 3000; echo END".into()]);
+    let expected: String = (1..=3000).map(|i| format!("{i}\r\n")).collect::<String>() + "END\r\n";
+    let mut early = Vec::new();
+    for run in 0..RUNS {
+        let a = plain.term_open(120, 40, command(), None).await.unwrap();
+        let b = windowed.term_open(120, 40, command(), Some(WINDOW)).await.unwrap();
+        let (got_a, got_b) = tokio::join!(
+            output_until_exited(&mut plain, a, false),
+            output_until_exited(&mut windowed, b, true),
+        );
+        for (who, got) in [("unwindowed", got_a), ("windowed", got_b)] {
+            if got != expected.as_bytes() {
+                assert!(
+                    expected.as_bytes().starts_with(&got),
+                    "run {run}: the {who} client got other bytes"
+                );
+                early.push(format!(
+                    "run {run}: {who} after {} of {} bytes",
+                    got.len(),
+                    expected.len()
+                ));
+            }
+        }
+        plain.request(Op::TermClose { term: a }).await.unwrap();
+        windowed.request(Op::TermClose { term: b }).await.unwrap();
+    }
+    assert!(early.is_empty(), "term_exited came before the last output: {early:#?}");
+}
