@@ -7,18 +7,26 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// Attaches slirp4netns to the sandbox's network namespace (that of bwrap's
-/// child, the namespace's first process). `None`, logged, if it cannot: the
-/// sandbox then simply has no outbound network.
+/// child, the namespace's first process) once bwrap has set it up: when
+/// that child has started the runner (attached earlier, slirp4netns races
+/// bwrap's own loopback set-up, which then fails the sandbox). `None`,
+/// logged, if it cannot: the sandbox then simply has no outbound network.
 pub(super) async fn start_slirp(bwrap: u32) -> Option<Child> {
     let mut namespace_pid = None;
-    for _ in 0..200 {
-        namespace_pid = super::os::children(bwrap).into_iter().next();
-        if namespace_pid.is_some() {
+    for _ in 0..2000 {
+        let first = super::os::children(bwrap).into_iter().next();
+        if let Some(first) = first
+            && !super::os::children(first).is_empty()
+        {
+            namespace_pid = Some(first);
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = namespace_pid?;
+    let Some(pid) = namespace_pid else {
+        tracing::warn!("the sandbox never started its runner: no outbound network");
+        return None;
+    };
     let mut command = Command::new("slirp4netns");
     // SAFETY: prctl is async-signal-safe. It dies with this server, like
     // the sandbox it serves (bwrap --die-with-parent).
