@@ -207,8 +207,17 @@ impl Orchestrator {
             project: project.clone(),
             token_public_key: self.issuer.verifier().public_base64(),
         };
-        let endpoints = self.backend.ensure_running(&spec).await?;
+        // Wanted from the moment it is asked for: a start whose caller goes
+        // away half-way (the local backend completes it regardless) is
+        // still resumed after a restart. One that fails is not.
         self.set_wanted(project, true);
+        let endpoints = match self.backend.ensure_running(&spec).await {
+            Ok(endpoints) => endpoints,
+            Err(e) => {
+                self.set_wanted(project, false);
+                return Err(e);
+            }
+        };
         let (token, expires) = self.issue_token(project);
         if !self.backend.readiness_is_checked() {
             wait_ready(self.backend.as_ref(), project, &endpoints.ide, &token).await?;
@@ -341,12 +350,20 @@ mod tests {
     #[derive(Default)]
     struct Instant {
         started: Mutex<Vec<ProjectId>>,
+        /// Starts take this long.
+        delay: Duration,
+        /// Starts fail.
+        broken: bool,
     }
 
     #[async_trait]
     impl SandboxBackend for Instant {
         async fn ensure_running(&self, spec: &SandboxSpec) -> Result<Endpoints, OrchestratorError> {
             tokio::task::yield_now().await;
+            tokio::time::sleep(self.delay).await;
+            if self.broken {
+                return Err(OrchestratorError::Start("broken".into()));
+            }
             self.started.lock().unwrap().push(spec.project.clone());
             let upstream = Upstream::Unix(PathBuf::from(format!("/fake/{}", spec.project)));
             Ok(Endpoints {
@@ -392,6 +409,32 @@ mod tests {
         let mut resumed = backend.started.lock().unwrap().clone();
         resumed.sort();
         assert_eq!(resumed.iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_start_is_remembered_even_if_its_caller_goes_away_but_not_if_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("running");
+        let slow = ProjectId::parse("slow").unwrap();
+        let patient = Arc::new(Instant {
+            delay: Duration::from_secs(60),
+            ..Default::default()
+        });
+        let first = orchestrator(patient, &file);
+        let abandoned = tokio::time::timeout(Duration::from_millis(20), first.start(&slow)).await;
+        assert!(abandoned.is_err());
+
+        let broken = ProjectId::parse("broken").unwrap();
+        let failing = Arc::new(Instant {
+            broken: true,
+            ..Default::default()
+        });
+        let second = orchestrator(failing, &file);
+        assert!(second.start(&broken).await.is_err());
+
+        let backend = Arc::new(Instant::default());
+        orchestrator(backend.clone(), &file).resume().await;
+        assert_eq!(*backend.started.lock().unwrap(), vec![slow]);
     }
 
     #[test]
