@@ -276,17 +276,46 @@ pub struct TermInfo {
     pub exited: Option<Option<u32>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct StorageStatus {
     /// False while storage calls fail; changes queue and are retried.
     pub healthy: bool,
-    /// Changes waiting to reach storage.
+    /// Changes waiting to reach storage (files and directories, whoever
+    /// made them): "saving 23,356 files".
     #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub pending: u64,
+    /// Of those, the ones clients wait on (their `write`, `rename`,
+    /// `delete`): they go ahead of the rest. 0 means every save a client
+    /// made is in storage.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub saves_pending: u64,
+    /// Files per second reaching storage (over the last 5 s); with
+    /// `pending`, how long the rest will take.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub drain_rate: u64,
+    /// Changes storage can never take (a key over 1024 bytes, a file the
+    /// runner may not read): skipped, not retried, not making storage
+    /// unhealthy. They are retried when the path changes again.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub skipped: u64,
+    /// The first 100 of them, with the reason.
+    #[serde(default)]
+    pub skipped_changes: Vec<SkippedChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub last_error: Option<String>,
+}
+
+/// A change storage can never take; see [`StorageStatus::skipped`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SkippedChange {
+    pub path: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ pub fn declarations() -> String {
         message::FsChange::decl(),
         message::TermInfo::decl(),
         message::StorageStatus::decl(),
+        message::SkippedChange::decl(),
         message::ErrorCode::decl(),
         rest::Language::decl(),
         rest::ProjectRecord::decl(),

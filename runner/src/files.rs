@@ -60,6 +60,9 @@ pub type FileResult<T> = Result<T, FileError>;
 pub struct Workspace {
     dir: Dir,
     root: PathBuf,
+    /// Longest path storage can keep (its key limit less the project's
+    /// prefix): longer ones are refused before anything is written.
+    max_stored_path: usize,
 }
 
 impl Workspace {
@@ -69,7 +72,30 @@ impl Workspace {
         Ok(Self {
             dir: Dir::open_ambient_dir(&root, ambient_authority())?,
             root,
+            max_stored_path: usize::MAX,
         })
+    }
+
+    /// Refuses to create paths longer than `bytes`: storage could never
+    /// keep them (a key is at most 1024 bytes, prefix included).
+    pub fn limit_stored_paths(mut self, bytes: usize) -> Self {
+        self.max_stored_path = bytes;
+        self
+    }
+
+    fn check_storable(&self, path: &WorkspacePath) -> FileResult<()> {
+        if path.as_str().len() > self.max_stored_path {
+            return Err(FileError::new(
+                ErrorCode::InvalidPath,
+                format!(
+                    "{path}: {} bytes is longer than storage can keep ({} bytes at most in this project); \
+                     it would exist only until the sandbox stops",
+                    path.as_str().len(),
+                    self.max_stored_path
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -201,9 +227,11 @@ impl Workspace {
         if size > max_size {
             return Err(too_large(path, size, max_size));
         }
+        self.check_storable(path)?;
         // Write through a symlink to its target, as editors do, as long as
         // the target is inside the workspace.
         let target = self.resolve_for_write(path)?;
+        self.check_storable(&target)?;
         let current = self.current_version(&target)?;
         if create_new && current.is_some() {
             return Err(FileError::new(
@@ -270,6 +298,7 @@ impl Workspace {
                 "the workspace root already exists",
             ));
         }
+        self.check_storable(path)?;
         self.dir
             .create_dir(path.as_relative_fs_path())
             .map_err(|e| FileError::io(path, e))
@@ -289,6 +318,7 @@ impl Workspace {
             ));
         }
         self.symlink_metadata(from)?;
+        self.check_storable(to)?;
         if !overwrite && self.dir.symlink_metadata(to.as_relative_fs_path()).is_ok() {
             return Err(FileError::new(
                 ErrorCode::AlreadyExists,

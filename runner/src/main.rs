@@ -98,7 +98,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("--storage-prefix")?;
     let workspace = Arc::new(
         Workspace::open(&config.workspace)
-            .with_context(|| format!("opening workspace {}", config.workspace.display()))?,
+            .with_context(|| format!("opening workspace {}", config.workspace.display()))?
+            .limit_stored_paths(cloudcode_proto::storage::MAX_KEY_BYTES.saturating_sub(prefix.as_str().len())),
     );
     let persister = Persister::new(
         store,

@@ -710,6 +710,7 @@ fn a_storage_outage_is_shown_until_it_ends() {
         healthy,
         pending,
         last_error: None,
+        ..Default::default()
     };
     update(&mut app, Update::Storage(status(false, 3)));
     let lines = screen(&mut app, 140, 24);

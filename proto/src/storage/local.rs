@@ -5,6 +5,13 @@
 //! so a crash at any point leaves the old object or the new one. Temporary
 //! names use [`crate::path::RESERVED_PREFIX`], which no key may contain, and
 //! listings skip them.
+//!
+//! Batches ([`ObjectStore::put_many`], [`ObjectStore::delete_many`]) are
+//! group-committed, as databases do: every object of the batch is written
+//! to its temporary file, then one `syncfs` makes them all durable, then
+//! they are renamed into place and a second `syncfs` makes the renames
+//! durable. A batch is acknowledged only after that second sync, so an `Ok`
+//! still means durable, at two syncs per batch instead of two per object.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -13,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, ObjectStream, StorageError};
+use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, ObjectStream, PutSource, StorageError};
 use crate::path::RESERVED_PREFIX;
 
 #[derive(Debug, Clone)]
@@ -68,6 +75,200 @@ impl LocalStore {
         }
         result.map_err(fail)
     }
+}
+
+/// Batches this small are committed object by object (fsync of the file
+/// and its directory): a single save must not pay for a whole-filesystem
+/// sync.
+const GROUP_COMMIT_MIN: usize = 4;
+
+/// Makes everything written under `root` durable: `syncfs` where available,
+/// else each file and directory in `fallback` one by one.
+fn sync_all(root: &Path, fallback: &mut dyn Iterator<Item = PathBuf>) -> std::io::Result<()> {
+    #[cfg(any(feature = "sync", feature = "testing"))]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(root)?;
+        // SAFETY: a valid descriptor, owned by `dir` for the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    let _ = root;
+    for path in fallback {
+        std::fs::File::open(&path)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn write_source(tmp: &Path, source: PutSource, durable: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(tmp)?;
+    match source {
+        PutSource::Bytes(body) => file.write_all(&body)?,
+        PutSource::File(mut input) => {
+            std::io::copy(&mut input, &mut file)?;
+        }
+    }
+    if durable {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+impl LocalStore {
+    fn put_many_blocking(&self, items: Vec<(ObjectKey, PutSource)>) -> Vec<Result<(), StorageError>> {
+        let group = items.len() >= GROUP_COMMIT_MIN;
+        let mut results: Vec<Result<(), StorageError>> = Vec::with_capacity(items.len());
+        let mut staged: Vec<(usize, PathBuf, PathBuf)> = Vec::with_capacity(items.len());
+        let mut made_dirs = std::collections::HashSet::new();
+        for (i, (key, source)) in items.into_iter().enumerate() {
+            let dest = self.path_of(&key);
+            let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+            let tmp = dir.join(format!("{RESERVED_PREFIX}{}", random_suffix()));
+            let written = (|| {
+                if !made_dirs.contains(&dir) {
+                    std::fs::create_dir_all(&dir)?;
+                    made_dirs.insert(dir.clone());
+                }
+                write_source(&tmp, source, !group)?;
+                if !group {
+                    std::fs::rename(&tmp, &dest)?;
+                    std::fs::File::open(&dir)?.sync_all()?;
+                }
+                Ok(())
+            })();
+            match written {
+                Ok(()) => {
+                    results.push(Ok(()));
+                    if group {
+                        staged.push((i, tmp, dest));
+                    }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results.push(Err(unavailable("put", &key, e)));
+                }
+            }
+        }
+        if staged.is_empty() {
+            return results;
+        }
+        let fail_all =
+            |results: &mut Vec<Result<(), StorageError>>, staged: &[(usize, PathBuf, PathBuf)], e: &std::io::Error| {
+                for (i, tmp, dest) in staged {
+                    let _ = std::fs::remove_file(tmp);
+                    results[*i] = Err(StorageError::Unavailable {
+                        op: "put",
+                        key: dest.display().to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            };
+        // 1. Every object's bytes durable, before any rename can be.
+        if let Err(e) = sync_all(&self.root, &mut staged.iter().map(|(_, tmp, _)| tmp.clone())) {
+            fail_all(&mut results, &staged, &e);
+            return results;
+        }
+        // 2. Into place, 3. the renames durable.
+        let mut renamed = Vec::with_capacity(staged.len());
+        for (i, tmp, dest) in staged {
+            match std::fs::rename(&tmp, &dest) {
+                Ok(()) => renamed.push((i, tmp, dest)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results[i] = Err(StorageError::Unavailable {
+                        op: "put",
+                        key: dest.display().to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        let dirs: std::collections::BTreeSet<PathBuf> = renamed
+            .iter()
+            .filter_map(|(_, _, dest)| dest.parent().map(Path::to_path_buf))
+            .collect();
+        if let Err(e) = sync_all(&self.root, &mut dirs.into_iter()) {
+            fail_all(&mut results, &renamed, &e);
+        }
+        results
+    }
+
+    fn delete_blocking(&self, key: &ObjectKey) -> Result<Option<PathBuf>, StorageError> {
+        let path = self.path_of(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable("delete", key, e)),
+        }
+        let mut dir = path.parent();
+        let mut last = dir.map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+            last = dir.map(Path::to_path_buf);
+        }
+        Ok(last)
+    }
+
+    fn delete_many_blocking(&self, keys: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut results: Vec<Result<(), StorageError>> = keys
+            .iter()
+            .map(|key| {
+                self.delete_blocking(key).map(|dir| {
+                    dirs.extend(dir);
+                })
+            })
+            .collect();
+        if !dirs.is_empty()
+            && let Err(e) = sync_all(&self.root, &mut dirs.into_iter().filter(|d| d.exists()))
+        {
+            for (result, key) in results.iter_mut().zip(&keys) {
+                if result.is_ok() {
+                    *result = Err(unavailable("delete", key, std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+        results
+    }
+
+    fn get_many_blocking(&self, items: Vec<(ObjectKey, PathBuf)>) -> Vec<Result<u64, StorageError>> {
+        items
+            .into_iter()
+            .map(|(key, dest)| match std::fs::File::open(self.path_of(&key)) {
+                Ok(mut input) => {
+                    let mut output = std::fs::File::create(&dest).map_err(|source| StorageError::LocalIo {
+                        path: dest.display().to_string(),
+                        source,
+                    })?;
+                    std::io::copy(&mut input, &mut output).map_err(|source| StorageError::LocalIo {
+                        path: dest.display().to_string(),
+                        source,
+                    })
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound(key.to_string())),
+                Err(e) => Err(unavailable("get", &key, e)),
+            })
+            .collect()
+    }
+}
+
+/// Runs `f` on the blocking pool; a panic there is an unavailable store.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Unavailable {
+            op,
+            key: String::new(),
+            message: e.to_string(),
+        })
 }
 
 fn random_suffix() -> String {
@@ -202,6 +403,30 @@ impl ObjectStore for LocalStore {
             })?
     }
 
+    async fn put_many(&self, items: Vec<(ObjectKey, PutSource)>) -> Vec<Result<(), StorageError>> {
+        let n = items.len();
+        let this = self.clone();
+        blocking("put", move || this.put_many_blocking(items))
+            .await
+            .unwrap_or_else(|e| (0..n).map(|_| Err(clone_error(&e))).collect())
+    }
+
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        let n = keys.len();
+        let this = self.clone();
+        blocking("delete", move || this.delete_many_blocking(keys))
+            .await
+            .unwrap_or_else(|e| (0..n).map(|_| Err(clone_error(&e))).collect())
+    }
+
+    async fn get_many_to_files(&self, items: Vec<(ObjectKey, PathBuf)>) -> Vec<Result<u64, StorageError>> {
+        let n = items.len();
+        let this = self.clone();
+        blocking("get", move || this.get_many_blocking(items))
+            .await
+            .unwrap_or_else(|e| (0..n).map(|_| Err(clone_error(&e))).collect())
+    }
+
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StorageError> {
         let source = match tokio::fs::File::open(self.path_of(from)).await {
             Ok(f) => f,
@@ -209,6 +434,14 @@ impl ObjectStore for LocalStore {
             Err(e) => return Err(unavailable("copy", from, e)),
         };
         self.put_file(to, source).await
+    }
+}
+
+fn clone_error(e: &StorageError) -> StorageError {
+    StorageError::Unavailable {
+        op: "batch",
+        key: String::new(),
+        message: e.to_string(),
     }
 }
 
@@ -360,5 +593,48 @@ mod tests {
         ));
         store.copy(&key("code/a/x.txt"), &key("code/b/x.txt")).await.unwrap();
         assert_eq!(&store.get(&key("code/b/x.txt")).await.unwrap()[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn batches_are_group_committed_and_answered_per_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let key = |k: &str| ObjectKey::parse(k).unwrap();
+        let items: Vec<(ObjectKey, PutSource)> = (0..50)
+            .map(|i| {
+                (
+                    key(&format!("code/a/d{}/f{i}", i % 5)),
+                    PutSource::Bytes(Bytes::from(format!("content {i}"))),
+                )
+            })
+            .collect();
+        let results = store.put_many(items).await;
+        assert_eq!(results.len(), 50);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(&store.get(&key("code/a/d3/f8")).await.unwrap()[..], b"content 8");
+        // One item cannot be stored (its name is a directory): only it fails.
+        std::fs::create_dir_all(dir.path().join("code/a/taken/x")).unwrap();
+        let mut items: Vec<(ObjectKey, PutSource)> = (0..5)
+            .map(|i| (key(&format!("code/a/g{i}")), PutSource::Bytes(Bytes::from_static(b"g"))))
+            .collect();
+        items.insert(2, (key("code/a/taken"), PutSource::Bytes(Bytes::from_static(b"no"))));
+        let results = store.put_many(items).await;
+        assert!(results[2].is_err() && results[2].as_ref().unwrap_err().is_retryable());
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+        let listed = store.list(&KeyPrefix::parse("code/a").unwrap()).await.unwrap();
+        assert_eq!(listed.len(), 55, "temporaries left or objects missing");
+        let keys: Vec<ObjectKey> = (0..50).map(|i| key(&format!("code/a/d{}/f{i}", i % 5))).collect();
+        assert!(store.delete_many(keys).await.iter().all(Result::is_ok));
+        assert!(!dir.path().join("code/a/d0").exists(), "empty directories left behind");
+        let restored = dir.path().join("restored");
+        std::fs::create_dir_all(&restored).unwrap();
+        let got = store
+            .get_many_to_files(vec![
+                (key("code/a/g0"), restored.join("g0")),
+                (key("code/a/missing"), restored.join("m")),
+            ])
+            .await;
+        assert_eq!(got[0].as_ref().unwrap(), &1);
+        assert!(matches!(got[1], Err(StorageError::NotFound(_))));
     }
 }

@@ -11,7 +11,7 @@ pub mod local;
 pub mod s3;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,6 +20,18 @@ use crate::path::WorkspacePath;
 
 /// Longest key S3 accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Requests a backend without a batch operation of its own keeps in flight
+/// at once for [`ObjectStore::put_many`] and friends.
+pub const PARALLEL_REQUESTS: usize = 32;
+
+/// The content of one object of a [`ObjectStore::put_many`] batch: small
+/// files are read whole (so a batch of thousands holds no descriptors),
+/// larger ones stay open files and are streamed.
+pub enum PutSource {
+    Bytes(Bytes),
+    File(std::fs::File),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -41,6 +53,11 @@ pub enum StorageError {
 impl StorageError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StorageError::Unavailable { .. })
+    }
+
+    /// An error that retrying cannot cure: the key itself is refused.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StorageError::InvalidKey { .. })
     }
 }
 
@@ -178,6 +195,47 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, StorageError>;
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StorageError>;
+
+    /// Stores many objects; one result per item, in order. An `Ok` means
+    /// durable, as for [`ObjectStore::put`]. Backends override it to commit
+    /// a batch at once (local storage: one sync for the whole batch; the
+    /// gateway: one request); the default keeps [`PARALLEL_REQUESTS`]
+    /// uploads in flight.
+    async fn put_many(&self, items: Vec<(ObjectKey, PutSource)>) -> Vec<Result<(), StorageError>> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(items)
+            .map(|(key, source)| async move {
+                match source {
+                    PutSource::Bytes(body) => self.put(&key, body).await,
+                    PutSource::File(file) => self.put_file(&key, tokio::fs::File::from_std(file)).await,
+                }
+            })
+            .buffered(PARALLEL_REQUESTS)
+            .collect()
+            .await
+    }
+
+    /// Removes many keys (missing ones succeed); one result per key, in
+    /// order. S3 overrides it with `DeleteObjects`.
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(keys)
+            .map(|key| async move { self.delete(&key).await })
+            .buffered(PARALLEL_REQUESTS)
+            .collect()
+            .await
+    }
+
+    /// Downloads many objects, each into its own new file; one result (the
+    /// byte count) per item, in order.
+    async fn get_many_to_files(&self, items: Vec<(ObjectKey, PathBuf)>) -> Vec<Result<u64, StorageError>> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(items)
+            .map(|(key, dest)| async move { self.get_to_file(&key, &dest).await })
+            .buffered(PARALLEL_REQUESTS)
+            .collect()
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,6 +19,8 @@ use super::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, ObjectStream, Storage
 
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Keys one `DeleteObjects` request may name.
+const DELETE_BATCH: usize = 1000;
 
 /// Where and how to reach the service.
 #[derive(Debug, Clone, Default)]
@@ -213,6 +215,60 @@ impl S3Store {
         Ok(())
     }
 
+    async fn delete_chunk(&self, chunk: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        let fail_all = |chunk: &[ObjectKey], message: String| {
+            chunk
+                .iter()
+                .map(|key| {
+                    Err(StorageError::Unavailable {
+                        op: "delete",
+                        key: key.to_string(),
+                        message: message.clone(),
+                    })
+                })
+                .collect()
+        };
+        let objects: Result<Vec<ObjectIdentifier>, _> = chunk
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(key.as_str()).build())
+            .collect();
+        let delete = objects.and_then(|objects| Delete::builder().set_objects(Some(objects)).quiet(true).build());
+        let delete = match delete {
+            Ok(delete) => delete,
+            Err(e) => return fail_all(&chunk, e.to_string()),
+        };
+        match self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                // Quiet mode lists only the failures.
+                let failed: std::collections::HashMap<&str, String> = out
+                    .errors()
+                    .iter()
+                    .filter(|e| !matches!(e.code(), Some("NoSuchKey")))
+                    .filter_map(|e| Some((e.key()?, e.message().unwrap_or("failed").to_owned())))
+                    .collect();
+                chunk
+                    .iter()
+                    .map(|key| match failed.get(key.as_str()) {
+                        Some(message) => Err(StorageError::Unavailable {
+                            op: "delete",
+                            key: key.to_string(),
+                            message: message.clone(),
+                        }),
+                        None => Ok(()),
+                    })
+                    .collect()
+            }
+            Err(e) => fail_all(&chunk, DisplayErrorContext(&e).to_string()),
+        }
+    }
+
     /// The object, its body not yet read.
     async fn fetch(&self, key: &ObjectKey) -> Result<GetObjectOutput, StorageError> {
         match self
@@ -362,6 +418,18 @@ impl ObjectStore for S3Store {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(service_error("delete", key.as_str(), e)),
         }
+    }
+
+    /// `DeleteObjects`, 1000 keys per request, a few requests at once.
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        use futures_util::StreamExt;
+        let chunks: Vec<Vec<ObjectKey>> = keys.chunks(DELETE_BATCH).map(<[_]>::to_vec).collect();
+        let results: Vec<Vec<Result<(), StorageError>>> = futures_util::stream::iter(chunks)
+            .map(|chunk| async move { self.delete_chunk(chunk).await })
+            .buffered(4)
+            .collect()
+            .await;
+        results.into_iter().flatten().collect()
     }
 
     async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, StorageError> {

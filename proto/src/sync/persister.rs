@@ -9,20 +9,33 @@
 //! reordered events (inotify overflow, renames of whole trees) cannot leave
 //! storage wrong: reconciling the root repairs everything.
 //!
+//! Two lanes share the work. A change a client waits on
+//! ([`Persister::persist`]: its `write`, `rename`, `delete`) goes to the
+//! **priority lane**, which runs at once and on its own, so a save never
+//! waits behind the backlog of 50,000 files an `npm install` made; those go
+//! to the **bulk lane**, which reconciles many paths per round and hands
+//! storage whole batches ([`ObjectStore::put_many`],
+//! [`ObjectStore::delete_many`]: one group commit per batch in local
+//! storage, parallel requests or one batch request elsewhere). Both lanes
+//! act on a file only while holding that file's claim, and read the file
+//! only once they hold it, so storage never receives an older content after
+//! a newer one, whichever lane comes first.
+//!
 //! A failed storage call puts the path back, marks storage unhealthy (every
 //! client is told) and retries with exponential backoff; nothing is dropped.
-//! A client's save waits on [`Persister::persist`], which resolves only once
-//! that path's content is in storage.
+//! A change that can never be stored (a path whose key storage refuses, a
+//! file the runner may not read) is reported once, listed in the status,
+//! and skipped: it does not make storage unhealthy nor hold up the rest.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::ErrorKind;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::message::StorageStatus;
+use crate::message::{SkippedChange, StorageStatus};
 use crate::path::{RESERVED_PREFIX, WorkspacePath};
-use crate::storage::{KeyPrefix, ObjectStore, StorageError};
+use crate::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError};
 use cap_std::fs::{Dir, Metadata};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot, watch};
@@ -32,13 +45,30 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// However busy a path is, it reaches storage within this long.
 const MAX_DELAY: Duration = Duration::from_secs(2);
-const PARALLEL_TRANSFERS: usize = 16;
+/// Dirty paths one bulk round takes.
+const BULK_PATHS: usize = 8192;
+/// Files per storage batch: one group commit in local storage.
+const BATCH_FILES: usize = 2048;
+/// Bytes read into memory per batch; larger files stay open and stream.
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+/// Files up to this size are read whole into the batch.
+const SMALL_FILE: u64 = 256 * 1024;
+/// Open files (the large ones) per batch.
+const BATCH_OPEN_FILES: usize = 64;
+/// Batches a lane keeps in flight: one being prepared while one commits.
+const PARALLEL_BATCHES: usize = 2;
+/// The drain rate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Skipped changes listed in the status (the count is always complete).
+const SKIPPED_LISTED: usize = 100;
 
 /// What was last stored for a file: enough to tell whether it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     size: u64,
     mtime_ns: i128,
+    /// `chmod +x` changes neither size nor mtime, and must be stored too.
+    executable: bool,
 }
 
 impl Stamp {
@@ -52,6 +82,73 @@ impl Stamp {
         Self {
             size: meta.len(),
             mtime_ns,
+            executable: cap_std::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0,
+        }
+    }
+}
+
+/// The object, under the project's prefix, that keeps what file contents
+/// alone do not: which files are executable, the symbolic links (as links:
+/// their targets, never followed) and the empty directories. Its name
+/// starts with `\`, which no workspace path may contain, so it can never
+/// collide with a file of the project, and works alike in every backend
+/// (local storage, S3, the storage gateway).
+pub const MANIFEST_NAME: &str = "\\cloudcode-manifest.json";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    version: u32,
+    /// Files with an executable bit (restored as `chmod +x`).
+    #[serde(default)]
+    executable: BTreeSet<String>,
+    /// Symbolic links: path to target, exactly as `readlink` gives it.
+    #[serde(default)]
+    symlinks: BTreeMap<String, String>,
+    /// Directories with nothing in them.
+    #[serde(default)]
+    empty_dirs: BTreeSet<String>,
+}
+
+impl Manifest {
+    /// Forgets `path` and everything below it.
+    fn remove_subtree(&mut self, path: &WorkspacePath) {
+        if path.is_root() {
+            self.executable.clear();
+            self.symlinks.clear();
+            self.empty_dirs.clear();
+            return;
+        }
+        let start = format!("{}/", path.as_str());
+        for set in [&mut self.executable, &mut self.empty_dirs] {
+            set.remove(path.as_str());
+            let below: Vec<String> = set
+                .range(start.clone()..)
+                .take_while(|p| p.starts_with(&start))
+                .cloned()
+                .collect();
+            for p in below {
+                set.remove(&p);
+            }
+        }
+        self.symlinks.remove(path.as_str());
+        let below: Vec<String> = self
+            .symlinks
+            .range(start.clone()..)
+            .take_while(|(p, _)| p.starts_with(&start))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in below {
+            self.symlinks.remove(&p);
+        }
+    }
+
+    /// Something exists at `path`: its directory is not empty.
+    fn note_child(&mut self, path: &WorkspacePath) {
+        if let Some(parent) = path.parent()
+            && !self.empty_dirs.is_empty()
+        {
+            self.empty_dirs.remove(parent.as_str());
         }
     }
 }
@@ -60,19 +157,72 @@ impl Stamp {
 struct Dirty {
     first: Instant,
     last: Instant,
-    /// A client waits on it: skip the debounce.
-    urgent: bool,
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// What clients wait on.
+    Priority,
+    /// What programs made.
+    Bulk,
 }
 
 #[derive(Default)]
 struct SyncState {
+    /// Paths a client waits on, for the priority lane.
+    urgent: BTreeMap<WorkspacePath, Dirty>,
+    /// Everything else, for the bulk lane.
     dirty: BTreeMap<WorkspacePath, Dirty>,
-    stored: BTreeMap<WorkspacePath, Stamp>,
-    waiters: HashMap<WorkspacePath, Vec<oneshot::Sender<()>>>,
+    /// What storage holds, by workspace path.
+    stored: BTreeMap<String, Stamp>,
+    waiters: HashMap<WorkspacePath, Vec<Waiter>>,
+    /// Paths being planned plus file actions not yet done.
     in_flight: usize,
+    /// Files a lane is acting on; no other lane touches them meanwhile.
+    claimed: HashSet<String>,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    /// Changes that cannot be stored, by path.
+    skipped: BTreeMap<String, String>,
+    /// Completed file actions, for the drain rate.
+    drained: VecDeque<(Instant, u64)>,
+    /// What the workspace's modes, links and empty directories are, and
+    /// what storage last received of them.
+    manifest: Manifest,
+    manifest_stored: Manifest,
+    /// Mirror mode: the manifest file last passed on.
+    manifest_file: Option<Stamp>,
+}
+
+impl SyncState {
+    fn record_drained(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        self.drained.push_back((now, n));
+        while self
+            .drained
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.drained.pop_front();
+        }
+    }
+
+    fn drain_rate(&self) -> u64 {
+        let now = Instant::now();
+        let total: u64 = self
+            .drained
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
+            .map(|(_, n)| n)
+            .sum();
+        (total as f64 / RATE_WINDOW.as_secs_f64()).round() as u64
+    }
 }
 
 pub struct Persister {
@@ -82,14 +232,78 @@ pub struct Persister {
     root: PathBuf,
     debounce: Duration,
     state: Mutex<SyncState>,
-    wake: Notify,
-    settled: Notify,
+    wake_priority: Notify,
+    wake_bulk: Notify,
+    /// A claimed file was released.
+    released: Notify,
     status: watch::Sender<StorageStatus>,
+    /// Keep a manifest of modes, links and empty directories (a runner);
+    /// without it (the control plane's mirror of a runner's storage), a
+    /// manifest file found at the root is passed on as it is.
+    metadata: bool,
+    /// One manifest upload at a time, so an older one never lands last.
+    manifest_upload: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the change to {0} did not reach storage before the runner stopped")]
-pub struct NotPersisted(pub WorkspacePath);
+pub enum NotPersisted {
+    #[error("the change to {0} did not reach storage before the runner stopped")]
+    Stopped(WorkspacePath),
+    #[error("the change to {path} cannot be stored: {reason}")]
+    Refused { path: WorkspacePath, reason: String },
+}
+
+/// One file-level storage action of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Upload,
+    Delete,
+}
+
+/// What reconciling one dirty path needs.
+#[derive(Default)]
+struct Plan {
+    uploads: Vec<WorkspacePath>,
+    deletes: Vec<WorkspacePath>,
+}
+
+/// How one file action ended.
+enum Step {
+    /// Done, or nothing to do.
+    Done,
+    /// Another lane holds the file: try again once it lets go.
+    Deferred,
+    /// Can never succeed; recorded in `skipped`.
+    Skipped,
+    Failed(StorageError),
+}
+
+/// How a dirty path's reconcile ended, its actions combined.
+#[derive(Default)]
+enum Outcome {
+    #[default]
+    Done,
+    Deferred,
+    Failed(StorageError),
+}
+
+impl Outcome {
+    fn merge(&mut self, step: Step) {
+        match step {
+            Step::Done | Step::Skipped => {}
+            Step::Deferred => {
+                if matches!(self, Outcome::Done) {
+                    *self = Outcome::Deferred;
+                }
+            }
+            Step::Failed(e) => {
+                if !matches!(self, Outcome::Failed(_)) {
+                    *self = Outcome::Failed(e);
+                }
+            }
+        }
+    }
+}
 
 impl Persister {
     pub fn new(
@@ -99,10 +313,33 @@ impl Persister {
         root: PathBuf,
         debounce: Duration,
     ) -> Arc<Self> {
+        Self::with_metadata(store, prefix, dir, root, debounce, true)
+    }
+
+    /// A persister for a directory that is itself a runner's storage (the
+    /// control plane's mirror of it to S3): it keeps no manifest of its
+    /// own but passes the runner's on.
+    pub fn mirror(
+        store: Arc<dyn ObjectStore>,
+        prefix: KeyPrefix,
+        dir: Dir,
+        root: PathBuf,
+        debounce: Duration,
+    ) -> Arc<Self> {
+        Self::with_metadata(store, prefix, dir, root, debounce, false)
+    }
+
+    fn with_metadata(
+        store: Arc<dyn ObjectStore>,
+        prefix: KeyPrefix,
+        dir: Dir,
+        root: PathBuf,
+        debounce: Duration,
+        metadata: bool,
+    ) -> Arc<Self> {
         let (status, _) = watch::channel(StorageStatus {
             healthy: true,
-            pending: 0,
-            last_error: None,
+            ..Default::default()
         });
         Arc::new(Self {
             store,
@@ -111,10 +348,51 @@ impl Persister {
             root,
             debounce,
             state: Mutex::new(SyncState::default()),
-            wake: Notify::new(),
-            settled: Notify::new(),
+            wake_priority: Notify::new(),
+            wake_bulk: Notify::new(),
+            released: Notify::new(),
             status,
+            metadata,
+            manifest_upload: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn manifest_key(&self) -> Result<ObjectKey, StorageError> {
+        ObjectKey::parse(&format!("{}{MANIFEST_NAME}", self.prefix.as_str()))
+    }
+
+    /// Sends storage the manifest if it changed since it last did.
+    async fn store_manifest(&self) -> Result<(), StorageError> {
+        let _one_at_a_time = self.manifest_upload.lock().await;
+        let key = self.manifest_key()?;
+        if !self.metadata {
+            // Mirror mode: pass the runner's manifest file on.
+            let stamp = match self.dir.metadata(MANIFEST_NAME) {
+                Ok(meta) if meta.is_file() => Stamp::of(&meta),
+                _ => return Ok(()),
+            };
+            if self.lock().manifest_file == Some(stamp) {
+                return Ok(());
+            }
+            let body = match self.dir.read(MANIFEST_NAME) {
+                Ok(body) => body,
+                Err(_) => return Ok(()),
+            };
+            self.store.put(&key, body.into()).await?;
+            self.lock().manifest_file = Some(stamp);
+            return Ok(());
+        }
+        let current = {
+            let state = self.lock();
+            if state.manifest == state.manifest_stored {
+                return Ok(());
+            }
+            state.manifest.clone()
+        };
+        let body = serde_json::to_vec(&current).unwrap_or_default();
+        self.store.put(&key, body.into()).await?;
+        self.lock().manifest_stored = current;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, SyncState> {
@@ -126,42 +404,67 @@ impl Persister {
     }
 
     pub fn current_status(&self) -> StorageStatus {
-        self.status.borrow().clone()
+        let mut status = self.status.borrow().clone();
+        // The rate decays while nothing drains; recompute it on request.
+        status.drain_rate = self.lock().drain_rate();
+        status
+    }
+
+    /// The key `path` is stored under; refuses paths storage cannot take
+    /// (a key over 1024 bytes), so a client's write can be refused before
+    /// anything is written.
+    pub fn check_storable(&self, path: &WorkspacePath) -> Result<(), StorageError> {
+        self.prefix.key_for(path).map(drop)
     }
 
     /// Notes that `path` may differ from storage.
     pub fn mark_dirty(&self, path: WorkspacePath) {
         self.mark(path, false);
-        self.wake.notify_one();
+        self.wake_bulk.notify_one();
     }
 
     pub fn mark_all_dirty(&self, paths: impl IntoIterator<Item = WorkspacePath>) {
-        for path in paths {
-            self.mark(path, false);
+        {
+            let now = Instant::now();
+            let mut state = self.lock();
+            for path in paths {
+                Self::mark_locked(&mut state, path, false, now);
+            }
         }
-        self.wake.notify_one();
+        self.wake_bulk.notify_one();
     }
 
     fn mark(&self, path: WorkspacePath, urgent: bool) {
         let now = Instant::now();
-        let mut state = self.lock();
-        let entry = state.dirty.entry(path).or_insert(Dirty {
-            first: now,
-            last: now,
-            urgent,
-        });
-        entry.last = now;
-        entry.urgent |= urgent;
+        Self::mark_locked(&mut self.lock(), path, urgent, now);
     }
 
-    /// Resolves once `path` as it is now is in storage. Fails only if the
-    /// runner stops first.
+    fn mark_locked(state: &mut SyncState, path: WorkspacePath, urgent: bool, now: Instant) {
+        if let Some(entry) = state.urgent.get_mut(&path) {
+            entry.last = now;
+            return;
+        }
+        let previous = if urgent { state.dirty.remove(&path) } else { None };
+        let map = if urgent { &mut state.urgent } else { &mut state.dirty };
+        let entry = map.entry(path).or_insert(Dirty {
+            first: previous.map_or(now, |d| d.first),
+            last: now,
+        });
+        entry.last = now;
+    }
+
+    /// Resolves once `path` as it is now is in storage. Fails if the runner
+    /// stops first, or if storage can never take the change.
     pub async fn persist(&self, path: WorkspacePath) -> Result<(), NotPersisted> {
         let (tx, rx) = oneshot::channel();
         self.lock().waiters.entry(path.clone()).or_default().push(tx);
         self.mark(path.clone(), true);
-        self.wake.notify_one();
-        rx.await.map_err(|_| NotPersisted(path))
+        self.wake_priority.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(NotPersisted::Refused { path, reason }),
+            Err(_) => Err(NotPersisted::Stopped(path)),
+        }
     }
 
     /// Downloads the project's files into the workspace. Files already in
@@ -169,90 +472,219 @@ impl Persister {
     /// over its old workspace) and are uploaded instead.
     pub async fn restore(self: &Arc<Self>) -> Result<usize, StorageError> {
         let objects = self.store.list(&self.prefix).await?;
-        let downloads = objects.into_iter().filter_map(|object| {
-            let path = self.prefix.path_of(&object.key)?;
-            Some((object.key, path))
-        });
-        let results: Vec<Result<Option<(WorkspacePath, Stamp)>, StorageError>> = futures_util::stream::iter(downloads)
-            .map(|(key, path)| {
-                let this = self.clone();
-                async move { this.download(&key, &path).await.map(|stamp| stamp.map(|s| (path, s))) }
-            })
-            .buffer_unordered(PARALLEL_TRANSFERS)
-            .collect()
-            .await;
-        let mut restored = 0;
-        let mut state = self.lock();
-        for result in results {
-            if let Some((path, stamp)) = result? {
-                state.stored.insert(path, stamp);
-                restored += 1;
+        let manifest_key = self.manifest_key()?;
+        let has_manifest = objects.iter().any(|o| o.key == manifest_key);
+        if has_manifest && !self.metadata {
+            // Mirror mode: the runner's manifest is a file like the others.
+            if self.dir.symlink_metadata(MANIFEST_NAME).is_err() {
+                let dest = self.root.join(MANIFEST_NAME);
+                self.store.get_to_file(&manifest_key, &dest).await?;
             }
         }
-        drop(state);
+        let manifest: Manifest = if has_manifest && self.metadata {
+            let body = self.store.get(&manifest_key).await?;
+            serde_json::from_slice(&body).unwrap_or_else(|e| {
+                tracing::warn!("the stored manifest is not valid, ignored: {e}");
+                Manifest::default()
+            })
+        } else {
+            Manifest::default()
+        };
+        let downloads: Vec<(ObjectKey, WorkspacePath)> = objects
+            .into_iter()
+            .filter_map(|object| {
+                let path = self.prefix.path_of(&object.key)?;
+                Some((object.key, path))
+            })
+            .collect();
+        let mut restored = 0;
+        let mut chunks = futures_util::stream::iter(downloads.chunks(BATCH_FILES).map(<[_]>::to_vec))
+            .map(|chunk| {
+                let this = self.clone();
+                async move { this.restore_batch(chunk).await }
+            })
+            .buffered(PARALLEL_BATCHES);
+        while let Some(result) = chunks.next().await {
+            let stamps = result?;
+            restored += stamps.len();
+            let mut state = self.lock();
+            for (path, stamp) in stamps {
+                state.stored.insert(path.as_str().to_owned(), stamp);
+            }
+        }
+        drop(chunks);
+        if self.metadata {
+            let this = self.clone();
+            let applied = manifest.clone();
+            let stamps = blocking(move || this.apply_manifest(&applied)).await?;
+            let mut state = self.lock();
+            for (path, stamp) in stamps {
+                state.stored.insert(path, stamp);
+            }
+            state.manifest = manifest.clone();
+            state.manifest_stored = manifest;
+        }
         // Anything in the workspace that storage lacks (or has older) goes up.
         self.mark_dirty(WorkspacePath::root());
         Ok(restored)
     }
 
-    /// Returns `None` when a local file is kept instead.
-    async fn download(
-        &self,
-        key: &crate::storage::ObjectKey,
-        path: &WorkspacePath,
-    ) -> Result<Option<Stamp>, StorageError> {
-        let local_err = |source| StorageError::LocalIo {
-            path: path.to_string(),
-            source,
-        };
-        if self.dir.symlink_metadata(path.as_relative_fs_path()).is_ok() {
-            return Ok(None);
+    /// Gives restored files their executable bit back and recreates empty
+    /// directories and symbolic links (where nothing is in the way: local
+    /// files win). Returns the new stamps of the files it changed.
+    fn apply_manifest(&self, manifest: &Manifest) -> Vec<(String, Stamp)> {
+        let mut stamps = Vec::new();
+        for dir in &manifest.empty_dirs {
+            if let Ok(path) = WorkspacePath::parse(dir)
+                && !path.is_root()
+                && let Err(e) = self.dir.create_dir_all(path.as_relative_fs_path())
+            {
+                tracing::warn!(%path, "cannot restore the empty directory: {e}");
+            }
         }
-        let parent = path.parent().unwrap_or_default();
-        if !parent.is_root() {
-            self.dir
-                .create_dir_all(parent.as_relative_fs_path())
-                .map_err(local_err)?;
+        for file in &manifest.executable {
+            let Ok(path) = WorkspacePath::parse(file) else { continue };
+            let rel = path.as_relative_fs_path();
+            let Ok(meta) = self.dir.symlink_metadata(rel) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mode = cap_std::fs::PermissionsExt::mode(&meta.permissions());
+            let exec = mode | ((mode & 0o444) >> 2);
+            let perm = cap_std::fs::Permissions::from_std(std::os::unix::fs::PermissionsExt::from_mode(exec));
+            match self.dir.set_permissions(rel, perm) {
+                Ok(()) => {
+                    if let Ok(meta) = self.dir.symlink_metadata(rel) {
+                        stamps.push((file.clone(), Stamp::of(&meta)));
+                    }
+                }
+                Err(e) => tracing::warn!(%path, "cannot restore the executable bit: {e}"),
+            }
         }
-        let tmp_name = format!("{RESERVED_PREFIX}restore-{}", unique());
-        let tmp_rel = if parent.is_root() {
-            PathBuf::from(&tmp_name)
-        } else {
-            PathBuf::from(parent.as_str()).join(&tmp_name)
-        };
-        // Nothing runs in the workspace yet, so the absolute path is safe here.
-        let tmp_abs = self.root.join(&tmp_rel);
-        if let Err(e) = self.store.get_to_file(key, &tmp_abs).await {
-            let _ = std::fs::remove_file(&tmp_abs);
-            return Err(e);
+        for (link, target) in &manifest.symlinks {
+            let Ok(path) = WorkspacePath::parse(link) else { continue };
+            let rel = path.as_relative_fs_path();
+            if self.dir.symlink_metadata(rel).is_ok() {
+                continue;
+            }
+            if let Some(parent) = path.parent()
+                && !parent.is_root()
+            {
+                let _ = self.dir.create_dir_all(parent.as_relative_fs_path());
+            }
+            // As a link: the target is not resolved, inside the workspace
+            // or out of it (a venv's `bin/python -> /usr/bin/python3`).
+            if let Err(e) = self.dir.symlink_contents(target, rel) {
+                tracing::warn!(%path, "cannot restore the symbolic link: {e}");
+            }
         }
-        self.dir
-            .rename(&tmp_rel, &self.dir, path.as_relative_fs_path())
-            .map_err(local_err)?;
-        let meta = self
-            .dir
-            .symlink_metadata(path.as_relative_fs_path())
-            .map_err(local_err)?;
-        Ok(Some(Stamp::of(&meta)))
+        stamps
+    }
+
+    /// Downloads one batch: temporary files beside their destinations, then
+    /// renamed into place, so a restore cut short leaves no torn file that
+    /// would later win over storage's whole one.
+    async fn restore_batch(
+        self: Arc<Self>,
+        chunk: Vec<(ObjectKey, WorkspacePath)>,
+    ) -> Result<Vec<(WorkspacePath, Stamp)>, StorageError> {
+        let this = self.clone();
+        let prepared = blocking(move || {
+            let mut made = HashSet::new();
+            let mut out = Vec::with_capacity(chunk.len());
+            for (key, path) in chunk {
+                // Local files win.
+                if this.dir.symlink_metadata(path.as_relative_fs_path()).is_ok() {
+                    continue;
+                }
+                let parent = path.parent().unwrap_or_default();
+                if !parent.is_root() && made.insert(parent.clone()) {
+                    this.dir
+                        .create_dir_all(parent.as_relative_fs_path())
+                        .map_err(|source| StorageError::LocalIo {
+                            path: path.to_string(),
+                            source,
+                        })?;
+                }
+                let tmp_name = format!("{RESERVED_PREFIX}restore-{}", unique());
+                let tmp_rel = if parent.is_root() {
+                    PathBuf::from(&tmp_name)
+                } else {
+                    PathBuf::from(parent.as_str()).join(&tmp_name)
+                };
+                out.push((key, path, tmp_rel));
+            }
+            Ok::<_, StorageError>(out)
+        })
+        .await??;
+        // Nothing runs in the workspace yet, so absolute paths are safe here.
+        let items = prepared
+            .iter()
+            .map(|(key, _, tmp_rel)| (key.clone(), self.root.join(tmp_rel)))
+            .collect();
+        let results = self.store.get_many_to_files(items).await;
+        let this = self.clone();
+        blocking(move || {
+            let mut stamps = Vec::with_capacity(prepared.len());
+            let mut first_error = None;
+            for ((_, path, tmp_rel), result) in prepared.into_iter().zip(results) {
+                let local_err = |source| StorageError::LocalIo {
+                    path: path.to_string(),
+                    source,
+                };
+                let placed = result.and_then(|_| {
+                    this.dir
+                        .rename(&tmp_rel, &this.dir, path.as_relative_fs_path())
+                        .map_err(local_err)?;
+                    this.dir.symlink_metadata(path.as_relative_fs_path()).map_err(local_err)
+                });
+                match placed {
+                    Ok(meta) => stamps.push((path, Stamp::of(&meta))),
+                    Err(e) => {
+                        let _ = this.dir.remove_file(&tmp_rel);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(stamps),
+            }
+        })
+        .await?
     }
 
     /// The worker: runs until `stop` and then returns; call
     /// [`Persister::flush`] afterwards to drain what is left.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let priority = tokio::spawn(self.clone().lane(Lane::Priority, stop.clone()));
+        self.lane(Lane::Bulk, stop).await;
+        let _ = priority.await;
+    }
+
+    async fn lane(self: Arc<Self>, lane: Lane, stop: CancellationToken) {
+        let wake = match lane {
+            Lane::Priority => &self.wake_priority,
+            Lane::Bulk => &self.wake_bulk,
+        };
         loop {
-            let wait = self.run_once(false).await;
+            let wait = self.round(lane, false).await;
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = wake.notified() => {}
+                _ = self.released.notified(), if lane == Lane::Priority => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Reconciles every due path; returns how long until the next is due.
-    async fn run_once(&self, everything_due: bool) -> Duration {
+    /// Takes the lane's due paths and reconciles them; returns how long
+    /// until the next is due.
+    async fn round(self: &Arc<Self>, lane: Lane, everything_due: bool) -> Duration {
         let now = Instant::now();
-        let (due, waiters) = {
+        let (taken, waiters) = {
             let mut state = self.lock();
             if let Some(retry_at) = state.retry_at
                 && retry_at > now
@@ -261,93 +693,149 @@ impl Persister {
                 return retry_at - now;
             }
             let debounce = self.debounce;
-            let due: Vec<WorkspacePath> = state
-                .dirty
-                .iter()
-                .filter(|(_, d)| everything_due || d.urgent || now - d.last >= debounce || now - d.first >= MAX_DELAY)
-                .map(|(p, _)| p.clone())
-                .collect();
+            let due: Vec<WorkspacePath> = match lane {
+                Lane::Priority => state.urgent.keys().cloned().collect(),
+                Lane::Bulk => state
+                    .dirty
+                    .iter()
+                    .filter(|(_, d)| everything_due || now - d.last >= debounce || now - d.first >= MAX_DELAY)
+                    .take(BULK_PATHS)
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+            };
             let mut taken = Vec::with_capacity(due.len());
-            for path in &due {
-                if let Some(d) = state.dirty.remove(path) {
-                    taken.push((path.clone(), d));
+            for path in due {
+                let entry = match lane {
+                    Lane::Priority => state.urgent.remove(&path),
+                    Lane::Bulk => state.dirty.remove(&path),
+                };
+                if let Some(d) = entry {
+                    taken.push((path, d));
                 }
             }
-            let waiters: Vec<_> = due
+            let waiters: Vec<Vec<Waiter>> = taken
                 .iter()
-                .map(|p| state.waiters.remove(p).unwrap_or_default())
+                .map(|(p, _)| state.waiters.remove(p).unwrap_or_default())
                 .collect();
             state.in_flight += taken.len();
             (taken, waiters)
         };
-        if !due.is_empty() {
-            let paths: Vec<WorkspacePath> = due.iter().map(|(p, _)| p.clone()).collect();
-            let results: Vec<_> = futures_util::stream::iter(paths)
-                .map(|path| async move { self.reconcile(&path).await })
-                .buffered(PARALLEL_TRANSFERS)
-                .collect()
-                .await;
-            let mut state = self.lock();
-            state.in_flight -= due.len();
-            let mut failed = false;
-            for (((path, dirty), result), waiters) in due.into_iter().zip(results).zip(waiters) {
-                match result {
-                    Ok(()) => {
-                        for w in waiters {
-                            let _ = w.send(());
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%path, "storage sync failed, will retry: {e}");
-                        failed = true;
-                        state.last_error = Some(e.to_string());
-                        let entry = state.dirty.entry(path.clone()).or_insert(dirty);
-                        entry.urgent |= dirty.urgent;
-                        entry.first = entry.first.min(dirty.first);
-                        if !waiters.is_empty() {
-                            state.waiters.entry(path).or_default().extend(waiters);
-                        }
+        if taken.is_empty() {
+            if let Err(e) = self.store_manifest().await {
+                tracing::warn!("storing the manifest failed, will retry: {e}");
+            }
+            self.publish(&self.lock());
+            return self.next_due(lane);
+        }
+        let outcomes = self
+            .reconcile_all(lane, taken.iter().map(|(p, _)| p.clone()).collect())
+            .await;
+        // Modes, links and empty directories go with the bulk lane's
+        // rounds: a save does not wait for them.
+        let manifest = match lane {
+            Lane::Bulk => self.store_manifest().await,
+            Lane::Priority => {
+                self.wake_bulk.notify_one();
+                Ok(())
+            }
+        };
+        let mut state = self.lock();
+        let mut failed = false;
+        if let Err(e) = manifest {
+            tracing::warn!("storing the manifest failed, will retry: {e}");
+            failed = true;
+            state.last_error = Some(e.to_string());
+        }
+        let mut deferred = false;
+        for (((path, dirty), outcome), waiters) in taken.into_iter().zip(outcomes).zip(waiters) {
+            let put_back = |state: &mut SyncState, path: WorkspacePath, waiters: Vec<Waiter>| {
+                let map = if lane == Lane::Priority || !waiters.is_empty() {
+                    &mut state.urgent
+                } else {
+                    &mut state.dirty
+                };
+                let entry = map.entry(path.clone()).or_insert(dirty);
+                entry.first = entry.first.min(dirty.first);
+                if !waiters.is_empty() {
+                    state.waiters.entry(path).or_default().extend(waiters);
+                }
+            };
+            match outcome {
+                Outcome::Done => {
+                    for w in waiters {
+                        let _ = w.send(Ok(()));
                     }
                 }
+                Outcome::Deferred => {
+                    deferred = true;
+                    put_back(&mut state, path, waiters);
+                }
+                Outcome::Failed(e) => {
+                    tracing::warn!(%path, "storage sync failed, will retry: {e}");
+                    failed = true;
+                    state.last_error = Some(e.to_string());
+                    put_back(&mut state, path, waiters);
+                }
             }
-            if failed {
-                let backoff = state.backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
-                state.backoff = Some(backoff);
-                state.retry_at = Some(Instant::now() + backoff);
-            } else if state.backoff.is_some() {
-                tracing::info!("storage reachable again");
-                state.backoff = None;
-                state.retry_at = None;
-                state.last_error = None;
-            }
-            self.publish(&state);
-            drop(state);
-            self.settled.notify_waiters();
-        } else {
-            let state = self.lock();
-            self.publish(&state);
         }
+        if failed {
+            let backoff = state.backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+            state.backoff = Some(backoff);
+            state.retry_at = Some(Instant::now() + backoff);
+        } else if state.backoff.is_some() {
+            tracing::info!("storage reachable again");
+            state.backoff = None;
+            state.retry_at = None;
+            state.last_error = None;
+        }
+        self.publish(&state);
+        drop(state);
+        if deferred && lane == Lane::Bulk {
+            // What the priority lane held is free by now or soon.
+            return Duration::from_millis(10);
+        }
+        self.next_due(lane)
+    }
+
+    fn next_due(&self, lane: Lane) -> Duration {
         let state = self.lock();
         if let Some(retry_at) = state.retry_at {
             return retry_at.saturating_duration_since(Instant::now());
         }
         let now = Instant::now();
-        state
-            .dirty
-            .values()
-            .map(|d| {
-                (d.last + self.debounce)
-                    .min(d.first + MAX_DELAY)
-                    .saturating_duration_since(now)
-            })
-            .min()
-            .unwrap_or(Duration::from_secs(3600))
+        match lane {
+            // Woken by `persist` and by released claims.
+            Lane::Priority if state.urgent.is_empty() => Duration::from_secs(3600),
+            Lane::Priority => Duration::from_millis(5),
+            Lane::Bulk => state
+                .dirty
+                .values()
+                .map(|d| {
+                    (d.last + self.debounce)
+                        .min(d.first + MAX_DELAY)
+                        .saturating_duration_since(now)
+                })
+                .min()
+                .unwrap_or(Duration::from_secs(3600)),
+        }
     }
 
     fn publish(&self, state: &SyncState) {
         let status = StorageStatus {
             healthy: state.backoff.is_none(),
-            pending: (state.dirty.len() + state.in_flight) as u64,
+            pending: (state.dirty.len() + state.urgent.len() + state.in_flight) as u64,
+            saves_pending: state.urgent.len() as u64 + state.waiters.values().map(|w| w.len() as u64).sum::<u64>(),
+            drain_rate: state.drain_rate(),
+            skipped: state.skipped.len() as u64,
+            skipped_changes: state
+                .skipped
+                .iter()
+                .take(SKIPPED_LISTED)
+                .map(|(path, error)| SkippedChange {
+                    path: path.clone(),
+                    error: error.clone(),
+                })
+                .collect(),
             last_error: state.last_error.clone(),
         };
         self.status.send_if_modified(|current| {
@@ -362,18 +850,30 @@ impl Persister {
 
     /// Drains every pending change, retrying storage until `deadline`.
     /// Returns the paths that could not be stored.
-    pub async fn flush(&self, deadline: Instant) -> Vec<WorkspacePath> {
+    pub async fn flush(self: &Arc<Self>, deadline: Instant) -> Vec<WorkspacePath> {
         loop {
-            {
+            let drained = {
                 let state = self.lock();
-                if state.dirty.is_empty() && state.in_flight == 0 {
-                    return Vec::new();
+                state.dirty.is_empty() && state.urgent.is_empty() && state.in_flight == 0
+            };
+            if drained {
+                match self.store_manifest().await {
+                    Ok(()) => return Vec::new(),
+                    Err(_) if Instant::now() >= deadline => return vec![WorkspacePath::root()],
+                    Err(_) => {
+                        tokio::time::sleep(MIN_BACKOFF).await;
+                        continue;
+                    }
                 }
             }
             if Instant::now() >= deadline {
-                return self.lock().dirty.keys().cloned().collect();
+                let state = self.lock();
+                return state.urgent.keys().chain(state.dirty.keys()).cloned().collect();
             }
-            let wait = self.run_once(true).await;
+            let wait = self
+                .round(Lane::Priority, true)
+                .await
+                .min(self.round(Lane::Bulk, true).await);
             let has_failed = self.lock().retry_at.is_some();
             if has_failed {
                 let pause = wait.min(deadline.saturating_duration_since(Instant::now()));
@@ -382,111 +882,466 @@ impl Persister {
         }
     }
 
-    /// Makes storage match the workspace at and below `path`.
-    async fn reconcile(&self, path: &WorkspacePath) -> Result<(), StorageError> {
+    /// Plans every path (on the blocking pool), then carries out the file
+    /// actions in batches: deletes first (a directory that became a file
+    /// must be gone from storage before the file can take its name), then
+    /// uploads.
+    async fn reconcile_all(self: &Arc<Self>, lane: Lane, paths: Vec<WorkspacePath>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = paths.iter().map(|_| Outcome::Done).collect();
+        let this = self.clone();
+        let planned = paths.len();
+        let plans = match blocking(move || {
+            let mut links = HashMap::new();
+            paths
+                .iter()
+                .map(|p| {
+                    if this.through_symlink(p, &mut links) {
+                        // Seen through a link to a directory (inotify follows
+                        // them): the link itself is what is kept.
+                        Ok(Plan::default())
+                    } else {
+                        this.plan(p)
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(plans) => plans,
+            Err(e) => {
+                self.lock().in_flight -= planned;
+                return outcomes.into_iter().map(|_| Outcome::Failed(clone_error(&e))).collect();
+            }
+        };
+        // One action per file, whoever asked for it.
+        let mut actions: BTreeMap<WorkspacePath, (Action, Vec<usize>)> = BTreeMap::new();
+        for (i, plan) in plans.into_iter().enumerate() {
+            match plan {
+                Ok(plan) => {
+                    for (path, action) in plan
+                        .deletes
+                        .into_iter()
+                        .map(|p| (p, Action::Delete))
+                        .chain(plan.uploads.into_iter().map(|p| (p, Action::Upload)))
+                    {
+                        actions.entry(path).or_insert((action, Vec::new())).1.push(i);
+                    }
+                }
+                Err(e) => outcomes[i].merge(Step::Failed(e)),
+            }
+        }
+        {
+            // Pending counts files from here on, not the paths they came from.
+            let mut state = self.lock();
+            state.in_flight = state.in_flight - planned + actions.len();
+        }
+        let (deletes, uploads): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, (a, _))| *a == Action::Delete);
+        for (group, action) in [(deletes, Action::Delete), (uploads, Action::Upload)] {
+            let batches: Vec<Vec<(WorkspacePath, Vec<usize>)>> = group
+                .into_iter()
+                .map(|(path, (_, owners))| (path, owners))
+                .collect::<Vec<_>>()
+                .chunks(BATCH_FILES)
+                .map(<[_]>::to_vec)
+                .collect();
+            let mut results = futures_util::stream::iter(batches)
+                .map(|batch| {
+                    let this = self.clone();
+                    async move {
+                        let paths: Vec<WorkspacePath> = batch.iter().map(|(p, _)| p.clone()).collect();
+                        let steps = match action {
+                            Action::Delete => this.delete_batch(lane, paths).await,
+                            Action::Upload => this.upload_batch(lane, paths).await,
+                        };
+                        (batch, steps)
+                    }
+                })
+                .buffer_unordered(match lane {
+                    Lane::Priority => 1,
+                    Lane::Bulk => PARALLEL_BATCHES,
+                });
+            while let Some((batch, steps)) = results.next().await {
+                let done = steps.iter().filter(|s| matches!(s, Step::Done)).count() as u64;
+                {
+                    let mut state = self.lock();
+                    state.in_flight -= batch.len();
+                    state.record_drained(done);
+                    self.publish(&state);
+                }
+                for ((_, owners), step) in batch.into_iter().zip(steps) {
+                    for owner in owners {
+                        outcomes[owner].merge(match &step {
+                            Step::Done => Step::Done,
+                            Step::Deferred => Step::Deferred,
+                            Step::Skipped => Step::Skipped,
+                            Step::Failed(e) => Step::Failed(clone_error(e)),
+                        });
+                    }
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// What storage needs for it to match the workspace at and below `path`;
+    /// notes modes, links and empty directories in the manifest meanwhile.
+    fn plan(&self, path: &WorkspacePath) -> Result<Plan, StorageError> {
         let meta = if path.is_root() {
             self.dir.dir_metadata()
         } else {
             self.dir.symlink_metadata(path.as_relative_fs_path())
         };
+        let mut plan = Plan::default();
         match meta {
             Ok(meta) if meta.is_file() => {
-                self.delete_below(path).await?;
-                self.upload_if_changed(path, Stamp::of(&meta)).await
+                plan.deletes = self.stored_below(path);
+                let stamp = Stamp::of(&meta);
+                let mut state = self.lock();
+                if state.stored.get(path.as_str()) != Some(&stamp) {
+                    plan.uploads.push(path.clone());
+                }
+                if self.metadata {
+                    let m = &mut state.manifest;
+                    m.remove_subtree(path);
+                    if stamp.executable {
+                        m.executable.insert(path.as_str().to_owned());
+                    }
+                    m.note_child(path);
+                }
             }
             Ok(meta) if meta.is_dir() => {
-                self.delete_stored(path).await?;
-                // A large tree takes a while to walk: keep it off the
-                // runtime's other tasks.
-                let files = tokio::task::block_in_place(|| self.walk(path))?;
-                let present: std::collections::HashSet<WorkspacePath> = files.iter().map(|(p, _)| p.clone()).collect();
-                let gone: Vec<WorkspacePath> = self
-                    .stored_below(path)
-                    .into_iter()
-                    .filter(|p| !present.contains(p))
-                    .collect();
-                for p in gone {
-                    self.delete_stored(&p).await?;
+                if self.is_stored(path) {
+                    plan.deletes.push(path.clone());
                 }
-                let uploads = futures_util::stream::iter(files)
-                    .map(|(p, stamp)| async move { self.upload_if_changed(&p, stamp).await })
-                    .buffer_unordered(PARALLEL_TRANSFERS)
-                    .collect::<Vec<_>>()
-                    .await;
-                uploads.into_iter().collect()
+                let walked = self.walk(path)?;
+                let mut state = self.lock();
+                let present: HashSet<&str> = walked.files.iter().map(|(p, _)| p.as_str()).collect();
+                plan.deletes.extend(
+                    stored_below(&state.stored, path)
+                        .filter(|p| !present.contains(p.as_str()))
+                        .filter_map(|p| WorkspacePath::parse(p).ok())
+                        .filter(|p| !walked.unreadable.iter().any(|u| p.starts_with(u))),
+                );
+                plan.uploads = walked
+                    .files
+                    .iter()
+                    .filter(|(p, stamp)| state.stored.get(p.as_str()) != Some(stamp))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                if self.metadata {
+                    let m = &mut state.manifest;
+                    m.remove_subtree(path);
+                    m.executable.extend(
+                        walked
+                            .files
+                            .iter()
+                            .filter(|(_, s)| s.executable)
+                            .map(|(p, _)| p.as_str().to_owned()),
+                    );
+                    m.symlinks
+                        .extend(walked.links.into_iter().map(|(p, t)| (p.as_str().to_owned(), t)));
+                    m.empty_dirs
+                        .extend(walked.empty.into_iter().map(|p| p.as_str().to_owned()));
+                    if !path.is_root() {
+                        m.note_child(path);
+                    }
+                }
             }
-            // Symlinks, sockets and the like are not stored: treat as absent.
-            Ok(_) => {
-                self.delete_stored(path).await?;
-                self.delete_below(path).await
+            // Symlinks are kept as links, in the manifest; sockets and the
+            // like are not stored. Neither has an object: treat as absent.
+            Ok(meta) => {
+                if self.is_stored(path) {
+                    plan.deletes.push(path.clone());
+                }
+                plan.deletes.extend(self.stored_below(path));
+                if self.metadata {
+                    let target = meta
+                        .file_type()
+                        .is_symlink()
+                        .then(|| self.dir.read_link_contents(path.as_relative_fs_path()).ok())
+                        .flatten()
+                        .and_then(|t| t.to_str().map(str::to_owned));
+                    let m = &mut self.lock().manifest;
+                    m.remove_subtree(path);
+                    if let Some(target) = target {
+                        m.symlinks.insert(path.as_str().to_owned(), target);
+                        m.note_child(path);
+                    }
+                }
             }
             Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
-                self.delete_stored(path).await?;
-                self.delete_below(path).await
+                if self.is_stored(path) {
+                    plan.deletes.push(path.clone());
+                }
+                plan.deletes.extend(self.stored_below(path));
+                if self.metadata {
+                    // Its directory may be empty now.
+                    let parent = path.parent().filter(|p| !p.is_root());
+                    let emptied = parent.as_ref().is_some_and(|parent| {
+                        self.dir
+                            .read_dir(parent.as_relative_fs_path())
+                            .is_ok_and(|mut entries| entries.next().is_none())
+                    });
+                    let m = &mut self.lock().manifest;
+                    m.remove_subtree(path);
+                    if let (true, Some(parent)) = (emptied, parent) {
+                        m.empty_dirs.insert(parent.as_str().to_owned());
+                    }
+                }
             }
             Err(e) => {
                 // Unreadable (permissions changed by user code): nothing to
                 // store until it is readable again; keep what storage has.
                 tracing::warn!(%path, "cannot read for sync: {e}");
-                Ok(())
             }
         }
+        Ok(plan)
     }
 
-    async fn upload_if_changed(&self, path: &WorkspacePath, stamp: Stamp) -> Result<(), StorageError> {
-        if self.lock().stored.get(path) == Some(&stamp) {
-            return Ok(());
+    /// True when a directory on the way to `path` is a symbolic link;
+    /// `cache` remembers the answers of one round.
+    fn through_symlink(&self, path: &WorkspacePath, cache: &mut HashMap<WorkspacePath, bool>) -> bool {
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.is_root()) {
+            let is_link = *cache.entry(d.clone()).or_insert_with(|| {
+                self.dir
+                    .symlink_metadata(d.as_relative_fs_path())
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            });
+            if is_link {
+                return true;
+            }
+            dir = d.parent();
         }
-        let local_err = |source| StorageError::LocalIo {
-            path: path.to_string(),
-            source,
-        };
-        let file = match self.dir.open(path.as_relative_fs_path()) {
-            Ok(file) => file,
-            // Gone meanwhile: the event for that will reconcile it.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(local_err(e)),
-        };
-        // Stamp of what we are about to read, so a change during the upload
-        // is seen as a change next time.
-        let stamp = Stamp::of(&file.metadata().map_err(local_err)?);
-        let key = self.prefix.key_for(path)?;
-        self.store
-            .put_file(&key, tokio::fs::File::from_std(file.into_std()))
-            .await?;
-        self.lock().stored.insert(path.clone(), stamp);
-        Ok(())
+        false
     }
 
-    async fn delete_stored(&self, path: &WorkspacePath) -> Result<(), StorageError> {
-        if path.is_root() || !self.lock().stored.contains_key(path) {
-            return Ok(());
-        }
-        self.store.delete(&self.prefix.key_for(path)?).await?;
-        self.lock().stored.remove(path);
-        Ok(())
-    }
-
-    async fn delete_below(&self, path: &WorkspacePath) -> Result<(), StorageError> {
-        for p in self.stored_below(path) {
-            self.delete_stored(&p).await?;
-        }
-        Ok(())
+    fn is_stored(&self, path: &WorkspacePath) -> bool {
+        !path.is_root() && self.lock().stored.contains_key(path.as_str())
     }
 
     fn stored_below(&self, path: &WorkspacePath) -> Vec<WorkspacePath> {
         let state = self.lock();
-        state
-            .stored
-            .keys()
-            .filter(|p| *p != path && p.starts_with(path))
-            .cloned()
+        stored_below(&state.stored, path)
+            .filter_map(|p| WorkspacePath::parse(p).ok())
             .collect()
     }
 
-    /// Every regular file at or below the directory `path`.
-    fn walk(&self, path: &WorkspacePath) -> Result<Vec<(WorkspacePath, Stamp)>, StorageError> {
-        let mut out = Vec::new();
+    /// Claims every path no other lane holds; returns which were claimed.
+    /// The bulk lane leaves alone what a client waits on: the priority lane
+    /// is about to take it.
+    fn claim(&self, lane: Lane, paths: &[WorkspacePath]) -> Vec<bool> {
+        let mut state = self.lock();
+        paths
+            .iter()
+            .map(|p| {
+                if lane == Lane::Bulk && (state.urgent.contains_key(p) || state.waiters.contains_key(p)) {
+                    return false;
+                }
+                state.claimed.insert(p.as_str().to_owned())
+            })
+            .collect()
+    }
+
+    fn release(&self, paths: &[WorkspacePath], claimed: &[bool]) {
+        {
+            let mut state = self.lock();
+            for (p, &mine) in paths.iter().zip(claimed) {
+                if mine {
+                    state.claimed.remove(p.as_str());
+                }
+            }
+        }
+        self.released.notify_one();
+    }
+
+    fn skip(&self, path: &WorkspacePath, reason: String) -> Step {
+        skip_locked(&mut self.lock(), path, reason)
+    }
+
+    fn unskip(state: &mut SyncState, path: &WorkspacePath) {
+        if !state.skipped.is_empty() {
+            state.skipped.remove(path.as_str());
+        }
+    }
+
+    async fn upload_batch(self: Arc<Self>, lane: Lane, paths: Vec<WorkspacePath>) -> Vec<Step> {
+        let claimed = self.claim(lane, &paths);
+        let this = self.clone();
+        let (paths_b, claimed_b) = (paths.clone(), claimed.clone());
+        let prepared = blocking(move || this.prepare_uploads(&paths_b, &claimed_b)).await;
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.release(&paths, &claimed);
+                return paths.iter().map(|_| Step::Failed(clone_error(&e))).collect();
+            }
+        };
+        let mut steps: Vec<Step> = Vec::with_capacity(paths.len());
+        let mut items = Vec::new();
+        let mut sent = Vec::new();
+        let mut idle = vec![false; paths.len()];
+        for (i, prep) in prepared.into_iter().enumerate() {
+            match prep {
+                Prepared::Ready { key, source, stamp } => {
+                    steps.push(Step::Done);
+                    items.push((key, source));
+                    sent.push((i, stamp));
+                }
+                Prepared::Step(step) => {
+                    idle[i] = claimed[i];
+                    steps.push(step);
+                }
+            }
+        }
+        // Files with nothing to upload are free for the other lane now.
+        self.release(&paths, &idle);
+        if !items.is_empty() {
+            let results = self.store.put_many(items).await;
+            let mut state = self.lock();
+            for ((i, stamp), result) in sent.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        state.stored.insert(paths[i].as_str().to_owned(), stamp);
+                        Self::unskip(&mut state, &paths[i]);
+                    }
+                    Err(e) if e.is_permanent() => steps[i] = skip_locked(&mut state, &paths[i], e.to_string()),
+                    Err(e) => steps[i] = Step::Failed(e),
+                }
+            }
+        }
+        let busy: Vec<bool> = claimed.iter().zip(&idle).map(|(c, i)| *c && !*i).collect();
+        self.release(&paths, &busy);
+        steps
+    }
+
+    /// Opens (and reads, when small) the claimed files; on the blocking pool.
+    fn prepare_uploads(&self, paths: &[WorkspacePath], claimed: &[bool]) -> Vec<Prepared> {
+        let mut bytes = 0u64;
+        let mut open = 0usize;
+        paths
+            .iter()
+            .zip(claimed)
+            .map(|(path, &mine)| {
+                if !mine {
+                    return Prepared::Step(Step::Deferred);
+                }
+                let key = match self.prefix.key_for(path) {
+                    Ok(key) => key,
+                    Err(e) => return Prepared::Step(self.skip(path, e.to_string())),
+                };
+                let file = match self.dir.open(path.as_relative_fs_path()) {
+                    Ok(file) => file,
+                    // Gone meanwhile: the event for that reconciles it.
+                    Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                        return Prepared::Step(Step::Done);
+                    }
+                    Err(e) => return Prepared::Step(self.skip(path, format!("cannot read it: {e}"))),
+                };
+                let meta = match file.metadata() {
+                    Ok(meta) if meta.is_file() => meta,
+                    Ok(_) => return Prepared::Step(Step::Done),
+                    Err(e) => return Prepared::Step(self.skip(path, format!("cannot read it: {e}"))),
+                };
+                // Stamp of what we are about to read, so a change during the
+                // upload is seen as a change next time.
+                let stamp = Stamp::of(&meta);
+                if self.lock().stored.get(path.as_str()) == Some(&stamp) {
+                    return Prepared::Step(Step::Done);
+                }
+                let mut file = file.into_std();
+                let source = if meta.len() <= SMALL_FILE && bytes + meta.len() <= BATCH_BYTES {
+                    let mut body = Vec::with_capacity(meta.len() as usize);
+                    if let Err(e) = file.read_to_end(&mut body) {
+                        return Prepared::Step(self.skip(path, format!("cannot read it: {e}")));
+                    }
+                    bytes += body.len() as u64;
+                    PutSource::Bytes(body.into())
+                } else if open < BATCH_OPEN_FILES {
+                    open += 1;
+                    PutSource::File(file)
+                } else {
+                    // Too many open files in this batch: the next takes it.
+                    return Prepared::Step(Step::Deferred);
+                };
+                Prepared::Ready { key, source, stamp }
+            })
+            .collect()
+    }
+
+    async fn delete_batch(self: Arc<Self>, lane: Lane, paths: Vec<WorkspacePath>) -> Vec<Step> {
+        let claimed = self.claim(lane, &paths);
+        let this = self.clone();
+        let paths_b = paths.clone();
+        // A file back at the path since the plan: its own change uploads
+        // it; deleting now could remove what a save just stored.
+        let checked = blocking(move || {
+            paths_b
+                .iter()
+                .map(|p| {
+                    this.dir
+                        .symlink_metadata(p.as_relative_fs_path())
+                        .is_ok_and(|m| m.is_file())
+                })
+                .collect::<Vec<bool>>()
+        })
+        .await;
+        let present = match checked {
+            Ok(present) => present,
+            Err(e) => {
+                self.release(&paths, &claimed);
+                return paths.iter().map(|_| Step::Failed(clone_error(&e))).collect();
+            }
+        };
+        let mut steps = Vec::with_capacity(paths.len());
+        let mut keys = Vec::new();
+        let mut sent = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            if !claimed[i] {
+                steps.push(Step::Deferred);
+            } else if present[i] {
+                steps.push(Step::Done);
+            } else {
+                match self.prefix.key_for(path) {
+                    Ok(key) => {
+                        steps.push(Step::Done);
+                        keys.push(key);
+                        sent.push(i);
+                    }
+                    Err(_) => {
+                        // Never stored under an invalid key: nothing to delete.
+                        let mut state = self.lock();
+                        state.stored.remove(path.as_str());
+                        Self::unskip(&mut state, path);
+                        steps.push(Step::Done);
+                    }
+                }
+            }
+        }
+        if !keys.is_empty() {
+            let results = self.store.delete_many(keys).await;
+            let mut state = self.lock();
+            for (i, result) in sent.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        state.stored.remove(paths[i].as_str());
+                        Self::unskip(&mut state, &paths[i]);
+                    }
+                    Err(e) if e.is_permanent() => {
+                        state.stored.remove(paths[i].as_str());
+                    }
+                    Err(e) => steps[i] = Step::Failed(e),
+                }
+            }
+        }
+        self.release(&paths, &claimed);
+        steps
+    }
+
+    /// Every regular file, symbolic link and empty directory at or below
+    /// the directory `path`. Links are not followed.
+    fn walk(&self, path: &WorkspacePath) -> Result<Walk, StorageError> {
+        let mut out = Walk::default();
         let mut stack = vec![path.clone()];
         while let Some(dir) = stack.pop() {
             let entries = if dir.is_root() {
@@ -496,28 +1351,109 @@ impl Persister {
             };
             let entries = match entries {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => continue,
                 Err(e) => {
-                    return Err(StorageError::LocalIo {
-                        path: dir.to_string(),
-                        source: e,
-                    });
+                    // Unreadable (user code changed its permissions): retrying
+                    // cannot help; keep what storage has of it.
+                    self.skip(&dir, format!("cannot read the directory: {e}"));
+                    out.unreadable.push(dir);
+                    continue;
                 }
             };
+            let mut children = 0;
             for entry in entries.flatten() {
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
                 let Ok(child) = dir.join(&name) else { continue };
                 let Ok(meta) = entry.metadata() else { continue };
+                children += 1;
                 if meta.is_dir() {
                     stack.push(child);
                 } else if meta.is_file() {
-                    out.push((child, Stamp::of(&meta)));
+                    out.files.push((child, Stamp::of(&meta)));
+                } else if meta.file_type().is_symlink()
+                    && let Ok(target) = self.dir.read_link_contents(child.as_relative_fs_path())
+                    && let Some(target) = target.to_str()
+                {
+                    out.links.push((child, target.to_owned()));
                 }
+            }
+            if children == 0 && !dir.is_root() {
+                out.empty.push(dir);
             }
         }
         Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    /// Directories that could not be read: what storage has below them
+    /// stays.
+    unreadable: Vec<WorkspacePath>,
+    files: Vec<(WorkspacePath, Stamp)>,
+    links: Vec<(WorkspacePath, String)>,
+    empty: Vec<WorkspacePath>,
+}
+
+/// Records a change that can never be stored; logs it once.
+fn skip_locked(state: &mut SyncState, path: &WorkspacePath, reason: String) -> Step {
+    if state.skipped.get(path.as_str()) != Some(&reason) {
+        tracing::warn!(%path, "cannot be stored, skipped: {reason}");
+        state.skipped.insert(path.as_str().to_owned(), reason);
+    }
+    Step::Skipped
+}
+
+enum Prepared {
+    Ready {
+        key: ObjectKey,
+        source: PutSource,
+        stamp: Stamp,
+    },
+    Step(Step),
+}
+
+/// The stored paths strictly below `path`, in order: a range of the map,
+/// not a scan of it.
+fn stored_below<'a>(stored: &'a BTreeMap<String, Stamp>, path: &WorkspacePath) -> impl Iterator<Item = &'a String> {
+    let start = if path.is_root() {
+        String::new()
+    } else {
+        format!("{}/", path.as_str())
+    };
+    let root = path.is_root();
+    stored
+        .range(start.clone()..)
+        .map(|(p, _)| p)
+        .take_while(move |p| root || p.starts_with(&start))
+        .filter(|p| !p.is_empty())
+}
+
+/// Runs `f` on the blocking pool, never on the async worker.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Unavailable {
+            op: "sync",
+            key: String::new(),
+            message: e.to_string(),
+        })
+}
+
+fn clone_error(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::NotFound(key) => StorageError::NotFound(key.clone()),
+        StorageError::InvalidKey { key, reason } => StorageError::InvalidKey {
+            key: key.clone(),
+            reason,
+        },
+        other => StorageError::Unavailable {
+            op: "sync",
+            key: String::new(),
+            message: other.to_string(),
+        },
     }
 }
 

@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod files;
 mod persistence;
+mod restore;
 mod s3;
 mod terminals;

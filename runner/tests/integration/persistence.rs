@@ -226,3 +226,166 @@ async fn writes_are_atomic_for_readers_of_the_workspace() {
         "half a write is visible"
     );
 }
+
+/// `count` empty files under `root/dir`, 100 per directory, as a package
+/// manager lays them out; written straight to disk, as a program would.
+fn make_files(root: &std::path::Path, dir: &str, count: usize) {
+    for i in 0..count {
+        let sub = root.join(dir).join(format!("pkg{}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&sub).unwrap();
+        }
+        std::fs::write(sub.join(format!("f{i}.js")), b"").unwrap();
+    }
+}
+
+fn count_stored(runner: &TestRunner, dir: &str) -> usize {
+    list_tree(&runner.storage.join("code").join(PROJECT).join(dir))
+        .iter()
+        .filter(|k| !k.contains(".cloudcode-tmp-"))
+        .count()
+}
+
+async fn storage_status(client: &cloudcode_proto::client::RunnerClient) -> cloudcode_proto::message::StorageStatus {
+    match client.request(Op::StorageStatus).await.unwrap() {
+        Reply::Storage { status } => status,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_goes_ahead_of_a_backlog_of_program_made_files() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let root = runner.workspace.clone();
+    let maker = std::thread::spawn(move || make_files(&root, "node_modules", 30_000));
+    // Wait until the backlog is there.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let status = storage_status(&client).await;
+        if status.pending > 2_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no backlog formed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    client.write_file(&p("main.py"), b"print(1)\n", None).await.unwrap();
+    let took = started.elapsed();
+    let status = storage_status(&client).await;
+    // Durable when acknowledged, and acknowledged before the backlog drained.
+    assert_eq!(runner.stored("main.py").as_deref(), Some(&b"print(1)\n"[..]));
+    assert!(
+        status.pending > 0,
+        "the save waited for the whole backlog ({took:?}): {status:?}"
+    );
+    assert_eq!(status.saves_pending, 0, "{status:?}");
+    assert!(status.healthy);
+    maker.join().unwrap();
+    // The backlog drains, and the status says how fast meanwhile.
+    let mut saw_rate = false;
+    let deadline = std::time::Instant::now() + PATIENCE * 3;
+    while count_stored(&runner, "node_modules") < 30_000 {
+        saw_rate |= storage_status(&client).await.drain_rate > 0;
+        assert!(std::time::Instant::now() < deadline, "the backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        saw_rate || storage_status(&client).await.drain_rate > 0,
+        "no drain rate reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_storage_cannot_keep_are_refused_or_skipped_not_retried_forever() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    // code/alpha/ + 5 components of 250 bytes: over S3's 1024-byte keys,
+    // within the workspace's 4096-byte paths.
+    let long = ["a", "b", "c", "d", "e"].map(|c| c.repeat(250)).join("/");
+    let err = client.write_file(&p(&long), b"x", None).await.unwrap_err();
+    assert!(
+        matches!(&err, cloudcode_proto::client::ClientError::Remote { code, .. } if *code == cloudcode_proto::message::ErrorCode::InvalidPath),
+        "{err:?}"
+    );
+    // A program makes one anyway: reported, skipped, storage stays healthy
+    // and everything else is still stored.
+    std::fs::create_dir_all(runner.workspace.join(&long).parent().unwrap()).unwrap();
+    std::fs::write(runner.workspace.join(&long), "made by a program").unwrap();
+    let mut status = storage_status(&client).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while status.skipped == 0 {
+        assert!(std::time::Instant::now() < deadline, "never reported: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = storage_status(&client).await;
+    }
+    assert_eq!(status.skipped_changes[0].path, long);
+    assert!(status.healthy, "{status:?}");
+    client.write_file(&p("after.txt"), b"still saved", None).await.unwrap();
+    assert_eq!(runner.stored("after.txt").as_deref(), Some(&b"still saved"[..]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = storage_status(&client).await;
+    assert!(status.healthy && status.last_error.is_none(), "{status:?}");
+    assert_eq!(status.pending, 0, "retried forever: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
+    const FILES: usize = 100_000;
+    let storage = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let options = || Options {
+        storage: Some(storage.path().to_path_buf()),
+        workspace: Some(workspace.path().to_path_buf()),
+        ..Default::default()
+    };
+    let mut runner = TestRunner::start_with(options());
+    let client = runner.client().await;
+    make_files(workspace.path(), "bulk", FILES);
+    eventually("a backlog in flight", || count_stored(&runner, "bulk") < FILES).await;
+
+    // Storage down with the backlog in flight: the save waits, then lands.
+    let prefix = runner.storage.join("code").join(PROJECT);
+    let parked = runner.storage.join("parked");
+    std::fs::rename(&prefix, &parked).unwrap();
+    std::fs::write(&prefix, "not a directory").unwrap();
+    let save = {
+        let writer = runner.client().await;
+        tokio::spawn(async move { writer.write_file(&p("during-outage.txt"), b"must survive", None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!save.is_finished(), "a save was acknowledged while storage was down");
+    assert!(!storage_status(&client).await.healthy);
+    std::fs::remove_file(&prefix).unwrap();
+    std::fs::rename(&parked, &prefix).unwrap();
+    tokio::time::timeout(PATIENCE, save)
+        .await
+        .expect("save after recovery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        runner.stored("during-outage.txt").as_deref(),
+        Some(&b"must survive"[..])
+    );
+
+    // kill -9 right after an acknowledgement, backlog still in flight.
+    client.write_file(&p("acked.txt"), b"acknowledged", None).await.unwrap();
+    runner.signal(libc::SIGKILL);
+    runner.wait_exit();
+    assert_eq!(runner.stored("acked.txt").as_deref(), Some(&b"acknowledged"[..]));
+
+    // A new runner over the same workspace finishes the job.
+    let runner = TestRunner::start_with(options());
+    let client = runner.client().await;
+    let deadline = std::time::Instant::now() + PATIENCE * 6;
+    while count_stored(&runner, "bulk") < FILES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog was not finished after a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = storage_status(&client).await;
+    assert!(status.healthy, "{status:?}");
+    assert_eq!(runner.stored("acked.txt").as_deref(), Some(&b"acknowledged"[..]));
+}

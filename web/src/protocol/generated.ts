@@ -98,9 +98,33 @@ export type StorageStatus = {
  */
 healthy: boolean, 
 /**
- * Changes waiting to reach storage.
+ * Changes waiting to reach storage (files and directories, whoever
+ * made them): "saving 23,356 files".
  */
-pending: number, last_error?: string, };
+pending: number, 
+/**
+ * Of those, the ones clients wait on (their `write`, `rename`,
+ * `delete`): they go ahead of the rest. 0 means every save a client
+ * made is in storage.
+ */
+saves_pending: number, 
+/**
+ * Files per second reaching storage (over the last 5 s); with
+ * `pending`, how long the rest will take.
+ */
+drain_rate: number, 
+/**
+ * Changes storage can never take (a key over 1024 bytes, a file the
+ * runner may not read): skipped, not retried, not making storage
+ * unhealthy. They are retried when the path changes again.
+ */
+skipped: number, 
+/**
+ * The first 100 of them, with the reason.
+ */
+skipped_changes: Array<SkippedChange>, last_error?: string, };
+
+export type SkippedChange = { path: string, error: string, };
 
 export type ErrorCode = "bad_request" | "invalid_path" | "not_found" | "already_exists" | "conflict" | "not_a_directory" | "is_a_directory" | "directory_not_empty" | "too_large" | "outside_workspace" | "unknown_terminal" | "storage" | "internal";
 

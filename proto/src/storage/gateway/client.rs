@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper::{Method, Request, StatusCode, Uri};
@@ -14,8 +14,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
 
-use super::{CopyRequest, ListedObject};
-use crate::storage::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, StorageError};
+use super::{BATCH_MAX_BYTES, BATCH_MAX_RECORDS, BatchHeader, BatchOp, BatchResult, CopyRequest, ListedObject};
+use crate::storage::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, PARALLEL_REQUESTS, PutSource, StorageError};
+
+/// Batch requests in flight at once.
+const PARALLEL_BATCHES: usize = 4;
 
 /// A request that makes no progress for this long is retried by the caller.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -146,6 +149,101 @@ impl GatewayStore {
     }
 }
 
+impl GatewayStore {
+    /// One `POST /v1/storage/batch`; one result per record.
+    async fn batch(&self, records: Vec<(BatchHeader, Bytes)>) -> Vec<Result<(), StorageError>> {
+        let fail_all = |records: &[(BatchHeader, Bytes)], e: &StorageError| -> Vec<Result<(), StorageError>> {
+            records
+                .iter()
+                .map(|(h, _)| {
+                    Err(StorageError::Unavailable {
+                        op: "batch",
+                        key: h.key.clone(),
+                        message: e.to_string(),
+                    })
+                })
+                .collect()
+        };
+        let body = super::encode_batch(&records);
+        let length = body.len() as u64;
+        let url = format!("{}/v1/storage/batch", self.base);
+        let answer = match self
+            .send("batch", "", Method::POST, url, full(Bytes::from(body)), Some(length))
+            .await
+        {
+            Ok(response) => collect("batch", "", response).await,
+            Err(e) => Err(e),
+        };
+        let results: Vec<BatchResult> = match answer.and_then(|body| {
+            serde_json::from_slice(&body).map_err(|e| StorageError::Unavailable {
+                op: "batch",
+                key: String::new(),
+                message: format!("the storage gateway's batch answer is not valid: {e}"),
+            })
+        }) {
+            Ok(results) => results,
+            Err(e) => return fail_all(&records, &e),
+        };
+        if results.len() != records.len() {
+            let e = StorageError::Unavailable {
+                op: "batch",
+                key: String::new(),
+                message: format!("{} answers for {} records", results.len(), records.len()),
+            };
+            return fail_all(&records, &e);
+        }
+        records
+            .iter()
+            .zip(results)
+            .map(|((header, _), result)| {
+                let message = result.message.unwrap_or_default();
+                match result.status {
+                    200..=299 => Ok(()),
+                    404 if header.op == BatchOp::Delete => Ok(()),
+                    // Retrying cannot make these succeed.
+                    400 | 403 | 413 => Err(StorageError::InvalidKey {
+                        key: header.key.clone(),
+                        reason: "refused by the storage gateway",
+                    }),
+                    status => Err(StorageError::Unavailable {
+                        op: "batch",
+                        key: header.key.clone(),
+                        message: format!("the storage gateway answered {status}: {message}"),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends records in as few batches as the limits allow, a few at once.
+    async fn batches(&self, records: Vec<(BatchHeader, Bytes)>) -> Vec<Result<(), StorageError>> {
+        let mut groups: Vec<Vec<(BatchHeader, Bytes)>> = Vec::new();
+        let mut bytes = 0u64;
+        for record in records {
+            let size = record.1.len() as u64 + record.0.key.len() as u64 + 64;
+            let full = groups
+                .last()
+                .is_none_or(|g| g.len() >= BATCH_MAX_RECORDS || bytes + size > BATCH_MAX_BYTES);
+            if full {
+                groups.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(group) = groups.last_mut() {
+                group.push(record);
+            }
+        }
+        futures_util::stream::iter(groups)
+            .map(|group| async move { self.batch(group).await })
+            .buffered(PARALLEL_BATCHES)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 async fn collect(
     op: &'static str,
     key: &str,
@@ -215,7 +313,7 @@ impl ObjectStore for GatewayStore {
             .len();
         // Streamed: a 100 MB file never sits in memory.
         let stream = tokio_util::io::ReaderStream::new(source).map_ok(Frame::data);
-        let body = StreamBody::new(stream).boxed();
+        let body = BodyExt::boxed(StreamBody::new(stream));
         let url = self.object_url(key);
         self.send("put", key.as_str(), Method::PUT, url, body, Some(length))
             .await
@@ -301,6 +399,77 @@ impl ObjectStore for GatewayStore {
                 })
             })
             .collect()
+    }
+
+    /// Small objects travel many to a request (`POST /v1/storage/batch`);
+    /// open files (large ones) stream one per request, several at once.
+    async fn put_many(&self, items: Vec<(ObjectKey, PutSource)>) -> Vec<Result<(), StorageError>> {
+        let mut small = Vec::new();
+        let mut small_at = Vec::new();
+        let mut large = Vec::new();
+        for (i, (key, source)) in items.into_iter().enumerate() {
+            match source {
+                PutSource::Bytes(body) if (body.len() as u64) < BATCH_MAX_BYTES / 2 => {
+                    small_at.push(i);
+                    small.push((
+                        BatchHeader {
+                            op: BatchOp::Put,
+                            key: key.to_string(),
+                            size: body.len() as u64,
+                        },
+                        body,
+                    ));
+                }
+                source => large.push((i, key, source)),
+            }
+        }
+        let total = small.len() + large.len();
+        let large_results = futures_util::stream::iter(large)
+            .map(|(i, key, source)| async move {
+                let result = match source {
+                    PutSource::Bytes(body) => self.put(&key, body).await,
+                    PutSource::File(file) => self.put_file(&key, tokio::fs::File::from_std(file)).await,
+                };
+                (i, result)
+            })
+            .buffered(PARALLEL_REQUESTS)
+            .collect::<Vec<_>>();
+        let (small_results, large_results) = futures_util::join!(self.batches(small), large_results);
+        let mut out: Vec<Option<Result<(), StorageError>>> = (0..total).map(|_| None).collect();
+        for (i, result) in small_at.into_iter().zip(small_results) {
+            out[i] = Some(result);
+        }
+        for (i, result) in large_results {
+            out[i] = Some(result);
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(StorageError::Unavailable {
+                        op: "batch",
+                        key: String::new(),
+                        message: "no answer".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Vec<Result<(), StorageError>> {
+        let records = keys
+            .into_iter()
+            .map(|key| {
+                (
+                    BatchHeader {
+                        op: BatchOp::Delete,
+                        key: key.to_string(),
+                        size: 0,
+                    },
+                    Bytes::new(),
+                )
+            })
+            .collect();
+        self.batches(records).await
     }
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StorageError> {

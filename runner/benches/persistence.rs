@@ -1,0 +1,376 @@
+//! Persistence benchmark: a real runner with local storage, a client
+//! speaking the protocol, and `rsync -a` of the same trees in the same run.
+//!
+//! `cargo bench -p cloudcode-runner --bench persistence` prints:
+//! - a 9-byte save's acknowledgement latency (p50/p99 over `BENCH_SAVES`,
+//!   default 50), idle and while a program creates `BENCH_BURST` (50,000)
+//!   empty files in the workspace;
+//! - the time until `BENCH_FILES` (100,000) new small files are durable in
+//!   storage, against `rsync -a` of the same tree;
+//! - keystroke echo p50/p99 in a terminal meanwhile;
+//! - a recursive `delete` of those files over the protocol, with the echo
+//!   meanwhile;
+//! - the restore of those files by a new runner (start until it listens),
+//!   against `rsync -a` of the storage directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cloudcode_proto::client::{Incoming, RunnerClient};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Op, Reply, TermId};
+use cloudcode_proto::path::WorkspacePath;
+use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
+
+const PROJECT: &str = "bench";
+const FILES_PER_DIR: usize = 100;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Runner {
+    child: Child,
+    url: String,
+    token: String,
+    started: Instant,
+    listening_after: Duration,
+}
+
+impl Runner {
+    fn start(issuer: &TokenIssuer, workspace: &Path, storage: &Path) -> Self {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
+            .args(["--listen", "127.0.0.1:0", "--project", PROJECT])
+            .args(["--token-public-key", &issuer.verifier().public_base64()])
+            .arg("--workspace")
+            .arg(workspace)
+            .args(["--storage", "local", "--storage-dir"])
+            .arg(storage)
+            .args(["--shell", "/bin/bash --norc --noprofile"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the runner");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let listening_after = started.elapsed();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+        let token = issuer.issue(&Claims {
+            project: PROJECT.into(),
+            exp: unix_now() + 3600,
+        });
+        Self {
+            child,
+            url: format!("ws://{addr}/v1/ws"),
+            token,
+            started,
+            listening_after,
+        }
+    }
+
+    async fn client(&self) -> RunnerClient {
+        let mut client = RunnerClient::connect(&self.url, &self.token).await.unwrap();
+        let _welcome = client.next_incoming().await;
+        client
+    }
+
+    fn stop(mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.started;
+    }
+}
+
+fn p(s: &str) -> WorkspacePath {
+    WorkspacePath::parse(s).unwrap()
+}
+
+fn percentile(samples: &[Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn stats(samples: &[Duration]) -> String {
+    format!(
+        "p50 {}, p99 {}, max {} (n={})",
+        ms(percentile(samples, 0.5)),
+        ms(percentile(samples, 0.99)),
+        ms(samples.iter().max().copied().unwrap_or_default()),
+        samples.len()
+    )
+}
+
+/// `count` files of `size` bytes under `root/dir`, `FILES_PER_DIR` per
+/// directory, as a package manager lays them out.
+fn make_tree(root: &Path, dir: &str, count: usize, size: usize) {
+    let body = vec![b'x'; size];
+    for i in 0..count {
+        let sub = root.join(dir).join(format!("pkg{}", i / FILES_PER_DIR));
+        if i % FILES_PER_DIR == 0 {
+            std::fs::create_dir_all(&sub).unwrap();
+        }
+        std::fs::write(sub.join(format!("file{i}.js")), &body).unwrap();
+    }
+}
+
+fn count_files(root: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && !entry.file_name().to_string_lossy().starts_with(".cloudcode-") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn rsync(from: &Path, to: &Path) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", from.display()))
+        .arg(to)
+        .status()
+        .expect("running rsync");
+    assert!(status.success());
+    started.elapsed()
+}
+
+async fn pending(client: &RunnerClient) -> u64 {
+    match client.request(Op::StorageStatus).await {
+        Ok(Reply::Storage { status }) => status.pending,
+        _ => u64::MAX,
+    }
+}
+
+/// Types a key and waits for its echo, over and over, until `stop`;
+/// returns the round trips. A second key erases it again (not timed).
+async fn echo_loop(mut client: RunnerClient, term: TermId, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for (key, timed) in [(&b"x"[..], true), (&b"\x7f"[..], false)] {
+            let started = Instant::now();
+            client.send_input(term, key).unwrap();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), client.next_incoming()).await {
+                    Ok(Some(Incoming::Frame(Frame::TermOutput { term: t, .. }))) if t == term => break,
+                    Ok(Some(_)) => {}
+                    _ => panic!("no echo within 30 s"),
+                }
+            }
+            if timed {
+                samples.push(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    samples
+}
+
+async fn open_echo_terminal(runner: &Runner) -> (RunnerClient, TermId) {
+    let mut client = runner.client().await;
+    let term = client.term_open(80, 24, None, None).await.unwrap();
+    // Wait for the prompt.
+    loop {
+        if let Some(Incoming::Frame(Frame::TermOutput { .. })) = client.next_incoming().await {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), client.next_incoming()).await {}
+    (client, term)
+}
+
+async fn saves(client: &RunnerClient, n: usize, pause: Duration) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        client
+            .write_file(&p("main.py"), format!("print({i:02})\n").as_bytes(), None)
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+        tokio::time::sleep(pause).await;
+    }
+    samples
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n_saves = env_usize("BENCH_SAVES", 50);
+    let burst = env_usize("BENCH_BURST", 50_000);
+    let files = env_usize("BENCH_FILES", 100_000);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf {
+        let d = scratch.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let issuer = TokenIssuer::generate().unwrap();
+    println!("persistence benchmark: local storage; rsync -a of the same trees in the same run");
+
+    // 1. A save, idle and during a burst of empty files.
+    let (workspace, storage) = (dir("ws1"), dir("st1"));
+    let runner = Runner::start(&issuer, &workspace, &storage);
+    let client = runner.client().await;
+    let idle = saves(&client, n_saves, Duration::from_millis(20)).await;
+    println!("save of 9 bytes, idle:                        {}", stats(&idle));
+    let done = Arc::new(AtomicBool::new(false));
+    let maker = {
+        let (root, done) = (workspace.clone(), done.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            make_tree(&root, "node_modules", burst, 0);
+            done.store(true, Ordering::Relaxed);
+            started.elapsed()
+        })
+    };
+    let burst_started = Instant::now();
+    let mut busy = Vec::new();
+    let mut max_pending = 0;
+    while busy.len() < n_saves {
+        busy.extend(saves(&client, 1, Duration::from_millis(50)).await);
+        if busy.len() % 5 == 0 {
+            max_pending = max_pending.max(pending(&client).await);
+        }
+    }
+    let made_in = maker.join().unwrap();
+    println!(
+        "save of 9 bytes, while {burst} empty files are made: {} (pending up to {max_pending})",
+        stats(&busy)
+    );
+    loop {
+        let left = pending(&client).await;
+        if left == 0 && count_files(&storage) > burst {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  the {burst} files: made in {}, durable after {}",
+        ms(made_in),
+        ms(burst_started.elapsed())
+    );
+    drop(client);
+    runner.stop();
+
+    // 2. Bulk: 100,000 small files until durable, echo meanwhile; rsync of
+    // the same tree for reference.
+    let reference = dir("reference");
+    make_tree(&reference, "bulk", files, 200);
+    let rsync_bulk = rsync(&reference, &dir("rsync-copy"));
+    let (workspace, storage) = (dir("ws2"), dir("st2"));
+    let runner = Runner::start(&issuer, &workspace, &storage);
+    let client = runner.client().await;
+    let (echo_client, term) = open_echo_terminal(&runner).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_idle = {
+        let stop2 = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(echo_loop(echo_client, term, stop2.clone()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop2.store(true, Ordering::Relaxed);
+        task.await.unwrap()
+    };
+    println!("keystroke echo, idle:                         {}", stats(&echo_idle));
+    let (echo_client, term) = open_echo_terminal(&runner).await;
+    let echo = tokio::spawn(echo_loop(echo_client, term, stop.clone()));
+    let started = Instant::now();
+    let made = {
+        let root = workspace.clone();
+        tokio::task::spawn_blocking(move || {
+            make_tree(&root, "bulk", files, 200);
+        })
+    };
+    made.await.unwrap();
+    let made_in = started.elapsed();
+    loop {
+        if pending(&client).await == 0 && count_files(&storage) >= files {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let durable_in = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let echo_bulk = echo.await.unwrap();
+    println!(
+        "{files} files of 200 B durable in storage:     {} (made in {}); rsync -a: {} ({:.1}x)",
+        ms(durable_in),
+        ms(made_in),
+        ms(rsync_bulk),
+        durable_in.as_secs_f64() / rsync_bulk.as_secs_f64()
+    );
+    println!("keystroke echo, while they are persisted:     {}", stats(&echo_bulk));
+    drop(client);
+    runner.stop();
+
+    // 3. Restore by a new runner over the same storage.
+    let rsync_restore = rsync(&storage, &dir("rsync-restore"));
+    let workspace = dir("ws3");
+    let runner = Runner::start(&issuer, &workspace, &storage);
+    let restored = count_files(&workspace);
+    println!(
+        "restore of {files} files (start to listening): {} ({restored} files); rsync -a: {} ({:.1}x)",
+        ms(runner.listening_after),
+        ms(rsync_restore),
+        runner.listening_after.as_secs_f64() / rsync_restore.as_secs_f64()
+    );
+
+    // 4. A recursive delete of them over the protocol, echo meanwhile.
+    let client = runner.client().await;
+    let (echo_client, term) = open_echo_terminal(&runner).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = tokio::spawn(echo_loop(echo_client, term, stop.clone()));
+    let started = Instant::now();
+    let deleted = client
+        .request(Op::Delete {
+            path: p("bulk"),
+            recursive: true,
+        })
+        .await;
+    let delete_in = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let echo_delete = echo.await.unwrap();
+    println!(
+        "recursive delete of {files} files, until durable: {} ({})",
+        ms(delete_in),
+        if deleted.is_ok() {
+            "ok".to_owned()
+        } else {
+            format!("{deleted:?}")
+        }
+    );
+    println!("keystroke echo, during that delete:           {}", stats(&echo_delete));
+    drop(client);
+    runner.stop();
+}
