@@ -282,12 +282,31 @@ function pageProbe({ prompt, editorText }) {
     const a = B.armed;
     const t = term();
     if (!a || !t || B.t0 === null || a.done) return;
-    if (a.kind === 'line' && why === 'render' && cursorLine(t) === a.text) finish(a, performance.now());
-    else if (a.kind === 'near' && B.nearCursor(t, a.text)) finish(a, performance.now());
+    if (a.kind === 'line') {
+      if (cursorLine(t) !== a.text) return;
+      // Parsed (the echo is in the buffer) comes first, rendered after.
+      if (a.parsedAt === undefined) {
+        a.parsedAt = performance.now();
+        // When the page's next animation frame began, to tell a late frame
+        // from a render that waits a frame more.
+        requestAnimationFrame(() => {
+          a.frameAt = performance.now();
+          if (a.renderAt !== undefined) finish(a, a.renderAt);
+        });
+      }
+      if (why === 'render' && a.renderAt === undefined) {
+        a.renderAt = performance.now();
+        if (a.frameAt !== undefined) finish(a, a.renderAt);
+      }
+    } else if (a.kind === 'near' && B.nearCursor(t, a.text)) finish(a, performance.now());
   };
   const finish = (a, at) => {
     a.done = true;
-    a.resolve({ ms: at - B.t0 });
+    a.resolve({
+      ms: at - B.t0,
+      parsedMs: a.parsedAt === undefined ? null : a.parsedAt - B.t0,
+      frameMs: a.frameAt === undefined ? null : a.frameAt - B.t0,
+    });
   };
   const hook = (t) => {
     if (B.hooked) return;
@@ -313,7 +332,9 @@ function pageProbe({ prompt, editorText }) {
         /* not yet */
       }
     }
+    if (B.marks.connected === undefined && window.__cloudcode?.client?.()?.state === 'open') B.marks.connected = performance.now();
     const t = term();
+    if (t && B.marks.terminal === undefined) B.marks.terminal = performance.now();
     if (t && t.buffer) {
       hook(t);
       if (B.marks.prompt === undefined && promptAtCursor(t)) B.marks.prompt = performance.now();
@@ -356,9 +377,22 @@ function pageProbe({ prompt, editorText }) {
         }
       }, 20);
     });
+  /** Animation frames per second over `ms` with nothing to do: a busy
+   * page renders the terminal later. */
+  B.frameRate = (ms) =>
+    new Promise((resolve) => {
+      let n = 0;
+      const start = performance.now();
+      const step = (now) => {
+        n++;
+        if (now - start < ms) requestAnimationFrame(step);
+        else resolve((n * 1000) / (now - start));
+      };
+      requestAnimationFrame(step);
+    });
   B.shape = () => {
     const t = term();
-    return t ? { cols: t.cols, rows: t.rows, scrollback: t.options.scrollback, length: t.buffer.active.length, baseY: t.buffer.active.baseY } : null;
+    return t ? { cols: t.cols, rows: t.rows, blink: t.options.cursorBlink, scrollback: t.options.scrollback, length: t.buffer.active.length, baseY: t.buffer.active.baseY } : null;
   };
 }
 
@@ -465,6 +499,8 @@ async function timedCommand(page, command, mark, timeout = PATIENCE_MS) {
 
 async function keystrokes(page, count) {
   const out = [];
+  const parsed = [];
+  const frames = [];
   const letters = 'abcdefghijklmnopqrstuvwxyz';
   let typed = '';
   for (let i = 0; i < count; i++) {
@@ -480,10 +516,12 @@ async function keystrokes(page, count) {
     const r = await page.evaluate(() => window.__bench.collect(10_000));
     if (r.ms === null) throw new Error(`key ${ch} not on screen in 10 s; cursor line: ${JSON.stringify(r.line)}`);
     out.push(r.ms);
+    parsed.push(r.parsedMs);
+    frames.push(r.frameMs);
   }
   await page.keyboard.press('Control+U');
   await waitPromptLine(page);
-  return out;
+  return { rendered: out, parsed, frames };
 }
 
 async function yesCtrlC(page) {
@@ -528,9 +566,11 @@ async function roundCloudcode(browser, cc, id, mainPy) {
       gzipped: jsCss(beforeEditor).every((x) => x.encoding === 'gzip' || x.body < 1024),
       tsWorker: all.some((x) => /ts\.worker|tsWorker|typescript/i.test(x.url)),
       workerUrls: all.filter((x) => /worker/i.test(x.url)).map((x) => path.basename(new URL(x.url).pathname)),
-      largest: jsCss(beforeEditor).sort((a, b) => b.body - a.body).slice(0, 4).map((x) => [path.basename(new URL(x.url).pathname), x.body]),
+      largest: jsCss(beforeEditor).sort((a, b) => b.body - a.body).map((x) => [path.basename(new URL(x.url).pathname), x.body]),
       editorMs: marks.editor,
       promptMs: marks.prompt,
+      connectedMs: marks.connected,
+      terminalMs: marks.terminal,
       ...r,
       problems,
     };
@@ -554,6 +594,7 @@ async function roundTtyd(browser, ttyd, geometry) {
       allBytes: sum(loaded),
       requests: loaded.length,
       promptMs: marks.prompt,
+      terminalMs: marks.terminal,
       ...r,
       problems,
     };
@@ -579,16 +620,18 @@ async function workloads(page, cdp, geometry) {
     if (el.querySelector('canvas')) return 'webgl/canvas';
     return 'dom';
   });
-  const keys = await keystrokes(page, KEYS);
+  const fps = await page.evaluate(() => window.__bench.frameRate(1000));
+  const { rendered: keys, parsed: keysParsed, frames: keysFrame } = await keystrokes(page, KEYS);
   const tMs = await timedCommand(page, OUTPUT_CMD(THROUGHPUT_SOURCE, 'out'), OUTPUT_MARK('out'));
   const mbps = base64Bytes(THROUGHPUT_SOURCE) / 1e6 / (tMs / 1000);
+  const heapMid = await heapMB(cdp);
   const ctrlC = await yesCtrlC(page);
   await page.keyboard.press('Control+L');
   await waitPromptLine(page);
   await timedCommand(page, OUTPUT_CMD(HEAP_SOURCE, 'heap'), OUTPUT_MARK('heap'));
   const heapAfter = await heapMB(cdp);
   const after = await page.evaluate(() => window.__bench.shape());
-  return { shape, renderer, keys, mbps, ctrlC, heapBefore, heapAfter, scrollback: after.scrollback, bufferLines: after.length };
+  return { shape, renderer, fps, keys, keysParsed, keysFrame, mbps, ctrlC, heapBefore, heapMid, heapAfter, scrollback: after.scrollback, bufferLines: after.length };
 }
 
 // ------------------------------------------------------------------ report
@@ -672,7 +715,7 @@ async function main() {
         const res = kind === 'cloudcode' ? await roundCloudcode(browser, cc, ids[r], mainPy) : await roundTtyd(browser, ttyd, geometry);
         results[kind].push(res);
         log(
-          `round ${r + 1} ${kind}: ${fmt(res.bytes / 1e3)} kB, prompt ${fmt(res.promptMs)} ms${res.editorMs !== undefined ? `, editor ${fmt(res.editorMs)} ms` : ''}, key p50 ${fmt(median(res.keys), 1)} p99 ${fmt(quantile(res.keys, 0.99), 1)} ms, ${fmt(res.mbps, 1)} MB/s, Ctrl-C ${fmt(res.ctrlC)} ms, heap ${fmt(res.heapAfter, 1)} MB (${(Date.now() - t0) / 1000} s, load ${loadAverage()})`,
+          `round ${r + 1} ${kind}: ${fmt(res.bytes / 1e3)} kB, prompt ${fmt(res.promptMs)} ms${res.editorMs !== undefined ? `, editor ${fmt(res.editorMs)} ms` : ''}, key p50 ${fmt(median(res.keys), 1)} (parsed ${fmt(median(res.keysParsed), 1)}, next frame ${fmt(median(res.keysFrame), 1)}, ${fmt(res.fps)} frames/s idle) p99 ${fmt(quantile(res.keys, 0.99), 1)} ms, ${fmt(res.mbps, 1)} MB/s, Ctrl-C ${fmt(res.ctrlC)} ms, heap ${fmt(res.heapAfter, 1)} MB (${(Date.now() - t0) / 1000} s, load ${loadAverage()})`,
         );
         if (res.problems.length) log(`  page problems: ${res.problems.slice(0, 5).join(' | ')}`);
       }
@@ -696,22 +739,34 @@ async function main() {
       ['TypeScript worker fetched (Python file)', c.some((x) => x.tsWorker) ? 'YES' : 'no', 'n/a'],
       ['navigation -> editor ready, p50 (ms)', across(c, (x) => x.editorMs), 'n/a'],
       ['navigation -> first prompt, p50 (ms)', across(c, (x) => x.promptMs), tt(across(t, (x) => x.promptMs))],
+      ['  navigation -> runner connected / terminal created (ms)', `${across(c, (x) => x.connectedMs)} / ${across(c, (x) => x.terminalMs)}`, tt(`- / ${across(t, (x) => x.terminalMs)}`)],
       [`keystroke -> screen p50 (ms, ${KEYS}/round)`, across(c, (x) => median(x.keys), 1), tt(across(t, (x) => median(x.keys), 1))],
       [`keystroke -> screen p99 (ms, ${KEYS}/round)`, across(c, (x) => quantile(x.keys, 0.99), 1), tt(across(t, (x) => quantile(x.keys, 0.99), 1))],
+      ['  keystroke -> echo parsed into the buffer, p50 (ms)', across(c, (x) => median(x.keysParsed), 1), tt(across(t, (x) => median(x.keysParsed), 1))],
+      ['  animation frames per second, idle page', across(c, (x) => x.fps), tt(across(t, (x) => x.fps))],
       [`  all rounds' keys p50 / p99 (ms, n=${keysAll(c).length})`, `${fmt(median(keysAll(c)), 1)} / ${fmt(quantile(keysAll(c), 0.99), 1)}`, tt(`${fmt(median(keysAll(t)), 1)} / ${fmt(quantile(keysAll(t), 0.99), 1)}`)],
       ['output through xterm.js, 20.3 MB base64 (MB/s)', across(c, (x) => x.mbps, 1), tt(across(t, (x) => x.mbps, 1))],
       ['`yes`, Ctrl-C -> output stops on screen (ms)', across(c, (x) => x.ctrlC), tt(across(t, (x) => x.ctrlC))],
       ['JS heap after 50 MB of output (MB)', across(c, (x) => x.heapAfter, 1), tt(across(t, (x) => x.heapAfter, 1))],
+      ['  JS heap after the first 20 MB (MB)', across(c, (x) => x.heapMid, 1), tt(across(t, (x) => x.heapMid, 1))],
       ['  JS heap at the first prompt (MB)', across(c, (x) => x.heapBefore, 1), tt(across(t, (x) => x.heapBefore, 1))],
+      [
+        '  growth per scrollback line (KB)',
+        across(c, (x) => ((x.heapAfter - x.heapBefore) * 1e3) / x.bufferLines, 2),
+        tt(across(t, (x) => ((x.heapAfter - x.heapBefore) * 1e3) / x.bufferLines, 2)),
+      ],
       ['  scrollback setting / buffer lines after', first(c, (x) => `${x.scrollback} / ${x.bufferLines}`), tt(first(t, (x) => `${x.scrollback} / ${x.bufferLines}`))],
-      ['  terminal cols x rows, renderer', first(c, (x) => `${x.shape.cols}x${x.shape.rows}, ${x.renderer}`), tt(first(t, (x) => `${x.shape.cols}x${x.shape.rows}, ${x.renderer}`))],
+      ['  terminal cols x rows, renderer, cursor blink', first(c, (x) => `${x.shape.cols}x${x.shape.rows}, ${x.renderer}, ${x.shape.blink ? 'on' : 'off'}`), tt(first(t, (x) => `${x.shape.cols}x${x.shape.rows}, ${x.renderer}, ${x.shape.blink ? 'on' : 'off'}`))],
     ];
     console.log('');
     console.log(`cloudcode browser IDE benchmark: ${ROUNDS} rounds, interleaved; median (min-max over rounds)`);
     console.log(`chromium ${browser.version()} headless, ${os.cpus().length} cores, load average ${loadStart} at start, ${loadAverage()} at end`);
     console.log(table(rows));
     const largest = (c.at(-1)?.largest ?? []).map(([n, b]) => `${n} ${fmt(b / 1e3)} kB`).join(', ');
-    console.log(`largest JS/CSS before editor ready: ${largest}`);
+    console.log(`cloudcode's JS/CSS before editor ready (gzip): ${largest}`);
+    console.log(
+      "cloudcode: a fresh project per round, its sandbox started before the page opens; ttyd: one server, a new bash per page. Both: a new browser context per round, HTTP cache disabled.",
+    );
     console.log(`workers fetched by cloudcode's page: ${[...new Set(c.flatMap((x) => x.workerUrls))].join(', ') || 'none'}`);
     for (const n of notes) console.log(`note: ${n}`);
   } finally {
