@@ -86,10 +86,11 @@ let serverCount = 0;
 
 /** A cloudcode-server of its own: its own data and config directories, an
  * ephemeral port, real sandboxes. `name` labels its log in e2e/out/. */
-export async function startServer(name = 'server', { extraArgs = [] } = {}) {
+export async function startServer(name = 'server', { extraArgs = [], again } = {}) {
   requireFile(BINS.server, 'cloudcode-server (CLOUDCODE_SERVER_BIN)');
   requireFile(BINS.runner, 'cloudcode-runner (CLOUDCODE_RUNNER_BIN)');
-  const root = mkdtempSync(path.join(tmpdir(), 'cc-e2e-'));
+  // `again`: a stopped Server to start once more, on its port and data.
+  const root = again?.root ?? mkdtempSync(path.join(tmpdir(), 'cc-e2e-'));
   // mkdtemp makes it 0700; a server running as root starts each sandbox
   // as an unprivileged uid, whose bwrap must traverse the path to the data
   // directory (it fails with "Can't find source path /proc/self/fd/N:
@@ -98,8 +99,8 @@ export async function startServer(name = 'server', { extraArgs = [] } = {}) {
   chmodSync(root, 0o711);
   const dataDir = path.join(root, 'data');
   const confDir = path.join(root, 'conf');
-  mkdirSync(dataDir);
-  mkdirSync(confDir);
+  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(confDir, { recursive: true });
   // The server reads CLOUDCODE_* settings from the environment: the tests'
   // own variables (and a developer's) must not configure it.
   const env = {};
@@ -110,7 +111,7 @@ export async function startServer(name = 'server', { extraArgs = [] } = {}) {
   const child = spawn(
     BINS.server,
     [
-      '--listen', '127.0.0.1:0',
+      '--listen', `127.0.0.1:${again?.port ?? 0}`,
       '--data-dir', dataDir,
       '--config-dir', confDir,
       '--runner-binary', BINS.runner,
@@ -227,21 +228,27 @@ export class Server {
     return out.split('\n').filter((l) => l.includes(`:${this.port}`)).length;
   }
 
-  async stop() {
+  /** Ends the server (SIGTERM: it stops its sandboxes, which flush their
+   * files). `keepData` leaves its directories for `startServer(name,
+   * {again: this})`. */
+  async stop({ keepData = false, signal = 'SIGTERM' } = {}) {
     const t0 = Date.now();
     const child = this.child;
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
+      child.kill(signal);
       const exited = once(child, 'exit');
-      const timeout = new Promise((r) => setTimeout(r, 15_000, 'timeout'));
-      if ((await Promise.race([exited, timeout])) === 'timeout') {
+      let timer;
+      const timeout = new Promise((r) => (timer = setTimeout(r, 15_000, 'timeout')));
+      const outcome = await Promise.race([exited, timeout]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
         child.kill('SIGKILL');
         await exited;
       }
     }
     if (process.env.CLOUDCODE_E2E_DEBUG) console.log(`# server stopped in ${Date.now() - t0} ms`);
     this.log.end();
-    rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
+    if (!keepData) rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 

@@ -342,3 +342,88 @@ test('focus: the entry file the IDE opens by itself does not take the keyboard f
   });
   await context.close();
 });
+
+test('tree: files made in a terminal show in the tree at once, folders included', { timeout: 90_000 }, async () => {
+  const { context, page } = await ideOn('live');
+  await withDiagnostics(page, 'live-tree', async () => {
+    const t0 = Date.now();
+    await typeInTerminal(page, 0, 'touch made-in-shell.txt && mkdir -p made-dir && echo hi > made-dir/inner.txt\n');
+    await page.locator(sel.treeItem('made-in-shell.txt')).first().waitFor({ timeout: PATIENCE_MS });
+    await page.locator(sel.treeItem('made-dir')).first().waitFor({ timeout: PATIENCE_MS });
+    console.log(`# a touch in the terminal showed in the tree after ${Date.now() - t0} ms (typing included)`);
+    // Expanding the new folder lists what is inside it.
+    await page.locator(sel.treeItem('made-dir')).first().click();
+    await page.locator(sel.treeItem('made-dir/inner.txt')).first().waitFor({ timeout: PATIENCE_MS });
+    // And a removal goes away.
+    await typeInTerminal(page, 0, 'rm made-in-shell.txt\n');
+    await page.locator(sel.treeItem('made-in-shell.txt')).first().waitFor({ state: 'detached', timeout: PATIENCE_MS });
+  });
+  await context.close();
+});
+
+test('editor: a binary file and a file over the limit are refused politely, in words, not opened as text', { timeout: 90_000 }, async () => {
+  const { context, page } = await ideOn('refuse');
+  await withDiagnostics(page, 'refuse', async () => {
+    const binary = randomBytes(4096, 7);
+    binary[10] = 0;
+    await page.evaluate(async ([b, big]) => {
+      const c = window.__cloudcode.client();
+      await c.writeFile('image.bin', new Uint8Array(b));
+      await c.writeFile('huge.txt', new TextEncoder().encode('x'.repeat(big)));
+    }, [Array.from(binary), 6 * 1024 * 1024]);
+    for (const [file, words] of [['image.bin', /binary|not a text file/i], ['huge.txt', /large|MB|limit|up to/i]]) {
+      await page.locator(sel.treeItem(file)).first().click();
+      const message = page.locator('[data-testid="editor-message"]').filter({ hasText: words });
+      await message.first().waitFor({ timeout: PATIENCE_MS });
+      const path = await editorPath(page);
+      const shown = path === file ? ((await editorValue(page)) ?? '').length : 0;
+      assert.ok(shown === 0, `${file} is not shown as text in Monaco (${shown} characters)`);
+    }
+    await shot(page, 'ide-refused');
+  });
+  await context.close();
+});
+
+test('flow control: `yes` then Ctrl-C, three times: the output stops on screen within 500 ms and the prompt comes back', { timeout: 120_000 }, async () => {
+  const { context, page } = await ideOn('yes');
+  await withDiagnostics(page, 'yes', async () => {
+    await page.evaluate(() => {
+      const term = window.__cloudcode.terminal(0);
+      window.__e2eLastWrite = performance.now();
+      window.__e2eWritten = 0;
+      term.onWriteParsed(() => {
+        window.__e2eLastWrite = performance.now();
+        window.__e2eWritten++;
+      });
+    });
+    const rounds = [];
+    for (let round = 0; round < 3; round++) {
+      // Plain `yes`, as the issue says: 2-byte lines are the worst case for
+      // a byte window (xterm.js's cost is per line, not per byte).
+      await typeInTerminal(page, 0, 'yes\n');
+      const from = await page.evaluate(() => window.__e2eWritten);
+      // Let it run into the flow-control window for a moment.
+      await pageWait(page, 'yes to be running', (n) => window.__e2eWritten > n + 50, from);
+      await page.evaluate(() => (window.__e2eCtrlC = performance.now()));
+      await page.keyboard.press('Control+c');
+      // Stopped when the prompt is back and nothing was written for 500 ms.
+      const stoppedAfter = await pageWait(page, 'the output to stop and the prompt to return', () => {
+        const buf = window.__cloudcode.terminal(0).buffer.active;
+        let last = '';
+        for (let n = buf.length - 1; n >= 0 && last === ''; n--) last = buf.getLine(n)?.translateToString(true) ?? '';
+        const quiet = performance.now() - window.__e2eLastWrite > 500;
+        return quiet && /[$#] ?$/.test(last) ? Math.max(0, window.__e2eLastWrite - window.__e2eCtrlC) : false;
+      }, undefined, { timeout: PATIENCE_MS });
+      rounds.push(Math.round(stoppedAfter));
+    }
+    console.log(`# yes + Ctrl-C: output stopped on screen after ${rounds.join(', ')} ms (the issue's target: 500 ms)`);
+    // The issue's bound. What is left to show after Ctrl-C is what `yes`
+    // printed before it that the runner has not sent yet: flow control
+    // bounds the bytes in flight, so only skipping a backlog (a snapshot)
+    // keeps this short.
+    for (const ms of rounds) assert.ok(ms <= 500, `the output stopped on screen ${ms} ms after Ctrl-C (rounds: ${rounds.join(', ')} ms); the target is 500 ms`);
+    await typeInTerminal(page, 0, 'echo "after-yes-$((2*3))"\n');
+    await waitTerminalText(page, 0, /^after-yes-6$/m);
+  });
+  await context.close();
+});

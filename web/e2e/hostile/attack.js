@@ -115,6 +115,8 @@
       'reload',
       { type: 'open', path: '/etc/passwd' },
     ];
+    // Monaco's setImmediate stand-in listens for these from any source.
+    for (let n = 1; n <= 200; n++) messages.push({ vscodeScheduleAsyncWork: n });
     for (const m of messages) target.postMessage(m, '*');
     if (framed) window.top.postMessage({ type: 'navigate', path: '/' }, '*');
     return { sent: messages.length };
