@@ -38,8 +38,19 @@
 // - `yes`, then Ctrl-C once it has scrolled a screenful: from the Ctrl-C
 //   keydown to the last change on screen (the prompt is back and nothing
 //   has rendered or been parsed for 1 s);
-// - the page's JS heap (CDP Runtime.getHeapUsage after a forced GC) after
-//   50 MB of output, beside the terminal's scrollback setting.
+// - the page's JS heap (CDP Runtime.getHeapUsage after a forced GC, typed
+//   arrays' backing stores included) at the first prompt, after the 20 MB
+//   and after 50 MB more, beside the terminal's scrollback setting.
+// Breakdowns: when the runner connection opened and the terminal existed;
+// keystroke to echo parsed (network and shell) apart from parsed to screen;
+// the idle page's frame rate. Per-round figures and the load average go to
+// stderr, the table to stdout. The machine's load moves every figure: read
+// the ranges, and rerun on a quiet machine for anything close.
+//
+// ttyd runs with -P 300: with its default 5 s WebSocket ping, ttyd 1.7.7
+// dropped the page's connection (1006) a few seconds after a burst of
+// output on a loaded 2-core machine, and the page reconnected to a new
+// shell mid-measurement.
 
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -178,9 +189,7 @@ async function startTtyd(root) {
   mkdirSync(home);
   writeFileSync(path.join(home, '.bashrc'), BASHRC);
   const port = await freePort();
-  // -P 300: with its default 5 s WebSocket ping interval, ttyd 1.7.7 drops
-  // the page's connection (close code 1006) a few seconds after a burst of
-  // output on this kind of machine, and its page reconnects to a new shell.
+  // -P 300: see the top of this file.
   const args = ['-i', '127.0.0.1', '-p', String(port), '-W', '-P', '300'];
   if (TTYD_RENDERER !== 'default') args.push('-t', `rendererType=${TTYD_RENDERER}`);
   args.push('bash');
