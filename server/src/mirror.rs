@@ -44,7 +44,7 @@ impl Mirror {
         let root = dir.canonicalize()?;
         let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
         let prefix = KeyPrefix::parse(&format!("code/{project}"))?;
-        let persister = Persister::new(store, prefix, handle, root.clone(), Duration::from_millis(50));
+        let persister = Persister::mirror(store, prefix, handle, root.clone(), Duration::from_millis(50));
         persister.restore().await?;
         let (events, _) = tokio::sync::broadcast::channel(16);
         let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;

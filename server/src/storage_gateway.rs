@@ -26,8 +26,11 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bytes::Bytes;
-use cloudcode_proto::storage::gateway::{CopyRequest, ListedObject};
-use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, StorageError};
+use cloudcode_proto::storage::gateway::{
+    BATCH_GET_MAX_OBJECT, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, BatchGetRequest, BatchGot, BatchOp, BatchResult,
+    CopyRequest, ListedObject, decode_batch, encode_got,
+};
+use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError};
 use futures_util::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
@@ -130,6 +133,8 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         )
         .route("/v1/storage/list", get(list))
         .route("/v1/storage/copy", post(copy))
+        .route("/v1/storage/batch", post(batch))
+        .route("/v1/storage/batch-get", post(batch_get))
         // Uploads are limited by `max_object_size`, checked as they stream.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -371,6 +376,171 @@ async fn copy(State(state): State<Arc<GatewayState>>, CallerPrefix(prefix): Call
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Many small puts and deletes in one request: each record is authorized
+/// and answered on its own, and the answer comes once every put of the
+/// batch is durable (storage's own batch operations: one group commit,
+/// parallel uploads, `DeleteObjects`).
+async fn batch(
+    State(state): State<Arc<GatewayState>>,
+    CallerPrefix(prefix): CallerPrefix,
+    headers: HeaderMap,
+    request: Request,
+) -> Answer {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| error(StatusCode::LENGTH_REQUIRED, "a Content-Length is required"))?;
+    if length > BATCH_MAX_BYTES {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{length} bytes is over the batch limit of {BATCH_MAX_BYTES}"),
+        ));
+    }
+    let mut stream = request.into_body().into_data_stream();
+    let mut body = Vec::with_capacity(length as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| error(StatusCode::BAD_REQUEST, "the batch was cut short"))?;
+        if body.len() as u64 + chunk.len() as u64 > length {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "the body is longer than its Content-Length",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.len() as u64 != length {
+        return Err(error(StatusCode::BAD_REQUEST, "the batch was cut short"));
+    }
+    let records = decode_batch(Bytes::from(body)).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let mut results: Vec<Option<BatchResult>> = (0..records.len()).map(|_| None).collect();
+    let (mut puts, mut put_at, mut deletes, mut delete_at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (header, content)) in records.into_iter().enumerate() {
+        let key = match key_within(&header.key, &prefix) {
+            Ok(key) => key,
+            Err(refusal) => {
+                results[i] = Some(BatchResult {
+                    status: refusal.status.as_u16(),
+                    message: Some(refusal.message),
+                });
+                continue;
+            }
+        };
+        match header.op {
+            BatchOp::Put if content.len() as u64 > state.max_object_size => {
+                results[i] = Some(BatchResult {
+                    status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+                    message: Some(format!("over the limit of {}", state.max_object_size)),
+                });
+            }
+            BatchOp::Put => {
+                puts.push((key, PutSource::Bytes(content)));
+                put_at.push(i);
+            }
+            BatchOp::Delete => {
+                deletes.push(key);
+                delete_at.push(i);
+            }
+        }
+    }
+    let answer = |result: Result<(), StorageError>| match result {
+        Ok(()) => BatchResult {
+            status: StatusCode::NO_CONTENT.as_u16(),
+            message: None,
+        },
+        Err(e) => {
+            let refusal = storage_error(e);
+            BatchResult {
+                status: refusal.status.as_u16(),
+                message: Some(refusal.message),
+            }
+        }
+    };
+    if !deletes.is_empty() {
+        for (i, result) in delete_at.into_iter().zip(state.store.delete_many(deletes).await) {
+            results[i] = Some(answer(result));
+        }
+    }
+    if !puts.is_empty() {
+        for (i, result) in put_at.into_iter().zip(state.store.put_many(puts).await) {
+            results[i] = Some(answer(result));
+        }
+    }
+    let results: Vec<BatchResult> = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(BatchResult {
+                status: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+                message: None,
+            })
+        })
+        .collect();
+    Ok(Json(results).into_response())
+}
+
+/// Many small objects in one answer (a restore of 10,000 files is 40
+/// requests, not 10,000): each key authorized and answered on its own;
+/// objects over [`BATCH_GET_MAX_OBJECT`] are answered 413, for the caller
+/// to fetch alone, streamed.
+async fn batch_get(State(state): State<Arc<GatewayState>>, CallerPrefix(prefix): CallerPrefix, body: Bytes) -> Answer {
+    let request: BatchGetRequest = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a batch-get request: {e}"),
+        )
+    })?;
+    if request.keys.len() > BATCH_MAX_RECORDS {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("more than {BATCH_MAX_RECORDS} keys"),
+        ));
+    }
+    let objects: Vec<(BatchGot, Bytes)> = futures_util::stream::iter(request.keys)
+        .map(|raw| {
+            let state = state.clone();
+            let prefix = prefix.clone();
+            async move {
+                let answer = |status: StatusCode, content: Bytes| {
+                    (
+                        BatchGot {
+                            key: raw.clone(),
+                            status: status.as_u16(),
+                            size: content.len() as u64,
+                        },
+                        content,
+                    )
+                };
+                let key = match key_within(&raw, &prefix) {
+                    Ok(key) => key,
+                    Err(refusal) => return answer(refusal.status, Bytes::new()),
+                };
+                let object = match state.store.get_stream(&key).await {
+                    Ok(object) => object,
+                    Err(e) => return answer(storage_error(e).status, Bytes::new()),
+                };
+                if object.size.is_none_or(|size| size > BATCH_GET_MAX_OBJECT) {
+                    return answer(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new());
+                }
+                let mut body = object.body;
+                let mut content = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(chunk) => content.extend_from_slice(&chunk),
+                        Err(e) => return answer(storage_error(e).status, Bytes::new()),
+                    }
+                    if content.len() as u64 > BATCH_GET_MAX_OBJECT {
+                        return answer(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new());
+                    }
+                }
+                answer(StatusCode::OK, Bytes::from(content))
+            }
+        })
+        .buffered(cloudcode_proto::storage::PARALLEL_REQUESTS)
+        .collect()
+        .await;
+    Ok(encode_got(&objects).into_response())
+}
+
 fn spool_error(e: std::io::Error) -> Refusal {
     error(StatusCode::INSUFFICIENT_STORAGE, format!("the gateway's spool: {e}"))
 }
@@ -399,4 +569,137 @@ async fn spool_file(state: &GatewayState) -> Result<Spool, Refusal> {
     Ok(Spool {
         path: state.spool_dir.join(format!("gateway-{unique}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudcode_proto::storage::gateway::GatewayStore;
+    use cloudcode_proto::storage::local::LocalStore;
+
+    /// Every token is project `alpha`'s.
+    struct Alpha;
+
+    #[async_trait]
+    impl Authenticator for Alpha {
+        async fn project_of(&self, _token: &str) -> Result<ProjectId, AuthError> {
+            Ok(ProjectId::parse("alpha").map_err(|e| AuthError::Refused(e.to_string()))?)
+        }
+    }
+
+    async fn gateway(store: Arc<dyn ObjectStore>, dir: &std::path::Path) -> GatewayStore {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(GatewayState::new(store, Arc::new(Alpha), 1 << 30, dir.join("spool")));
+        tokio::spawn(serve(listener, state));
+        std::fs::write(dir.join("token"), "t").unwrap();
+        GatewayStore::new(&format!("http://{addr}"), &dir.join("token")).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn batches_put_get_and_delete_many_objects_per_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = Arc::new(LocalStore::open(dir.path().join("storage")).unwrap());
+        let client = gateway(backing.clone(), dir.path()).await;
+        let key = |k: &str| ObjectKey::parse(k).unwrap();
+        let mut items: Vec<(ObjectKey, PutSource)> = (0..2500)
+            .map(|i| {
+                (
+                    key(&format!("code/alpha/d{}/f{i}", i % 7)),
+                    PutSource::Bytes(Bytes::from(format!("{i}"))),
+                )
+            })
+            .collect();
+        // One outside the project: refused for itself, the rest stored.
+        items.push((key("code/other/x"), PutSource::Bytes(Bytes::from_static(b"no"))));
+        let results = client.put_many(items).await;
+        assert_eq!(results.len(), 2501);
+        assert!(results[..2500].iter().all(Result::is_ok));
+        assert!(
+            results[2500].as_ref().is_err_and(StorageError::is_permanent),
+            "{:?}",
+            results[2500]
+        );
+        assert_eq!(&backing.get(&key("code/alpha/d3/f10")).await.unwrap()[..], b"10");
+        assert!(backing.get(&key("code/other/x")).await.is_err());
+
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let big = vec![7u8; 3 * 1024 * 1024];
+        backing
+            .put(&key("code/alpha/big"), Bytes::from(big.clone()))
+            .await
+            .unwrap();
+        let wanted = vec![
+            (key("code/alpha/d1/f8"), out.join("a")),
+            (key("code/alpha/missing"), out.join("b")),
+            (key("code/alpha/big"), out.join("c")),
+        ];
+        let got = client.get_many_to_files(wanted).await;
+        assert_eq!(*got[0].as_ref().unwrap(), 1);
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"8");
+        assert!(matches!(got[1], Err(StorageError::NotFound(_))));
+        assert_eq!(
+            *got[2].as_ref().unwrap(),
+            big.len() as u64,
+            "a large object is fetched alone"
+        );
+        assert!(std::fs::read(out.join("c")).unwrap() == big);
+
+        let keys: Vec<ObjectKey> = (0..2500).map(|i| key(&format!("code/alpha/d{}/f{i}", i % 7))).collect();
+        assert!(client.delete_many(keys).await.iter().all(Result::is_ok));
+        let left = backing.list(&KeyPrefix::parse("code/alpha").unwrap()).await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// A restore through the gateway brings back modes, links and empty
+    /// directories (the manifest travels like any object).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_through_the_gateway_keeps_modes_links_and_empty_directories() {
+        use cloudcode_proto::sync::persister::Persister;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let backing = Arc::new(LocalStore::open(dir.path().join("storage")).unwrap());
+        let client: Arc<dyn ObjectStore> = Arc::new(gateway(backing, dir.path()).await);
+        let prefix = KeyPrefix::parse("code/alpha").unwrap();
+        let open = |name: &str| {
+            let root = dir.path().join(name);
+            std::fs::create_dir_all(&root).unwrap();
+            let root = root.canonicalize().unwrap();
+            let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
+            Persister::new(client.clone(), prefix.clone(), handle, root, Duration::from_millis(10))
+        };
+        let first = dir.path().join("first");
+        std::fs::create_dir_all(first.join("bin")).unwrap();
+        std::fs::write(first.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
+        std::fs::set_permissions(first.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(first.join("main.py"), "print(1)\n").unwrap();
+        std::os::unix::fs::symlink("main.py", first.join("link.py")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3", first.join("bin/python")).unwrap();
+        std::fs::create_dir_all(first.join("emptydir")).unwrap();
+        let persister = open("first");
+        persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
+        assert!(
+            persister
+                .flush(Instant::now() + Duration::from_secs(20))
+                .await
+                .is_empty()
+        );
+
+        let second = open("second");
+        second.restore().await.unwrap();
+        let ws = dir.path().join("second");
+        let mode = std::fs::metadata(ws.join("run.sh")).unwrap().permissions().mode();
+        assert_ne!(mode & 0o111, 0, "{mode:o}");
+        assert_eq!(
+            std::fs::read_link(ws.join("link.py")).unwrap(),
+            std::path::Path::new("main.py")
+        );
+        assert_eq!(
+            std::fs::read_link(ws.join("bin/python")).unwrap(),
+            std::path::Path::new("/usr/bin/python3")
+        );
+        assert!(ws.join("emptydir").is_dir());
+        assert_eq!(std::fs::read_to_string(ws.join("main.py")).unwrap(), "print(1)\n");
+    }
 }

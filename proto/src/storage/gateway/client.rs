@@ -14,7 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
 
-use super::{BATCH_MAX_BYTES, BATCH_MAX_RECORDS, BatchHeader, BatchOp, BatchResult, CopyRequest, ListedObject};
+use super::{
+    BATCH_MAX_BYTES, BATCH_MAX_RECORDS, BatchGetRequest, BatchHeader, BatchOp, BatchResult, CopyRequest, ListedObject,
+};
 use crate::storage::{KeyPrefix, ObjectKey, ObjectMeta, ObjectStore, PARALLEL_REQUESTS, PutSource, StorageError};
 
 /// Batch requests in flight at once.
@@ -213,6 +215,87 @@ impl GatewayStore {
                 }
             })
             .collect()
+    }
+
+    /// One `POST /v1/storage/batch-get` for up to [`BATCH_MAX_RECORDS`]
+    /// objects, each written to its file; objects too large for a batch are
+    /// fetched alone.
+    async fn batch_get(&self, items: Vec<(ObjectKey, PathBuf)>) -> Vec<Result<u64, StorageError>> {
+        let request = BatchGetRequest {
+            keys: items.iter().map(|(k, _)| k.to_string()).collect(),
+        };
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let length = body.len() as u64;
+        let url = format!("{}/v1/storage/batch-get", self.base);
+        let answer = match self
+            .send(
+                "batch-get",
+                "",
+                Method::POST,
+                url,
+                full(Bytes::from(body)),
+                Some(length),
+            )
+            .await
+        {
+            Ok(response) => collect("batch-get", "", response).await,
+            Err(e) => Err(e),
+        };
+        let objects = answer.and_then(|body| {
+            super::decode_got(body).map_err(|message| StorageError::Unavailable {
+                op: "batch-get",
+                key: String::new(),
+                message: format!("the storage gateway's answer is not valid: {message}"),
+            })
+        });
+        let objects = match objects {
+            Ok(objects) if objects.len() == items.len() => objects,
+            Ok(objects) => {
+                let message = format!("{} objects for {} keys", objects.len(), items.len());
+                return items
+                    .iter()
+                    .map(|(k, _)| {
+                        Err(StorageError::Unavailable {
+                            op: "batch-get",
+                            key: k.to_string(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|(k, _)| {
+                        Err(StorageError::Unavailable {
+                            op: "batch-get",
+                            key: k.to_string(),
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for ((key, dest), (got, content)) in items.into_iter().zip(objects) {
+            out.push(match got.status {
+                200 => tokio::fs::write(&dest, &content)
+                    .await
+                    .map(|()| content.len() as u64)
+                    .map_err(|source| StorageError::LocalIo {
+                        path: dest.display().to_string(),
+                        source,
+                    }),
+                404 => Err(StorageError::NotFound(key.to_string())),
+                413 => self.get_to_file(&key, &dest).await,
+                status => Err(StorageError::Unavailable {
+                    op: "batch-get",
+                    key: key.to_string(),
+                    message: format!("the storage gateway answered {status}"),
+                }),
+            });
+        }
+        out
     }
 
     /// Sends records in as few batches as the limits allow, a few at once.
@@ -452,6 +535,19 @@ impl ObjectStore for GatewayStore {
                     })
                 })
             })
+            .collect()
+    }
+
+    /// A restore fetches small objects many to a request.
+    async fn get_many_to_files(&self, items: Vec<(ObjectKey, PathBuf)>) -> Vec<Result<u64, StorageError>> {
+        let chunks: Vec<Vec<(ObjectKey, PathBuf)>> = items.chunks(BATCH_MAX_RECORDS / 4).map(<[_]>::to_vec).collect();
+        futures_util::stream::iter(chunks)
+            .map(|chunk| async move { self.batch_get(chunk).await })
+            .buffered(PARALLEL_BATCHES)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
             .collect()
     }
 

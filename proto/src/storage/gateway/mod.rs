@@ -16,7 +16,9 @@
 //! - `POST /v1/storage/copy` with a JSON [`CopyRequest`];
 //! - `POST /v1/storage/batch`: many small puts and deletes in one request
 //!   (see [`BatchHeader`]), answered with one [`BatchResult`] per record
-//!   once every put of it is durable.
+//!   once every put of it is durable;
+//! - `POST /v1/storage/batch-get` with a JSON [`BatchGetRequest`]: many
+//!   small objects in one answer, each a [`BatchGot`] line then its bytes.
 //!
 //! 401 is a missing or refused token, 403 a key outside the token's
 //! project, 413 an object over the gateway's limit, 429 too many refused
@@ -72,6 +74,63 @@ pub struct BatchResult {
     pub status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Objects larger than this are not sent in a `batch-get` answer (413 for
+/// that key): the caller fetches them alone, streamed.
+pub const BATCH_GET_MAX_OBJECT: u64 = 1024 * 1024;
+
+/// The body of `POST /v1/storage/batch-get`: at most [`BATCH_MAX_RECORDS`]
+/// keys.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BatchGetRequest {
+    pub keys: Vec<String>,
+}
+
+/// One object of a `batch-get` answer, as a line of JSON followed by
+/// `size` bytes (none unless `status` is 200).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BatchGot {
+    pub key: String,
+    pub status: u16,
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// Encodes a `batch-get` answer.
+pub fn encode_got(objects: &[(BatchGot, bytes::Bytes)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(objects.iter().map(|(h, b)| h.key.len() + b.len() + 48).sum());
+    for (header, content) in objects {
+        body.extend(serde_json::to_vec(header).unwrap_or_default());
+        body.push(b'\n');
+        body.extend_from_slice(content);
+    }
+    body
+}
+
+/// Splits a `batch-get` answer into its objects.
+pub fn decode_got(mut body: bytes::Bytes) -> Result<Vec<(BatchGot, bytes::Bytes)>, String> {
+    let mut objects = Vec::new();
+    while !body.is_empty() {
+        let end = body
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("an object header without its newline")?;
+        let header: BatchGot =
+            serde_json::from_slice(&body[..end]).map_err(|e| format!("object {}: {e}", objects.len()))?;
+        let _ = body.split_to(end + 1);
+        if header.size > body.len() as u64 {
+            return Err(format!(
+                "object {}: {} bytes announced, {} left",
+                objects.len(),
+                header.size,
+                body.len()
+            ));
+        }
+        let content = body.split_to(header.size as usize);
+        objects.push((header, content));
+    }
+    Ok(objects)
 }
 
 /// Encodes records as a batch body.
