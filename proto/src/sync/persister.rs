@@ -48,7 +48,7 @@ const MAX_DELAY: Duration = Duration::from_secs(2);
 /// Dirty paths one bulk round takes.
 const BULK_PATHS: usize = 8192;
 /// Files per storage batch: one group commit in local storage.
-const BATCH_FILES: usize = 2048;
+const BATCH_FILES: usize = 512;
 /// Bytes read into memory per batch; larger files stay open and stream.
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// Files up to this size are read whole into the batch.
