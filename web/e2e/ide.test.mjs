@@ -306,6 +306,26 @@ test('preview: the pane shows the template\'s app once it runs', { timeout: 150_
       return false;
     }, { interval: 1000 });
     await shot(page, 'ide-preview');
+
+    // The URL bar opens paths of the app...
+    const url = page.locator('[data-testid="preview-url"]').first();
+    await url.fill('/some/path?q=1');
+    await url.press('Enter');
+    await waitUntil('the app to answer for /some/path', async () =>
+      ((await frame.locator('body').first().textContent({ timeout: 1000 }).catch(() => '')) ?? '').includes('/some/path?q=1'));
+    // ...and nothing outside the preview origin (not the IDE, not the web).
+    for (const outside of [`${server.origin}/`, '//example.invalid/', 'javascript:alert(1)']) {
+      await url.fill(outside);
+      await url.press('Enter');
+      const src = await frameEl.getAttribute('src');
+      assert.equal(new URL(src).origin, server.previewOrigin(id), `"${outside}" is refused; the frame stays at ${src}`);
+    }
+    // Open in a new tab: the preview, without a way back to the IDE.
+    const [tab] = await Promise.all([context.waitForEvent('page'), page.locator('[data-testid="preview-open"]').first().click()]);
+    await tab.waitForLoadState();
+    assert.equal(new URL(tab.url()).origin, server.previewOrigin(id));
+    assert.equal(await tab.evaluate(() => window.opener), null, 'the new tab has no opener');
+    await tab.close();
   });
   await context.close();
 });
