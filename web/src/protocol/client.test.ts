@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { FLOW_WINDOW_BYTES, ProtocolError, RunnerClient, SEND_HIGH_WATER_BYTES, UPLOAD_CHUNK_BYTES, type TerminalSink } from './client';
+import { FLOW_WINDOW_BYTES, ProtocolError, RunnerClient, SEND_HIGH_WATER_BYTES, UPLOAD_CHUNK_BYTES, UPLOAD_WINDOW_BYTES, type TerminalSink } from './client';
+import type { StorageStatus } from './generated';
 import { FakeWebSocket } from './testing';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -123,8 +124,10 @@ describe('requests', () => {
     expect(ws.sent).toEqual([]);
     ws.open();
     await settle();
-    ws.respond(ws.lastRequest('storage_status').id, { kind: 'storage', status: { healthy: true, pending: 0 } });
-    await expect(p).resolves.toEqual({ kind: 'storage', status: { healthy: true, pending: 0 } });
+    // (cast: the status grows fields as the runner does; these two are enough here)
+    const status = { healthy: true, pending: 0 } as StorageStatus;
+    ws.respond(ws.lastRequest('storage_status').id, { kind: 'storage', status });
+    await expect(p).resolves.toEqual({ kind: 'storage', status });
   });
 
   it('rejects every pending request when the connection drops', async () => {
@@ -323,6 +326,65 @@ describe('files', () => {
     await expect(p).resolves.toEqual({ version: 'v1' });
   });
 
+  it('keeps at most a window of upload ahead of the last pong, so input never queues behind megabytes', async () => {
+    const { client, ws } = await connected();
+    const total = UPLOAD_CHUNK_BYTES * 20; // 10 MiB
+    let done = false;
+    const p = client.writeFile('big.bin', new Blob([new Uint8Array(total)])).then((r) => {
+      done = true;
+      return r;
+    });
+    /** Upload bytes sent, and the ones before the last answered ping. */
+    const sentBytes = (): number => ws.frames().reduce((n, f) => n + (f.kind === 'file_chunk' ? f.data.length : 0), 0);
+    let answered = 0;
+    const answeredPings = new Set<number>();
+    // The runner answers each ping in order, once it has read what came before it.
+    const offsetsOfPings = (): Array<{ id: number; offset: number }> => {
+      const out: Array<{ id: number; offset: number }> = [];
+      let offset = 0;
+      for (const m of ws.sent) {
+        if (typeof m === 'string') {
+          const r = JSON.parse(m) as { id: number; op: string };
+          if (r.op === 'ping') out.push({ id: r.id, offset });
+        } else offset += Math.max(0, m.length - 17);
+      }
+      return out;
+    };
+    let rounds = 0;
+    for (;;) {
+      await settle(20);
+      // Never more than the window beyond what the runner said it processed.
+      expect(sentBytes() - answered).toBeLessThanOrEqual(UPLOAD_WINDOW_BYTES);
+      if (sentBytes() === total) break;
+      const next = offsetsOfPings().find((q) => !answeredPings.has(q.id));
+      expect(next).toBeDefined(); // it waits for a pong, not for nothing
+      const before = sentBytes();
+      await settle(200);
+      expect(sentBytes()).toBe(before); // stalled until that pong
+      answeredPings.add(next!.id);
+      answered = next!.offset;
+      ws.respond(next!.id, { kind: 'pong' });
+      rounds++;
+    }
+    expect(rounds).toBeGreaterThanOrEqual(total / UPLOAD_WINDOW_BYTES - 2);
+    // The bytes are all there, in order.
+    const offsets = ws.frames().map((f) => (f.kind === 'file_chunk' ? f.offset : -1));
+    expect(offsets).toEqual(Array.from({ length: 20 }, (_, i) => i * UPLOAD_CHUNK_BYTES));
+    expect(done).toBe(false);
+    ws.respond(ws.lastRequest('write').id, { kind: 'written', version: 'v9' });
+    await expect(p).resolves.toEqual({ version: 'v9' });
+  });
+
+  it('an upload waiting for a pong fails when the connection drops', async () => {
+    const { client, ws } = await connected();
+    const p = client.writeFile('a', new Uint8Array(UPLOAD_CHUNK_BYTES * 12)).catch((e: unknown) => e);
+    await settle(20);
+    expect(ws.requests().some((r) => r.op === 'ping')).toBe(true);
+    ws.drop();
+    await settle(20);
+    expect(await p).toMatchObject({ code: 'disconnected' });
+  });
+
   it('stops streaming when the runner refuses the write early', async () => {
     const { client, ws } = await connected();
     ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1;
@@ -424,6 +486,47 @@ describe('terminals', () => {
     ws2.frame({ kind: 'term_output', term: 4, seq: 5, data: bytes('def') });
     ws2.frame({ kind: 'term_output', term: 4, seq: 8, data: bytes('g') });
     expect(log).toEqual(['out 0 $ ', 'out 2 abc', 'out 5 def', 'out 8 g']);
+  });
+
+  it('treats another runner instance after a reconnect as every terminal lost, never attaching by old id', async () => {
+    const env = await connected();
+    // The first socket's welcome had no instance in connected(); start over with one.
+    env.ws.drop();
+    await settle(1000);
+    FakeWebSocket.last().open({ instance: 'run-1' } as never);
+    const { log, sink } = recordingSink();
+    const other = recordingSink();
+    const p = env.client.openTerminal({ cols: 80, rows: 24 }, undefined, sink);
+    await settle();
+    const ws1 = FakeWebSocket.last();
+    ws1.respond(ws1.lastRequest('term_open').id, { kind: 'term_opened', term: 1 });
+    expect(await p).toBe(1);
+    const attached = env.client.attachTerminal(2, 0, other.sink).catch((e: unknown) => e);
+    ws1.respond(ws1.lastRequest('term_attach').id, { kind: 'term_attached', term: 2, cols: 80, rows: 24 });
+    await settle();
+
+    // The same runner again: terminals resume.
+    ws1.drop();
+    await settle(1000);
+    const ws2 = FakeWebSocket.last();
+    ws2.open({ instance: 'run-1' } as never);
+    expect(ws2.requests().filter((r) => r.op === 'term_attach').map((r) => r.term)).toEqual([1, 2]);
+    expect(log).toEqual([]);
+    expect(env.client.state).toBe('open');
+
+    // A restarted runner: ids 1 and 2 may name someone else's new terminals.
+    ws2.drop();
+    await settle(1000);
+    const ws3 = FakeWebSocket.last();
+    const pendingAttach = env.client.attachTerminal(7, 0, recordingSink().sink).catch((e: unknown) => e);
+    ws3.open({ instance: 'run-2' } as never);
+    expect(ws3.requests().filter((r) => r.op === 'term_attach')).toEqual([]);
+    expect(log).toEqual(['lost']);
+    expect(other.log).toEqual(['lost']);
+    expect(await pendingAttach).toMatchObject({ code: 'unknown_terminal' });
+    expect(await attached).toEqual({ cols: 80, rows: 24 });
+    expect(env.client.state).toBe('open');
+    expect(env.client.instance).toBe('run-2');
   });
 
   it('re-sends a size changed while disconnected', async () => {

@@ -47,6 +47,9 @@ export interface RunnerClientOptions {
   pingIntervalMs?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** Upload bytes that may be on their way (sent, not yet known to be
+   * processed by the runner) at any time; see UPLOAD_WINDOW_BYTES. */
+  uploadWindowBytes?: number;
 }
 
 /** The runner's window and our ack step: acks every 64 KiB keep the runner
@@ -58,6 +61,17 @@ export const UPLOAD_CHUNK_BYTES = 512 * 1024;
 /** An upload waits while this much is queued in the socket, so keystrokes and
  * acks (queued behind it) never wait behind more than ~1 MiB. */
 export const SEND_HIGH_WATER_BYTES = 1024 * 1024;
+/**
+ * End to end, at most this much of an upload is ever queued ahead of a
+ * keystroke. `bufferedAmount` sees only the browser's own queue; behind it
+ * the kernel's socket buffers, the gateway and the runner's read loop hold
+ * megabytes more, and input typed during a 100 MB upload waited behind all of
+ * it (1.2 s). So after every half window the upload sends a `ping`: the
+ * runner reads its connection in order, so its `pong` means every chunk
+ * before the ping was processed. The upload never runs more than a window
+ * ahead of the last pong.
+ */
+export const UPLOAD_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Terminal input is split so a huge paste stays below the frame limit. */
 const INPUT_FRAME_BYTES = 64 * 1024;
 /** Input typed while disconnected is kept up to this much, then dropped. */
@@ -93,6 +107,9 @@ interface Welcome {
   maxFileSize: number;
   maxFrameSize: number;
   project: string;
+  /** Which start of the runner this is; another one after a reconnect means
+   * the runner restarted and every terminal is gone (older runners: absent). */
+  instance?: string;
 }
 
 const OPEN = 1;
@@ -132,6 +149,8 @@ export class RunnerClient {
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pingOutstanding: number | undefined;
   private welcome: Welcome | undefined;
+  /** The current socket's `welcome` arrived (and with it, the state `open`). */
+  private welcomed = false;
   /** Why the last connection attempt failed, for the status bar. */
   lastError: string | undefined;
 
@@ -144,11 +163,17 @@ export class RunnerClient {
       pingIntervalMs: opts.pingIntervalMs ?? 25_000,
       backoffInitialMs: opts.backoffInitialMs ?? 500,
       backoffMaxMs: opts.backoffMaxMs ?? 15_000,
+      uploadWindowBytes: Math.max(opts.uploadWindowBytes ?? UPLOAD_WINDOW_BYTES, 2 * UPLOAD_CHUNK_BYTES),
     };
   }
 
   get state(): ConnectionState {
     return this.currentState;
+  }
+
+  /** The runner's start this client talks to (its `welcome.instance`), if it says. */
+  get instance(): string | undefined {
+    return this.welcome?.instance;
   }
 
   /** The runner's limits, once its `welcome` arrived. */
@@ -333,9 +358,22 @@ export class RunnerClient {
     // Keep the rejection handled while the stream below is still running.
     answer.catch(() => undefined);
     const live = (): boolean => this.generation === generation && this.pending.has(id) && this.ws !== null;
+    const windowBytes = this.opts.uploadWindowBytes;
+    const fenceStep = Math.floor(windowBytes / 2);
+    // Pings sent behind the chunks, oldest first: once one is answered, every
+    // byte before its offset has been processed by the runner.
+    const fences: Array<{ offset: number; answered: Promise<void> }> = [];
+    let processed = 0;
+    let lastFence = 0;
     let offset = 0;
     onProgress?.(0, total);
     while (offset < total && live()) {
+      const end = Math.min(total, offset + UPLOAD_CHUNK_BYTES);
+      for (let f = fences[0]; f !== undefined && end - processed > windowBytes && live(); f = fences[0]) {
+        await f.answered;
+        fences.shift();
+        processed = f.offset;
+      }
       while (live() && (this.ws?.bufferedAmount ?? 0) > SEND_HIGH_WATER_BYTES) await sleep(10);
       if (!live()) break;
       if (signal?.aborted) {
@@ -345,16 +383,34 @@ export class RunnerClient {
         this.ws?.send(encodeFileChunk(id, total, new Uint8Array(1)));
         break;
       }
-      const end = Math.min(total, offset + UPLOAD_CHUNK_BYTES);
       const bytes = data instanceof Uint8Array ? data.subarray(offset, end) : new Uint8Array(await data.slice(offset, end).arrayBuffer());
       if (!live()) break;
       this.ws?.send(encodeFileChunk(id, offset, bytes));
       offset = end;
       onProgress?.(offset, total);
+      if (offset - lastFence >= fenceStep && offset < total) {
+        lastFence = offset;
+        fences.push({ offset, answered: this.fence() });
+      }
     }
     const reply = await answer;
     if (reply.kind !== 'written') throw unexpected(reply, 'written');
     return { version: reply.version };
+  }
+
+  /** A `ping` whose answer says the runner has processed everything sent
+   * before it (it reads the connection in order). Settles on failure too:
+   * the caller re-checks its connection. */
+  private fence(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.send({ op: 'ping' }, {
+        reply: () => {
+          resolve();
+          return true;
+        },
+        fail: () => resolve(),
+      });
+    });
   }
 
   /** Starts `fs_changed` events; re-sent after every reconnect. */
@@ -524,9 +580,10 @@ export class RunnerClient {
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     this.generation += 1;
-    ws.onopen = () => {
-      if (this.ws === ws) this.opened();
-    };
+    // Open once the runner's `welcome` (always its first message) arrived:
+    // it says whether this is still the runner our terminals live in.
+    this.welcomed = false;
+    ws.onopen = () => undefined;
     ws.onmessage = (ev: MessageEvent) => {
       if (this.ws === ws) this.received(ev.data);
     };
@@ -548,6 +605,19 @@ export class RunnerClient {
     for (const t of this.terminals.values()) if (t.phase !== 'exited') this.sendAttach(t);
     for (const waiter of this.openWaiters.splice(0)) waiter.resolve();
     this.startPing();
+  }
+
+  /** Another start of the runner: terminal ids of the old one mean nothing
+   * here (a new terminal may even have the same id), so every terminal is
+   * lost and none is attached by its old id. */
+  private runnerRestarted(): void {
+    const gone = [...this.terminals.values()];
+    this.terminals.clear();
+    const error = new ProtocolError('unknown_terminal', 'the runner restarted: its terminals are gone');
+    for (const t of gone) {
+      for (const w of t.waiters.splice(0)) w.reject(error);
+      if (t.phase !== 'exited') t.sink.lost();
+    }
   }
 
   /** Forgets the current socket: its late events are ignored from now on. */
@@ -732,7 +802,15 @@ export class RunnerClient {
 
   private receivedEvent(event: Event): void {
     if (event.event === 'welcome') {
+      const instance: unknown = (event as { instance?: unknown }).instance;
+      const previous = this.welcome?.instance;
       this.welcome = { maxFileSize: event.max_file_size, maxFrameSize: event.max_frame_size, project: event.project };
+      if (typeof instance === 'string') this.welcome.instance = instance;
+      if (previous !== undefined && typeof instance === 'string' && instance !== previous) this.runnerRestarted();
+      if (!this.welcomed) {
+        this.welcomed = true;
+        this.opened();
+      }
     } else if (event.event === 'term_exited') {
       const t = this.terminals.get(event.term);
       if (t !== undefined) {

@@ -53,6 +53,7 @@ export class FakeWebSocket {
   open(welcome: Partial<Extract<Event, { event: 'welcome' }>> = {}): void {
     this.readyState = 1;
     this.onopen?.({});
+    // (cast: fields a runner adds to `welcome`, e.g. `instance`, stay optional here)
     this.event({
       event: 'welcome',
       protocol: 1,
@@ -60,7 +61,7 @@ export class FakeWebSocket {
       max_file_size: 1 << 30,
       max_frame_size: 1048640,
       ...welcome,
-    });
+    } as Event);
   }
 
   message(message: ServerMessage): void {
