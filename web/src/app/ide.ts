@@ -27,6 +27,8 @@ export interface IdeContext {
 /** After Run, the app needs a moment to listen before the preview can show it. */
 const PREVIEW_RELOAD_AFTER_RUN_MS = 2000;
 const SPLITTER_KEY_STEP = 16;
+const STORAGE_POLL_BUSY_MS = 1500;
+const STORAGE_POLL_IDLE_MS = 10_000;
 
 export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void } {
   const { api, banner, project } = ctx;
@@ -362,6 +364,29 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
     });
     client = c;
     let mounted = false;
+    // The runner sends `storage` events when health changes, not as its
+    // backlog drains: poll while something is pending (the status bar's
+    // "saving 23,356 files…"), rarely otherwise (a program may start writing).
+    let storageTimer: ReturnType<typeof setTimeout> | undefined;
+    const pollStorage = (): void => {
+      clearTimeout(storageTimer);
+      if (disposed || c.state !== 'open') return;
+      c.request({ op: 'storage_status' }).then(
+        (r) => {
+          if (r.kind === 'storage') {
+            storage = r.status;
+            drawStorage();
+          }
+        },
+        () => undefined,
+      ).finally(() => {
+        if (disposed || c.state !== 'open') return;
+        const busy = storage !== null && (storage.pending > 0 || !storage.healthy);
+        clearTimeout(storageTimer);
+        storageTimer = setTimeout(pollStorage, busy ? STORAGE_POLL_BUSY_MS : STORAGE_POLL_IDLE_MS);
+      });
+    };
+    cleanups.push(() => clearTimeout(storageTimer));
     cleanups.push(
       c.onState((s) => {
         connection = s;
@@ -371,15 +396,7 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
             mounted = true;
             mountPanes(started);
           }
-          c.request({ op: 'storage_status' }).then(
-            (r) => {
-              if (r.kind === 'storage') {
-                storage = r.status;
-                drawStorage();
-              }
-            },
-            () => undefined,
-          );
+          pollStorage();
         }
       }),
     );
