@@ -267,6 +267,39 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
   window.addEventListener('keydown', onKey, true);
   cleanups.push(() => window.removeEventListener('keydown', onKey, true));
 
+  // Ctrl/Cmd-S anywhere saves the active editor file, never the browser's
+  // "save page" dialog. Inside the editor pane, Monaco and the tab bar do it
+  // themselves; elsewhere (tree, terminal, status bar) it is taken before the
+  // focused element sees it: a terminal would send ^S (XOFF) to its shell.
+  const onSaveKey = (ev: KeyboardEvent): void => {
+    if (!(ev.ctrlKey || ev.metaKey) || ev.altKey || ev.shiftKey || ev.key.toLowerCase() !== 's') return;
+    if (ev.target instanceof Node && editorSlot.contains(ev.target)) return;
+    ev.preventDefault();
+    if (document.querySelector('dialog[open]') !== null) return;
+    ev.stopPropagation();
+    editor?.save();
+  };
+  window.addEventListener('keydown', onSaveKey, true);
+  cleanups.push(() => window.removeEventListener('keydown', onSaveKey, true));
+
+  // A file dropped outside the tree must not make the browser navigate to it
+  // (and away from unsaved work). The tree's own handlers run first and
+  // take its drops; everywhere else refuses them.
+  const refuseDrag = (ev: DragEvent): void => {
+    if (ev.defaultPrevented) return;
+    ev.preventDefault();
+    if (ev.dataTransfer !== null) ev.dataTransfer.dropEffect = 'none';
+  };
+  const refuseDrop = (ev: DragEvent): void => {
+    ev.preventDefault();
+  };
+  document.addEventListener('dragover', refuseDrag);
+  document.addEventListener('drop', refuseDrop);
+  cleanups.push(() => {
+    document.removeEventListener('dragover', refuseDrag);
+    document.removeEventListener('drop', refuseDrop);
+  });
+
   // The browser knows about the network before the socket does.
   const onOnline = (): void => client?.reconnectNow();
   const onOffline = (): void => client?.dropConnection('the browser is offline');

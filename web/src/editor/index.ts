@@ -37,6 +37,8 @@ export interface EditorContext {
 
 export interface EditorHandle {
   open(path: string): void;
+  /** Saves the active tab (Ctrl/Cmd-S pressed elsewhere in the IDE). */
+  save(): void;
   layout(): void;
   dispose(): void;
   /** The Monaco code editor once loaded (for tests), else undefined. */
@@ -362,6 +364,9 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
       }
       focusWhenReady = path;
       dispatch({ type: 'open', path });
+    },
+    save() {
+      dispatch({ type: 'save' });
     },
     layout() {
       wb?.layout();
