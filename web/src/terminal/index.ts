@@ -6,6 +6,7 @@ import type { Terminal } from '@xterm/xterm';
 import { h, icon } from '../app/dom';
 import { ProtocolError, type RunnerClient, type TerminalSink } from '../protocol/client';
 import { AckTracker } from './flow';
+import { formatRunTerm, parseRunTerm, runElsewhere } from './run';
 import { endedNotice, initialTerminals, terminalsReducer, type TerminalsAction, type TerminalsEffect, type TerminalsState } from './tabs';
 import { TerminalView } from './view';
 
@@ -73,11 +74,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
   el.dataset.testid = 'terminal-pane';
   el.classList.add('terminal-pane');
 
-  const readRunTerm = (): number | null => {
-    const raw = localStorage.getItem(runTermKey(ctx.project));
-    const n = raw === null ? NaN : Number(raw);
-    return Number.isInteger(n) ? n : null;
-  };
+  const readRunTerm = (): number | null => parseRunTerm(localStorage.getItem(runTermKey(ctx.project)), client.instance);
 
   const dispatch = (action: TerminalsAction): void => {
     if (disposed) return;
@@ -211,7 +208,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
         return;
       case 'remember_run':
         if (effect.term === null) localStorage.removeItem(runTermKey(ctx.project));
-        else localStorage.setItem(runTermKey(ctx.project), String(effect.term));
+        else localStorage.setItem(runTermKey(ctx.project), formatRunTerm(effect.term, client.instance));
         return;
     }
   };
@@ -318,7 +315,39 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
   restore();
 
   return {
-    run: () => dispatch({ kind: 'run', command: ctx.runCommand }),
+    run: () => {
+      // This page's own Run tab: the reducer ends its run and starts anew.
+      if (state.tabs.some((t) => t.role === 'run') || disposed) {
+        dispatch({ kind: 'run', command: ctx.runCommand });
+        return;
+      }
+      // None here, but the runner's terminals do not say which one runs the
+      // app: another tab of this browser remembers its Run terminal in
+      // localStorage (end that one: two servers on one port would fight),
+      // and any other terminal not shown here may be a run from elsewhere.
+      const remembered = readRunTerm();
+      client.request({ op: 'term_list' }).then(
+        (reply) => {
+          const live = reply.kind === 'terms' ? reply.terms.filter((t) => t.exited === undefined) : [];
+          const verdict = runElsewhere(live, state.tabs, remembered);
+          if (verdict.close !== null) {
+            client
+              .closeTerminal(verdict.close)
+              .catch(() => undefined)
+              .finally(() => dispatch({ kind: 'run', command: ctx.runCommand }));
+            ctx.onError('The run started in another tab of this browser was stopped; it runs here now.');
+            return;
+          }
+          if (verdict.others > 0) {
+            ctx.onError(
+              `A run may already be going in another tab or browser (${verdict.others === 1 ? 'a terminal' : `${verdict.others} terminals`} not shown here). If the app's port is taken, stop it there.`,
+            );
+          }
+          dispatch({ kind: 'run', command: ctx.runCommand });
+        },
+        () => dispatch({ kind: 'run', command: ctx.runCommand }),
+      );
+    },
     newShell: () => dispatch({ kind: 'new_shell' }),
     terminal: (index) => {
       const tab = state.tabs[index];
