@@ -1,6 +1,7 @@
-//! The runner's HTTP surface: one authenticated WebSocket endpoint and an
-//! authenticated health check. Nothing answers without a valid token for this
-//! runner's project.
+//! The runner's HTTP surface: one authenticated WebSocket endpoint, an
+//! authenticated health check, and an unauthenticated readiness probe that
+//! tells one bit (this runner serves). Everything else is a 404; nothing
+//! about the project answers without a valid token for it.
 
 use std::sync::Arc;
 
@@ -26,11 +27,18 @@ pub fn router(state: Arc<RunnerState>) -> Router {
     Router::new()
         .route(&format!("/v{PROTOCOL_VERSION}/ws"), get(websocket))
         .route(&format!("/v{PROTOCOL_VERSION}/health"), get(health))
-        // For probes (a kubelet has no project token): says only that the
-        // runner serves, which it does once the workspace is restored.
-        .route(&format!("/v{PROTOCOL_VERSION}/ready"), get(|| async { "ready\n" }))
+        .route(&format!("/v{PROTOCOL_VERSION}/ready"), get(ready))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+/// For probes (a kubelet has no project token), so without one: one bit,
+/// "this runner serves" (it listens only once the workspace is restored).
+/// The answer is a constant: it reads nothing of the request nor of the
+/// runner's state, so it cannot tell the project, the version, the
+/// terminals, the clients or storage's health, to anyone.
+async fn ready() -> &'static str {
+    "ready\n"
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
