@@ -194,6 +194,13 @@ pub enum Event {
         /// Largest binary frame the runner accepts or sends.
         #[cfg_attr(feature = "ts", ts(type = "number"))]
         max_frame_size: u64,
+        /// This runner process: 128 random bits as hex, new on every start.
+        /// Terminal ids start again at 1 when a runner restarts, so a client
+        /// that reconnects and sees another instance must treat every
+        /// terminal it knew as ended, never attach to one by id. (Empty only
+        /// from a runner older than the field.)
+        #[serde(default)]
+        instance: String,
     },
     FsChanged {
         changes: Vec<FsChange>,

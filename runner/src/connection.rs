@@ -143,6 +143,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
             project: state.project.clone(),
             max_file_size: state.limits.max_file_size,
             max_frame_size: state.limits.max_frame_size as u64,
+            instance: crate::state::instance().to_owned(),
         }))
         .await;
     conn.spawn_storage_status();

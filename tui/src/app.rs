@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cloudcode_proto::message::{EntryKind, StorageStatus, TermId};
+use cloudcode_proto::message::{EntryKind, ErrorCode, StorageStatus, TermId};
 use cloudcode_proto::path::WorkspacePath;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
@@ -16,7 +16,7 @@ use crate::api::{ApiError, Project};
 use crate::editor::{self, Buffer, Editor, SaveState};
 use crate::keys;
 use crate::layout::IdeLayout;
-use crate::remote::{Command, Connection, SaveError, TermPurpose, Update};
+use crate::remote::{Command, Connection, SessionError, TermPurpose, Update};
 use cloudcode_proto::rest::Language;
 
 use crate::term_pane::TermPane;
@@ -280,7 +280,7 @@ impl App {
             let inner = layout.terminal_inner;
             let mut commands = Vec::new();
             for pane in &mut ide.terms {
-                if pane.exited.is_none() && !pane.lost && pane.resize(inner.height, inner.width) {
+                if pane.live() && pane.resize(inner.height, inner.width) {
                     commands.push(Command::Resize {
                         term: pane.id,
                         cols: inner.width.max(1),
@@ -600,7 +600,7 @@ impl App {
             KeyCode::F(8) => {
                 if let Some(pane) = ide.terms.get(ide.active_term) {
                     let id = pane.id;
-                    let live = pane.exited.is_none() && !pane.lost;
+                    let live = pane.live();
                     ide.terms.remove(ide.active_term);
                     ide.active_term = ide.active_term.min(ide.terms.len().saturating_sub(1));
                     if live {
@@ -841,7 +841,7 @@ impl App {
             KeyCode::PageDown if shift => return pane.scroll(-10),
             _ => {}
         }
-        if pane.exited.is_some() || pane.lost {
+        if !pane.live() {
             return;
         }
         pane.scroll(-(pane.parser.screen().scrollback() as isize));
@@ -905,7 +905,7 @@ impl App {
         let Some(ide) = self.ide.as_mut() else { return };
         if let Some(index) = ide.terms.iter().position(|t| t.purpose == TermPurpose::Run) {
             let pane = ide.terms.remove(index);
-            if pane.exited.is_none() && !pane.lost {
+            if pane.live() {
                 self.session(Command::TermClose(pane.id));
             }
         }
@@ -1101,13 +1101,19 @@ impl App {
                     Ok(_) => {}
                     // Deleted in the sandbox: the buffer is all that is left,
                     // so it counts as unsaved.
-                    Err(_) => {
+                    Err(SessionError::Remote {
+                        code: ErrorCode::NotFound,
+                        ..
+                    }) => {
                         if !buffer.is_modified() {
                             buffer.changed();
                         }
                         buffer.base_version = None;
                         buffer.state = SaveState::Failed("deleted in the sandbox: Ctrl-S writes it again".into());
                     }
+                    // Offline, or another failure: nothing learnt about the
+                    // file; it is checked again on reconnect.
+                    Err(_) => {}
                 }
             }
             Update::Saved { path, result } => {
@@ -1119,7 +1125,10 @@ impl App {
                             self.session(Command::Stat(path));
                         }
                     }
-                    Err(SaveError::Conflict) => {
+                    Err(SessionError::Remote {
+                        code: ErrorCode::Conflict,
+                        ..
+                    }) => {
                         buffer.save_failed(Some(String::new()), String::new());
                         // Learn the sandbox's version so an overwrite can
                         // name it.
@@ -1128,7 +1137,8 @@ impl App {
                             "{path} changed in the sandbox: Ctrl-S to overwrite, Ctrl-R to load theirs"
                         ));
                     }
-                    Err(SaveError::Other(message)) => {
+                    Err(e) => {
+                        let message = e.to_string();
                         buffer.save_failed(None, message.clone());
                         self.error(format!("saving {path} failed: {message}"));
                     }
@@ -1175,24 +1185,24 @@ impl App {
                 self.resized(self.size);
             }
             Update::TermOpenFailed(e) => self.error(format!("opening a terminal failed: {e}")),
-            Update::TermOutput { term, data } => match ide.terms.iter_mut().find(|t| t.id == term) {
+            Update::TermOutput { term, data } => match live_term(&mut ide.terms, term) {
                 Some(pane) => pane.output(&data),
                 None if ide.early.len() < MAX_EARLY => ide.early.push(Update::TermOutput { term, data }),
                 None => {}
             },
             Update::TermSnapshot { term, data } => {
-                if let Some(pane) = ide.terms.iter_mut().find(|t| t.id == term) {
+                if let Some(pane) = live_term(&mut ide.terms, term) {
                     pane.snapshot(&data);
                 }
             }
-            Update::TermExited { term, code } => match ide.terms.iter_mut().find(|t| t.id == term) {
+            Update::TermExited { term, code } => match live_term(&mut ide.terms, term) {
                 Some(pane) => pane.exited = Some(code),
                 None if ide.early.len() < MAX_EARLY => ide.early.push(Update::TermExited { term, code }),
                 None => {}
             },
-            Update::TermLost(term) => {
-                if let Some(pane) = ide.terms.iter_mut().find(|t| t.id == term) {
-                    pane.lost = true;
+            Update::TermLost { term, reason } => {
+                if let Some(pane) = live_term(&mut ide.terms, term) {
+                    pane.lost = Some(reason);
                 }
             }
             Update::Storage(status) => ide.storage = Some(status),
@@ -1213,7 +1223,7 @@ impl App {
                 commands.push(Command::Read(path));
             }
         }
-        let open_shell = ide.terms.iter().all(|t| t.lost || t.exited.is_some()) && ide.terms.len() < 2;
+        let open_shell = ide.terms.iter().all(|t| !t.live()) && ide.terms.len() < 2;
         for command in commands {
             self.session(command);
         }
@@ -1222,6 +1232,13 @@ impl App {
         }
         self.resized(self.size);
     }
+}
+
+/// The pane of a terminal still running on the runner. An ended pane
+/// (exited, or lost with a restart) keeps its id on screen, but the id may
+/// name a new terminal of a restarted runner: output never goes there.
+fn live_term(terms: &mut [TermPane], term: TermId) -> Option<&mut TermPane> {
+    terms.iter_mut().find(|t| t.id == term && t.live())
 }
 
 fn early_term(update: &Update) -> Option<TermId> {

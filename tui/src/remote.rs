@@ -6,7 +6,12 @@
 //! with backoff (starting the project again, which also brings back a
 //! sandbox the idle reaper stopped), and re-attaches every terminal from the
 //! sequence number after the last byte it passed on, so the UI's terminal
-//! screens continue exactly where they were.
+//! screens continue exactly where they were. Unless the runner is another
+//! process than before (its `welcome` names another `instance`: the sandbox
+//! restarted): then every terminal it knew has ended, and it says so
+//! instead of attaching by an id that may now name another terminal.
+//!
+//! Results carry a [`SessionError`], never a string to match on.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,12 +81,68 @@ pub enum Connection {
     Lost { reason: String, retry_in: Duration },
 }
 
-/// Why a save did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SaveError {
-    /// The file changed in the sandbox since the buffer was loaded.
-    Conflict,
-    Other(String),
+/// Why a request to the runner did not succeed. The app decides by the
+/// variant and the protocol's [`ErrorCode`]; the text is for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The runner refused (a conflicting save: `ErrorCode::Conflict`).
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
+    /// Not connected to the project: the request was not sent, or the
+    /// connection dropped before its answer. The session is reconnecting.
+    #[error("not connected to the project: retrying")]
+    Disconnected,
+    /// An answer that does not fit the request.
+    #[error("unexpected reply from the runner: {0}")]
+    Unexpected(String),
+}
+
+impl SessionError {
+    /// The runner's code, when the runner refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn unexpected(reply: &Reply) -> Self {
+        Self::Unexpected(format!("{reply:?}"))
+    }
+}
+
+impl From<ClientError> for SessionError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::Remote { code, message } => Self::Remote { code, message },
+            ClientError::Connect(_) | ClientError::Closed => Self::Disconnected,
+            ClientError::Unexpected(reply) => Self::unexpected(&reply),
+        }
+    }
+}
+
+/// Why a terminal the UI shows no longer exists on the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The runner is another process than the one the terminal ran in (a
+    /// new `instance` in its welcome): the sandbox restarted, and the
+    /// terminal's processes ended with the old one.
+    Restarted,
+    /// The runner refused to attach it again (`unknown_terminal`): it was
+    /// closed, or reaped as idle, while this client was away.
+    Closed,
+    /// The runner refused to attach it again with another code.
+    Refused(ErrorCode),
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Restarted => f.write_str("the sandbox restarted"),
+            Self::Closed => f.write_str("it was closed in the sandbox"),
+            Self::Refused(code) => write!(f, "the runner refused it ({code:?})"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -89,24 +150,26 @@ pub enum Update {
     Connection(Connection),
     Listed {
         path: WorkspacePath,
-        result: Result<Vec<Entry>, String>,
+        result: Result<Vec<Entry>, SessionError>,
     },
     Stat {
         path: WorkspacePath,
-        result: Result<Entry, String>,
+        result: Result<Entry, SessionError>,
     },
     Read {
         path: WorkspacePath,
-        result: Result<(Vec<u8>, String), String>,
+        result: Result<(Vec<u8>, String), SessionError>,
     },
+    /// A save finished: the new version, or why not (`ErrorCode::Conflict`:
+    /// the file changed in the sandbox since the buffer was loaded).
     Saved {
         path: WorkspacePath,
-        result: Result<String, SaveError>,
+        result: Result<String, SessionError>,
     },
     /// A create, rename or delete finished; `what` says which, for the user.
     Done {
         what: String,
-        result: Result<(), String>,
+        result: Result<(), SessionError>,
     },
     FsChanged(Vec<FsChange>),
     TermOpened {
@@ -115,7 +178,7 @@ pub enum Update {
         cols: u16,
         rows: u16,
     },
-    TermOpenFailed(String),
+    TermOpenFailed(SessionError),
     TermOutput {
         term: TermId,
         data: Bytes,
@@ -130,9 +193,13 @@ pub enum Update {
         term: TermId,
         code: Option<u32>,
     },
-    /// The terminal no longer exists on the runner (the sandbox was stopped
-    /// while this client was away).
-    TermLost(TermId),
+    /// The terminal no longer exists on the runner: it ended with a sandbox
+    /// restart, or was closed while this client was away. Its id may name
+    /// another terminal from now on.
+    TermLost {
+        term: TermId,
+        reason: LostReason,
+    },
     Storage(StorageStatus),
 }
 
@@ -203,10 +270,13 @@ impl Session {
 }
 
 /// Per terminal, the sequence number after the last byte passed to the UI:
-/// where to resume from, and how to drop what a resume sends twice.
+/// where to resume from, and how to drop what a resume sends twice; and
+/// which runner process they live in.
 #[derive(Default)]
 struct Terminals {
     next_seq: HashMap<TermId, u64>,
+    /// The `instance` of the runner last connected to.
+    instance: Option<String>,
 }
 
 impl Terminals {
@@ -273,31 +343,30 @@ enum Ended {
     Lost(String),
 }
 
-const OFFLINE: &str = "not connected to the project: retrying";
-
 fn refuse_offline(command: Command, updates: &mpsc::UnboundedSender<Update>) {
+    const OFFLINE: SessionError = SessionError::Disconnected;
     let update = match command {
         Command::List(path) => Update::Listed {
             path,
-            result: Err(OFFLINE.into()),
+            result: Err(OFFLINE),
         },
         Command::Stat(path) => Update::Stat {
             path,
-            result: Err(OFFLINE.into()),
+            result: Err(OFFLINE),
         },
         Command::Read(path) => Update::Read {
             path,
-            result: Err(OFFLINE.into()),
+            result: Err(OFFLINE),
         },
         Command::Write { path, .. } => Update::Saved {
             path,
-            result: Err(SaveError::Other(OFFLINE.into())),
+            result: Err(OFFLINE),
         },
         Command::CreateFile(_) | Command::CreateDir(_) | Command::Rename { .. } | Command::Delete(_) => Update::Done {
             what: "change".into(),
-            result: Err(OFFLINE.into()),
+            result: Err(OFFLINE),
         },
-        Command::TermOpen { .. } => Update::TermOpenFailed(OFFLINE.into()),
+        Command::TermOpen { .. } => Update::TermOpenFailed(OFFLINE),
         // Keystrokes typed into a disconnected terminal are dropped, as ssh
         // would; a resize is sent again on reconnect by the UI.
         Command::Input { .. } | Command::Resize { .. } | Command::TermClose(_) => return,
@@ -313,30 +382,50 @@ async fn serve(
     updates: &mpsc::UnboundedSender<Update>,
 ) -> Ended {
     let (handle, mut incoming) = client.into_split();
+    // The welcome comes first: which runner process this is.
+    let instance = match tokio::time::timeout(PING_PATIENCE, incoming.recv()).await {
+        Ok(Some(Incoming::Event(Event::Welcome { instance, .. }))) => instance,
+        Ok(Some(Incoming::Closed(_)) | None) => return Ended::Lost("the connection dropped".into()),
+        Ok(Some(other)) => return Ended::Lost(format!("the runner began with {other:?}, not its welcome")),
+        Err(_) => return Ended::Lost("the runner did not say welcome".into()),
+    };
+    if terminals.instance.as_ref().is_some_and(|known| *known != instance) {
+        // Another runner: every terminal of the old one ended with it, and
+        // their ids may name new terminals here. Never attach by them.
+        let mut lost: Vec<TermId> = terminals.next_seq.drain().map(|(term, _)| term).collect();
+        lost.sort_unstable();
+        for term in lost {
+            let reason = LostReason::Restarted;
+            let _ = updates.send(Update::TermLost { term, reason });
+        }
+    }
+    terminals.instance = Some(instance);
     if let Err(e) = handle.request(Op::WatchFs).await {
         return Ended::Lost(e.to_string());
     }
     // Re-attach every terminal from where the UI's screen is.
-    let known: Vec<(TermId, u64)> = terminals.next_seq.iter().map(|(t, s)| (*t, *s)).collect();
+    let mut known: Vec<(TermId, u64)> = terminals.next_seq.iter().map(|(t, s)| (*t, *s)).collect();
+    known.sort_unstable();
     for (term, from_seq) in known {
-        match handle
+        let attached = handle
             .request(Op::TermAttach {
                 term,
                 from_seq,
                 flow_window: None,
             })
-            .await
-        {
-            Ok(_) => {}
-            Err(ClientError::Remote {
-                code: ErrorCode::NotFound,
+            .await;
+        let reason = match attached.map_err(SessionError::from) {
+            Ok(_) => continue,
+            Err(SessionError::Remote {
+                code: ErrorCode::UnknownTerminal | ErrorCode::NotFound,
                 ..
-            }) => {
-                terminals.next_seq.remove(&term);
-                let _ = updates.send(Update::TermLost(term));
-            }
+            }) => LostReason::Closed,
+            Err(SessionError::Remote { code, .. }) => LostReason::Refused(code),
+            // Reconnecting may still find it.
             Err(e) => return Ended::Lost(e.to_string()),
-        }
+        };
+        terminals.next_seq.remove(&term);
+        let _ = updates.send(Update::TermLost { term, reason });
     }
     if updates
         .send(Update::Connection(Connection::Connected { preview_url }))
@@ -347,10 +436,22 @@ async fn serve(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<String>();
+    let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<Update>();
     loop {
         tokio::select! {
+            // A terminal this session opened is known from its answer on, so
+            // that a reconnection attaches it (or reports it lost) even if it
+            // printed nothing yet.
+            Some(update) = opened_rx.recv() => {
+                if let Update::TermOpened { term, .. } = &update {
+                    terminals.next_seq.entry(*term).or_insert(0);
+                }
+                if updates.send(update).is_err() {
+                    return Ended::UiGone;
+                }
+            }
             command = commands.recv() => match command {
-                Some(command) => perform(&handle, command, updates, terminals),
+                Some(command) => perform(&handle, command, updates, terminals, &opened_tx),
                 None => {
                     handle.close();
                     return Ended::UiGone;
@@ -419,6 +520,7 @@ fn perform(
     command: Command,
     updates: &mpsc::UnboundedSender<Update>,
     terminals: &mut Terminals,
+    opened: &mpsc::UnboundedSender<Update>,
 ) {
     let (handle, updates) = (handle.clone(), updates.clone());
     match command {
@@ -442,6 +544,7 @@ fn perform(
             command,
             purpose,
         } => {
+            let opened = opened.clone();
             tokio::spawn(async move {
                 let update = match handle
                     .request(Op::TermOpen {
@@ -458,18 +561,22 @@ fn perform(
                         cols,
                         rows,
                     },
-                    Ok(other) => Update::TermOpenFailed(format!("unexpected reply {other:?}")),
-                    Err(e) => Update::TermOpenFailed(describe(&e)),
+                    Ok(other) => Update::TermOpenFailed(SessionError::unexpected(&other)),
+                    Err(e) => Update::TermOpenFailed(e.into()),
                 };
-                let _ = updates.send(update);
+                // Through the session (which records the terminal), or
+                // straight to the UI once that connection is over.
+                if let Err(mpsc::error::SendError(update)) = opened.send(update) {
+                    let _ = updates.send(update);
+                }
             });
         }
         Command::List(path) => {
             tokio::spawn(async move {
                 let result = match handle.request(Op::List { path: path.clone() }).await {
                     Ok(Reply::Entries { entries }) => Ok(entries),
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(describe(&e)),
+                    Ok(other) => Err(SessionError::unexpected(&other)),
+                    Err(e) => Err(e.into()),
                 };
                 let _ = updates.send(Update::Listed { path, result });
             });
@@ -478,15 +585,15 @@ fn perform(
             tokio::spawn(async move {
                 let result = match handle.request(Op::Stat { path: path.clone() }).await {
                     Ok(Reply::Entry { entry }) => Ok(entry),
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(describe(&e)),
+                    Ok(other) => Err(SessionError::unexpected(&other)),
+                    Err(e) => Err(e.into()),
                 };
                 let _ = updates.send(Update::Stat { path, result });
             });
         }
         Command::Read(path) => {
             tokio::spawn(async move {
-                let result = handle.read_file(&path).await.map_err(|e| describe(&e));
+                let result = handle.read_file(&path).await.map_err(SessionError::from);
                 let _ = updates.send(Update::Read { path, result });
             });
         }
@@ -496,14 +603,10 @@ fn perform(
             base_version,
         } => {
             tokio::spawn(async move {
-                let result = match handle.write_file(&path, &data, base_version).await {
-                    Ok(version) => Ok(version),
-                    Err(ClientError::Remote {
-                        code: ErrorCode::Conflict,
-                        ..
-                    }) => Err(SaveError::Conflict),
-                    Err(e) => Err(SaveError::Other(describe(&e))),
-                };
+                let result = handle
+                    .write_file(&path, &data, base_version)
+                    .await
+                    .map_err(SessionError::from);
                 let _ = updates.send(Update::Saved { path, result });
             });
         }
@@ -519,7 +622,7 @@ fn perform(
                 let result = handle.request(empty).await;
                 let _ = updates.send(Update::Done {
                     what,
-                    result: result.map(drop).map_err(|e| describe(&e)),
+                    result: result.map(drop).map_err(SessionError::from),
                 });
             });
         }
@@ -529,7 +632,7 @@ fn perform(
                 let result = handle.request(Op::CreateDir { path }).await;
                 let _ = updates.send(Update::Done {
                     what,
-                    result: result.map(drop).map_err(|e| describe(&e)),
+                    result: result.map(drop).map_err(SessionError::from),
                 });
             });
         }
@@ -545,7 +648,7 @@ fn perform(
                     .await;
                 let _ = updates.send(Update::Done {
                     what,
-                    result: result.map(drop).map_err(|e| describe(&e)),
+                    result: result.map(drop).map_err(SessionError::from),
                 });
             });
         }
@@ -555,16 +658,9 @@ fn perform(
                 let result = handle.request(Op::Delete { path, recursive: true }).await;
                 let _ = updates.send(Update::Done {
                     what,
-                    result: result.map(drop).map_err(|e| describe(&e)),
+                    result: result.map(drop).map_err(SessionError::from),
                 });
             });
         }
-    }
-}
-
-fn describe(error: &ClientError) -> String {
-    match error {
-        ClientError::Remote { message, .. } => message.clone(),
-        other => other.to_string(),
     }
 }

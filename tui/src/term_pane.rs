@@ -9,7 +9,7 @@ use ratatui::style::Modifier;
 use ratatui::widgets::Widget;
 use tui_term::widget::{Cursor, PseudoTerminal};
 
-use crate::remote::TermPurpose;
+use crate::remote::{LostReason, TermPurpose};
 
 /// Lines kept for scrolling back in the pane.
 const SCROLLBACK_LINES: usize = 5000;
@@ -20,8 +20,8 @@ pub struct TermPane {
     pub parser: vt100::Parser,
     /// Set when the process ended: its exit code, if it had one.
     pub exited: Option<Option<u32>>,
-    /// The runner no longer has this terminal.
-    pub lost: bool,
+    /// The runner no longer has this terminal, and why (a sandbox restart).
+    pub lost: Option<LostReason>,
     /// A selection, in screen cells (row, col), from anchor to the mouse.
     pub selection: Option<((u16, u16), (u16, u16))>,
 }
@@ -33,7 +33,7 @@ impl TermPane {
             purpose,
             parser: vt100::Parser::new(rows.max(1), cols.max(1), SCROLLBACK_LINES),
             exited: None,
-            lost: false,
+            lost: None,
             selection: None,
         }
     }
@@ -44,12 +44,17 @@ impl TermPane {
             TermPurpose::Run => "run",
         };
         let state = match (self.lost, self.exited) {
-            (true, _) => " [gone]".to_string(),
-            (false, Some(Some(code))) => format!(" [exit {code}]"),
-            (false, Some(None)) => " [killed]".to_string(),
-            (false, None) => String::new(),
+            (Some(_), _) => " [ended]".to_string(),
+            (None, Some(Some(code))) => format!(" [exit {code}]"),
+            (None, Some(None)) => " [killed]".to_string(),
+            (None, None) => String::new(),
         };
         format!("{} {name}{state}", index + 1)
+    }
+
+    /// Still running on the runner: neither exited nor lost.
+    pub fn live(&self) -> bool {
+        self.exited.is_none() && self.lost.is_none()
     }
 
     pub fn output(&mut self, data: &[u8]) {
@@ -125,7 +130,7 @@ impl TermPane {
                 }
             }
         }
-        if screen.hide_cursor() || self.scrolled_back() || self.exited.is_some() {
+        if screen.hide_cursor() || self.scrolled_back() || !self.live() {
             return None;
         }
         let (row, col) = screen.cursor_position();

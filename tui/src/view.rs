@@ -238,6 +238,16 @@ fn draw_ide(app: &mut App, frame: &mut Frame) {
             if terminal_focused && matches!(ide.connection, Connection::Connected { .. }) {
                 cursor = at;
             }
+            if let Some(reason) = pane.lost {
+                // Its last screen stays readable above the notice.
+                let label = format!(" this terminal ended: {reason}. F6 opens a new one ");
+                let inner = layout.terminal_inner;
+                let width = (label.chars().count() as u16).min(inner.width);
+                frame.render_widget(
+                    Paragraph::new(label).style(Style::default().fg(Color::Yellow).add_modifier(Modifier::REVERSED)),
+                    Rect::new(inner.x, inner.bottom().saturating_sub(1), width, 1.min(inner.height)),
+                );
+            }
             if pane.scrolled_back() {
                 let label = format!(
                     " scrolled back {} lines (Shift-PageDown) ",

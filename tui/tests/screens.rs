@@ -8,7 +8,7 @@ use cloudcode_proto::path::WorkspacePath;
 use cloudcode_tui::api::Project;
 use cloudcode_tui::app::{App, Effect, Input};
 use cloudcode_tui::keymap::KEYMAP;
-use cloudcode_tui::remote::{Command, Connection, SaveError, TermPurpose, Update};
+use cloudcode_tui::remote::{Command, Connection, LostReason, SessionError, TermPurpose, Update};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -273,7 +273,7 @@ fn a_failed_save_keeps_the_buffer_and_says_so() {
         &mut app,
         Update::Saved {
             path: p("main.py"),
-            result: Err(SaveError::Other("not connected to the project: retrying".into())),
+            result: Err(SessionError::Disconnected),
         },
     );
     let lines = screen(&mut app, 80, 24);
@@ -587,6 +587,96 @@ fn a_lost_connection_is_shown_and_the_screen_kept() {
         },
     );
     assert!(shows(&screen(&mut app, 120, 30), "before the outage and after"));
+}
+
+#[test]
+fn after_a_sandbox_restart_the_terminal_shows_it_ended_and_a_new_one_takes_its_id() {
+    let mut app = ide();
+    let opened = |term| Update::TermOpened {
+        term,
+        purpose: TermPurpose::Shell,
+        cols: 62,
+        rows: 7,
+    };
+    let output = |term, data: &'static [u8]| Update::TermOutput {
+        term,
+        data: Bytes::from_static(data),
+    };
+    update(&mut app, opened(1));
+    update(&mut app, output(1, b"old-shell$ "));
+    update(
+        &mut app,
+        Update::Connection(Connection::Lost {
+            reason: "the runner closed the connection: runner shutting down".into(),
+            retry_in: std::time::Duration::from_millis(500),
+        }),
+    );
+    // The session reconnected to another runner instance: it reports the
+    // terminal lost, before saying connected.
+    update(
+        &mut app,
+        Update::TermLost {
+            term: 1,
+            reason: LostReason::Restarted,
+        },
+    );
+    app.take_effects();
+    update(
+        &mut app,
+        Update::Connection(Connection::Connected {
+            preview_url: "http://demo.preview.localhost:8080/".into(),
+        }),
+    );
+    let commands = sessions(app.take_effects());
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::TermOpen { command: None, .. })),
+        "a new shell is opened: {commands:?}"
+    );
+    let lines = screen(&mut app, 120, 30);
+    assert!(shows(&lines, "1 shell [ended]"), "{lines:#?}");
+    assert!(
+        shows(&lines, "this terminal ended: the sandbox restarted. F6 opens a new one"),
+        "{lines:#?}"
+    );
+    assert!(shows(&lines, "old-shell$"), "the last screen stays readable");
+    // Keys typed into the ended terminal go nowhere.
+    key_with(&mut app, KeyCode::Char('3'), KeyModifiers::ALT);
+    type_text(&mut app, "ls");
+    let commands = sessions(app.take_effects());
+    assert!(
+        !commands.iter().any(|c| matches!(c, Command::Input { .. })),
+        "{commands:?}"
+    );
+
+    // The restarted runner numbers terminals from 1 again: the new shell
+    // has the old one's id, and its output goes to the new pane only.
+    update(&mut app, opened(1));
+    update(&mut app, output(1, b"new-shell$ "));
+    let lines = screen(&mut app, 120, 30);
+    assert!(shows(&lines, "2 shell"), "{lines:#?}");
+    assert!(shows(&lines, "new-shell$"), "{lines:#?}");
+    assert!(!shows(&lines, "old-shell$"), "{lines:#?}");
+    type_text(&mut app, "ls");
+    let inputs: Vec<Command> = sessions(app.take_effects())
+        .into_iter()
+        .filter(|c| matches!(c, Command::Input { .. }))
+        .collect();
+    assert!(
+        matches!(
+            &inputs[..],
+            [Command::Input { term: 1, .. }, Command::Input { term: 1, .. }]
+        ),
+        "{inputs:?}"
+    );
+    key_with(&mut app, KeyCode::Char(','), KeyModifiers::ALT);
+    let lines = screen(&mut app, 120, 30);
+    assert!(
+        shows(&lines, "old-shell$") && !shows(&lines, "new-shell$"),
+        "{lines:#?}"
+    );
+    assert!(shows(&lines, "the sandbox restarted"), "{lines:#?}");
 }
 
 #[test]

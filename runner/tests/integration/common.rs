@@ -35,6 +35,9 @@ pub struct Options {
     pub workspace: Option<PathBuf>,
     pub issuer: Option<TokenIssuer>,
     pub local_storage: bool,
+    /// The address to listen on (a restarted runner's own); a free port
+    /// when unset.
+    pub listen: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             workspace: None,
             issuer: None,
             local_storage: true,
+            listen: None,
         }
     }
 }
@@ -73,7 +77,8 @@ impl TestRunner {
         let storage = dir_or(options.storage);
         let issuer = options.issuer.unwrap_or_else(|| TokenIssuer::generate().unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"));
-        cmd.args(["--listen", "127.0.0.1:0", "--project", PROJECT])
+        let listen = options.listen.as_deref().unwrap_or("127.0.0.1:0");
+        cmd.args(["--listen", listen, "--project", PROJECT])
             .args(["--token-public-key", &issuer.verifier().public_base64()])
             .arg("--workspace")
             .arg(&workspace)

@@ -756,3 +756,72 @@ async fn term_exited_comes_after_every_output_byte_with_and_without_a_window() {
     }
     assert!(early.is_empty(), "term_exited came before the last output: {early:#?}");
 }
+
+/// A connection and the `instance` its welcome named.
+async fn connect_with_instance(runner: &TestRunner) -> (RunnerClient, String) {
+    let mut client = RunnerClient::connect(&runner.url(), &runner.token()).await.unwrap();
+    match next_incoming(&mut client).await {
+        Incoming::Event(cloudcode_proto::message::Event::Welcome { instance, .. }) => (client, instance),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_runner_names_a_new_instance_and_the_old_terminal_ids_are_not_its_terminals() {
+    let (workspace, storage) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = cloudcode_proto::token::TokenIssuer::generate().unwrap().secret_base64();
+    let options = |listen: Option<String>| Options {
+        workspace: Some(workspace.path().to_path_buf()),
+        storage: Some(storage.path().to_path_buf()),
+        issuer: Some(cloudcode_proto::token::TokenIssuer::from_secret_base64(&key).unwrap()),
+        listen,
+        ..Default::default()
+    };
+    let first = TestRunner::start_with(options(None));
+    let (mut client, instance) = connect_with_instance(&first).await;
+    assert!(
+        instance.len() == 32 && instance.bytes().all(|b| b.is_ascii_hexdigit()),
+        "128 bits as hex: {instance:?}"
+    );
+    // Every connection to one runner process names the same instance.
+    let (_, same) = connect_with_instance(&first).await;
+    assert_eq!(same, instance);
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    run_in_terminal(&mut client, term, &mut screen, "echo old", "old").await;
+
+    // The runner restarts at the same address, with the same workspace.
+    let addr = first.addr.clone();
+    drop(first);
+    loop {
+        if let Incoming::Closed(_) = next_incoming(&mut client).await {
+            break;
+        }
+    }
+    let second = TestRunner::start_with(options(Some(addr.clone())));
+    assert_eq!(second.addr, addr);
+    let (client, restarted) = connect_with_instance(&second).await;
+    assert_ne!(restarted, instance, "a restarted runner must be recognisable");
+    // The old terminal is gone...
+    let refused = client.term_attach(term, screen.next_seq, None).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Remote {
+                code: ErrorCode::UnknownTerminal,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // ...and ids start again at 1: its id now names someone else's new
+    // terminal, which only the instance tells apart from the old one. The
+    // reconnected client attached to nothing by itself.
+    let other = second.client().await;
+    assert_eq!(open_terminal(&other).await, term);
+    let Reply::Terms { terms } = client.request(Op::TermList).await.unwrap() else {
+        panic!("expected terms")
+    };
+    assert_eq!(terms.len(), 1);
+    assert_eq!((terms[0].term, terms[0].attached_clients), (term, 1));
+}

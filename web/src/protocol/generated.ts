@@ -59,7 +59,15 @@ max_file_size: number,
 /**
  * Largest binary frame the runner accepts or sends.
  */
-max_frame_size: number, } | { "event": "fs_changed", changes: Array<FsChange>, } | { "event": "term_exited", term: number, 
+max_frame_size: number, 
+/**
+ * This runner process: 128 random bits as hex, new on every start.
+ * Terminal ids start again at 1 when a runner restarts, so a client
+ * that reconnects and sees another instance must treat every
+ * terminal it knew as ended, never attach to one by id. (Empty only
+ * from a runner older than the field.)
+ */
+instance: string, } | { "event": "fs_changed", changes: Array<FsChange>, } | { "event": "term_exited", term: number, 
 /**
  * Exit code; absent when the process was killed by a signal.
  */
