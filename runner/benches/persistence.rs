@@ -11,7 +11,10 @@
 //! - a recursive `delete` of those files over the protocol, with the echo
 //!   meanwhile;
 //! - the restore of those files by a new runner (start until it listens),
-//!   against `rsync -a` of the storage directory.
+//!   against `rsync -a` of the storage directory;
+//! - with `--features s3` (and `CLOUDCODE_S3S_FS`), a second column: S3
+//!   against the tests' S3 server, `BENCH_S3_FILES` (10,000) files until
+//!   durable and their restore.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,14 +46,29 @@ struct Runner {
 
 impl Runner {
     fn start(issuer: &TokenIssuer, workspace: &Path, storage: &Path) -> Self {
+        let storage_args = vec![
+            "--storage".into(),
+            "local".into(),
+            "--storage-dir".into(),
+            storage.display().to_string(),
+        ];
+        Self::start_with(issuer, workspace, storage_args, Vec::new())
+    }
+
+    fn start_with(
+        issuer: &TokenIssuer,
+        workspace: &Path,
+        storage_args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
             .args(["--listen", "127.0.0.1:0", "--project", PROJECT])
             .args(["--token-public-key", &issuer.verifier().public_base64()])
             .arg("--workspace")
             .arg(workspace)
-            .args(["--storage", "local", "--storage-dir"])
-            .arg(storage)
+            .args(storage_args)
+            .envs(env)
             .args(["--shell", "/bin/bash --norc --noprofile"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -232,7 +250,7 @@ async fn main() {
     let burst = env_usize("BENCH_BURST", 50_000);
     let files = env_usize("BENCH_FILES", 100_000);
     let scratch = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf {
+    let dir = &|name: &str| -> PathBuf {
         let d = scratch.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -372,5 +390,49 @@ async fn main() {
     );
     println!("keystroke echo, during that delete:           {}", stats(&echo_delete));
     drop(client);
+    runner.stop();
+
+    #[cfg(feature = "s3")]
+    s3_column(&issuer, dir).await;
+}
+
+/// The S3 backend against the tests' S3 server (s3s-fs, `CLOUDCODE_S3S_FS`):
+/// `BENCH_S3_FILES` (default 10,000) small files until durable, then their
+/// restore by a new runner. Needs `--features s3`.
+#[cfg(feature = "s3")]
+async fn s3_column(issuer: &TokenIssuer, dir: &dyn Fn(&str) -> PathBuf) {
+    use cloudcode_proto::storage::ObjectStore;
+    let files = env_usize("BENCH_S3_FILES", 10_000);
+    let server = cloudcode_proto::testing::S3Server::start();
+    let store = cloudcode_proto::storage::s3::S3Store::connect(server.config("bench"))
+        .await
+        .unwrap();
+    store.ensure_bucket().await.unwrap();
+    let prefix = cloudcode_proto::storage::KeyPrefix::parse(&format!("code/{PROJECT}/bulk")).unwrap();
+    let workspace = dir("s3-ws1");
+    let runner = Runner::start_with(issuer, &workspace, server.runner_args("bench"), server.runner_env());
+    let client = runner.client().await;
+    let started = Instant::now();
+    make_tree(&workspace, "bulk", files, 200);
+    let made_in = started.elapsed();
+    loop {
+        if pending(&client).await == 0 && store.list(&prefix).await.map(|l| l.len()).unwrap_or(0) >= files {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let durable_in = started.elapsed();
+    println!(
+        "S3 (s3s-fs): {files} files of 200 B durable:   {} (made in {})",
+        ms(durable_in),
+        ms(made_in)
+    );
+    drop(client);
+    runner.stop();
+    let runner = Runner::start_with(issuer, &dir("s3-ws2"), server.runner_args("bench"), server.runner_env());
+    println!(
+        "S3 (s3s-fs): restore of {files} files:          {}",
+        ms(runner.listening_after)
+    );
     runner.stop();
 }
