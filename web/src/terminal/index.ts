@@ -340,7 +340,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
           }
           if (verdict.others > 0) {
             ctx.onError(
-              `A run may already be going in another tab or browser (${verdict.others === 1 ? 'a terminal' : `${verdict.others} terminals`} not shown here). If the app's port is taken, stop it there.`,
+              `A run may already be going in another tab or browser (${verdict.others === 1 ? 'a terminal is' : `${verdict.others} terminals are`} open there too). If the app's port is taken, stop that run first.`,
             );
           }
           dispatch({ kind: 'run', command: ctx.runCommand });

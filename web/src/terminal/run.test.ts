@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { TermInfo } from '../protocol/generated';
 import { formatRunTerm, parseRunTerm, runElsewhere } from './run';
 
-const info = (term: number): TermInfo => ({ term, cols: 80, rows: 24, seq: 0, attached_clients: 1 }) as TermInfo;
+const info = (term: number, attached_clients = 1): TermInfo => ({ term, cols: 80, rows: 24, seq: 0, attached_clients }) as TermInfo;
 
 describe('the Run terminal across tabs and browsers', () => {
   it('remembers the terminal with the runner instance, and forgets it for another instance', () => {
@@ -22,5 +22,7 @@ describe('the Run terminal across tabs and browsers', () => {
     expect(runElsewhere([info(1), info(2)], tabs, 5)).toEqual({ close: null, others: 1 });
     expect(runElsewhere([info(1)], tabs, 1)).toEqual({ close: null, others: 0 });
     expect(runElsewhere([info(1)], tabs, null)).toEqual({ close: null, others: 0 });
+    // Shown here, but another browser is attached too: maybe its run.
+    expect(runElsewhere([info(1, 2)], tabs, null)).toEqual({ close: null, others: 1 });
   });
 });

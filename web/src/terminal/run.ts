@@ -22,8 +22,11 @@ export function parseRunTerm(raw: string | null, instance: string | undefined): 
 
 /**
  * Before a Run from a page without a Run tab: `close` is a Run terminal this
- * browser started in another tab (end it first), `others` counts live
- * terminals this page does not show (one may be a run from another browser).
+ * browser started in another tab (end it first); `others` counts the live
+ * terminals that may be a run from another tab or browser: those this page
+ * does not show, and those it shows that another client watches too (a page
+ * shows every terminal of the runner, so another browser's Run is a plain
+ * "Terminal N" here).
  */
 export function runElsewhere(
   live: readonly TermInfo[],
@@ -31,7 +34,7 @@ export function runElsewhere(
   remembered: number | null,
 ): { close: number | null; others: number } {
   const shown = new Set(tabs.map((t) => t.term).filter((t): t is number => t !== null));
-  const notShown = live.filter((t) => !shown.has(t.term));
-  const close = remembered !== null && notShown.some((t) => t.term === remembered) ? remembered : null;
-  return { close, others: notShown.length - (close === null ? 0 : 1) };
+  const close = remembered !== null && live.some((t) => t.term === remembered && !shown.has(t.term)) ? remembered : null;
+  const others = live.filter((t) => t.term !== close && (!shown.has(t.term) || t.attached_clients > 1)).length;
+  return { close, others };
 }
