@@ -353,7 +353,7 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
       onError: (m) => banner.show(m),
     });
     preview = mountPreview(previewSlot, { previewUrl: started.previewUrl });
-    if (language !== undefined) editor.open(language.entry);
+    if (language !== undefined) editor.open(language.entry, { focus: 'if-idle' });
     runButton.disabled = language === undefined;
     applyLayout();
   };

@@ -36,7 +36,9 @@ export interface EditorContext {
 }
 
 export interface EditorHandle {
-  open(path: string): void;
+  /** Opens (or shows) a tab. `focus: 'if-idle'` (the IDE opening the entry
+   * file by itself) leaves the keyboard where the user has put it. */
+  open(path: string, opts?: { focus?: 'always' | 'if-idle' }): void;
   /** Saves the active tab (Ctrl/Cmd-S pressed elsewhere in the IDE). */
   save(): void;
   layout(): void;
@@ -88,8 +90,10 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   const boms = new Map<string, boolean>();
   /** Effects that need Monaco, waiting for it to load, in order. */
   const waitingForMonaco: Array<(wb: Workbench) => void> = [];
-  /** Give the editor the focus once this tab's buffer exists. */
+  /** Give the editor the focus once this tab's buffer exists (`ifIdle`:
+   * only if the user is not busy elsewhere by then, e.g. in a terminal). */
   let focusWhenReady: string | null = null;
+  let focusOnlyIfIdle = false;
   /**
    * Renames seen so far. An answer to a request made before a rename names
    * the old path; `follow` brings it to where the tab is now.
@@ -156,7 +160,8 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
       }
       if (focusWhenReady !== null && doc?.path === focusWhenReady && doc.status !== 'loading') {
         focusWhenReady = null;
-        if (doc.status === 'ready') wb.focus();
+        const busyElsewhere = focusOnlyIfIdle && document.activeElement !== null && document.activeElement !== document.body;
+        if (doc.status === 'ready' && !busyElsewhere) wb.focus();
       }
     }
     const s = saveStateOf(state);
@@ -355,7 +360,7 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   render();
 
   return {
-    open(path) {
+    open(path, opts) {
       if (restoredActive) {
         restoredActive = false;
         // The shell opens the project's entry file on arrival; a restored
@@ -363,6 +368,7 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
         if (performance.now() - mountedAt < RESTORE_GRACE_MS) return;
       }
       focusWhenReady = path;
+      focusOnlyIfIdle = opts?.focus === 'if-idle';
       dispatch({ type: 'open', path });
     },
     save() {
