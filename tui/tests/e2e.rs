@@ -413,3 +413,64 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     drop(tmux);
     drop(server);
 }
+
+/// Stops a project's sandbox through the REST API, as `POST
+/// /api/projects/{id}/stop` does for any client.
+fn stop_project(port: u16, token: &str, id: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "POST /api/projects/{id}/stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 2"), "stopping {id}: {response}");
+}
+
+#[test]
+fn after_a_sandbox_restart_the_terminal_shows_it_ended_and_a_new_shell_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port, token) = start_server(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = ApiClient::new(&format!("http://127.0.0.1:{port}"), &token).unwrap();
+    runtime.block_on(api.create("e2e-restart", "python")).unwrap();
+
+    let tmux = Tmux::start(120, 36, "bash --norc --noprofile");
+    tmux.type_text(&format!(
+        "PS1='$ ' {} --server http://127.0.0.1:{port} --token {token} --project e2e-restart",
+        binary("cloudcode-tui").display(),
+    ));
+    tmux.press(&["Enter"]);
+    tmux.wait_for("the project open", |s| {
+        s.contains("● connected") && s.contains("user@e2e-restart")
+    });
+    tmux.press(&["M-3"]);
+    tmux.type_text("echo before-$((40+2))");
+    tmux.press(&["Enter"]);
+    tmux.wait_text("before-42");
+
+    // The sandbox restarts under the TUI: stopped, then started again by
+    // the TUI's own reconnection. Its new runner numbers terminals from 1
+    // again, so the old shell's id names the new shell.
+    stop_project(port, &token, "e2e-restart");
+    tmux.wait_for("the old terminal ended and a new shell open", |s| {
+        s.contains("● connected") && s.contains("1 shell [ended]") && s.contains("2 shell")
+    });
+    tmux.type_text("echo after-$((40+2))");
+    tmux.press(&["Enter"]);
+    let screen = tmux.wait_text("after-42");
+    assert!(!screen.contains("before-42"), "the new shell is drawn alone:\n{screen}");
+    assert!(!screen.contains("reconnecting (try"), "no endless retries:\n{screen}");
+
+    // The old one keeps its last screen and says why it ended.
+    tmux.press(&["M-,"]);
+    let screen = tmux.wait_text("this terminal ended: the sandbox restarted. F6 opens a new one");
+    assert!(screen.contains("before-42"), "{screen}");
+    assert!(!screen.contains("after-42"), "{screen}");
+
+    tmux.press(&["C-q"]);
+    tmux.wait_for("the TUI gone", |s| !s.contains("F1 help"));
+    drop(tmux);
+    drop(server);
+}
