@@ -77,15 +77,31 @@ pub(super) struct Prepared {
     pub host_id: Option<u32>,
 }
 
-/// True when bwrap started as an unprivileged uid can make the sandbox
-/// (some machines restrict unprivileged user namespaces). Asked once, by a
-/// root server, with a sandbox of nothing. Blocking.
-pub(super) fn unprivileged_sandboxes_work() -> bool {
+/// True when bwrap started as an unprivileged uid can make a sandbox that
+/// mounts from `root`, the sandboxes' directory, and `runner`, the runner
+/// binary: some machines restrict
+/// unprivileged user namespaces, and bwrap resolves a mount's source by its
+/// path, which an unprivileged uid cannot traverse when a parent directory
+/// is private (root's default data directory is under `/root`, mode 0700).
+/// Asked once, by a root server, with a sandbox of nothing. Blocking.
+pub(super) fn unprivileged_sandboxes_work(root: &Path, runner: &Path) -> bool {
     use std::os::unix::process::CommandExt;
     let id = HOST_ID_BASE;
+    let Ok(root_fd) = std::fs::create_dir_all(root).and_then(|()| open_path(root)) else {
+        return false;
+    };
+    let Ok(runner_fd) = open_path(runner) else {
+        return false;
+    };
     let mut probe = std::process::Command::new("bwrap");
     probe
         .args(["--unshare-all", "--unshare-user", "--disable-userns"])
+        .arg("--ro-bind-fd")
+        .arg(root_fd.as_raw_fd().to_string())
+        .arg("/mnt")
+        .arg("--ro-bind-fd")
+        .arg(runner_fd.as_raw_fd().to_string())
+        .arg("/runner")
         .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"])
         .args(["--symlink", "usr/lib64", "/lib64", "--remount-ro", "/"])
         .args(["--chdir", "/", "--", "/usr/bin/true"])
@@ -93,9 +109,15 @@ pub(super) fn unprivileged_sandboxes_work() -> bool {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setgroups, setresgid and setresuid are async-signal-safe.
+    let inherited = [root_fd.as_raw_fd(), runner_fd.as_raw_fd()];
+    // SAFETY: fcntl, setgroups, setresgid and setresuid are
+    // async-signal-safe.
     unsafe {
         probe.pre_exec(move || {
+            // bwrap is handed these descriptors: they must survive exec.
+            for fd in inherited {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(id, id, id) != 0
                 || libc::setresuid(id, id, id) != 0
@@ -105,7 +127,9 @@ pub(super) fn unprivileged_sandboxes_work() -> bool {
             Ok(())
         });
     }
-    probe.status().is_ok_and(|status| status.success())
+    let works = probe.status().is_ok_and(|status| status.success());
+    drop((root_fd, runner_fd));
+    works
 }
 
 /// Creates the project's directories and returns the command that starts

@@ -67,11 +67,16 @@ impl HostOs {
         let server = format!("{:08x}", super::command::fnv1a(root.as_os_str().as_bytes()));
         // SAFETY: geteuid has no preconditions.
         let root_server = unsafe { libc::geteuid() } == 0;
-        let unprivileged =
-            root_server && config.isolation == Isolation::Bubblewrap && super::command::unprivileged_sandboxes_work();
+        let unprivileged = root_server
+            && config.isolation == Isolation::Bubblewrap
+            && super::command::unprivileged_sandboxes_work(&root, &config.runner_binary);
         if root_server && config.isolation == Isolation::Bubblewrap && !unprivileged {
             tracing::error!(
-                "!!! this machine refuses user namespaces to unprivileged users: sandboxes run as host root (without capabilities) instead of an unprivileged uid of their own !!!"
+                root = %root.display(),
+                "!!! sandboxes run as host root (without capabilities) instead of an unprivileged uid of their own: \
+                 this machine refuses user namespaces to unprivileged users, or a parent of the sandboxes' directory \
+                 or of the runner binary is private to root (e.g. /root is 0700; give --data-dir and the runner a path \
+                 others may traverse, such as /var/lib/cloudcode and /usr/local/bin) !!!"
             );
         }
         Self {
