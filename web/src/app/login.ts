@@ -71,6 +71,7 @@ export function showLoginForm(root: HTMLElement, api: Api, initialError: string 
       api.logIn(token).then(
         () => {
           input.value = '';
+          window.removeEventListener('hashchange', onHash);
           resolve();
         },
         (e: unknown) => {
@@ -81,6 +82,21 @@ export function showLoginForm(root: HTMLElement, api: Api, initialError: string 
         },
       );
     });
+    // The printed URL pasted into this very tab changes only the fragment:
+    // no reload, so log in with it here.
+    const onHash = (): void => {
+      if (tokenFromHash(location.hash) === null) return;
+      submit.disabled = true;
+      error.textContent = '';
+      void logInFromUrl(api).then((failed) => {
+        submit.disabled = false;
+        if (failed === null) {
+          window.removeEventListener('hashchange', onHash);
+          resolve();
+        } else error.textContent = failed;
+      });
+    };
+    window.addEventListener('hashchange', onHash);
     root.replaceChildren(h('main', { class: 'login-page', testid: 'login-page' }, form));
     input.focus();
   });
