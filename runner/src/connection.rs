@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::files::{FileError, PendingWrite};
+use crate::files::{FileError, PendingWrite, Workspace};
 use crate::state::RunnerState;
 use crate::terminal::flow::Window;
 use crate::terminal::scrollback::Next;
@@ -288,10 +288,13 @@ impl Connection {
 
     /// Every request goes through here.
     async fn handle_request(&mut self, Request { id, op }: Request) {
-        let ws = &self.state.workspace;
         let result = match op {
-            Op::List { path } => ws.list(&path).map(|entries| Reply::Entries { entries }),
-            Op::Stat { path } => ws.entry(&path).map(|entry| Reply::Entry { entry }),
+            Op::List { path } => on_workspace(&self.state, move |ws| ws.list(&path))
+                .await
+                .map(|entries| Reply::Entries { entries }),
+            Op::Stat { path } => on_workspace(&self.state, move |ws| ws.entry(&path))
+                .await
+                .map(|entry| Reply::Entry { entry }),
             Op::Read { path } => return self.start_download(id, path).await,
             Op::Write {
                 path,
@@ -301,15 +304,25 @@ impl Connection {
             } => {
                 return self.start_upload(id, path, size, base_version, create_new).await;
             }
-            Op::CreateDir { path } => ws.create_dir(&path).map(|()| Reply::Done),
-            Op::Rename { from, to, overwrite } => match ws.rename(&from, &to, overwrite) {
-                Ok(()) => return self.reply_when_durable(id, vec![from, to], Reply::Done),
-                Err(e) => Err(e),
-            },
-            Op::Delete { path, recursive } => match ws.delete(&path, recursive) {
-                Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
-                Err(e) => Err(e),
-            },
+            Op::CreateDir { path } => on_workspace(&self.state, move |ws| ws.create_dir(&path))
+                .await
+                .map(|()| Reply::Done),
+            Op::Rename { from, to, overwrite } => {
+                let paths = vec![from.clone(), to.clone()];
+                match on_workspace(&self.state, move |ws| ws.rename(&from, &to, overwrite)).await {
+                    Ok(()) => return self.reply_when_durable(id, paths, Reply::Done),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Delete { path, recursive } => {
+                let deleted = path.clone();
+                // A recursive delete of 100,000 files takes a while: off the
+                // worker that carries terminal bytes.
+                match on_workspace(&self.state, move |ws| ws.delete(&deleted, recursive)).await {
+                    Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
+                    Err(e) => Err(e),
+                }
+            }
             Op::WatchFs => {
                 self.start_fs_watch();
                 Ok(Reply::Done)
@@ -405,7 +418,8 @@ impl Connection {
     }
 
     async fn start_download(&mut self, id: u64, path: WorkspacePath) {
-        let opened = self.state.workspace.open_read(&path, self.state.limits.max_file_size);
+        let max = self.state.limits.max_file_size;
+        let opened = on_workspace(&self.state, move |ws| ws.open_read(&path, max)).await;
         let (mut file, size, version) = match opened {
             Ok(opened) => opened,
             Err(e) => return self.out.reply(id, Err(e)).await,
@@ -417,11 +431,13 @@ impl Connection {
             let mut offset = 0u64;
             while offset < size {
                 let want = DOWNLOAD_CHUNK.min((size - offset) as usize);
-                let read = tokio::task::block_in_place(|| {
+                let read = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; want];
-                    file.read_exact(&mut buf).map(|()| buf)
-                });
-                let Ok(buf) = read else {
+                    let read = file.read_exact(&mut buf).map(|()| buf);
+                    (file, read)
+                })
+                .await;
+                let Ok((returned, Ok(buf))) = read else {
                     // Truncated under us: the client sees fewer bytes than
                     // announced and an error.
                     break;
@@ -437,6 +453,7 @@ impl Connection {
                     _ = cancel.cancelled() => return,
                 }
                 offset += want as u64;
+                file = returned;
             }
         });
     }
@@ -449,12 +466,12 @@ impl Connection {
             );
             return self.out.reply(id, Err(err)).await;
         }
-        let limits = &self.state.limits;
-        match self
-            .state
-            .workspace
-            .begin_write(&path, size, limits.max_file_size, base.as_deref(), create_new)
-        {
+        let max = self.state.limits.max_file_size;
+        let begun = on_workspace(&self.state, move |ws| {
+            ws.begin_write(&path, size, max, base.as_deref(), create_new)
+        })
+        .await;
+        match begun {
             Ok(pending) => {
                 let upload = Upload {
                     pending,
@@ -486,14 +503,28 @@ impl Connection {
         } else {
             None
         };
-        let written = match (problem, upload.pending.file()) {
-            (None, Some(file)) => tokio::task::block_in_place(|| file.write_all(&data)).map_err(|e| e.to_string()),
+        let written = match (problem, upload.pending.take_file()) {
+            (None, Some(mut file)) => {
+                let len = data.len();
+                match tokio::task::spawn_blocking(move || {
+                    let written = file.write_all(&data);
+                    (file, written)
+                })
+                .await
+                {
+                    Ok((file, written)) => {
+                        upload.pending.put_file(file);
+                        written.map(|()| len).map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             (None, None) => Err("write already finished".to_owned()),
             (Some(p), _) => Err(p),
         };
         match written {
-            Ok(()) => {
-                upload.received += data.len() as u64;
+            Ok(len) => {
+                upload.received += len as u64;
                 if upload.received == upload.size
                     && let Some(upload) = self.uploads.remove(&transfer)
                 {
@@ -502,7 +533,8 @@ impl Connection {
             }
             Err(message) => {
                 if let Some(upload) = self.uploads.remove(&transfer) {
-                    upload.pending.abort(&self.state.workspace);
+                    let state = self.state.clone();
+                    tokio::task::spawn_blocking(move || upload.pending.abort(&state.workspace));
                 }
                 let code = if message.contains("No space") {
                     ErrorCode::TooLarge
@@ -668,10 +700,34 @@ impl Connection {
     /// files they targeted keep their old content).
     fn finish(&mut self) {
         self.tasks.cancel();
-        for (_, upload) in self.uploads.drain() {
-            upload.pending.abort(&self.state.workspace);
+        let uploads: Vec<Upload> = self.uploads.drain().map(|(_, u)| u).collect();
+        if !uploads.is_empty() {
+            let state = self.state.clone();
+            tokio::task::spawn_blocking(move || {
+                for upload in uploads {
+                    upload.pending.abort(&state.workspace);
+                }
+            });
         }
     }
+}
+
+/// The one way a workspace operation runs: on the blocking pool, never on
+/// the runtime's worker, which carries every terminal's bytes (a `list` of a
+/// huge directory or a recursive `delete` there froze every keystroke echo).
+async fn on_workspace<T: Send + 'static>(
+    state: &Arc<RunnerState>,
+    op: impl FnOnce(&Workspace) -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || op(&state.workspace))
+        .await
+        .unwrap_or_else(|e| {
+            Err(FileError::new(
+                ErrorCode::Internal,
+                format!("workspace operation failed: {e}"),
+            ))
+        })
 }
 
 fn unknown_terminal(term: TermId) -> FileError {
