@@ -16,6 +16,13 @@ describe('layout', () => {
     expect(l.treeWidth).toBeLessThanOrEqual(640);
   });
 
+  it('gives the editor a third of an 800 px window, the tree a fifth', () => {
+    const l = fitLayout(DEFAULT_LAYOUT, 800);
+    expect(l.treeWidth).toBe(160);
+    expect(800 - l.treeWidth - l.rightWidth - 8).toBe(280);
+    expect(l.rightWidth).toBe(352);
+  });
+
   it('drags splitters within bounds', () => {
     const w = 1280;
     expect(dragSplitter(DEFAULT_LAYOUT, 'tree', 60, 0, w, 600).treeWidth).toBe(280);

@@ -23,6 +23,10 @@ const MIN_TREE = 140;
 const MIN_EDITOR = 240;
 const MIN_RIGHT = 220;
 const SPLITTER = 4;
+const EDITOR_SHARE = 0.35;
+const TREE_SHARE = 0.2;
+/** Below this width the tree gives way first. */
+const MID_WIDTH = 1000;
 
 export function layoutKey(project: string): string {
   return `cloudcode.layout.${project}`;
@@ -50,8 +54,11 @@ const clamp = (x: number, lo: number, hi: number): number => Math.max(lo, Math.m
 /** Sizes that fit a body of `width` px: the editor keeps its minimum, then
  * the right column, then the tree give way. */
 export function fitLayout(l: Layout, width: number): Layout {
-  const room = Math.max(0, width - 2 * SPLITTER - MIN_EDITOR);
-  const treeWidth = clamp(Math.round(l.treeWidth), MIN_TREE, Math.max(MIN_TREE, Math.min(room - MIN_RIGHT, width * 0.5)));
+  // In a mid-sized window (800 px) the editor keeps about a third and the
+  // tree a fifth: a 240 px editor beside a full-width tree was unreadable.
+  const editorMin = Math.max(MIN_EDITOR, Math.round(width * EDITOR_SHARE));
+  const room = Math.max(0, width - 2 * SPLITTER - editorMin);
+  const treeWidth = clamp(Math.round(l.treeWidth), MIN_TREE, Math.max(MIN_TREE, Math.min(room - MIN_RIGHT, width * (width < MID_WIDTH ? TREE_SHARE : 0.5))));
   const rightWidth = clamp(Math.round(l.rightWidth), MIN_RIGHT, Math.max(MIN_RIGHT, room - treeWidth));
   return { ...l, treeWidth, rightWidth, terminalShare: clamp(l.terminalShare, 0.1, 0.9) };
 }
