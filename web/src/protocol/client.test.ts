@@ -276,7 +276,7 @@ describe('files', () => {
   });
 
   it('writes in 512 KiB chunks and resolves only on written', async () => {
-    const { client, ws } = await connected();
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 }); // (the pong window has its own test)
     const data = new Uint8Array(UPLOAD_CHUNK_BYTES * 2 + 10);
     for (let i = 0; i < data.length; i++) data[i] = i % 251;
     const progress: number[] = [];
@@ -308,7 +308,7 @@ describe('files', () => {
   });
 
   it('streams a Blob and waits while the socket buffer is full', async () => {
-    const { client, ws } = await connected();
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 }); // (the pong window has its own test)
     const blob = new Blob([new Uint8Array(UPLOAD_CHUNK_BYTES * 3)]);
     ws.accumulate = true;
     const p = client.writeFile('big.bin', blob, { createNew: true });

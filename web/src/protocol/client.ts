@@ -71,7 +71,7 @@ export const SEND_HIGH_WATER_BYTES = 1024 * 1024;
  * before the ping was processed. The upload never runs more than a window
  * ahead of the last pong.
  */
-export const UPLOAD_WINDOW_BYTES = 2 * 1024 * 1024;
+export const UPLOAD_WINDOW_BYTES = 1024 * 1024;
 /** Terminal input is split so a huge paste stays below the frame limit. */
 const INPUT_FRAME_BYTES = 64 * 1024;
 /** Input typed while disconnected is kept up to this much, then dropped. */
