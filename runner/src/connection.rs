@@ -37,6 +37,10 @@ const TERMINAL_QUEUE: usize = 8;
 const BULK_QUEUE: usize = 4;
 /// File bytes per download frame.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// A storage backlog this large is reported as it drains...
+const PROGRESS_BACKLOG: u64 = 100;
+/// ...at most this often.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Messages written before one flush.
 const WRITE_BATCH: usize = 32;
 
@@ -670,10 +674,13 @@ impl Connection {
     }
 
     /// Tells the client when storage becomes unreachable and when it is
-    /// back; the pending count alone changes with every save and is
-    /// available on request.
+    /// back, and, while a backlog of at least [`PROGRESS_BACKLOG`] changes
+    /// drains, its progress once a second (pending count, drain rate), then
+    /// once more when it is gone: enough for "saving 23,356 files" without
+    /// an event per save.
     fn spawn_storage_status(&self) {
         let mut status = self.state.persister.status();
+        let persister = self.state.persister.clone();
         let out = self.out.clone();
         let cancel = self.tasks.clone();
         tokio::spawn(async move {
@@ -682,14 +689,25 @@ impl Connection {
                 let current = status.borrow().clone();
                 out.send(ServerMessage::Event(Event::Storage { status: current })).await;
             }
+            let mut reported_backlog = false;
+            let now = tokio::time::Instant::now();
+            let mut last_progress = now.checked_sub(PROGRESS_EVERY).unwrap_or(now);
             loop {
                 tokio::select! {
                     changed = status.changed() => if changed.is_err() { return },
                     _ = cancel.cancelled() => return,
                 }
-                let current = status.borrow_and_update().clone();
-                if current.healthy != healthy {
+                let pending = status.borrow_and_update().pending;
+                let health_changed = status.borrow().healthy != healthy;
+                let progress = pending >= PROGRESS_BACKLOG && last_progress.elapsed() >= PROGRESS_EVERY;
+                let drained = reported_backlog && pending == 0;
+                if health_changed || progress || drained {
+                    let current = persister.current_status();
                     healthy = current.healthy;
+                    if progress {
+                        last_progress = tokio::time::Instant::now();
+                    }
+                    reported_backlog = pending >= PROGRESS_BACKLOG || (reported_backlog && pending > 0);
                     out.send(ServerMessage::Event(Event::Storage { status: current })).await;
                 }
             }

@@ -256,7 +256,7 @@ async fn storage_status(client: &cloudcode_proto::client::RunnerClient) -> cloud
 #[tokio::test(flavor = "multi_thread")]
 async fn a_save_goes_ahead_of_a_backlog_of_program_made_files() {
     let runner = TestRunner::start();
-    let client = runner.client().await;
+    let mut client = runner.client().await;
     let root = runner.workspace.clone();
     let maker = std::thread::spawn(move || make_files(&root, "node_modules", 30_000));
     // Wait until the backlog is there.
@@ -294,6 +294,24 @@ async fn a_save_goes_ahead_of_a_backlog_of_program_made_files() {
         saw_rate || storage_status(&client).await.drain_rate > 0,
         "no drain rate reported"
     );
+    // Clients were told the progress, and when the backlog was gone.
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while events
+        .last()
+        .is_none_or(|s: &cloudcode_proto::message::StorageStatus| s.pending != 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no final progress event: {events:?}"
+        );
+        if let Ok(Some(Incoming::Event(Event::Storage { status }))) =
+            tokio::time::timeout(Duration::from_millis(200), client.next_incoming()).await
+        {
+            events.push(status);
+        }
+    }
+    assert!(events.iter().any(|s| s.pending >= 100), "no progress event: {events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
