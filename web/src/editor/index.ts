@@ -306,6 +306,7 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
       });
       const w = wb;
       for (const fn of waitingForMonaco.splice(0)) fn(w);
+      w.layout(); // sized (and its minimap chosen) for the pane as it is now
       render();
     },
     (err: unknown) => ctx.onError(errorText(err, 'The editor could not load; reload the page to try again')),

@@ -5,6 +5,9 @@
 import { followColorScheme, monaco } from './monaco';
 import type { Conflict } from './model';
 
+/** Below this editor width the minimap is hidden. */
+const MINIMAP_MIN_WIDTH = 480;
+
 export interface WorkbenchHooks {
   /** The user changed a buffer: its new version id. */
   edited(path: string, version: number): void;
@@ -112,6 +115,8 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
     diffFor.theirs.dispose();
     diffFor = null;
   }
+
+  let minimapOn = true;
 
   /** Lays out with the host's size measured now (a host that was hidden reports stale sizes otherwise). */
   function fit(target: { layout(d?: monaco.editor.IDimension): void }, host: HTMLElement): void {
@@ -240,6 +245,12 @@ export function createWorkbench(codeHost: HTMLElement, diffHost: HTMLElement, ho
     },
 
     layout() {
+      // A narrow editor (an 800 px window) needs its columns for code, not the minimap.
+      const wide = codeHost.clientWidth === 0 || codeHost.clientWidth >= MINIMAP_MIN_WIDTH;
+      if (wide !== minimapOn) {
+        minimapOn = wide;
+        editor.updateOptions({ minimap: { enabled: wide } });
+      }
       if (!codeHost.hidden) fit(editor, codeHost);
       if (diff !== null && !diffHost.hidden) fit(diff, diffHost);
     },
