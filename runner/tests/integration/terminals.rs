@@ -476,6 +476,18 @@ impl Windowed {
     }
 }
 
+/// The prompt after a marker may still be on its way: reads until `client`
+/// holds every byte the terminal has printed, once the shell is quiet.
+async fn catch_up(client: &mut RunnerClient, term: TermId, screen: &mut Screen) {
+    loop {
+        let printed = terminal_seq(client, term).await;
+        if printed == screen.next_seq {
+            return;
+        }
+        read_until(client, term, screen, |s| s.next_seq >= printed).await;
+    }
+}
+
 /// The terminal's sequence number now: everything it has printed.
 async fn terminal_seq(client: &RunnerClient, term: TermId) -> u64 {
     let Reply::Terms { terms } = client.request(Op::TermList).await.unwrap() else {
@@ -512,15 +524,7 @@ async fn a_windowed_client_gets_its_window_and_the_terminal_goes_on_for_the_othe
         "flood",
     )
     .await;
-    // The prompt after the marker may still be on its way: read until the
-    // reading client holds every byte the terminal has printed.
-    loop {
-        let printed = terminal_seq(&fast, term).await;
-        if printed == everything.next_seq {
-            break;
-        }
-        read_until(&mut fast, term, &mut everything, |s| s.next_seq >= printed).await;
-    }
+    catch_up(&mut fast, term, &mut everything).await;
     assert_eq!(everything.snapshots, 0, "the reading client must not fall behind");
     assert!(everything.next_seq > 5_000_000);
 
@@ -579,6 +583,7 @@ async fn acks_release_exactly_what_they_acknowledge_and_the_stream_stays_byte_ex
     slow.read_until(false, |s| s.received >= 7096).await;
     assert_eq!(slow.received, 7096);
 
+    catch_up(&mut fast, term, &mut everything).await;
     let end = everything.next_seq;
     slow.ack_all();
     slow.read_until(true, |s| s.next_seq == end).await;
