@@ -167,6 +167,21 @@ pub struct SessionInfo {
 /// IDE's own page (a form or another site cannot set it).
 pub const CSRF_HEADER: &str = "x-cloudcode-csrf";
 
+/// A runner's `GET /v1/health` (with the project token): what the
+/// orchestrator's readiness check and idle reaper read. A runner answers
+/// only once its workspace is restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerHealth {
+    pub project: String,
+    pub protocol: u32,
+    pub terminals: u64,
+    /// WebSocket clients connected now.
+    pub clients: u64,
+    /// Seconds since the last request or terminal output.
+    pub idle_secs: u64,
+    pub storage: crate::message::StorageStatus,
+}
+
 /// The catalogue as the browser reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -191,6 +206,26 @@ impl Language {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runner_health_wire_shape() {
+        let health = RunnerHealth {
+            project: "demo".into(),
+            protocol: 1,
+            terminals: 2,
+            clients: 0,
+            idle_secs: 75,
+            storage: crate::message::StorageStatus { healthy: true, ..Default::default() },
+        };
+        let json = serde_json::to_value(&health).unwrap();
+        assert_eq!(json["project"], "demo");
+        assert_eq!(json["protocol"], 1);
+        assert_eq!(json["terminals"], 2);
+        assert_eq!(json["clients"], 0);
+        assert_eq!(json["idle_secs"], 75);
+        assert_eq!(json["storage"]["healthy"], true);
+        assert_eq!(serde_json::from_value::<RunnerHealth>(json).unwrap(), health);
+    }
 
     #[test]
     fn wire_names_are_the_seeds() {

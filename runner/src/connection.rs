@@ -71,6 +71,33 @@ impl Outbound {
     }
 }
 
+/// Why a chunk of a `write` could not be taken.
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    /// The client broke the transfer's rules (offset, size).
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+impl ChunkError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ChunkError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ErrorCode::TooLarge,
+            ChunkError::Io(_) => ErrorCode::Internal,
+            ChunkError::Protocol(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// Whether a WebSocket read failed because a message or frame exceeded the
+/// configured limits (which leaves the stream unframed: it must close).
+fn exceeds_capacity(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    matches!(e.into_inner().downcast_ref::<WsError>(), Some(WsError::Capacity(_)))
+}
+
 struct Upload {
     pending: PendingWrite,
     size: u64,
@@ -168,10 +195,9 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Err(e)) => {
-                let text = e.to_string();
-                tracing::info!("connection read error: {text}");
+                tracing::info!("connection read error: {e}");
                 // Oversized messages break the framing: say why, then close.
-                if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                if exceeds_capacity(e) {
                     let _ = close_tx.try_send(CloseFrame {
                         code: close_code::SIZE,
                         reason: "message exceeds max_frame_size".into(),
@@ -518,13 +544,13 @@ impl Connection {
                 {
                     Ok((file, written)) => {
                         upload.pending.put_file(file);
-                        written.map(|()| len).map_err(|e| e.to_string())
+                        written.map(|()| len).map_err(ChunkError::Io)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(ChunkError::Io(std::io::Error::other(e))),
                 }
             }
-            (None, None) => Err("write already finished".to_owned()),
-            (Some(p), _) => Err(p),
+            (None, None) => Err(ChunkError::Protocol("write already finished".to_owned())),
+            (Some(p), _) => Err(ChunkError::Protocol(p)),
         };
         match written {
             Ok(len) => {
@@ -535,21 +561,16 @@ impl Connection {
                     self.finish_upload(transfer, upload);
                 }
             }
-            Err(message) => {
+            Err(problem) => {
                 if let Some(upload) = self.uploads.remove(&transfer) {
                     let state = self.state.clone();
                     tokio::task::spawn_blocking(move || upload.pending.abort(&state.workspace));
                 }
-                let code = if message.contains("No space") {
-                    ErrorCode::TooLarge
-                } else {
-                    ErrorCode::BadRequest
-                };
                 self.out
                     .send(ServerMessage::error(
                         Some(transfer),
-                        code,
-                        format!("write aborted: {message}"),
+                        problem.code(),
+                        format!("write aborted: {problem}"),
                     ))
                     .await;
             }

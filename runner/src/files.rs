@@ -39,9 +39,10 @@ impl FileError {
             ErrorKind::NotADirectory => ErrorCode::NotADirectory,
             ErrorKind::IsADirectory => ErrorCode::IsADirectory,
             ErrorKind::DirectoryNotEmpty => ErrorCode::DirectoryNotEmpty,
-            // cap-std reports an escape as PermissionDenied "a path led
-            // outside of the filesystem"; so does a symlink loop it refuses.
-            ErrorKind::PermissionDenied if e.to_string().contains("outside") => ErrorCode::OutsideWorkspace,
+            // cap-std refuses an escape (or a symlink loop it will not
+            // follow) with a PermissionDenied of its own making, one that
+            // no system call returned: the OS's EACCES carries its errno.
+            ErrorKind::PermissionDenied if e.raw_os_error().is_none() => ErrorCode::OutsideWorkspace,
             _ if e.raw_os_error() == Some(libc::ELOOP) => ErrorCode::OutsideWorkspace,
             _ => ErrorCode::Internal,
         };

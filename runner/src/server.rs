@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudcode_proto::PROTOCOL_VERSION;
+use cloudcode_proto::rest::{ApiErrorBody, RunnerHealth};
 use cloudcode_proto::token::{TokenError, unix_now};
-use serde_json::json;
 
 use crate::state::RunnerState;
 
@@ -42,7 +42,11 @@ async fn ready() -> &'static str {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "code": code, "message": message }))).into_response()
+    let body = ApiErrorBody {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The bearer token from `Authorization` or from the subprotocol list.
@@ -90,13 +94,13 @@ async fn health(State(state): State<Arc<RunnerState>>, headers: HeaderMap) -> Re
     if let Err(e) = authenticate(&state, &headers) {
         return refusal(e);
     }
-    Json(json!({
-        "project": state.project,
-        "protocol": PROTOCOL_VERSION,
-        "terminals": state.terminals.count(),
-        "clients": state.activity.clients(),
-        "idle_secs": state.activity.idle_secs(),
-        "storage": state.persister.current_status(),
-    }))
+    Json(RunnerHealth {
+        project: state.project.clone(),
+        protocol: PROTOCOL_VERSION,
+        terminals: state.terminals.count() as u64,
+        clients: u64::from(state.activity.clients()),
+        idle_secs: state.activity.idle_secs(),
+        storage: state.persister.current_status(),
+    })
     .into_response()
 }

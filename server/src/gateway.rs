@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
+use cloudcode_proto::rest::RunnerHealth;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -107,8 +108,9 @@ pub async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Result<
 }
 
 /// The runner's authenticated health check: the orchestrator's readiness
-/// and the idle reaper's source. Returns the status and the JSON body.
-pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, serde_json::Value), ProxyError> {
+/// and the idle reaper's source. Returns the status and, when the body is
+/// a runner's health, that.
+pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, Option<RunnerHealth>), ProxyError> {
     let request = Request::get("/v1/health")
         .header(header::HOST, "runner")
         .header(
@@ -122,7 +124,7 @@ pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, serde_json
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
-    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    Ok((status, serde_json::from_slice(&body).ok()))
 }
 
 #[cfg(test)]

@@ -133,14 +133,6 @@ impl KeyPrefix {
         ObjectKey::parse(&format!("{}{}", self.0, path.as_str()))
     }
 
-    /// Everything under `path` (a directory) inside this prefix.
-    pub fn sub_prefix(&self, path: &WorkspacePath) -> Result<KeyPrefix, StorageError> {
-        if path.is_root() {
-            return Ok(self.clone());
-        }
-        KeyPrefix::parse(&format!("{}{}", self.0, path.as_str()))
-    }
-
     /// The workspace path a key under this prefix stands for, or `None` for
     /// keys outside it or that no workspace path can name.
     pub fn path_of(&self, key: &ObjectKey) -> Option<WorkspacePath> {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cloudcode_proto::rest::RunnerHealth;
 use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
 
 use crate::gateway::Upstream;
@@ -269,11 +270,11 @@ impl Orchestrator {
                 continue;
             };
             let (token, _) = self.issue_token(&project);
-            let Ok((200, health)) = crate::gateway::health(&endpoints.ide, &token).await else {
+            let Ok((200, Some(health))) = crate::gateway::health(&endpoints.ide, &token).await else {
                 continue;
             };
             if is_idle(&health, idle) {
-                tracing::info!(%project, idle_secs = health["idle_secs"].as_u64(), "stopping idle sandbox");
+                tracing::info!(%project, idle_secs = health.idle_secs, "stopping idle sandbox");
                 match self.stop(&project).await {
                     Ok(()) => reaped.push(project),
                     Err(e) => tracing::warn!(%project, "stopping idle sandbox: {e}"),
@@ -300,12 +301,10 @@ impl Orchestrator {
 }
 
 /// The idle reaper's decision from a runner's health answer: no client
-/// connected and nothing happening for `idle`. An answer missing either
-/// field never counts as idle.
-fn is_idle(health: &serde_json::Value, idle: Duration) -> bool {
-    let clients = health["clients"].as_u64().unwrap_or(1);
-    let idle_secs = health["idle_secs"].as_u64().unwrap_or(0);
-    clients == 0 && idle_secs >= idle.as_secs()
+/// connected and nothing happening for `idle`. (An answer that is not a
+/// runner's health never gets here: it never counts as idle.)
+fn is_idle(health: &RunnerHealth, idle: Duration) -> bool {
+    health.clients == 0 && health.idle_secs >= idle.as_secs()
 }
 
 /// Polls the runner's authenticated health endpoint until it answers 200;
@@ -440,10 +439,16 @@ mod tests {
     #[test]
     fn only_a_runner_with_no_client_and_nothing_happening_is_idle() {
         let idle = Duration::from_secs(60);
-        assert!(is_idle(&serde_json::json!({"clients": 0, "idle_secs": 60}), idle));
-        assert!(!is_idle(&serde_json::json!({"clients": 1, "idle_secs": 600}), idle));
-        assert!(!is_idle(&serde_json::json!({"clients": 0, "idle_secs": 59}), idle));
-        assert!(!is_idle(&serde_json::json!({"idle_secs": 600}), idle));
-        assert!(!is_idle(&serde_json::json!({"clients": 0}), idle));
+        let health = |clients, idle_secs| RunnerHealth {
+            project: "p".into(),
+            protocol: 1,
+            terminals: 0,
+            clients,
+            idle_secs,
+            storage: Default::default(),
+        };
+        assert!(is_idle(&health(0, 60), idle));
+        assert!(!is_idle(&health(1, 600), idle));
+        assert!(!is_idle(&health(0, 59), idle));
     }
 }
