@@ -215,7 +215,10 @@ mod tests {
             terminals: 2,
             clients: 0,
             idle_secs: 75,
-            storage: crate::message::StorageStatus { healthy: true, ..Default::default() },
+            storage: crate::message::StorageStatus {
+                healthy: true,
+                ..Default::default()
+            },
         };
         let json = serde_json::to_value(&health).unwrap();
         assert_eq!(json["project"], "demo");

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
-use cloudcode_proto::rest::RunnerHealth;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use cloudcode_proto::rest::RunnerHealth;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
