@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::frame::Frame;
-use crate::message::{ErrorCode, Event, Op, Reply, Request, ServerMessage, TermId};
+use crate::message::{ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId};
 use crate::path::WorkspacePath;
 
 /// Bytes per upload chunk; below the runner's default frame limit.
@@ -33,6 +33,8 @@ pub enum ClientError {
     Closed,
     #[error("unexpected reply: {0:?}")]
     Unexpected(Box<Reply>),
+    #[error("an unreadable answer from the runner: {0}")]
+    Malformed(String),
 }
 
 /// Something the runner sent that is not a response to a request.
@@ -282,6 +284,35 @@ impl RunnerHandle {
         }
         self.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         Ok((data, version))
+    }
+
+    /// Every entry under `path` (see `Op::Manifest`), in one request.
+    pub async fn manifest(&self, path: &WorkspacePath) -> Result<Vec<ManifestEntry>, ClientError> {
+        let (id, rx) = self.register();
+        let (chunks_tx, mut chunks) = mpsc::unbounded_channel();
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, chunks_tx);
+        self.send_request(id, Op::Manifest { path: path.clone() })?;
+        let (size, entries) = match rx.await.map_err(|_| ClientError::Closed)?? {
+            Reply::ManifestStarted { size, entries } => (size, entries),
+            other => return Err(ClientError::Unexpected(Box::new(other))),
+        };
+        let mut data = Vec::with_capacity(size as usize);
+        while (data.len() as u64) < size {
+            match chunks.recv().await {
+                Some(chunk) => data.extend_from_slice(&chunk),
+                None => return Err(ClientError::Closed),
+            }
+        }
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let mut out = Vec::with_capacity(entries as usize);
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let entry = serde_json::from_slice(line).map_err(|e| ClientError::Malformed(e.to_string()))?;
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     /// Opens a terminal; with `flow_window`, the runner sends at most that

@@ -120,6 +120,33 @@ pub enum Op {
     TermList,
     StorageStatus,
     Ping,
+    /// Every entry under `path` (the whole tree for the root), recursively,
+    /// in one request: answered with [`Reply::ManifestStarted`], then `size`
+    /// bytes of newline-delimited JSON, one [`ManifestEntry`] per line, in
+    /// `FileChunk`s whose transfer is the request id. Symlinks are listed,
+    /// never followed.
+    Manifest {
+        #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        path: WorkspacePath,
+    },
+    /// Makes `path` a symbolic link to `target` (any text: it is stored as
+    /// written and never followed out of the workspace). With `overwrite`, a
+    /// file or link already there is replaced atomically; a directory never is.
+    Symlink {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        path: WorkspacePath,
+        target: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overwrite: bool,
+    },
+    /// Sets or clears the executable bits of a regular file (the only
+    /// permission the protocol carries). Its `version` does not change.
+    SetExecutable {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        path: WorkspacePath,
+        executable: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +205,13 @@ pub enum Reply {
         status: StorageStatus,
     },
     Pong,
+    /// `entries` manifest lines in `size` bytes follow as file chunks.
+    ManifestStarted {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        size: u64,
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        entries: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +283,37 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub version: Option<String>,
+}
+
+/// One line of a [`Op::Manifest`]: what a sync compares without reading
+/// contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ManifestEntry {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub path: WorkspacePath,
+    pub kind: EntryKind,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub size: u64,
+    /// Milliseconds since the Unix epoch; for display only (clocks of two
+    /// machines are never compared).
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub mtime_ms: i64,
+    /// As in [`Entry::version`]: what `base_version` names. Files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub version: Option<String>,
+    /// BLAKE3 of the content, lowercase hex. Files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub hash: Option<String>,
+    /// Any executable bit set. Files only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    /// For symlinks: the target as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,6 +454,62 @@ mod tests {
             serde_json::to_string(&resp).unwrap(),
             r#"{"type":"response","id":1,"result":{"kind":"done"}}"#
         );
+    }
+
+    #[test]
+    fn manifest_wire_shapes_are_stable() {
+        let req: Request = serde_json::from_str(r#"{"id":3,"op":"manifest"}"#).unwrap();
+        assert_eq!(
+            req.op,
+            Op::Manifest {
+                path: WorkspacePath::root()
+            }
+        );
+        let req: Request =
+            serde_json::from_str(r#"{"id":4,"op":"symlink","path":"bin/py","target":"/usr/bin/python3"}"#).unwrap();
+        assert_eq!(
+            req.op,
+            Op::Symlink {
+                path: WorkspacePath::parse("bin/py").unwrap(),
+                target: "/usr/bin/python3".into(),
+                overwrite: false
+            }
+        );
+        let req: Request =
+            serde_json::from_str(r#"{"id":5,"op":"set_executable","path":"run.sh","executable":true}"#).unwrap();
+        assert_eq!(
+            req.op,
+            Op::SetExecutable {
+                path: WorkspacePath::parse("run.sh").unwrap(),
+                executable: true
+            }
+        );
+        let started = ServerMessage::Response {
+            id: 3,
+            result: Reply::ManifestStarted { size: 120, entries: 2 },
+        };
+        assert_eq!(
+            serde_json::to_string(&started).unwrap(),
+            r#"{"type":"response","id":3,"result":{"kind":"manifest_started","size":120,"entries":2}}"#
+        );
+        let file = ManifestEntry {
+            path: WorkspacePath::parse("run.sh").unwrap(),
+            kind: EntryKind::File,
+            size: 5,
+            mtime_ms: 1700000000000,
+            version: Some("v1".into()),
+            hash: Some("ab".into()),
+            executable: true,
+            target: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&file).unwrap(),
+            r#"{"path":"run.sh","kind":"file","size":5,"mtime_ms":1700000000000,"version":"v1","hash":"ab","executable":true}"#
+        );
+        let link: ManifestEntry =
+            serde_json::from_str(r#"{"path":"l","kind":"symlink","size":1,"mtime_ms":0,"target":"a"}"#).unwrap();
+        assert_eq!(link.target.as_deref(), Some("a"));
+        assert!(!link.executable);
     }
 
     #[test]

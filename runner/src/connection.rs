@@ -422,6 +422,31 @@ impl Connection {
                 status: self.state.persister.current_status(),
             }),
             Op::Ping => Ok(Reply::Pong),
+            Op::Manifest { path } => return self.start_manifest(id, path).await,
+            Op::Symlink {
+                path,
+                target,
+                overwrite,
+            } => {
+                let link = path.clone();
+                let made = on_workspace(&self.state, move |ws| {
+                    crate::manifest::symlink(ws, &link, &target, overwrite)
+                });
+                match made.await {
+                    Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::SetExecutable { path, executable } => {
+                let file = path.clone();
+                let set = on_workspace(&self.state, move |ws| {
+                    crate::manifest::set_executable(ws, &file, executable)
+                });
+                match set.await {
+                    Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
+                    Err(e) => Err(e),
+                }
+            }
         };
         self.out.reply(id, result).await;
     }
@@ -484,6 +509,42 @@ impl Connection {
                 }
                 offset += want as u64;
                 file = returned;
+            }
+        });
+    }
+
+    /// Walks and hashes on the blocking pool, then sends the manifest's
+    /// bytes on the bulk queue, like a download.
+    async fn start_manifest(&mut self, id: u64, path: WorkspacePath) {
+        let built = on_workspace(&self.state, move |ws| {
+            crate::manifest::build(ws, &path, crate::manifest::HashCache::shared())
+        })
+        .await;
+        let manifest = match built {
+            Ok(manifest) => manifest,
+            Err(e) => return self.out.reply(id, Err(e)).await,
+        };
+        let size = manifest.bytes.len() as u64;
+        let entries = manifest.entries;
+        self.out.reply(id, Ok(Reply::ManifestStarted { size, entries })).await;
+        let bulk = self.out.bulk.clone();
+        let cancel = self.tasks.clone();
+        tokio::spawn(async move {
+            let bytes = Bytes::from(manifest.bytes);
+            let mut offset = 0usize;
+            while offset < bytes.len() {
+                let end = (offset + DOWNLOAD_CHUNK).min(bytes.len());
+                let frame = Frame::FileChunk {
+                    transfer: id,
+                    offset: offset as u64,
+                    data: bytes.slice(offset..end),
+                }
+                .encode();
+                tokio::select! {
+                    sent = bulk.send(Message::Binary(frame)) => if sent.is_err() { return },
+                    _ = cancel.cancelled() => return,
+                }
+                offset = end;
             }
         });
     }

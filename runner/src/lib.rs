@@ -6,6 +6,7 @@ pub mod activity;
 pub mod config;
 pub mod connection;
 pub mod files;
+pub mod manifest;
 pub mod preview;
 pub mod server;
 pub mod shutdown;
