@@ -22,7 +22,7 @@ flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number,
 /**
  * As in `TermOpen`, for this attachment.
  */
-flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" });
+flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" } | { "op": "manifest", path: string, } | { "op": "symlink", path: string, target: string, overwrite?: boolean, } | { "op": "set_executable", path: string, executable: boolean, });
 
 export type Op = { "op": "list", path: string, } | { "op": "stat", path: string, } | { "op": "read", path: string, } | { "op": "write", path: string, size: number, 
 /**
@@ -45,11 +45,11 @@ flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number,
 /**
  * As in `TermOpen`, for this attachment.
  */
-flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" };
+flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term_resize", term: number, cols: number, rows: number, } | { "op": "term_close", term: number, } | { "op": "term_list" } | { "op": "storage_status" } | { "op": "ping" } | { "op": "manifest", path: string, } | { "op": "symlink", path: string, target: string, overwrite?: boolean, } | { "op": "set_executable", path: string, executable: boolean, };
 
 export type ServerMessage = { "type": "response", id: number, result: Reply, } | { "type": "error", id?: number, code: ErrorCode, message: string, } | { "type": "event" } & Event;
 
-export type Reply = { "kind": "entries", entries: Array<Entry>, } | { "kind": "entry", entry: Entry, } | { "kind": "read_started", size: number, version: string, } | { "kind": "written", version: string, } | { "kind": "done" } | { "kind": "term_opened", term: number, } | { "kind": "term_attached", term: number, cols: number, rows: number, } | { "kind": "terms", terms: Array<TermInfo>, } | { "kind": "storage", status: StorageStatus, } | { "kind": "pong" };
+export type Reply = { "kind": "entries", entries: Array<Entry>, } | { "kind": "entry", entry: Entry, } | { "kind": "read_started", size: number, version: string, } | { "kind": "written", version: string, } | { "kind": "done" } | { "kind": "term_opened", term: number, } | { "kind": "term_attached", term: number, cols: number, rows: number, } | { "kind": "terms", terms: Array<TermInfo>, } | { "kind": "storage", status: StorageStatus, } | { "kind": "pong" } | { "kind": "manifest_started", size: number, entries: number, };
 
 export type Event = { "event": "welcome", protocol: number, project: string, 
 /**
