@@ -49,12 +49,25 @@ fn main() -> anyhow::Result<()> {
     // keystroke's echo then never crosses workers (PTY reader thread -> pump
     // -> socket writer stay on one). Blocking work uses block_in_place and
     // the blocking pool, which a multi-thread runtime keeps available.
-    tokio::runtime::Builder::new_multi_thread()
+    //
+    // Persistence has a runtime of its own, so the bookkeeping of an
+    // `npm install`'s 100,000 files (inotify batches, the persister's maps,
+    // storage calls) never runs on the worker that carries keystrokes.
+    let storage = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("storage")
+        .enable_all()
+        .build()
+        .context("starting the storage runtime")?;
+    let served = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run(config))
+        .block_on(run(config, storage.handle().clone()));
+    // Dropped here, outside any runtime, once `run` has flushed.
+    drop(storage);
+    served
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -85,7 +98,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let verifier = TokenVerifier::from_public_base64(&config.token_public_key).context("--token-public-key")?;
     let store = open_store(&config).await?;
@@ -141,9 +154,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (fs_events, _) = tokio::sync::broadcast::channel(256);
+    // The watcher's and the persister's tasks go to the storage runtime.
+    let on_storage = storage.enter();
     let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone())
         .context("watching the workspace")?;
     let worker = tokio::spawn(persister.clone().run(shutdown.token()));
+    drop(on_storage);
 
     let activity = Arc::new(cloudcode_runner::activity::Activity::default());
     let terminals = Arc::new(Terminals::new(
