@@ -11,6 +11,7 @@ pub mod keys;
 pub mod layout;
 pub mod remote;
 pub mod settings;
+pub mod sync;
 pub mod term_pane;
 pub mod tree;
 pub mod view;

@@ -117,6 +117,7 @@ impl From<ClientError> for SessionError {
             ClientError::Remote { code, message } => Self::Remote { code, message },
             ClientError::Connect(_) | ClientError::Closed => Self::Disconnected,
             ClientError::Unexpected(reply) => Self::unexpected(&reply),
+            ClientError::Malformed(detail) => Self::Unexpected(detail),
         }
     }
 }

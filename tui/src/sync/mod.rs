@@ -1,0 +1,7 @@
+//! `cloudcode-tui sync DIR`: keeps a local folder and a project's sandbox
+//! equal. [`reconcile`] decides (pure); [`scan`] and [`remote`] observe the
+//! two sides; [`apply`] carries a plan out; [`state`] remembers what both
+//! sides last agreed on; [`run`] drives it all from the command line.
+
+pub mod model;
+pub mod reconcile;
