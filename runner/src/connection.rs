@@ -682,7 +682,7 @@ impl Connection {
                     acked,
                 };
                 let flow = PumpFlow {
-                    window: Window::new(size),
+                    window: Window::new(size, terminal.info().seq.max(from_seq)),
                     sent,
                     acks,
                 };
@@ -873,7 +873,10 @@ async fn pump(
                 room => max = max.min(usize::try_from(room).unwrap_or(usize::MAX)),
             }
         }
-        let output = terminal.read(seq, max);
+        let output = match &flow {
+            Some(flow) => terminal.read_windowed(seq, max, &flow.window),
+            None => terminal.read(seq, max),
+        };
         let frame = match output.next {
             Next::Data { seq: at, data } => {
                 seq = at + data.len() as u64;

@@ -14,8 +14,19 @@
 //! is sent in place of the output it skips, so its length counts, and an ack
 //! of the sequence number it is current at releases it. The bookkeeping is
 //! per frame, never per byte: consecutive output frames merge into one run.
+//!
+//! The window bounds what a client has unparsed; [`Window::skips_to_live`]
+//! bounds how far behind the terminal it can fall: a client that cannot keep
+//! up (a browser's emulator is slower than `yes`) would otherwise be owed
+//! the whole scrollback, and after Ctrl-C the user would watch a MiB of
+//! output scroll by before the prompt.
 
 use std::collections::VecDeque;
+
+/// A client skips output it is further behind on than its window, and
+/// never less than this: replaying this much takes an emulator a few tens of
+/// milliseconds, not worth losing the output for.
+pub const SKIP_LAG_MIN: u64 = 256 * 1024;
 
 /// Sent and not acknowledged, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,16 +48,30 @@ pub struct Window {
     /// would (making one costs a screen's worth of work under the
     /// terminal's lock, so not on every ack).
     waiting_snapshot: Option<u64>,
+    /// The terminal's output end when the client attached: what it missed
+    /// up to there is its history, sent byte-exact as far as the
+    /// scrollback holds it, never skipped.
+    history_end: u64,
 }
 
 impl Window {
-    pub fn new(size: u32) -> Self {
+    pub fn new(size: u32, history_end: u64) -> Self {
         Self {
             size: u64::from(size),
             unacked: VecDeque::new(),
             in_flight: 0,
             waiting_snapshot: None,
+            history_end,
         }
+    }
+
+    /// Whether a client whose next byte is `seq`, of a terminal whose output
+    /// ends at `end`, skips to a snapshot of the screen as it is now: when
+    /// what it has not been sent of the output printed since it attached is
+    /// more than its window (and [`SKIP_LAG_MIN`]). It then never has more
+    /// than about two windows to parse before it shows the live screen.
+    pub fn skips_to_live(&self, seq: u64, end: u64) -> bool {
+        seq >= self.history_end && end.saturating_sub(seq) > self.size.max(SKIP_LAG_MIN)
     }
 
     /// Bytes sent and not acknowledged.
@@ -132,7 +157,7 @@ mod tests {
 
     #[test]
     fn output_is_released_by_the_bytes_acknowledged() {
-        let mut w = Window::new(100);
+        let mut w = Window::new(100, 0);
         assert_eq!(w.room(), 100);
         w.sent_output(1000, 60);
         w.sent_output(1060, 40);
@@ -151,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_counts_its_length_and_is_released_by_its_seq() {
-        let mut w = Window::new(100);
+        let mut w = Window::new(100, 0);
         w.sent_output(0, 30);
         // The client fell out of the scrollback: a 50-byte snapshot current
         // at 5000 replaces bytes 30..5000, then output from 5000.
@@ -171,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_goes_when_it_fits_or_at_half_the_window() {
-        let mut w = Window::new(100);
+        let mut w = Window::new(100, 0);
         w.sent_output(0, 60);
         assert!(w.admits_snapshot(40));
         assert!(!w.admits_snapshot(41));
@@ -192,5 +217,20 @@ mod tests {
         assert_eq!((w.in_flight(), w.room()), (500, 0));
         w.ack(900);
         assert_eq!(w.room(), 100);
+    }
+
+    #[test]
+    fn history_is_never_skipped_and_live_output_past_the_window_is() {
+        let big = 4 * SKIP_LAG_MIN as u32;
+        let w = Window::new(big, 10_000_000);
+        // Catching up on history, however far behind: byte-exact.
+        assert!(!w.skips_to_live(0, 20_000_000));
+        // Behind on live output: skips past a window.
+        assert!(!w.skips_to_live(10_000_000, 10_000_000 + u64::from(big)));
+        assert!(w.skips_to_live(10_000_000, 10_000_001 + u64::from(big)));
+        // A small window still lets a client fall SKIP_LAG_MIN behind.
+        let small = Window::new(4096, 0);
+        assert!(!small.skips_to_live(0, SKIP_LAG_MIN));
+        assert!(small.skips_to_live(0, SKIP_LAG_MIN + 1));
     }
 }

@@ -7,6 +7,7 @@
 //! `connection.rs`) when output arrives or the process exits.
 
 pub mod flow;
+pub mod live;
 pub mod pty;
 pub mod screen;
 pub mod scrollback;
@@ -22,6 +23,8 @@ use cloudcode_proto::message::{TermId, TermInfo};
 use portable_pty::{ChildKiller, MasterPty};
 use tokio::sync::watch;
 
+use self::flow::Window;
+use self::live::LiveScreen;
 use self::scrollback::{Next, Scrollback};
 
 /// Largest read from a PTY, and so the largest output frame.
@@ -82,6 +85,9 @@ pub struct Terminal {
     /// in raw mode, a paste into `stty -echo`) then costs one wait, not one
     /// per keystroke, until it prints again.
     unanswered_at: AtomicU64,
+    /// The screen at the end of the output when a windowed client last
+    /// skipped to it; locked while one is made, before the state.
+    live: Mutex<Option<LiveScreen>>,
 }
 
 /// Input up to this size is written on the runtime's own thread when the
@@ -120,6 +126,37 @@ impl Terminal {
             next: state.scrollback.next_for(seq, max),
             exited: state.exited,
         }
+    }
+
+    /// What a client with a flow window reads next: [`Terminal::read`], or,
+    /// when it is too far behind ([`Window::skips_to_live`]), a snapshot of
+    /// the screen as it is now.
+    pub fn read_windowed(&self, seq: u64, max: usize, window: &Window) -> Output {
+        let state = self.lock();
+        if !window.skips_to_live(seq, state.scrollback.end_seq()) {
+            return Output {
+                next: state.scrollback.next_for(seq, max),
+                exited: state.exited,
+            };
+        }
+        drop(state);
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let (work, exited) = {
+            let state = self.lock();
+            (state.scrollback.catch_up(live.take()), state.exited)
+        };
+        // Up to a scrollback's worth of emulation: off the runtime's worker.
+        let screen = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| work.apply())
+        } else {
+            work.apply()
+        };
+        let next = Next::Snapshot {
+            seq: screen.seq(),
+            data: screen.snapshot(),
+        };
+        *live = Some(screen);
+        Output { next, exited }
     }
 
     /// Writes input to the PTY. A keystroke goes straight in from the
@@ -320,6 +357,7 @@ impl Terminals {
             master_fd,
             output_total: AtomicU64::new(0),
             unanswered_at: AtomicU64::new(0),
+            live: Mutex::new(None),
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());

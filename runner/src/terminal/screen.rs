@@ -6,8 +6,9 @@
 //! leaving the window are queued here instead (a bounded queue: if the
 //! emulator falls 4 MiB behind, the reader waits, which slows the program
 //! rather than growing memory), and a snapshot waits for the emulator to
-//! catch up to the sequence number it is asked for.
+//! catch up with everything handed to it before (bytes and resizes).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -18,33 +19,29 @@ const QUEUE: usize = 64;
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 
 enum Work {
-    /// Bytes ending at sequence number `end_seq`.
-    Bytes {
-        data: Vec<u8>,
-        end_seq: u64,
-    },
-    Resize {
-        rows: u16,
-        cols: u16,
-    },
+    Bytes(Vec<u8>),
+    Resize { rows: u16, cols: u16 },
 }
 
 struct State {
     parser: vt100::Parser,
-    parsed_seq: u64,
+    /// Pieces of work applied so far.
+    applied: u64,
 }
 
 pub struct ScreenTracker {
     shared: Arc<(Mutex<State>, Condvar)>,
     /// `None` if the thread could not be started: work is done inline.
     queue: Option<SyncSender<Work>>,
+    /// Pieces of work handed over so far.
+    submitted: AtomicU64,
 }
 
 impl ScreenTracker {
     pub fn new(rows: u16, cols: u16) -> Self {
         let state = State {
             parser: vt100::Parser::new(rows.max(1), cols.max(1), 0),
-            parsed_seq: 0,
+            applied: 0,
         };
         let shared = Arc::new((Mutex::new(state), Condvar::new()));
         let (tx, rx) = sync_channel(QUEUE);
@@ -60,11 +57,15 @@ impl ScreenTracker {
                 None
             }
         };
-        Self { shared, queue }
+        Self {
+            shared,
+            queue,
+            submitted: AtomicU64::new(0),
+        }
     }
 
-    pub fn feed(&self, data: Vec<u8>, end_seq: u64) {
-        self.submit(Work::Bytes { data, end_seq });
+    pub fn feed(&self, data: Vec<u8>) {
+        self.submit(Work::Bytes(data));
     }
 
     pub fn resize(&self, rows: u16, cols: u16) {
@@ -73,6 +74,7 @@ impl ScreenTracker {
 
     fn submit(&self, work: Work) {
         use std::sync::mpsc::TrySendError;
+        self.submitted.fetch_add(1, Ordering::AcqRel);
         let work = match &self.queue {
             Some(queue) => match queue.try_send(work) {
                 Ok(()) => return,
@@ -95,26 +97,36 @@ impl ScreenTracker {
         apply(&self.shared, work);
     }
 
-    /// Bytes that redraw the screen as of `seq` on a reset terminal.
-    pub fn snapshot(&self, seq: u64) -> Vec<u8> {
-        let (lock, caught_up) = &*self.shared;
-        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (state, _) = caught_up
-            .wait_timeout_while(state, CATCH_UP_LIMIT, |s| s.parsed_seq < seq)
-            .unwrap_or_else(|e| e.into_inner());
+    /// Bytes that redraw the screen, as of everything handed over so far,
+    /// on a reset terminal.
+    pub fn snapshot(&self) -> Vec<u8> {
         let mut out = b"\x1bc".to_vec();
-        out.extend_from_slice(&state.parser.screen().state_formatted());
+        out.extend_from_slice(&self.caught_up(|screen| screen.state_formatted()));
         out
     }
 
+    /// The screen as of everything handed over so far, to emulate further
+    /// from.
+    pub fn screen(&self) -> vt100::Screen {
+        self.caught_up(vt100::Screen::clone)
+    }
+
     #[cfg(test)]
-    pub fn size_at(&self, seq: u64) -> (u16, u16) {
+    pub fn size(&self) -> (u16, u16) {
+        self.caught_up(vt100::Screen::size)
+    }
+
+    /// `f` of the screen once the emulator has done all work handed over
+    /// before this call. Counting work, not bytes: a resize handed over
+    /// after the last bytes counts too.
+    fn caught_up<T>(&self, f: impl FnOnce(&vt100::Screen) -> T) -> T {
+        let target = self.submitted.load(Ordering::Acquire);
         let (lock, caught_up) = &*self.shared;
         let state = lock.lock().unwrap_or_else(|e| e.into_inner());
         let (state, _) = caught_up
-            .wait_timeout_while(state, CATCH_UP_LIMIT, |s| s.parsed_seq < seq)
+            .wait_timeout_while(state, CATCH_UP_LIMIT, |s| s.applied < target)
             .unwrap_or_else(|e| e.into_inner());
-        state.parser.screen().size()
+        f(state.parser.screen())
     }
 }
 
@@ -128,12 +140,10 @@ fn apply(shared: &(Mutex<State>, Condvar), work: Work) {
     let (lock, caught_up) = shared;
     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
     match work {
-        Work::Bytes { data, end_seq } => {
-            state.parser.process(&data);
-            state.parsed_seq = end_seq;
-        }
+        Work::Bytes(data) => state.parser.process(&data),
         Work::Resize { rows, cols } => state.parser.screen_mut().set_size(rows, cols),
     }
+    state.applied += 1;
     drop(state);
     caught_up.notify_all();
 }

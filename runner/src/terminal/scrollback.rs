@@ -8,12 +8,14 @@
 //! window's first byte: a client too far behind gets that screen as a
 //! snapshot, then the window.
 //! Memory is bounded by `capacity` plus one screen, whatever the program
-//! prints and however slowly clients read.
+//! prints and however slowly clients read (plus one more screen, the live
+//! one, for a terminal whose windowed clients skipped: [`super::live`]).
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::live::{CatchUp, LiveScreen, Start, Step};
 use super::screen::ScreenTracker;
 
 pub struct Scrollback {
@@ -28,6 +30,8 @@ pub struct Scrollback {
     /// Resizes not yet applied to `screen`, with the sequence number at
     /// which they happened.
     pending_resizes: VecDeque<(u64, u16, u16)>,
+    /// Resizes ever recorded: `pending_resizes` holds the last ones.
+    resizes: u64,
 }
 
 /// What a reader at some sequence number gets next.
@@ -49,6 +53,7 @@ impl Scrollback {
             capacity: capacity.max(1),
             screen: ScreenTracker::new(rows, cols),
             pending_resizes: VecDeque::new(),
+            resizes: 0,
         }
     }
 
@@ -95,8 +100,7 @@ impl Scrollback {
             }
             let upto = upto.max(offset);
             if upto > offset {
-                self.screen
-                    .feed(bytes[offset..upto].to_vec(), self.start_seq + upto as u64);
+                self.screen.feed(bytes[offset..upto].to_vec());
             }
             offset = upto;
             self.screen.resize(rows, cols);
@@ -104,13 +108,14 @@ impl Scrollback {
         }
         self.start_seq += bytes.len() as u64;
         if offset < bytes.len() {
-            self.screen.feed(bytes[offset..].to_vec(), self.start_seq);
+            self.screen.feed(bytes[offset..].to_vec());
         }
     }
 
     pub fn resize(&mut self, rows: u16, cols: u16) {
         self.pending_resizes
             .push_back((self.end_seq(), rows.max(1), cols.max(1)));
+        self.resizes += 1;
     }
 
     /// Up to `max` bytes for a reader whose next byte is `seq`.
@@ -124,8 +129,58 @@ impl Scrollback {
                 data: self.snapshot(),
             };
         }
-        let from = (seq - self.start_seq) as usize;
-        let to = self.buf.len().min(from + max);
+        let to = self.end_seq().min(seq.saturating_add(max as u64));
+        Next::Data {
+            seq,
+            data: Bytes::from(self.copy(seq, to)),
+        }
+    }
+
+    /// Bytes that draw the screen as of `start_seq` on a freshly reset
+    /// terminal: clear, contents, attributes, cursor, modes.
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(self.screen.snapshot())
+    }
+
+    /// What brings `live` (the last live screen made, if any) to the end of
+    /// the output: the output since it, or, once that is no longer all here,
+    /// the start screen and the whole window.
+    pub fn catch_up(&self, live: Option<LiveScreen>) -> CatchUp {
+        // The ordinal of `pending_resizes[0]`: older resizes are in
+        // `screen` and nowhere else.
+        let first_pending = self.resizes - self.pending_resizes.len() as u64;
+        let (start, mut at, applied) = match live {
+            Some(live) if live.seq() >= self.start_seq && live.resizes() >= first_pending => {
+                let (seq, resizes) = (live.seq(), live.resizes());
+                (Start::From(live), seq, resizes)
+            }
+            _ => (Start::Base(Box::new(self.screen.screen())), self.start_seq, first_pending),
+        };
+        let mut steps = Vec::new();
+        let pending = (first_pending..).zip(&self.pending_resizes);
+        for (_, &(resize_at, rows, cols)) in pending.filter(|(ordinal, _)| *ordinal >= applied) {
+            // Resizes not applied happened at or after `at`.
+            if resize_at > at {
+                steps.push(Step::Output(self.copy(at, resize_at)));
+                at = resize_at;
+            }
+            steps.push(Step::Resize { rows, cols });
+        }
+        let end_seq = self.end_seq();
+        if end_seq > at {
+            steps.push(Step::Output(self.copy(at, end_seq)));
+        }
+        CatchUp {
+            start,
+            steps,
+            end_seq,
+            resizes: self.resizes,
+        }
+    }
+
+    /// The window's bytes `from..to`.
+    fn copy(&self, from: u64, to: u64) -> Vec<u8> {
+        let (from, to) = ((from - self.start_seq) as usize, (to - self.start_seq) as usize);
         let (front, back) = self.buf.as_slices();
         let mut data = Vec::with_capacity(to - from);
         if from < front.len() {
@@ -134,16 +189,7 @@ impl Scrollback {
         if to > front.len() {
             data.extend_from_slice(&back[from.saturating_sub(front.len())..to - front.len()]);
         }
-        Next::Data {
-            seq,
-            data: Bytes::from(data),
-        }
-    }
-
-    /// Bytes that draw the screen as of `start_seq` on a freshly reset
-    /// terminal: clear, contents, attributes, cursor, modes.
-    fn snapshot(&self) -> Bytes {
-        Bytes::from(self.screen.snapshot(self.start_seq))
+        data
     }
 }
 
@@ -204,7 +250,7 @@ mod tests {
         sb.push(b"ab");
         sb.resize(10, 40);
         sb.push(b"cdefgh");
-        assert_eq!(sb.screen.size_at(sb.start_seq), (10, 40));
+        assert_eq!(sb.screen.size(), (10, 40));
     }
 
     #[test]
@@ -215,5 +261,47 @@ mod tests {
         assert_eq!(sb.end_seq(), 20);
         assert_eq!(sb.start_seq, 12);
         assert_eq!(data(sb.next_for(12, 100)), (12, b"ijklmnop".to_vec()));
+    }
+
+    #[test]
+    fn the_live_screen_is_the_screen_at_the_end_across_resizes_and_eviction() {
+        let mut sb = Scrollback::new(1024, 5, 20);
+        let mut real = vt100::Parser::new(5, 20, 0);
+        let mut live = None;
+        let (mut continued, mut rebuilt) = (0, 0);
+        for i in 0..300u16 {
+            let line = format!("\x1b[3{}mline {i}\r\n", i % 8);
+            sb.push(line.as_bytes());
+            real.process(line.as_bytes());
+            if i % 37 == 0 {
+                let (rows, cols) = (5 + i % 3, 20 + i % 5);
+                sb.resize(rows, cols);
+                real.screen_mut().set_size(rows, cols);
+            }
+            // Catch-ups every 23 lines (well inside the window), none for
+            // 100 lines (out of it).
+            if (i % 23 == 0 && !(150..250).contains(&i)) || i == 299 {
+                let work = sb.catch_up(live.take());
+                match work.start {
+                    Start::From(_) => continued += 1,
+                    Start::Base(_) => rebuilt += 1,
+                }
+                let screen = work.apply();
+                assert_eq!(screen.seq(), sb.end_seq());
+                let (rows, cols) = real.screen().size();
+                let mut replay = vt100::Parser::new(rows, cols, 0);
+                replay.process(&screen.snapshot());
+                assert_eq!(
+                    replay.screen().contents_formatted(),
+                    real.screen().contents_formatted(),
+                    "after line {i}"
+                );
+                live = Some(screen);
+            }
+        }
+        assert!(
+            continued >= 5 && rebuilt >= 2,
+            "{continued} continued, {rebuilt} rebuilt"
+        );
     }
 }

@@ -534,8 +534,8 @@ async fn a_windowed_client_gets_its_window_and_the_terminal_goes_on_for_the_othe
     assert_eq!(slow.received, u64::from(WINDOW));
     assert!(slow.errors.is_empty(), "{:?}", slow.errors);
 
-    // Acknowledging lets the rest through: its position left the
-    // scrollback long ago, so a snapshot, then output to the end.
+    // Acknowledging lets the rest through: it is megabytes behind, so a
+    // snapshot of the screen as it is now, then output to the end.
     slow.ack_all();
     let end = everything.next_seq;
     slow.read_until(true, |s| s.next_seq == end).await;
@@ -635,6 +635,90 @@ async fn yes_then_ctrl_c_stops_within_the_window_and_the_scrollback() {
     );
     assert!(printed > 4 * bound, "yes printed only {printed} bytes");
     assert!(c.errors.is_empty(), "{:?}", c.errors);
+}
+
+/// The browser's case: a windowed client that cannot keep up with `yes`
+/// falls further behind than its window; after Ctrl-C it gets a snapshot of
+/// the screen as it is and the prompt, not the MiB of scrollback it is owed
+/// (PROTOCOL.md, "Falling behind"). A client reading as fast as `yes`
+/// prints, on the same terminal, still gets every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_client_far_behind_skips_to_the_live_screen_and_a_reading_client_gets_every_byte() {
+    const WINDOW: u32 = 32 * 1024;
+    // The default scrollback: 1 MiB, four times SKIP_LAG_MIN.
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let term = client.term_open(120, 40, None, Some(WINDOW)).await.unwrap();
+    let mut slow = Windowed::new(client, term, WINDOW, 0);
+    slow.emulator = Some(vt100::Parser::new(40, 120, 0));
+    let mut fast = runner.client().await;
+    fast.term_attach(term, 0, None).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut everything = Screen::default();
+        read_until(&mut fast, term, &mut everything, |s| {
+            s.tail_text().contains("prompt-42> ")
+        })
+        .await;
+        (fast, everything)
+    });
+
+    slow.client
+        .send_input(term, b"PS1='prompt-$((40+2))> '; yes\r")
+        .unwrap();
+    slow.read_until(true, |c| c.received >= 100_000).await;
+    // A client busy elsewhere (a background tab, a slow emulator): it reads
+    // what it was sent and acknowledges nothing while `yes` prints 2 MiB,
+    // twice the scrollback.
+    slow.read_until(false, |c| c.in_flight() >= u64::from(WINDOW)).await;
+    let behind_from = slow.next_seq;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while terminal_seq(&slow.client, term).await <= behind_from + 2 * 1024 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "yes did not print 2 MiB");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at_ctrl_c = slow.received;
+    slow.client.send_input(term, b"\x03").unwrap();
+    slow.ack_all();
+    slow.read_until(true, |c| c.tail_contains("prompt-42> ")).await;
+    loop {
+        let seq = terminal_seq(&slow.client, term).await;
+        if seq == slow.next_seq {
+            break;
+        }
+        slow.read_until(true, |c| c.next_seq >= seq).await;
+    }
+    let screen = slow
+        .emulator
+        .as_ref()
+        .map(|e| e.screen().contents())
+        .unwrap_or_default();
+    assert!(screen.contains("prompt-42>"), "{screen}");
+    assert!(!slow.snapshots.is_empty(), "the client behind never skipped");
+    let after = slow.received - at_ctrl_c;
+    // What it had in flight (a window), one snapshot of a 120x40 screen,
+    // and what `yes` printed between the skip and its death: far from the
+    // scrollback the runner holds (1 MiB) or what it was behind (2 MiB).
+    let bound = u64::from(WINDOW) + cloudcode_runner::terminal::flow::SKIP_LAG_MIN + 64 * 1024;
+    assert!(after <= bound, "{after} bytes arrived after ^C (bound {bound})");
+    assert!(slow.errors.is_empty(), "{:?}", slow.errors);
+
+    // The snapshots drew the real screen: what followed the last one, on
+    // top of it, is what the reading client shows.
+    let (mut fast, mut everything) = reader.await.unwrap();
+    catch_up(&mut fast, term, &mut everything).await;
+    assert_eq!(everything.snapshots, 0, "the reading client was held back");
+    assert_eq!(everything.next_seq, slow.next_seq);
+    let (last_seq, last) = slow.snapshots.last().unwrap();
+    let followed = &slow.runs.last().unwrap().1;
+    assert!(
+        followed[..] == everything.bytes[*last_seq as usize..],
+        "bytes after the last snapshot differ"
+    );
+    assert_eq!(
+        rendered(&[last, followed]),
+        rendered(&[&everything.bytes]),
+        "the snapshot and what followed draw another screen"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
