@@ -12,6 +12,7 @@ pub mod envfile;
 pub mod frame;
 pub mod message;
 pub mod path;
+pub mod project;
 pub mod rest;
 pub mod storage;
 #[cfg(feature = "sync")]

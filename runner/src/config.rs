@@ -61,7 +61,8 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_STORAGE_DIR", required_if_eq("storage", "local"))]
     pub storage_dir: Option<PathBuf>,
 
-    /// Key prefix of this project's files; `code/<project>/` by default.
+    /// Key prefix of this project's files; the layout's `code/<project>/`
+    /// by default.
     #[arg(long, env = "CLOUDCODE_STORAGE_PREFIX")]
     pub storage_prefix: Option<String>,
 
@@ -84,7 +85,10 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_SHELL", num_args = 1.., value_delimiter = ' ')]
     pub shell: Option<Vec<String>>,
 
-    /// HOME of terminal processes; the workspace when absent.
+    /// HOME of terminal processes: a directory apart from the workspace,
+    /// restored from and kept in storage under `home/<project>/` (without
+    /// its caches), never part of the file tree clients see. Without it,
+    /// HOME is the workspace itself.
     #[arg(long, env = "CLOUDCODE_HOME")]
     pub home: Option<PathBuf>,
 

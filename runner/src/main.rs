@@ -4,10 +4,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
+use cloudcode_proto::path::WorkspacePath;
+use cloudcode_proto::project::ProjectId;
 use cloudcode_proto::storage::local::LocalStore;
 #[cfg(feature = "s3")]
 use cloudcode_proto::storage::s3::S3Store;
-use cloudcode_proto::storage::{KeyPrefix, ObjectStore};
+use cloudcode_proto::storage::{KeyPrefix, ObjectStore, layout};
 use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::token::TokenVerifier;
 use cloudcode_runner::config::{Config, SECRET_ENV, StorageKind};
@@ -98,22 +100,98 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
+/// The terminals' home: its own directory, kept in storage under the
+/// layout's `home/<project>/` by a persister of its own, without the caches
+/// of [`layout::HOME_UNSAVED`]. Not part of the workspace: no client's file
+/// operation reaches it.
+struct Home {
+    root: std::path::PathBuf,
+    persister: Arc<Persister>,
+}
+
+fn open_home(
+    store: &Arc<dyn ObjectStore>,
+    project: &ProjectId,
+    dir: &std::path::Path,
+    config: &Config,
+) -> anyhow::Result<Home> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the home directory {}", dir.display()))?;
+    let root = dir
+        .canonicalize()
+        .with_context(|| format!("opening the home directory {}", dir.display()))?;
+    let meta = std::fs::metadata(&root)?;
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() == unsafe { libc::geteuid() } {
+        // Whoever may write into a home may plant a `.bashrc` in it.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", root.display()))?;
+    } else if meta.mode() & 0o022 != 0 {
+        tracing::warn!(
+            "the home directory {} is not ours and others may write to it",
+            root.display()
+        );
+    }
+    let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+        .with_context(|| format!("opening the home directory {}", root.display()))?;
+    let unsaved = layout::HOME_UNSAVED
+        .iter()
+        .map(|p| WorkspacePath::parse(p).context("an unsaved home path"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let persister = Persister::excluding(
+        store.clone(),
+        layout::home(project),
+        handle,
+        root.clone(),
+        Duration::from_millis(config.sync_debounce_ms),
+        unsaved,
+    );
+    Ok(Home { root, persister })
+}
+
+/// Restores from storage, retrying until it works: serving an empty
+/// workspace while storage is down would let a client believe its project
+/// is empty. False when the runner is told to stop first.
+async fn restore(persister: &Arc<Persister>, what: &str, shutdown: &Shutdown) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    let stop = shutdown.token();
+    loop {
+        let started = Instant::now();
+        match persister.restore().await {
+            Ok(n) => {
+                tracing::info!("restored {n} files of the {what} in {:?}", started.elapsed());
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!("restoring the {what} from storage failed, retrying in {backoff:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let verifier = TokenVerifier::from_public_base64(&config.token_public_key).context("--token-public-key")?;
     let store = open_store(&config).await?;
-    let prefix = KeyPrefix::parse(
-        config
-            .storage_prefix
-            .as_deref()
-            .unwrap_or(&format!("code/{}/", config.project)),
-    )
-    .context("--storage-prefix")?;
+    let project = ProjectId::parse(&config.project).context("--project")?;
+    let prefix = match config.storage_prefix.as_deref() {
+        Some(raw) => KeyPrefix::parse(raw).context("--storage-prefix")?,
+        None => layout::code(&project),
+    };
     let workspace = Arc::new(
         Workspace::open(&config.workspace)
             .with_context(|| format!("opening workspace {}", config.workspace.display()))?
             .limit_stored_paths(cloudcode_proto::storage::MAX_KEY_BYTES.saturating_sub(prefix.as_str().len())),
     );
+    let home = match &config.home {
+        Some(dir) => Some(open_home(&store, &project, dir, &config)?),
+        None => None,
+    };
     let persister = Persister::new(
         store,
         prefix,
@@ -133,32 +211,31 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
             tracing::error!("cannot listen for signals: {e}");
         }
     });
-    let mut backoff = Duration::from_millis(200);
-    let stop = shutdown.token();
-    loop {
-        let started = Instant::now();
-        match persister.restore().await {
-            Ok(n) => {
-                tracing::info!("restored {n} files in {:?}", started.elapsed());
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("restoring from storage failed, retrying in {backoff:?}: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
+    if !restore(&persister, "workspace", &shutdown).await {
+        return Ok(());
+    }
+    if let Some(home) = &home
+        && !restore(&home.persister, "home", &shutdown).await
+    {
+        return Ok(());
     }
 
     let (fs_events, _) = tokio::sync::broadcast::channel(256);
-    // The watcher's and the persister's tasks go to the storage runtime.
+    // The watchers' and persisters' tasks go to the storage runtime.
     let on_storage = storage.enter();
     let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone())
         .context("watching the workspace")?;
     let worker = tokio::spawn(persister.clone().run(shutdown.token()));
+    // The home's changes are no client's business: its events go nowhere.
+    let home_sync = match &home {
+        Some(home) => {
+            let (events, _) = tokio::sync::broadcast::channel(16);
+            let watcher = cloudcode_proto::sync::watch::start(&home.root, home.persister.clone(), events)
+                .context("watching the home directory")?;
+            Some((watcher, tokio::spawn(home.persister.clone().run(shutdown.token()))))
+        }
+        None => None,
+    };
     drop(on_storage);
 
     let activity = Arc::new(cloudcode_runner::activity::Activity::default());
@@ -247,10 +324,23 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
     tokio::task::spawn_blocking(move || terminals.close_all()).await.ok();
     let _ = reaper.await;
     let _ = worker.await;
+    if let Some((_watcher, home_worker)) = home_sync {
+        let _ = home_worker.await;
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
     let deadline = Instant::now() + Duration::from_secs(config.flush_timeout_secs);
-    let unsaved = persister.flush(deadline).await;
+    persister.mark_dirty(WorkspacePath::root());
+    let mut unsaved: Vec<String> = persister
+        .flush(deadline)
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let Some(home) = &home {
+        home.persister.mark_dirty(WorkspacePath::root());
+        let left = home.persister.flush(deadline).await;
+        unsaved.extend(left.iter().map(|p| format!("~/{p}")));
+    }
     if unsaved.is_empty() {
         tracing::info!("all changes are in storage; exiting");
         Ok(())

@@ -6,6 +6,7 @@
 //! is killed mid-write.
 
 pub mod gateway;
+pub mod layout;
 pub mod local;
 #[cfg(feature = "s3")]
 pub mod s3;

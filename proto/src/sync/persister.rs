@@ -87,13 +87,7 @@ impl Stamp {
     }
 }
 
-/// The object, under the project's prefix, that keeps what file contents
-/// alone do not: which files are executable, the symbolic links (as links:
-/// their targets, never followed) and the empty directories. Its name
-/// starts with `\`, which no workspace path may contain, so it can never
-/// collide with a file of the project, and works alike in every backend
-/// (local storage, S3, the storage gateway).
-pub const MANIFEST_NAME: &str = "\\cloudcode-manifest.json";
+pub use crate::storage::layout::MANIFEST_NAME;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Manifest {
@@ -243,6 +237,8 @@ pub struct Persister {
     metadata: bool,
     /// One manifest upload at a time, so an older one never lands last.
     manifest_upload: tokio::sync::Mutex<()>,
+    /// Paths left out of storage, with everything below them.
+    excluded: Vec<WorkspacePath>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +309,21 @@ impl Persister {
         root: PathBuf,
         debounce: Duration,
     ) -> Arc<Self> {
-        Self::with_metadata(store, prefix, dir, root, debounce, true)
+        Self::with_metadata(store, prefix, dir, root, debounce, true, Vec::new())
+    }
+
+    /// A persister that leaves `excluded`, and everything below them, out
+    /// of storage (a home directory's caches): never uploaded nor restored;
+    /// whatever storage already holds there stays untouched.
+    pub fn excluding(
+        store: Arc<dyn ObjectStore>,
+        prefix: KeyPrefix,
+        dir: Dir,
+        root: PathBuf,
+        debounce: Duration,
+        excluded: Vec<WorkspacePath>,
+    ) -> Arc<Self> {
+        Self::with_metadata(store, prefix, dir, root, debounce, true, excluded)
     }
 
     /// A persister for a directory that is itself a runner's storage (the
@@ -326,7 +336,7 @@ impl Persister {
         root: PathBuf,
         debounce: Duration,
     ) -> Arc<Self> {
-        Self::with_metadata(store, prefix, dir, root, debounce, false)
+        Self::with_metadata(store, prefix, dir, root, debounce, false, Vec::new())
     }
 
     fn with_metadata(
@@ -336,6 +346,7 @@ impl Persister {
         root: PathBuf,
         debounce: Duration,
         metadata: bool,
+        excluded: Vec<WorkspacePath>,
     ) -> Arc<Self> {
         let (status, _) = watch::channel(StorageStatus {
             healthy: true,
@@ -354,11 +365,16 @@ impl Persister {
             status,
             metadata,
             manifest_upload: tokio::sync::Mutex::new(()),
+            excluded,
         })
     }
 
+    fn is_excluded(&self, path: &WorkspacePath) -> bool {
+        self.excluded.iter().any(|e| path.starts_with(e))
+    }
+
     fn manifest_key(&self) -> Result<ObjectKey, StorageError> {
-        ObjectKey::parse(&format!("{}{MANIFEST_NAME}", self.prefix.as_str()))
+        crate::storage::layout::manifest(&self.prefix)
     }
 
     /// Sends storage the manifest if it changed since it last did.
@@ -427,7 +443,7 @@ impl Persister {
         {
             let now = Instant::now();
             let mut state = self.lock();
-            for path in paths {
+            for path in paths.into_iter().filter(|p| !self.is_excluded(p)) {
                 Self::mark_locked(&mut state, path, false, now);
             }
         }
@@ -435,6 +451,9 @@ impl Persister {
     }
 
     fn mark(&self, path: WorkspacePath, urgent: bool) {
+        if self.is_excluded(&path) {
+            return;
+        }
         let now = Instant::now();
         Self::mark_locked(&mut self.lock(), path, urgent, now);
     }
@@ -456,6 +475,12 @@ impl Persister {
     /// Resolves once `path` as it is now is in storage. Fails if the runner
     /// stops first, or if storage can never take the change.
     pub async fn persist(&self, path: WorkspacePath) -> Result<(), NotPersisted> {
+        if self.is_excluded(&path) {
+            return Err(NotPersisted::Refused {
+                path,
+                reason: "excluded from storage".into(),
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.lock().waiters.entry(path.clone()).or_default().push(tx);
         self.mark(path.clone(), true);
@@ -493,7 +518,7 @@ impl Persister {
         let downloads: Vec<(ObjectKey, WorkspacePath)> = objects
             .into_iter()
             .filter_map(|object| {
-                let path = self.prefix.path_of(&object.key)?;
+                let path = self.prefix.path_of(&object.key).filter(|p| !self.is_excluded(p))?;
                 Some((object.key, path))
             })
             .collect();
@@ -1366,6 +1391,9 @@ impl Persister {
                     continue;
                 };
                 let Ok(child) = dir.join(&name) else { continue };
+                if self.is_excluded(&child) {
+                    continue;
+                }
                 let Ok(meta) = entry.metadata() else { continue };
                 children += 1;
                 if meta.is_dir() {

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod common;
 mod files;
+mod home;
 mod persistence;
 mod restore;
 mod s3;
