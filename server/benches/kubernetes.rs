@@ -22,9 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloudcode_proto::path::WorkspacePath;
 use cloudcode_proto::storage::gateway::GatewayStore;
 use cloudcode_proto::storage::local::LocalStore;
-use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore};
+use cloudcode_proto::storage::{ObjectStore, layout};
 use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::token::TokenIssuer;
 use cloudcode_server::orchestrator::Orchestrator;
@@ -249,9 +250,10 @@ async fn main() {
     let file = bytes::Bytes::from(vec![b'x'; 10 * 1024]);
     futures_util::stream::iter(0..10_000)
         .map(|i| {
-            let (store, file) = (store.clone(), file.clone());
+            let (store, file, code) = (store.clone(), file.clone(), layout::code(&project));
             async move {
-                let key = ObjectKey::parse(&format!("code/restore-bench/d{}/f{i}.txt", i % 100)).unwrap();
+                let path = WorkspacePath::parse(&format!("d{}/f{i}.txt", i % 100)).unwrap();
+                let key = code.key_for(&path).unwrap();
                 store.put(&key, file).await.unwrap()
             }
         })
@@ -283,7 +285,7 @@ async fn main() {
         let handle = cap_std::fs::Dir::open_ambient_dir(workspace.path(), cap_std::ambient_authority()).unwrap();
         let persister = Persister::new(
             store,
-            KeyPrefix::parse("code/restore-bench").unwrap(),
+            layout::code(&project),
             handle,
             workspace.path().to_path_buf(),
             Duration::from_millis(100),

@@ -1,61 +1,20 @@
 //! The init service: language templates in storage and projects made from
 //! them.
 //!
-//! Storage layout (one bucket or directory):
-//! - `base/<language>/...`: the template files, and `base/<language>/.cloudcode-template`
-//!   holding the template's content hash, so an outdated copy is replaced;
-//! - `code/<project>/...`: each project's files (what its runner syncs);
-//! - `projects/<project>.json`: the project's record, written last, so a
-//!   project exists only once all its files do.
+//! Where each thing is in storage is `cloudcode_proto::storage::layout`;
+//! a template's `.cloudcode-template` holds its content hash, so an
+//! outdated copy is replaced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, StorageError};
-use serde::Serialize;
+use cloudcode_proto::storage::{ObjectKey, ObjectStore, StorageError, layout};
 use tokio::sync::Mutex;
 
 const TEMPLATE_MARKER: &str = ".cloudcode-template";
 
-/// A project id: a DNS label (it becomes `<id>.<domain>`), 3 to 63 of
-/// lowercase letters, digits and inner dashes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ProjectId(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid project id {0:?}: use 3 to 63 lowercase letters, digits and dashes, starting and ending with a letter or digit"
-)]
-pub struct InvalidProjectId(pub String);
-
-impl ProjectId {
-    pub fn parse(raw: &str) -> Result<Self, InvalidProjectId> {
-        let ok = (3..=63).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !raw.starts_with('-')
-            && !raw.ends_with('-');
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            // Never echo back more than a prefix of an absurd id.
-            Err(InvalidProjectId(raw.chars().take(80).collect()))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for ProjectId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
+pub use cloudcode_proto::project::{InvalidProjectId, ProjectId};
 pub use cloudcode_proto::rest::{Language, ProjectRecord};
 
 /// A template's files, compiled into the server.
@@ -137,19 +96,19 @@ impl Projects {
     /// Writes every template whose stored copy is missing or outdated.
     pub async fn seed_templates(&self) -> Result<(), StorageError> {
         for language in Language::ALL {
-            let marker = key(&format!("base/{}/{TEMPLATE_MARKER}", language.name()))?;
+            let prefix = layout::template(language);
+            let marker = key(&format!("{}{TEMPLATE_MARKER}", prefix.as_str()))?;
             let current = template_version(language);
             match self.store.get(&marker).await {
                 Ok(stored) if stored.as_ref() == current.as_bytes() => continue,
                 Ok(_) | Err(StorageError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
-            let prefix = KeyPrefix::parse(&format!("base/{}", language.name()))?;
             for old in self.store.list(&prefix).await? {
                 self.store.delete(&old.key).await?;
             }
             for (name, content) in template(language) {
-                let k = key(&format!("base/{}/{name}", language.name()))?;
+                let k = key(&format!("{}{name}", prefix.as_str()))?;
                 self.store.put(&k, Bytes::from_static(content.as_bytes())).await?;
             }
             self.store.put(&marker, Bytes::from(current)).await?;
@@ -168,8 +127,8 @@ impl Projects {
             return Err(ProjectError::Exists(id));
         }
         self.seed_templates().await?;
-        let base = KeyPrefix::parse(&format!("base/{}", language.name()))?;
-        let dest = KeyPrefix::parse(&format!("code/{id}"))?;
+        let base = layout::template(language);
+        let dest = layout::code(&id);
         let mut copied = Vec::new();
         let result = async {
             for object in self.store.list(&base).await? {
@@ -191,7 +150,7 @@ impl Projects {
                 key: id.to_string(),
                 message: e.to_string(),
             })?;
-            self.store.put(&record_key(&id)?, Bytes::from(json)).await?;
+            self.store.put(&layout::record(&id), Bytes::from(json)).await?;
             Ok::<_, StorageError>(record)
         }
         .await;
@@ -208,7 +167,7 @@ impl Projects {
     }
 
     pub async fn get(&self, id: &ProjectId) -> Result<Option<ProjectRecord>, StorageError> {
-        match self.store.get(&record_key(id)?).await {
+        match self.store.get(&layout::record(id)).await {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -216,9 +175,8 @@ impl Projects {
     }
 
     pub async fn list(&self) -> Result<Vec<ProjectRecord>, StorageError> {
-        let prefix = KeyPrefix::parse("projects")?;
         let mut out = Vec::new();
-        for object in self.store.list(&prefix).await? {
+        for object in self.store.list(&layout::records()).await? {
             if let Ok(bytes) = self.store.get(&object.key).await
                 && let Ok(record) = serde_json::from_slice::<ProjectRecord>(&bytes)
             {
@@ -229,50 +187,28 @@ impl Projects {
         Ok(out)
     }
 
-    /// Deletes the project's files, then its record.
+    /// Deletes the project's files and its home, then its record: a
+    /// failure half-way leaves the record, so the delete can be retried.
     pub async fn delete(&self, id: &ProjectId) -> Result<(), ProjectError> {
         let lock = self.lock_for(id).await;
         let _held = lock.lock().await;
         if self.get(id).await?.is_none() {
             return Err(ProjectError::NotFound(id.to_string()));
         }
-        let prefix = KeyPrefix::parse(&format!("code/{id}"))?;
-        for object in self.store.list(&prefix).await? {
-            self.store.delete(&object.key).await?;
+        for prefix in layout::project_prefixes(id) {
+            let keys = self.store.list(&prefix).await?.into_iter().map(|o| o.key).collect();
+            for result in self.store.delete_many(keys).await {
+                result?;
+            }
         }
-        self.store.delete(&record_key(id)?).await?;
+        self.store.delete(&layout::record(id)).await?;
         Ok(())
     }
-}
-
-fn record_key(id: &ProjectId) -> Result<ObjectKey, StorageError> {
-    key(&format!("projects/{id}.json"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn project_ids_are_dns_labels() {
-        for ok in ["abc", "my-project-1", &"a".repeat(63)] {
-            assert!(ProjectId::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "ab",
-            "victim #",
-            "../x",
-            "-abc",
-            "abc-",
-            "ABC",
-            "a_b",
-            "émoji",
-            &"a".repeat(64),
-            &"x".repeat(300),
-        ] {
-            assert!(ProjectId::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn template_versions_are_stable_and_distinct() {

@@ -30,7 +30,7 @@ use cloudcode_proto::storage::gateway::{
     BATCH_GET_MAX_OBJECT, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, BatchGetRequest, BatchGot, BatchOp, BatchResult,
     CopyRequest, ListedObject, decode_batch, encode_got,
 };
-use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError};
+use cloudcode_proto::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError, layout};
 use futures_util::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
@@ -173,9 +173,31 @@ fn storage_error(e: StorageError) -> Refusal {
 
 type Answer = Result<Response, Refusal>;
 
-/// The caller's project prefix (`code/<project>/`), once its token is
-/// accepted.
-struct CallerPrefix(KeyPrefix);
+/// What the caller may reach once its token is accepted: its own project's
+/// prefixes ([`layout::project_prefixes`]: its files and its home), nothing
+/// else.
+#[derive(Clone)]
+struct Scope([KeyPrefix; 2]);
+
+impl Scope {
+    fn of(project: &ProjectId) -> Self {
+        Self(layout::project_prefixes(project))
+    }
+
+    fn admits(&self, key: &str) -> bool {
+        self.0.iter().any(|prefix| key.starts_with(prefix.as_str()))
+    }
+
+    fn refusal(&self, raw: &str) -> Refusal {
+        let mine: Vec<&str> = self.0.iter().map(KeyPrefix::as_str).collect();
+        error(
+            StatusCode::FORBIDDEN,
+            format!("{raw:?} is outside this project's storage ({})", mine.join(", ")),
+        )
+    }
+}
+
+struct CallerPrefix(Scope);
 
 impl FromRequestParts<Arc<GatewayState>> for CallerPrefix {
     type Rejection = Refusal;
@@ -189,7 +211,7 @@ impl FromRequestParts<Arc<GatewayState>> for CallerPrefix {
     }
 }
 
-async fn authorize(state: &GatewayState, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<KeyPrefix, Refusal> {
+async fn authorize(state: &GatewayState, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Scope, Refusal> {
     if let Some(peer) = peer
         && state.refusals.exhausted(peer)
     {
@@ -214,17 +236,14 @@ async fn authorize(state: &GatewayState, headers: &HeaderMap, peer: Option<IpAdd
         }
         AuthError::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check tokens: {why}")),
     })?;
-    KeyPrefix::parse(&format!("code/{project}")).map_err(storage_error)
+    Ok(Scope::of(&project))
 }
 
-/// `raw` as a key inside `prefix`, or 400/403.
-fn key_within(raw: &str, prefix: &KeyPrefix) -> Result<ObjectKey, Refusal> {
+/// `raw` as a key inside `scope`, or 400/403.
+fn key_within(raw: &str, scope: &Scope) -> Result<ObjectKey, Refusal> {
     let key = ObjectKey::parse(raw).map_err(storage_error)?;
-    if !key.as_str().starts_with(prefix.as_str()) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("{raw:?} is outside this project's storage ({})", prefix.as_str()),
-        ));
+    if !scope.admits(key.as_str()) {
+        return Err(scope.refusal(raw));
     }
     Ok(key)
 }
@@ -342,19 +361,12 @@ async fn delete_object(State(state): State<Arc<GatewayState>>, AuthorizedKey(key
 
 async fn list(
     State(state): State<Arc<GatewayState>>,
-    CallerPrefix(project): CallerPrefix,
+    CallerPrefix(scope): CallerPrefix,
     Query(query): Query<PrefixQuery>,
 ) -> Answer {
     let prefix = KeyPrefix::parse(&query.prefix).map_err(storage_error)?;
-    if !prefix.as_str().starts_with(project.as_str()) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{:?} is outside this project's storage ({})",
-                query.prefix,
-                project.as_str()
-            ),
-        ));
+    if !scope.admits(prefix.as_str()) {
+        return Err(scope.refusal(&query.prefix));
     }
     let objects = state.store.list(&prefix).await.map_err(storage_error)?;
     let listed: Vec<ListedObject> = objects
@@ -650,6 +662,45 @@ mod tests {
         assert!(client.delete_many(keys).await.iter().all(Result::is_ok));
         let left = backing.list(&KeyPrefix::parse("code/alpha").unwrap()).await.unwrap();
         assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// A runner's token reaches its project's home as it does its files,
+    /// and neither the home nor the files of any other project.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_scope_is_the_projects_files_and_home_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = Arc::new(LocalStore::open(dir.path().join("storage")).unwrap());
+        let client = gateway(backing.clone(), dir.path()).await;
+        let alpha = ProjectId::parse("alpha").unwrap();
+        let beta = ProjectId::parse("beta").unwrap();
+        let history = layout::home(&alpha)
+            .key_for(&cloudcode_proto::path::WorkspacePath::parse(".bash_history").unwrap())
+            .unwrap();
+        client.put(&history, Bytes::from_static(b"ls\n")).await.unwrap();
+        assert_eq!(&backing.get(&history).await.unwrap()[..], b"ls\n");
+        assert_eq!(&client.get(&history).await.unwrap()[..], b"ls\n");
+        let listed = client.list(&layout::home(&alpha)).await.unwrap();
+        assert_eq!(listed.iter().map(|o| &o.key).collect::<Vec<_>>(), [&history]);
+
+        let theirs = layout::home(&beta)
+            .key_for(&cloudcode_proto::path::WorkspacePath::parse(".bash_history").unwrap())
+            .unwrap();
+        backing.put(&theirs, Bytes::from_static(b"secret")).await.unwrap();
+        let refused = |r: Result<(), StorageError>| assert!(r.is_err(), "{r:?}");
+        refused(client.get(&theirs).await.map(drop));
+        refused(client.put(&theirs, Bytes::from_static(b"x")).await);
+        refused(client.delete(&theirs).await);
+        refused(client.copy(&theirs, &history).await);
+        refused(client.list(&layout::home(&beta)).await.map(drop));
+        // Nor a prefix of both: `home/` lists every project's home.
+        refused(client.list(&KeyPrefix::parse("home").unwrap()).await.map(drop));
+        assert_eq!(&backing.get(&theirs).await.unwrap()[..], b"secret");
+        let put = client
+            .put_many(vec![(theirs.clone(), PutSource::Bytes(Bytes::from_static(b"x")))])
+            .await;
+        let put = put.into_iter().next().unwrap();
+        assert!(put.as_ref().is_err_and(StorageError::is_permanent), "{put:?}");
+        assert_eq!(&backing.get(&theirs).await.unwrap()[..], b"secret");
     }
 
     /// A restore through the gateway brings back modes, links and empty

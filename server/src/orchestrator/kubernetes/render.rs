@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvFromSource, EnvVar, Pod, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, Service, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecretEnvSource, Service, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
@@ -108,6 +108,15 @@ pub enum RunnerStorage {
         secret_prefix: Option<String>,
     },
 }
+
+/// The volume the runner's terminals have as their home, apart from the
+/// workspace: the template's when it mounts one by this name, else an
+/// `emptyDir` at [`SANDBOX_HOME`]. The runner restores it from and keeps it
+/// in storage under `home/<project>/`.
+pub const HOME_VOLUME: &str = "home";
+/// The runner image's user's home (`k8s/runner.Dockerfile`).
+pub const SANDBOX_HOME: &str = "/home/user";
+const HOME_SIZE_LIMIT: &str = "256Mi";
 
 /// Where the runner container finds its storage token (gateway storage).
 pub const STORAGE_TOKEN_DIR: &str = "/var/run/secrets/cloudcode/storage";
@@ -240,6 +249,18 @@ impl Template {
             if let Some(image) = &settings.image {
                 container.image = Some(image.clone());
             }
+            let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+            let home = match mounts.iter().find(|m| m.name == HOME_VOLUME) {
+                Some(mount) => mount.mount_path.clone(),
+                None => {
+                    mounts.push(VolumeMount {
+                        name: HOME_VOLUME.into(),
+                        mount_path: SANDBOX_HOME.into(),
+                        ..Default::default()
+                    });
+                    SANDBOX_HOME.to_owned()
+                }
+            };
             container.args = Some(vec![
                 "--project".into(),
                 project.to_string(),
@@ -249,8 +270,10 @@ impl Template {
                 format!("0.0.0.0:{RUNNER_PORT}"),
                 "--workspace".into(),
                 "/workspace".into(),
+                "--home".into(),
+                home.clone(),
             ]);
-            let mut storage_env = Vec::new();
+            let mut storage_env = vec![("HOME".to_string(), home)];
             match &settings.storage {
                 RunnerStorage::Gateway { url } => {
                     storage_env.push(("CLOUDCODE_STORAGE".to_string(), "gateway".to_string()));
@@ -302,6 +325,17 @@ impl Template {
                     ("memory".into(), quantity(&settings.resources.memory_limit)),
                 ])),
                 claims: None,
+            });
+        }
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        if !volumes.iter().any(|v| v.name == HOME_VOLUME) {
+            volumes.push(Volume {
+                name: HOME_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: None,
+                    size_limit: Some(Quantity(HOME_SIZE_LIMIT.into())),
+                }),
+                ..Default::default()
             });
         }
         if let RunnerStorage::Gateway { .. } = settings.storage {
@@ -473,8 +507,28 @@ mod tests {
                 "--listen",
                 "0.0.0.0:3001",
                 "--workspace",
-                "/workspace"
+                "/workspace",
+                "--home",
+                "/home/user"
             ]
+        );
+        // The home is its own volume, not the workspace, and the HOME of
+        // everything in the pod.
+        let home_mount = runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == HOME_VOLUME)
+            .unwrap();
+        assert_eq!(home_mount.mount_path, "/home/user");
+        let home_volume = spec.volumes.iter().flatten().find(|v| v.name == HOME_VOLUME).unwrap();
+        assert!(home_volume.empty_dir.is_some());
+        assert!(
+            runner
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "HOME" && e.value.as_deref() == Some("/home/user"))
         );
         let security = runner.security_context.as_ref().unwrap();
         assert_eq!(security.allow_privilege_escalation, Some(false));
@@ -505,6 +559,38 @@ mod tests {
         let ports: Vec<i32> = service.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [3001, 3000]);
         assert!(rendered.ingress.is_none(), "the gateway routes; no ingress per project");
+    }
+
+    #[test]
+    fn a_template_without_a_home_volume_gets_one() {
+        let mut template = Template::parse(DEFAULT_TEMPLATE).unwrap();
+        let spec = template.pod.spec.as_mut().unwrap();
+        spec.volumes.as_mut().unwrap().retain(|v| v.name != HOME_VOLUME);
+        spec.containers[0]
+            .volume_mounts
+            .as_mut()
+            .unwrap()
+            .retain(|m| m.name != HOME_VOLUME);
+        let rendered = template.render(&id("demo"), "PUBKEY", &settings(Routing::Gateway));
+        let spec = rendered.pod.spec.unwrap();
+        let runner = &spec.containers[0];
+        let mount = runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == HOME_VOLUME)
+            .unwrap();
+        assert_eq!(mount.mount_path, SANDBOX_HOME);
+        let volume = spec.volumes.iter().flatten().find(|v| v.name == HOME_VOLUME).unwrap();
+        assert_eq!(
+            volume.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity(HOME_SIZE_LIMIT.into()))
+        );
+        let args = runner.args.as_ref().unwrap();
+        assert!(
+            args.windows(2).any(|w| w[0] == "--home" && w[1] == SANDBOX_HOME),
+            "{args:?}"
+        );
     }
 
     #[test]
