@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     let storage = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("storage")
+        .on_thread_start(lower_thread_priority)
         .enable_all()
         .build()
         .context("starting the storage runtime")?;
@@ -70,6 +71,26 @@ fn main() -> anyhow::Result<()> {
     // Dropped here, outside any runtime, once `run` has flushed.
     drop(storage);
     served
+}
+
+/// How much less CPU priority the storage runtime's threads have than the
+/// rest (a nice value): under contention they get about a tenth of a core
+/// against a keystroke's echo or the user's own programs; alone, all of it.
+const STORAGE_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority. Linux keeps the nice value
+/// per thread, so the rest of the runner keeps its own. (Without
+/// privileges it can never be raised again: these threads only ever do
+/// storage work.)
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority have no memory-safety preconditions.
+    let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, STORAGE_NICE) };
+    if lowered != 0 {
+        tracing::debug!(
+            "cannot lower a storage thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -221,11 +242,13 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
     }
 
     let (fs_events, _) = tokio::sync::broadcast::channel(256);
-    // The watchers' and persisters' tasks go to the storage runtime.
+    // The watchers' and persisters' tasks go to the storage runtime, all but
+    // the lane of clients' saves, which stays here at normal priority.
+    let here = tokio::runtime::Handle::current();
     let on_storage = storage.enter();
     let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone())
         .context("watching the workspace")?;
-    let worker = tokio::spawn(persister.clone().run(shutdown.token()));
+    let worker = tokio::spawn(persister.clone().run_with_priority_on(here, shutdown.token()));
     // The home's changes are no client's business: its events go nowhere.
     let home_sync = match &home {
         Some(home) => {

@@ -684,7 +684,15 @@ impl Persister {
     /// The worker: runs until `stop` and then returns; call
     /// [`Persister::flush`] afterwards to drain what is left.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let priority = tokio::spawn(self.clone().lane(Lane::Priority, stop.clone()));
+        self.run_with_priority_on(tokio::runtime::Handle::current(), stop).await;
+    }
+
+    /// [`Persister::run`], with the priority lane (clients' saves) on
+    /// `priority`'s runtime and the bulk lane on this task's: a runner keeps
+    /// the bulk lane on threads of lower CPU priority, so an `npm install`'s
+    /// backlog yields to keystrokes, and its clients' saves do not.
+    pub async fn run_with_priority_on(self: Arc<Self>, priority: tokio::runtime::Handle, stop: CancellationToken) {
+        let priority = priority.spawn(self.clone().lane(Lane::Priority, stop.clone()));
         self.lane(Lane::Bulk, stop).await;
         let _ = priority.await;
     }

@@ -407,3 +407,42 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
     assert!(status.healthy, "{status:?}");
     assert_eq!(runner.stored("acked.txt").as_deref(), Some(&b"acknowledged"[..]));
 }
+
+/// The storage runtime's threads (watcher batches, the bulk lane, storage
+/// calls) run at a lower CPU priority than the rest of the runner, so an
+/// `npm install`'s backlog yields to the threads that carry keystrokes.
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    let term = open_terminal(&client).await;
+    let mut screen = Screen::default();
+    // Work for both runtimes: a terminal, and files for storage.
+    run_in_terminal(&mut client, term, &mut screen, "seq 1 200 | xargs touch", "touched").await;
+    eventually("the files in storage", || runner.stored("200").is_some()).await;
+
+    let pid = runner.child.id();
+    let nice_of = |tid: &str| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        // Fields from the third (state) on; the nice value is the 19th.
+        after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+    };
+    let main_nice = nice_of(&pid.to_string());
+    let mut storage = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = task.unwrap().file_name().into_string().unwrap();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        let nice = nice_of(&tid);
+        if name.trim() == "storage" {
+            storage += 1;
+            assert!(
+                nice > main_nice,
+                "storage thread {tid} at nice {nice}, the runner at {main_nice}"
+            );
+        } else {
+            assert_eq!(nice, main_nice, "thread {tid} ({}) lowered", name.trim());
+        }
+    }
+    assert!(storage > 0, "no storage thread found");
+}
