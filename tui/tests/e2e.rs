@@ -362,7 +362,9 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     // Output that is produced while the client is away is shown once, in
     // order, when it comes back.
     tmux.press(&["M-3"]);
-    tmux.type_text("for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.5; done");
+    // Each tick is also counted in a file, so the test can tell when the
+    // loop has finished while the client was away.
+    tmux.type_text("for i in 1 2 3 4 5 6; do echo tick-$i; echo $i > .ticks; sleep 0.5; done");
     tmux.press(&["Enter"]);
     tmux.wait_text("tick-1");
     proxy.outage(true);
@@ -375,7 +377,15 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     tmux.type_text("# typed offline");
     tmux.press(&["C-s"]);
     tmux.wait_text("NOT SAVED");
-    std::thread::sleep(Duration::from_secs(3));
+    let ticks = dir.path().join("data/sandboxes/e2e-net/workspace/.ticks");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&ticks).ok().as_deref() != Some("6\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop never finished in the sandbox"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     proxy.outage(false);
 
     let screen = tmux.wait_for("reconnected with every tick", |s| {
