@@ -238,6 +238,18 @@ impl RunnerHandle {
         data: &[u8],
         base_version: Option<String>,
     ) -> Result<String, ClientError> {
+        self.write_file_with(path, data, base_version, false).await
+    }
+
+    /// [`RunnerHandle::write_file`], refused with `already_exists` when
+    /// `create_new` and the path exists.
+    pub async fn write_file_with(
+        &self,
+        path: &WorkspacePath,
+        data: &[u8],
+        base_version: Option<String>,
+        create_new: bool,
+    ) -> Result<String, ClientError> {
         let (id, rx) = self.register();
         self.send_request(
             id,
@@ -245,7 +257,7 @@ impl RunnerHandle {
                 path: path.clone(),
                 size: data.len() as u64,
                 base_version,
-                create_new: false,
+                create_new,
             },
         )?;
         for (i, chunk) in data.chunks(UPLOAD_CHUNK).enumerate() {
@@ -330,6 +342,7 @@ impl RunnerHandle {
             rows,
             command,
             flow_window,
+            purpose: None,
         };
         match self.request(op).await? {
             Reply::TermOpened { term } => Ok(term),

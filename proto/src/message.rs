@@ -120,8 +120,9 @@ pub enum Op {
     TermList,
     StorageStatus,
     Ping,
-    /// Every entry under `path` (the whole tree for the root), recursively,
-    /// in one request: answered with [`Reply::ManifestStarted`], then `size`
+    /// `path` and every entry below it, recursively (for the root: every
+    /// entry of the workspace; for a file or link: only it), in one
+    /// request: answered with [`Reply::ManifestStarted`], then `size`
     /// bytes of newline-delimited JSON, one [`ManifestEntry`] per line, in
     /// `FileChunk`s whose transfer is the request id. Symlinks are listed,
     /// never followed.

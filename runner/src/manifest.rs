@@ -95,34 +95,27 @@ pub struct Manifest {
     pub hashed: u64,
 }
 
-/// Walks everything under `root` (not `root` itself), never following a
-/// symlink. Names no client can address (not UTF-8, control characters, the
-/// runner's own temporary files) are left out, as `list` leaves them out.
-pub fn build(ws: &Workspace, root: &WorkspacePath, cache: &HashCache) -> FileResult<Manifest> {
-    let top = if root.is_root() {
-        ws.dir().try_clone().map_err(|e| io_error(root, e))?
-    } else {
-        let meta = ws
-            .dir()
-            .symlink_metadata(root.as_relative_fs_path())
-            .map_err(|e| io_error(root, e))?;
-        if !meta.is_dir() {
-            return Err(FileError::new(
-                ErrorCode::NotADirectory,
-                format!("{root}: not a directory"),
-            ));
-        }
-        ws.dir()
-            .open_dir(root.as_relative_fs_path())
-            .map_err(|e| io_error(root, e))?
-    };
+/// Describes `top` and everything below it, never following a symlink:
+/// for the root, every entry of the workspace; for another path, that path
+/// first (a file or link: only it), then what is below it. Names no client
+/// can address (not UTF-8, control characters, the runner's own temporary
+/// files) are left out, as `list` leaves them out.
+pub fn build(ws: &Workspace, top: &WorkspacePath, cache: &HashCache) -> FileResult<Manifest> {
     let mut out = Manifest {
         bytes: Vec::new(),
         entries: 0,
         hashed: 0,
     };
     let mut seen = HashSet::new();
-    let mut stack = vec![(top, root.clone())];
+    let mut stack = Vec::new();
+    if top.is_root() {
+        stack.push((ws.dir().try_clone().map_err(|e| io_error(top, e))?, top.clone()));
+    } else {
+        let rel = top.as_relative_fs_path();
+        let meta = ws.dir().symlink_metadata(rel).map_err(|e| io_error(top, e))?;
+        let sub = describe(ws.dir(), rel, top, &meta, cache, &mut out, &mut seen)?;
+        stack.extend(sub.map(|dir| (dir, top.clone())));
+    }
     while let Some((dir, path)) = stack.pop() {
         let listing = match dir.entries() {
             Ok(listing) => listing,
@@ -147,56 +140,71 @@ pub fn build(ws: &Workspace, root: &WorkspacePath, cache: &HashCache) -> FileRes
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error(&child, e)),
             };
-            let kind = kind_of(&meta);
-            let mut entry = ManifestEntry {
-                path: child.clone(),
-                kind,
-                size: meta.len(),
-                mtime_ms: mtime_ms(&meta),
-                version: None,
-                hash: None,
-                executable: false,
-                target: None,
-            };
-            match kind {
-                EntryKind::File => {
-                    let hashed = hash_file(&dir, &name, &child, &meta, cache)?;
-                    if let Some(h) = hashed {
-                        out.hashed += u64::from(h.read);
-                        entry.size = h.meta.len();
-                        entry.mtime_ms = mtime_ms(&h.meta);
-                        entry.version = Some(version_of(&h.meta));
-                        entry.executable = h.meta.mode() & 0o111 != 0;
-                        entry.hash = h.hash;
-                        seen.insert(child.clone());
-                    } else {
-                        continue;
-                    }
-                }
-                EntryKind::Symlink => {
-                    entry.target = dir
-                        .read_link_contents(&name)
-                        .ok()
-                        .map(|t| t.to_string_lossy().into_owned());
-                }
-                EntryKind::Dir => match dir.open_dir(&name) {
-                    Ok(sub) => stack.push((sub, child.clone())),
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error(&child, e)),
-                },
-                EntryKind::Other => {}
-            }
-            // Serialising our own types cannot fail.
-            let line = serde_json::to_vec(&entry).unwrap_or_default();
-            out.bytes.extend_from_slice(&line);
-            out.bytes.push(b'\n');
-            out.entries += 1;
+            let sub = describe(&dir, Path::new(&name), &child, &meta, cache, &mut out, &mut seen)?;
+            stack.extend(sub.map(|d| (d, child)));
         }
     }
-    if root.is_root() {
+    if top.is_root() {
         cache.keep_only(&seen);
     }
     Ok(out)
+}
+
+/// Appends the line of one entry (`rel` beneath `dir`); returns the
+/// directory handle to walk when it is a directory.
+fn describe(
+    dir: &Dir,
+    rel: &Path,
+    path: &WorkspacePath,
+    meta: &Metadata,
+    cache: &HashCache,
+    out: &mut Manifest,
+    seen: &mut HashSet<WorkspacePath>,
+) -> FileResult<Option<Dir>> {
+    let kind = kind_of(meta);
+    let mut entry = ManifestEntry {
+        path: path.clone(),
+        kind,
+        size: meta.len(),
+        mtime_ms: mtime_ms(meta),
+        version: None,
+        hash: None,
+        executable: false,
+        target: None,
+    };
+    let mut sub = None;
+    match kind {
+        EntryKind::File => {
+            let Some(h) = hash_file(dir, rel, path, meta, cache)? else {
+                return Ok(None);
+            };
+            out.hashed += u64::from(h.read);
+            entry.size = h.meta.len();
+            entry.mtime_ms = mtime_ms(&h.meta);
+            entry.version = Some(version_of(&h.meta));
+            entry.executable = h.meta.mode() & 0o111 != 0;
+            entry.hash = h.hash;
+            seen.insert(path.clone());
+        }
+        EntryKind::Symlink => {
+            entry.target = dir
+                .read_link_contents(rel)
+                .ok()
+                .map(|t| t.to_string_lossy().into_owned());
+        }
+        EntryKind::Dir => match dir.open_dir(rel) {
+            Ok(d) => sub = Some(d),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(path, e)),
+        },
+        EntryKind::Other => {}
+    }
+    // Serialising our own types cannot fail.
+    let line = serde_json::to_vec(&entry).unwrap_or_default();
+    out.bytes.extend_from_slice(&line);
+    out.bytes.push(b'\n');
+    out.entries += 1;
+    Ok(sub)
 }
 
 struct Hashed {
@@ -212,7 +220,7 @@ struct Hashed {
 /// `None` when the file is gone.
 fn hash_file(
     dir: &Dir,
-    name: &str,
+    name: &Path,
     path: &WorkspacePath,
     lstat: &Metadata,
     cache: &HashCache,
@@ -454,10 +462,15 @@ mod tests {
 
         let sub = build(&ws, &p("src"), &cache).unwrap();
         let paths: Vec<String> = entries(&sub).iter().map(|e| e.path.to_string()).collect();
-        assert_eq!(paths, ["src/deep", "src/deep/a.txt"]);
+        assert_eq!(paths, ["src", "src/deep", "src/deep/a.txt"]);
+        let one = entries(&build(&ws, &p("src/deep/a.txt"), &cache).unwrap());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].hash.as_deref(), Some(blake3::hash(b"hellp").to_hex().as_str()));
+        let link = entries(&build(&ws, &p("py"), &cache).unwrap());
+        assert_eq!(link[0].target.as_deref(), Some("/usr/bin/python3"));
         assert_eq!(
-            build(&ws, &p("py"), &cache).err().unwrap().code,
-            ErrorCode::NotADirectory
+            build(&ws, &p("nothing"), &cache).err().unwrap().code,
+            ErrorCode::NotFound
         );
     }
 

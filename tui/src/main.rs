@@ -40,6 +40,16 @@ struct Args {
     /// use the keyboard only.
     #[arg(long, env = "CLOUDCODE_TUI_NO_MOUSE")]
     no_mouse: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Keep a local folder and a project's sandbox equal: work with your own
+    /// editor and tools, and the sandbox's terminals, Run and preview see
+    /// every save.
+    Sync(cloudcode_tui::sync::run::SyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,8 +62,16 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Some(Command::Sync(sync)) = args.command.take() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let code = runtime.block_on(sync_folder(args, sync))?;
+        std::process::exit(code);
+    }
     anyhow::ensure!(
         std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         "cloudcode-tui draws in a terminal: run it in one"
@@ -77,6 +95,28 @@ async fn find_server(args: &Args) -> anyhow::Result<Server> {
         }
         (Some(_), None) => anyhow::bail!("--server needs --token (or CLOUDCODE_API_TOKEN)"),
         (None, _) => LocalServer::from_env()?.find_or_start().await,
+    }
+}
+
+async fn sync_folder(args: Args, sync: cloudcode_tui::sync::run::SyncArgs) -> anyhow::Result<i32> {
+    use cloudcode_tui::sync::run::{DirectRunner, Stdout, run};
+    let mut report = Stdout;
+    match (&sync.runner_url, &sync.runner_token) {
+        (Some(url), Some(token)) => {
+            let dialer = DirectRunner {
+                url: url.clone(),
+                token: token.clone(),
+            };
+            run(sync, &dialer, &mut report).await
+        }
+        _ => {
+            let server = find_server(&args).await?;
+            let dialer = ControlPlane {
+                api: server.api,
+                project: sync.project.clone(),
+            };
+            run(sync, &dialer, &mut report).await
+        }
     }
 }
 

@@ -3,5 +3,11 @@
 //! two sides; [`apply`] carries a plan out; [`state`] remembers what both
 //! sides last agreed on; [`run`] drives it all from the command line.
 
+pub mod apply;
 pub mod model;
 pub mod reconcile;
+pub mod remote;
+pub mod rules;
+pub mod run;
+pub mod scan;
+pub mod state;

@@ -1,0 +1,462 @@
+//! Carries a [`Plan`] out, each change guarded so that nothing either side
+//! did since the plan was made is overwritten:
+//!
+//! - uploads carry `base_version` (or `create_new`), so a sandbox change in
+//!   between is refused by the runner, not overwritten;
+//! - a remote deletion first checks the file's version is still the one
+//!   planned on;
+//! - a local write or deletion first checks the path's identity (size,
+//!   mtime, ctime, inode) is still the scanned one, and writes through a
+//!   temporary file renamed into place;
+//! - content is hashed again as it is sent or received: what travels is what
+//!   was planned, or the change is left for the next round.
+//!
+//! A change that fails is reported and left: the views are updated only
+//! with what happened, so the next round decides it again.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cloudcode_proto::client::{ClientError, RunnerHandle};
+use cloudcode_proto::message::{ErrorCode, Op};
+use cloudcode_proto::path::WorkspacePath;
+use futures_util::StreamExt;
+
+use super::model::{Node, hash_bytes};
+use super::reconcile::{Change, ConflictCopy, Plan, Side};
+use super::remote::RemoteView;
+use super::rules::TEMP_PREFIX;
+use super::scan::{Identity, LocalEntry, LocalIndex, local_path};
+
+/// Uploads in flight at once: enough to hide the round trip to the runner,
+/// few enough not to hold up a user's own saves there.
+const PARALLEL: usize = 16;
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub done: usize,
+    pub uploaded: usize,
+    pub downloaded: usize,
+    pub deleted_local: usize,
+    pub deleted_remote: usize,
+    pub copies: Vec<WorkspacePath>,
+    /// Changes not made, and why (each will be decided again).
+    pub skipped: Vec<String>,
+}
+
+pub struct Executor<'a> {
+    pub root: &'a Path,
+    pub handle: &'a RunnerHandle,
+    pub index: &'a mut LocalIndex,
+    pub remote: &'a mut RemoteView,
+    /// Called after each change (progress bars).
+    pub on_done: &'a mut dyn FnMut(),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error("{0}")]
+    Because(String),
+    #[error(transparent)]
+    Runner(#[from] ClientError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn because(why: impl Into<String>) -> Skip {
+    Skip::Because(why.into())
+}
+
+/// What a remote change did, applied to the view afterwards.
+struct Recorded {
+    path: WorkspacePath,
+    node: Option<Node>,
+    version: Option<String>,
+}
+
+impl Executor<'_> {
+    /// Returns an error only when the connection is gone (the rest of the
+    /// plan cannot be carried out); other failures are in the outcome.
+    pub async fn run(&mut self, plan: &Plan) -> Result<Outcome, ClientError> {
+        let mut outcome = Outcome::default();
+        for copy in &plan.copies {
+            match self.make_copy(copy).await {
+                Ok(()) => outcome.copies.push(copy.copy.clone()),
+                Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => return Err(ClientError::Closed),
+                Err(e) => outcome.skipped.push(format!("conflict copy {}: {e}", copy.copy)),
+            }
+            (self.on_done)();
+        }
+        for change in &plan.local {
+            let result = match change {
+                Change::Delete { path, was } => self.delete_local(path, was).map(|()| {
+                    outcome.deleted_local += 1;
+                }),
+                Change::Put { path, node, was } => self.put_local(path, node, was.as_ref()).await.map(|downloaded| {
+                    outcome.downloaded += usize::from(downloaded);
+                }),
+            };
+            match result {
+                Ok(()) => outcome.done += 1,
+                Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => return Err(ClientError::Closed),
+                Err(e) => outcome.skipped.push(format!("{} (in the folder): {e}", change.path())),
+            }
+            (self.on_done)();
+        }
+        // Remote changes in waves that may run in parallel: deletions of one
+        // depth, then directories of one depth, then every file and link
+        // (their directories exist by then).
+        let mut waves: Vec<Vec<&Change>> = Vec::new();
+        let wave_of = |c: &Change| match c {
+            Change::Delete { path, .. } => (0u8, usize::MAX - super::model::depth(path)),
+            Change::Put {
+                node: Node::Dir, path, ..
+            } => (1, super::model::depth(path)),
+            Change::Put { .. } => (2, 0),
+        };
+        let mut last = None;
+        for change in &plan.remote {
+            let key = wave_of(change);
+            if last != Some(key) {
+                waves.push(Vec::new());
+                last = Some(key);
+            }
+            if let Some(wave) = waves.last_mut() {
+                wave.push(change);
+            }
+        }
+        for wave in waves {
+            let results: Vec<(&Change, Result<Recorded, Skip>)> = futures_util::stream::iter(wave)
+                .map(|change| {
+                    let job = RemoteJob {
+                        root: self.root,
+                        handle: self.handle,
+                        version: self.remote.versions.get(change.path()).cloned(),
+                    };
+                    async move { (change, job.apply(change).await) }
+                })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
+            for (change, result) in results {
+                match result {
+                    Ok(recorded) => {
+                        match change {
+                            Change::Delete { .. } => outcome.deleted_remote += 1,
+                            Change::Put { node: Node::Dir, .. } => {}
+                            Change::Put { .. } => outcome.uploaded += 1,
+                        }
+                        outcome.done += 1;
+                        self.remote.record(&recorded.path, recorded.node, recorded.version);
+                    }
+                    Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => {
+                        return Err(ClientError::Closed);
+                    }
+                    Err(e) => outcome.skipped.push(format!("{} (in the sandbox): {e}", change.path())),
+                }
+                (self.on_done)();
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn make_copy(&mut self, copy: &ConflictCopy) -> Result<(), Skip> {
+        let dest = local_path(self.root, &copy.copy);
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            // Made in an earlier round (the name carries the content).
+            return Ok(());
+        }
+        match (&copy.node, copy.from) {
+            (Node::File { hash, executable }, Side::Remote) => {
+                let (bytes, _) = self.handle.read_file(&copy.path).await?;
+                if &hash_bytes(&bytes) != hash {
+                    return Err(because("the sandbox's file changed again; will look again"));
+                }
+                write_atomically(&dest, &bytes, *executable, None)?;
+            }
+            (Node::File { hash, executable }, Side::Local) => {
+                let bytes = std::fs::read(local_path(self.root, &copy.path))?;
+                if &hash_bytes(&bytes) != hash {
+                    return Err(because("the file changed again; will look again"));
+                }
+                write_atomically(&dest, &bytes, *executable, None)?;
+            }
+            (Node::Symlink { target }, _) => link_atomically(&dest, target)?,
+            (Node::Dir, _) => {}
+        }
+        Ok(())
+    }
+
+    /// The folder still holds what the plan was made from.
+    fn check_local(&self, path: &WorkspacePath, expected: Option<&Node>) -> Result<(), Skip> {
+        let abs = local_path(self.root, path);
+        let meta = match std::fs::symlink_metadata(&abs) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let still = match (expected, &meta) {
+            (None, None) => true,
+            (Some(Node::Dir), Some(m)) => m.is_dir(),
+            (Some(Node::Symlink { target }), Some(m)) if m.file_type().is_symlink() => {
+                std::fs::read_link(&abs)?.to_str() == Some(target.as_str())
+            }
+            (Some(Node::File { .. }), Some(m)) if m.is_file() => {
+                let known = self.index.get(path).and_then(|e| e.identity);
+                known == Some(Identity::of(m))
+            }
+            _ => false,
+        };
+        if still {
+            Ok(())
+        } else {
+            Err(because("changed in the folder meanwhile; will look again"))
+        }
+    }
+
+    fn delete_local(&mut self, path: &WorkspacePath, was: &Node) -> Result<(), Skip> {
+        self.check_local(path, Some(was))?;
+        let abs = local_path(self.root, path);
+        match was {
+            Node::Dir => match std::fs::remove_dir(&abs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {
+                    return Err(because("kept: it holds files the sync ignores"));
+                }
+                Err(e) => return Err(e.into()),
+            },
+            _ => std::fs::remove_file(&abs)?,
+        }
+        self.index.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    /// Returns whether content was downloaded.
+    async fn put_local(&mut self, path: &WorkspacePath, node: &Node, was: Option<&Node>) -> Result<bool, Skip> {
+        let abs = local_path(self.root, path);
+        match node {
+            Node::Dir => {
+                self.check_local(path, was)?;
+                match std::fs::create_dir(&abs) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists && abs.is_dir() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.index.insert(
+                    path.clone(),
+                    LocalEntry {
+                        node: Node::Dir,
+                        identity: None,
+                    },
+                );
+                Ok(false)
+            }
+            Node::Symlink { target } => {
+                self.check_local(path, was)?;
+                link_atomically(&abs, target)?;
+                self.index.insert(
+                    path.clone(),
+                    LocalEntry {
+                        node: node.clone(),
+                        identity: None,
+                    },
+                );
+                Ok(false)
+            }
+            Node::File { hash, executable } => {
+                let content_known = matches!(was, Some(Node::File { hash: h, .. }) if h == hash);
+                let (bytes, version) = if content_known {
+                    (None, None)
+                } else {
+                    let (bytes, version) = self.handle.read_file(path).await?;
+                    if &hash_bytes(&bytes) != hash {
+                        return Err(because("changed in the sandbox meanwhile; will look again"));
+                    }
+                    (Some(bytes), Some(version))
+                };
+                // Checked after the download, right before replacing.
+                self.check_local(path, was)?;
+                let identity = match bytes {
+                    Some(bytes) => {
+                        let keep_mode = std::fs::symlink_metadata(&abs)
+                            .ok()
+                            .filter(|m| m.is_file())
+                            .map(|m| m.permissions().mode());
+                        write_atomically(&abs, &bytes, *executable, keep_mode)?
+                    }
+                    // Only the executable bit changed.
+                    None => {
+                        let mode = std::fs::symlink_metadata(&abs)?.permissions().mode();
+                        std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(with_exec(mode, *executable)))?;
+                        Identity::of(&std::fs::symlink_metadata(&abs)?)
+                    }
+                };
+                self.index.insert(
+                    path.clone(),
+                    LocalEntry {
+                        node: node.clone(),
+                        identity: Some(identity),
+                    },
+                );
+                if let Some(version) = version {
+                    self.remote.versions.insert(path.clone(), version);
+                }
+                Ok(!content_known)
+            }
+        }
+    }
+}
+
+struct RemoteJob<'a> {
+    root: &'a Path,
+    handle: &'a RunnerHandle,
+    /// The version the plan saw, for files.
+    version: Option<String>,
+}
+
+impl RemoteJob<'_> {
+    async fn apply(&self, change: &Change) -> Result<Recorded, Skip> {
+        match change {
+            Change::Delete { path, was } => {
+                if matches!(was, Node::File { .. }) {
+                    // `delete` takes no version: check it just before.
+                    let now = self.handle.manifest(path).await?;
+                    let current = now.first().and_then(|e| e.version.clone());
+                    if current != self.version {
+                        return Err(because("changed in the sandbox meanwhile; will look again"));
+                    }
+                }
+                let op = Op::Delete {
+                    path: path.clone(),
+                    recursive: false,
+                };
+                match self.handle.request(op).await {
+                    Ok(_) => {}
+                    Err(ClientError::Remote {
+                        code: ErrorCode::DirectoryNotEmpty,
+                        ..
+                    }) => return Err(because("kept: it holds files the sync ignores")),
+                    Err(ClientError::Remote {
+                        code: ErrorCode::NotFound,
+                        ..
+                    }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(Recorded {
+                    path: path.clone(),
+                    node: None,
+                    version: None,
+                })
+            }
+            Change::Put { path, node, was } => {
+                let version = match node {
+                    Node::Dir => {
+                        match self.handle.request(Op::CreateDir { path: path.clone() }).await {
+                            Ok(_) => {}
+                            Err(ClientError::Remote {
+                                code: ErrorCode::AlreadyExists,
+                                ..
+                            }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        None
+                    }
+                    Node::Symlink { target } => {
+                        let op = Op::Symlink {
+                            path: path.clone(),
+                            target: target.clone(),
+                            overwrite: was.is_some(),
+                        };
+                        self.handle.request(op).await?;
+                        None
+                    }
+                    Node::File { hash, executable } => {
+                        let content_known = matches!(was, Some(Node::File { hash: h, .. }) if h == hash);
+                        let version = if content_known {
+                            self.version.clone()
+                        } else {
+                            let bytes = std::fs::read(local_path(self.root, path))?;
+                            if &hash_bytes(&bytes) != hash {
+                                return Err(because("changed in the folder meanwhile; will look again"));
+                            }
+                            let (base, create_new) = match was {
+                                Some(Node::File { .. }) => (self.version.clone(), false),
+                                _ => (None, true),
+                            };
+                            match self.handle.write_file_with(path, &bytes, base, create_new).await {
+                                Ok(version) => Some(version),
+                                Err(ClientError::Remote {
+                                    code: ErrorCode::Conflict | ErrorCode::AlreadyExists,
+                                    ..
+                                }) => return Err(because("changed in the sandbox meanwhile; will look again")),
+                                Err(e) => return Err(e.into()),
+                            }
+                        };
+                        // A write makes a new file without the bit.
+                        if *executable || content_known {
+                            let op = Op::SetExecutable {
+                                path: path.clone(),
+                                executable: *executable,
+                            };
+                            self.handle.request(op).await?;
+                        }
+                        version
+                    }
+                };
+                Ok(Recorded {
+                    path: path.clone(),
+                    node: Some(node.clone()),
+                    version,
+                })
+            }
+        }
+    }
+}
+
+fn with_exec(mode: u32, executable: bool) -> u32 {
+    if executable {
+        mode | ((mode & 0o444) >> 2)
+    } else {
+        mode & !0o111
+    }
+}
+
+fn temporary_beside(dest: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    dest.with_file_name(name)
+}
+
+/// Writes `bytes` to a temporary file beside `dest` and renames it over, so
+/// an editor or a build never sees half a file. Returns the new identity.
+fn write_atomically(dest: &Path, bytes: &[u8], executable: bool, mode: Option<u32>) -> std::io::Result<Identity> {
+    use std::io::Write;
+    let tmp = temporary_beside(dest);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        let base = mode.unwrap_or_else(|| file.metadata().map(|m| m.permissions().mode()).unwrap_or(0o644));
+        file.set_permissions(std::fs::Permissions::from_mode(with_exec(base & 0o7777, executable)))?;
+        drop(file);
+        std::fs::rename(&tmp, dest)?;
+        std::fs::symlink_metadata(dest).map(|m| Identity::of(&m))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn link_atomically(dest: &Path, target: &str) -> std::io::Result<()> {
+    let tmp = temporary_beside(dest);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, dest).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

@@ -1,0 +1,99 @@
+//! The sandbox's side as the sync sees it: nodes from the runner's
+//! manifest, plus each file's version (what `base_version` names, and how
+//! the sync recognises its own writes coming back as `fs_changed`: an event
+//! for a path whose version is the one our write returned is our echo).
+
+use std::collections::{BTreeSet, HashMap};
+
+use cloudcode_proto::client::{ClientError, RunnerHandle};
+use cloudcode_proto::message::ErrorCode;
+use cloudcode_proto::path::WorkspacePath;
+
+use super::model::{Node, Tree};
+
+#[derive(Debug, Default, Clone)]
+pub struct RemoteView {
+    pub tree: Tree,
+    pub versions: HashMap<WorkspacePath, String>,
+    /// Paths whose content the sync cannot know this round (a file the
+    /// runner may not read, a socket): left out of the reconcile entirely,
+    /// so they are neither deleted nor overwritten.
+    pub unknown: BTreeSet<WorkspacePath>,
+}
+
+impl RemoteView {
+    /// Replaces `top` and everything below it (the root: everything) with
+    /// the runner's manifest of it.
+    pub async fn load(&mut self, handle: &RunnerHandle, top: &WorkspacePath) -> Result<u64, ClientError> {
+        let entries = match handle.manifest(top).await {
+            Ok(entries) => entries,
+            // Gone, and so is everything below it.
+            Err(ClientError::Remote {
+                code: ErrorCode::NotFound | ErrorCode::NotADirectory | ErrorCode::OutsideWorkspace,
+                ..
+            }) if !top.is_root() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        self.forget_below(top);
+        let count = entries.len() as u64;
+        for entry in entries {
+            match Node::from_manifest(&entry) {
+                Some(node) => {
+                    if let Some(version) = entry.version {
+                        self.versions.insert(entry.path.clone(), version);
+                    }
+                    self.tree.insert(entry.path, node);
+                }
+                None => {
+                    self.unknown.insert(entry.path);
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    fn forget_below(&mut self, top: &WorkspacePath) {
+        let keep = |p: &WorkspacePath| !p.starts_with(top);
+        self.tree.retain(|p, _| keep(p));
+        self.versions.retain(|p, _| keep(p));
+        self.unknown.retain(keep);
+    }
+
+    /// Brings the view up to date for paths the runner said changed: a
+    /// manifest of each (the runner hashes only what changed). Our own
+    /// writes come back with the version and hash we recorded, so they
+    /// change nothing.
+    pub async fn refresh(&mut self, handle: &RunnerHandle, paths: &BTreeSet<WorkspacePath>) -> Result<(), ClientError> {
+        let mut done: Vec<&WorkspacePath> = Vec::new();
+        for path in paths {
+            // A path below one just loaded is already fresh (sorted: a
+            // parent comes before its children).
+            if done.iter().any(|d| path.starts_with(d)) {
+                continue;
+            }
+            self.load(handle, path).await?;
+            done.push(path);
+        }
+        Ok(())
+    }
+
+    /// Records the result of one of our own changes.
+    pub fn record(&mut self, path: &WorkspacePath, node: Option<Node>, version: Option<String>) {
+        match node {
+            Some(node) => {
+                self.tree.insert(path.clone(), node);
+            }
+            None => {
+                self.forget_below(path);
+            }
+        }
+        match version {
+            Some(v) => {
+                self.versions.insert(path.clone(), v);
+            }
+            None => {
+                self.versions.remove(path);
+            }
+        }
+    }
+}

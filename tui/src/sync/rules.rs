@@ -1,0 +1,225 @@
+//! What the sync leaves alone: `.gitignore` at every level, `.cloudcodeignore`
+//! beside them (its lines win over the `.gitignore` of the same directory),
+//! `.git/info/exclude`, and defaults no one wants synced (`.git/`, editor
+//! swap, backup and probe files, the sync's own temporary files). Matching
+//! is the `ignore` crate's gitignore matcher, one per directory, asked from
+//! the nearest directory up as git does; a path inside an ignored directory
+//! is ignored whatever a deeper file says.
+//!
+//! Hidden files (`.env`, `.github/`) are synced unless a rule says
+//! otherwise. Rules are applied to both sides' trees and to the agreed
+//! state alike, so a path that becomes ignored simply leaves the sync: it is
+//! never taken for a deletion, and the other side's copy stays.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cloudcode_proto::path::WorkspacePath;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use super::model::ancestors;
+
+/// The per-directory ignore files, in increasing precedence.
+pub const IGNORE_FILES: [&str; 2] = [".gitignore", ".cloudcodeignore"];
+/// Prefix of the sync's own temporary files in the folder.
+pub const TEMP_PREFIX: &str = ".cloudcode-sync-";
+
+/// Never synced, whatever the rules say.
+const DEFAULTS: &[&str] = &[
+    ".git",
+    // vim: swap files, the `4913` probe it writes to test a directory, and
+    // `~` backups (also emacs, nano, gedit).
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "4913",
+    "*~",
+    // emacs lock and autosave files.
+    ".#*",
+    r"\#*#",
+    // JetBrains' safe-write files.
+    "*___jb_old___",
+    "*___jb_tmp___",
+    // The sync's own temporary files.
+    ".cloudcode-sync-*",
+];
+
+pub struct Rules {
+    root: PathBuf,
+    defaults: Gitignore,
+    exclude: Gitignore,
+    /// The matcher of each directory that has an ignore file.
+    dirs: HashMap<WorkspacePath, Gitignore>,
+    /// Problems found in ignore files, to tell the user once.
+    pub warnings: Vec<String>,
+}
+
+impl Rules {
+    pub fn new(root: &Path) -> Self {
+        let mut defaults = GitignoreBuilder::new(root);
+        for line in DEFAULTS {
+            // Our own patterns are valid.
+            let _ = defaults.add_line(None, line);
+        }
+        let mut rules = Self {
+            root: root.to_path_buf(),
+            defaults: defaults.build().unwrap_or_else(|_| Gitignore::empty()),
+            exclude: Gitignore::empty(),
+            dirs: HashMap::new(),
+            warnings: Vec::new(),
+        };
+        rules.reload_exclude();
+        rules
+    }
+
+    /// Re-reads `.git/info/exclude`.
+    pub fn reload_exclude(&mut self) {
+        let path = self.root.join(".git/info/exclude");
+        self.exclude = if path.exists() {
+            let mut builder = GitignoreBuilder::new(&self.root);
+            if let Some(e) = builder.add(&path) {
+                self.warnings.push(format!("{}: {e}", path.display()));
+            }
+            builder.build().unwrap_or_else(|_| Gitignore::empty())
+        } else {
+            Gitignore::empty()
+        };
+    }
+
+    /// (Re-)reads the ignore files of one directory of the folder; a
+    /// directory without any has no matcher.
+    pub fn load_dir(&mut self, dir: &WorkspacePath) {
+        let abs = self.root.join(dir.as_relative_fs_path());
+        let mut builder = GitignoreBuilder::new(&abs);
+        let mut any = false;
+        for name in IGNORE_FILES {
+            let file = abs.join(name);
+            if file.is_file() {
+                any = true;
+                if let Some(e) = builder.add(&file) {
+                    self.warnings.push(format!("{}: {e}", file.display()));
+                }
+            }
+        }
+        if any {
+            match builder.build() {
+                Ok(matcher) => {
+                    self.dirs.insert(dir.clone(), matcher);
+                }
+                Err(e) => self.warnings.push(format!("{}: {e}", abs.display())),
+            }
+        } else {
+            self.dirs.remove(dir);
+        }
+    }
+
+    /// Forgets the matchers of a directory and everything below it (it is
+    /// gone, or about to be read again).
+    pub fn forget_below(&mut self, dir: &WorkspacePath) {
+        self.dirs.retain(|d, _| !d.starts_with(dir));
+    }
+
+    /// Whether `path` is left out of the sync, itself or through a
+    /// directory above it.
+    pub fn is_ignored(&self, path: &WorkspacePath, is_dir: bool) -> bool {
+        if path.is_root() {
+            return false;
+        }
+        if self.ignored_here(path, is_dir) {
+            return true;
+        }
+        ancestors(path).any(|a| self.ignored_here(&a, true))
+    }
+
+    /// Whether the rules name `path` itself (its parents not considered).
+    pub fn ignored_here(&self, path: &WorkspacePath, is_dir: bool) -> bool {
+        let rel = Path::new(path.as_str());
+        if self.defaults.matched(rel, is_dir).is_ignore() {
+            return true;
+        }
+        // The nearest directory's rules first: a deeper file overrides.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if let Some(matcher) = self.dirs.get(&d) {
+                let below = path
+                    .as_str()
+                    .strip_prefix(d.as_str())
+                    .map(|s| s.trim_start_matches('/'))
+                    .unwrap_or(path.as_str());
+                let m = matcher.matched(Path::new(below), is_dir);
+                if m.is_ignore() {
+                    return true;
+                }
+                if m.is_whitelist() {
+                    return false;
+                }
+            }
+            dir = d.parent();
+        }
+        self.exclude.matched(rel, is_dir).is_ignore()
+    }
+
+    /// Whether a change to `path` changes the rules.
+    pub fn is_rule_file(path: &WorkspacePath) -> bool {
+        path.file_name().is_some_and(|n| IGNORE_FILES.contains(&n)) || path.as_str() == ".git/info/exclude"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> WorkspacePath {
+        WorkspacePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn gitignores_at_every_level_the_project_file_and_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git/info")).unwrap();
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\nbuild/\n").unwrap();
+        std::fs::write(root.join(".cloudcodeignore"), "secret.txt\n!keep.log\n").unwrap();
+        std::fs::write(root.join("sub/.gitignore"), "!important.log\nlocal-only\n").unwrap();
+        std::fs::write(root.join(".git/info/exclude"), "scratch/\n").unwrap();
+        let mut rules = Rules::new(root);
+        rules.load_dir(&WorkspacePath::root());
+        rules.load_dir(&p("sub"));
+
+        assert!(rules.is_ignored(&p("a.log"), false));
+        assert!(!rules.is_ignored(&p("keep.log"), false), ".cloudcodeignore wins");
+        assert!(rules.is_ignored(&p("secret.txt"), false));
+        assert!(rules.is_ignored(&p("build"), true));
+        assert!(rules.is_ignored(&p("build/x.js"), false));
+        assert!(!rules.is_ignored(&p("build"), false), "build/ names directories only");
+        assert!(rules.is_ignored(&p("sub/deeper/x.log"), false));
+        assert!(
+            !rules.is_ignored(&p("sub/important.log"), false),
+            "a deeper file overrides"
+        );
+        assert!(rules.is_ignored(&p("sub/local-only"), false));
+        assert!(!rules.is_ignored(&p("local-only"), false), "sub's rules stay in sub");
+        assert!(rules.is_ignored(&p("scratch"), true));
+        for name in [
+            ".git",
+            ".a.txt.swp",
+            "a.txt~",
+            "4913",
+            ".#a.txt",
+            "#a.txt#",
+            ".cloudcode-sync-1",
+        ] {
+            assert!(rules.is_ignored(&p(name), name == ".git"), "{name}");
+        }
+        assert!(rules.is_ignored(&p(".git/config"), false));
+        assert!(!rules.is_ignored(&p(".env"), false), "hidden files are synced");
+        assert!(!rules.is_ignored(&p(".github/workflows/ci.yml"), false));
+
+        std::fs::write(root.join("sub/.gitignore"), "").unwrap();
+        rules.load_dir(&p("sub"));
+        assert!(!rules.is_ignored(&p("sub/local-only"), false));
+        assert!(Rules::is_rule_file(&p("sub/.gitignore")));
+        assert!(Rules::is_rule_file(&p(".cloudcodeignore")));
+    }
+}

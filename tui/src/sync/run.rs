@@ -1,0 +1,779 @@
+//! `cloudcode-tui sync`: reconcile once, then keep both sides equal until
+//! Ctrl-C. Local events and the runner's `fs_changed` are hints: after a
+//! short quiet time the named paths are looked at again (an `lstat` and a
+//! hash where the identity changed; a manifest of the path in the sandbox),
+//! and a round of reconcile and apply follows.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cloudcode_proto::client::{Incoming, RunnerClient, RunnerHandle};
+use cloudcode_proto::message::{Event, Op};
+use cloudcode_proto::path::WorkspacePath;
+use indicatif::{ProgressBar, ProgressStyle};
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use super::apply::{Executor, Outcome};
+use super::model::{Node, Tree, is_conflict_copy};
+use super::reconcile::{Mode, Notice, Plan, Side, advance_base, reconcile};
+use super::remote::RemoteView;
+use super::rules::Rules;
+use super::scan::{LocalIndex, ScanStats, Scanner, tree_of};
+use super::state::{SyncState, state_path};
+use crate::remote::Dialer;
+
+/// Events are collected until the folder has been quiet this long...
+const QUIET: Duration = Duration::from_millis(15);
+/// ...but never longer than this after the first one (a build writing for
+/// minutes still gets synced as it goes).
+const MAX_DELAY: Duration = Duration::from_millis(250);
+/// Polling interval when inotify cannot watch the folder.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Rounds in a row before giving up on settling (each round's conflict
+/// copies and retries need one more).
+const MAX_ROUNDS: usize = 5;
+/// Plans at least this large get a progress bar.
+const BAR_AT: usize = 200;
+
+/// Exit code of `--once` when conflicts remain for the user to resolve.
+pub const EXIT_CONFLICTS: i32 = 2;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// The local folder to keep equal to the project's sandbox.
+    pub dir: PathBuf,
+    /// The project to sync with (started if it is not running).
+    #[arg(long)]
+    pub project: String,
+    #[arg(long, value_enum, default_value_t = Mode::TwoWaySafe)]
+    pub mode: Mode,
+    /// Reconcile, then exit: 0 when both sides are equal, 2 when conflicts
+    /// remain (conflict copies or, one-way, paths left alone).
+    #[arg(long)]
+    pub once: bool,
+    /// Print what would be done, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A round that would delete more files than this on either side (or
+    /// empty a side) stops and asks; without a terminal to ask on, it
+    /// refuses.
+    #[arg(long, default_value_t = 50)]
+    pub max_deletes: usize,
+    /// Carry out large deletions without asking.
+    #[arg(long)]
+    pub allow_deletes: bool,
+    /// Poll the folder every 2 s instead of watching it with inotify.
+    #[arg(long)]
+    pub poll: bool,
+    /// Connect straight to a runner's WebSocket (`ws://host:port/v1/ws`)
+    /// with a project token, instead of through the server.
+    #[arg(long, env = "CLOUDCODE_RUNNER_URL", requires = "runner_token")]
+    pub runner_url: Option<String>,
+    #[arg(long, env = "CLOUDCODE_RUNNER_TOKEN", hide_env_values = true)]
+    pub runner_token: Option<String>,
+    /// Where the sync keeps its state (default: the user's data directory).
+    #[arg(long, env = "CLOUDCODE_SYNC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A runner reached directly, without the control plane.
+pub struct DirectRunner {
+    pub url: String,
+    pub token: String,
+}
+
+#[async_trait::async_trait]
+impl Dialer for DirectRunner {
+    async fn dial(&self) -> Result<(RunnerClient, String), String> {
+        let client = RunnerClient::connect(&self.url, &self.token)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((client, String::new()))
+    }
+}
+
+/// Where the sync's lines go: standard output, or a test's buffer.
+pub trait Report: Send {
+    fn line(&mut self, text: &str);
+}
+
+pub struct Stdout;
+
+impl Report for Stdout {
+    fn line(&mut self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+/// Runs the sync; returns the process exit code.
+pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -> anyhow::Result<i32> {
+    let folder = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("the folder {} cannot be opened", args.dir.display()))?;
+    anyhow::ensure!(folder.is_dir(), "{} is not a directory", folder.display());
+    let data_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => crate::settings::project_dirs()
+            .map(|d| d.data_dir().to_path_buf())
+            .context("no data directory for the sync's state: set CLOUDCODE_SYNC_STATE_DIR")?,
+    };
+    let state_file = state_path(&data_dir, &args.project, &folder);
+    let state = SyncState::load(&state_file, &args.project, &folder)?;
+    let rules = Rules::new(&folder);
+    let mut sync = Sync {
+        args,
+        folder,
+        state_file,
+        rules,
+        index: state.local,
+        base: state.base,
+        remote: RemoteView::default(),
+        report,
+        last_conflicts: 0,
+    };
+    sync.full_scan()?;
+    for warning in std::mem::take(&mut sync.rules.warnings) {
+        sync.report.line(&format!("warning: {warning}"));
+    }
+
+    let (mut handle, mut incoming) = connect(dialer).await?;
+    if !sync.args.once && !sync.args.dry_run {
+        handle.request(Op::WatchFs).await?;
+    }
+    sync.load_remote(&handle).await?;
+    let settled = sync.settle(&handle).await?;
+    if sync.args.dry_run || sync.args.once {
+        return Ok(settled);
+    }
+
+    // Watching.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<LocalEvent>();
+    let mut watcher = LocalWatcher::start(&sync.folder, events_tx, sync.args.poll);
+    if let Err(message) = watcher.watch_dirs(&sync.folder, sync.index.iter().filter(|(_, e)| e.node.is_dir())) {
+        sync.report.line(&message);
+    }
+    sync.report.line(&format!(
+        "watching {} ({} entries{}); Ctrl-C to stop",
+        sync.folder.display(),
+        sync.index.len(),
+        if watcher.polling() { ", polling every 2 s" } else { "" }
+    ));
+    let mut dirty_local: BTreeSet<WorkspacePath> = BTreeSet::new();
+    let mut dirty_remote: BTreeSet<WorkspacePath> = BTreeSet::new();
+    let mut rescan_all = false;
+    let mut first_event: Option<Instant> = None;
+    let mut last_event = Instant::now();
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let deadline = first_event.map(|first| {
+            let quiet = last_event + QUIET;
+            let latest = first + MAX_DELAY;
+            tokio::time::Instant::from_std(quiet.min(latest))
+        });
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                sync.save()?;
+                sync.report.line("stopped; the next run resumes from here");
+                return Ok(0);
+            }
+            event = events.recv() => match event {
+                Some(LocalEvent::Paths(paths)) => {
+                    for path in paths {
+                        if let Some(p) = sync.relative(&path) {
+                            dirty_local.insert(p);
+                        }
+                    }
+                }
+                Some(LocalEvent::Rescan) => rescan_all = true,
+                Some(LocalEvent::LimitReached) => {
+                    sync.report.line(&watch_limit_message());
+                    watcher.fall_back_to_polling();
+                }
+                None => {}
+            },
+            message = incoming.recv() => match message {
+                Some(Incoming::Event(Event::FsChanged { changes })) => {
+                    dirty_remote.extend(changes.into_iter().map(|c| c.path));
+                }
+                Some(Incoming::Closed(_)) | None => {
+                    sync.report.line("the connection to the sandbox dropped; reconnecting");
+                    (handle, incoming) = reconnect(dialer, sync.report).await;
+                    handle.request(Op::WatchFs).await?;
+                    dirty_remote.insert(WorkspacePath::root());
+                    rescan_all = true;
+                }
+                Some(_) => continue,
+            },
+            _ = poll.tick(), if watcher.polling() => rescan_all = true,
+            _ = sleep_until(deadline) => {
+                first_event = None;
+                let result = sync
+                    .catch_up(&handle, &mut dirty_local, &mut dirty_remote, &mut rescan_all, &mut watcher)
+                    .await;
+                if let Err(e) = result {
+                    sync.report.line(&format!("error: {e:#}"));
+                }
+                continue;
+            }
+        }
+        last_event = Instant::now();
+        first_event.get_or_insert(last_event);
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(dialer: &dyn Dialer) -> anyhow::Result<(RunnerHandle, mpsc::UnboundedReceiver<Incoming>)> {
+    let (client, _) = dialer
+        .dial()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the project's sandbox: {e}"))?;
+    let (handle, mut incoming) = client.into_split();
+    match tokio::time::timeout(Duration::from_secs(30), incoming.recv()).await {
+        Ok(Some(Incoming::Event(Event::Welcome { .. }))) => Ok((handle, incoming)),
+        other => anyhow::bail!("the runner did not greet: {other:?}"),
+    }
+}
+
+async fn reconnect(dialer: &dyn Dialer, report: &mut dyn Report) -> (RunnerHandle, mpsc::UnboundedReceiver<Incoming>) {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match connect(dialer).await {
+            Ok(connected) => {
+                report.line("reconnected");
+                return connected;
+            }
+            Err(e) => {
+                report.line(&format!("{e:#}; retrying in {} s", wait.as_secs_f32()));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+pub fn watch_limit_message() -> String {
+    let current = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "warning: the inotify watch limit is reached (fs.inotify.max_user_watches = {current}); \
+         raise it with `sudo sysctl fs.inotify.max_user_watches=524288` (and a line in /etc/sysctl.d/ to keep it). \
+         Polling the folder every 2 s meanwhile."
+    )
+}
+
+struct Sync<'r> {
+    args: SyncArgs,
+    folder: PathBuf,
+    state_file: PathBuf,
+    rules: Rules,
+    index: LocalIndex,
+    base: Tree,
+    remote: RemoteView,
+    report: &'r mut dyn Report,
+    /// Conflicts reported by the last round.
+    last_conflicts: usize,
+}
+
+impl Sync<'_> {
+    fn relative(&self, abs: &Path) -> Option<WorkspacePath> {
+        let rel = abs.strip_prefix(&self.folder).ok()?;
+        WorkspacePath::parse(rel.to_str()?).ok()
+    }
+
+    fn scan(&mut self, top: &WorkspacePath) -> anyhow::Result<ScanStats> {
+        let bar = if top.is_root() && self.index.is_empty() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} reading the folder: {binary_bytes} hashed ({binary_bytes_per_sec})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let mut on_hashed = |bytes: u64| {
+            if let Some(bar) = &bar {
+                bar.inc(bytes);
+            }
+        };
+        let stats = Scanner {
+            root: &self.folder,
+            rules: &mut self.rules,
+            on_hashed: &mut on_hashed,
+        }
+        .scan(top, &mut self.index)
+        .with_context(|| format!("reading {}", self.folder.display()))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        for skipped in &stats.skipped {
+            self.report.line(&format!("skipped: {skipped}"));
+        }
+        Ok(stats)
+    }
+
+    fn full_scan(&mut self) -> anyhow::Result<ScanStats> {
+        self.scan(&WorkspacePath::root())
+    }
+
+    async fn load_remote(&mut self, handle: &RunnerHandle) -> anyhow::Result<()> {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message("reading the sandbox's manifest");
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let loaded = self.remote.load(handle, &WorkspacePath::root()).await;
+        spinner.finish_and_clear();
+        loaded.context("reading the sandbox's manifest")?;
+        Ok(())
+    }
+
+    /// The three trees as the reconcile sees them: ignored paths and paths
+    /// whose content cannot be known are out of all three.
+    fn views(&self) -> (Tree, Tree, Tree) {
+        let keep = |p: &WorkspacePath, n: &Node| {
+            !self.rules.is_ignored(p, n.is_dir()) && !self.remote.unknown.iter().any(|u| p.starts_with(u))
+        };
+        let filter = |t: &Tree| -> Tree {
+            t.iter()
+                .filter(|(p, n)| keep(p, n))
+                .map(|(p, n)| (p.clone(), n.clone()))
+                .collect()
+        };
+        (
+            filter(&tree_of(&self.index)),
+            filter(&self.remote.tree),
+            filter(&self.base),
+        )
+    }
+
+    fn plan(&self) -> Plan {
+        let (local, remote, base) = self.views();
+        reconcile(&local, &remote, &base, self.args.mode)
+    }
+
+    fn save(&mut self) -> anyhow::Result<()> {
+        let (local, remote, base) = self.views();
+        // Ignored paths leave the agreed state: when they come back, both
+        // sides are compared afresh (never a deletion).
+        self.base = advance_base(&local, &remote, &base);
+        let state = SyncState {
+            format: 1,
+            project: self.args.project.clone(),
+            folder: self.folder.clone(),
+            instance: String::new(),
+            base: self.base.clone(),
+            local: self.index.clone(),
+        };
+        state.save(&self.state_file)?;
+        Ok(())
+    }
+
+    /// Rounds until nothing is left to do; returns the exit code `--once`
+    /// means.
+    async fn settle(&mut self, handle: &RunnerHandle) -> anyhow::Result<i32> {
+        for round in 0..MAX_ROUNDS {
+            if round > 0 {
+                self.full_scan()?;
+                self.remote.load(handle, &WorkspacePath::root()).await?;
+            }
+            let plan = self.plan();
+            if self.args.dry_run {
+                self.print_plan(&plan);
+                return Ok(if plan.conflicts() > 0 { EXIT_CONFLICTS } else { 0 });
+            }
+            let did = self.round(handle, plan).await?;
+            if !did {
+                break;
+            }
+        }
+        let remaining = self.conflicts_remaining();
+        if remaining > 0 {
+            self.report.line(&format!(
+                "{remaining} conflict(s) remain: resolve them and delete the conflict copies"
+            ));
+            Ok(EXIT_CONFLICTS)
+        } else {
+            self.report.line("in sync");
+            Ok(0)
+        }
+    }
+
+    fn conflicts_remaining(&self) -> usize {
+        let copies = self.index.keys().filter(|p| is_conflict_copy(p)).count();
+        copies
+            + if self.args.mode == Mode::OneWaySafe {
+                self.last_conflicts
+            } else {
+                0
+            }
+    }
+
+    /// One plan carried out; false when there was nothing to do.
+    async fn round(&mut self, handle: &RunnerHandle, plan: Plan) -> anyhow::Result<bool> {
+        self.last_conflicts = plan.conflicts();
+        for notice in &plan.notices {
+            self.report.line(&describe_notice(notice));
+        }
+        if plan.is_empty() {
+            self.save()?;
+            return Ok(false);
+        }
+        self.check_deletions(&plan)?;
+        let total = plan.local.len() + plan.remote.len() + plan.copies.len();
+        let bar = (total >= BAR_AT).then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} changes ({per_sec}, {eta} left)")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let mut on_done = || {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        };
+        let outcome = Executor {
+            root: &self.folder,
+            handle,
+            index: &mut self.index,
+            remote: &mut self.remote,
+            on_done: &mut on_done,
+        }
+        .run(&plan)
+        .await
+        .context("the connection to the sandbox dropped")?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        self.report.line(&describe_outcome(&plan, &outcome));
+        for skipped in &outcome.skipped {
+            self.report.line(&format!("  not done: {skipped}"));
+        }
+        for copy in &outcome.copies {
+            // Made in the folder: the next look brings them in.
+            self.scan(copy)?;
+        }
+        self.save()?;
+        Ok(outcome.done > 0 || !outcome.copies.is_empty())
+    }
+
+    /// Stops a round that would delete a lot, or empty a side.
+    fn check_deletions(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        if self.args.allow_deletes {
+            return Ok(());
+        }
+        let (local, remote, _) = self.views();
+        for (side, tree) in [(Side::Local, &local), (Side::Remote, &remote)] {
+            let deletions = plan.deletions(side);
+            let files = tree.values().filter(|n| !n.is_dir()).count();
+            let adds = plan
+                .changes(side)
+                .iter()
+                .any(|c| matches!(c, super::reconcile::Change::Put { node, .. } if !node.is_dir()));
+            let empties = files > 0 && deletions >= files && !adds;
+            if deletions <= self.args.max_deletes && !empties {
+                continue;
+            }
+            let place = match side {
+                Side::Local => "in the folder",
+                Side::Remote => "in the sandbox",
+            };
+            let why = format!(
+                "this sync would delete {deletions} of {files} files {place}{}",
+                if empties { ", emptying it" } else { "" }
+            );
+            if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+                eprint!("{why}. Go ahead? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if answer.trim().eq_ignore_ascii_case("y") {
+                    continue;
+                }
+            }
+            anyhow::bail!(
+                "{why}: stopped, nothing was changed. Run with --dry-run to see the plan, and --allow-deletes if it is right."
+            );
+        }
+        Ok(())
+    }
+
+    fn print_plan(&mut self, plan: &Plan) {
+        if plan.is_empty() {
+            self.report.line("nothing to do: in sync");
+            return;
+        }
+        for copy in &plan.copies {
+            self.report.line(&format!(
+                "conflict copy {} (the {} side's {})",
+                copy.copy,
+                copy.from.name(),
+                copy.path
+            ));
+        }
+        for (side, arrow) in [(Side::Remote, "sandbox"), (Side::Local, "folder")] {
+            for change in plan.changes(side) {
+                let text = match change {
+                    super::reconcile::Change::Delete { path, was } => {
+                        format!("{arrow}: delete {} {path}", was.describe())
+                    }
+                    super::reconcile::Change::Put { path, node, was } => {
+                        let verb = if was.is_some() { "update" } else { "create" };
+                        format!("{arrow}: {verb} {} {path}", node.describe())
+                    }
+                };
+                self.report.line(&text);
+            }
+        }
+        self.report.line(&format!(
+            "{} change(s) in the sandbox, {} in the folder, {} conflict(s); nothing was done (--dry-run)",
+            plan.remote.len(),
+            plan.local.len(),
+            plan.conflicts()
+        ));
+    }
+
+    /// Looks again at what events named, then reconciles until quiet.
+    async fn catch_up(
+        &mut self,
+        handle: &RunnerHandle,
+        dirty_local: &mut BTreeSet<WorkspacePath>,
+        dirty_remote: &mut BTreeSet<WorkspacePath>,
+        rescan_all: &mut bool,
+        watcher: &mut LocalWatcher,
+    ) -> anyhow::Result<()> {
+        let local = std::mem::take(dirty_local);
+        let remote = std::mem::take(dirty_remote);
+        if std::mem::take(rescan_all) {
+            self.full_scan()?;
+        } else {
+            let mut done: Vec<WorkspacePath> = Vec::new();
+            for path in local {
+                // A changed ignore file changes what its directory holds.
+                let top = if Rules::is_rule_file(&path) {
+                    if path.as_str() == ".git/info/exclude" {
+                        WorkspacePath::root()
+                    } else {
+                        path.parent().unwrap_or_default()
+                    }
+                } else {
+                    path
+                };
+                if done.iter().any(|d| top.starts_with(d)) {
+                    continue;
+                }
+                if top.is_root() {
+                    self.full_scan()?;
+                    break;
+                }
+                let stats = self.scan(&top)?;
+                // New directories are watched as they appear (and were
+                // scanned whole, in case they filled before the watch).
+                if let Err(message) = watcher.watch_paths(&self.folder, &stats.dirs) {
+                    self.report.line(&message);
+                }
+                done.push(top);
+            }
+        }
+        self.remote.refresh(handle, &remote).await?;
+        for round in 0..MAX_ROUNDS {
+            if round > 0 {
+                // Our own changes' echoes and any conflict copies.
+                self.full_scan()?;
+            }
+            let plan = self.plan();
+            if !self.round(handle, plan).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Conflict {
+            path,
+            kept,
+            copy: Some(copy),
+        } => format!(
+            "conflict: {path} changed on both sides; kept the {} version, the other is in {copy}",
+            kept.name()
+        ),
+        Notice::Conflict { path, copy: None, .. } => {
+            format!("conflict: {path} changed in the sandbox and in the folder; left both as they are")
+        }
+        Notice::DeleteLostToModify { path, deleted_on } => match deleted_on {
+            Side::Local => {
+                format!("{path}: deleted in the folder but changed in the sandbox: kept the sandbox's version")
+            }
+            Side::Remote => format!("{path}: deleted in the sandbox but changed in the folder: kept yours"),
+        },
+    }
+}
+
+fn describe_outcome(plan: &Plan, outcome: &Outcome) -> String {
+    let mut parts = Vec::new();
+    if outcome.uploaded > 0 {
+        parts.push(format!("{} up", outcome.uploaded));
+    }
+    if outcome.downloaded > 0 {
+        parts.push(format!("{} down", outcome.downloaded));
+    }
+    if outcome.deleted_remote > 0 {
+        parts.push(format!("{} deleted in the sandbox", outcome.deleted_remote));
+    }
+    if outcome.deleted_local > 0 {
+        parts.push(format!("{} deleted in the folder", outcome.deleted_local));
+    }
+    if !outcome.copies.is_empty() {
+        parts.push(format!("{} conflict copies", outcome.copies.len()));
+    }
+    let others = outcome
+        .done
+        .saturating_sub(outcome.uploaded + outcome.downloaded + outcome.deleted_remote + outcome.deleted_local);
+    if others > 0 {
+        parts.push(format!("{others} other"));
+    }
+    let mut names: Vec<&str> = plan
+        .remote
+        .iter()
+        .chain(&plan.local)
+        .map(|c| c.path().as_str())
+        .collect();
+    names.dedup();
+    let shown: Vec<&str> = names.iter().take(3).copied().collect();
+    let more = names.len().saturating_sub(shown.len());
+    let mut line = format!(
+        "synced: {}",
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
+    );
+    if !shown.is_empty() {
+        line.push_str(&format!(
+            " ({}{})",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    line
+}
+
+enum LocalEvent {
+    Paths(Vec<PathBuf>),
+    /// The watcher lost events (queue overflow): look at everything.
+    Rescan,
+    LimitReached,
+}
+
+/// inotify watches, one per directory the sync keeps (an ignored
+/// `node_modules` costs none), or polling when inotify cannot.
+struct LocalWatcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    /// A test's stand-in for the kernel's limit.
+    fake_limit: Option<usize>,
+    watched: usize,
+}
+
+impl LocalWatcher {
+    fn start(_folder: &Path, events: mpsc::UnboundedSender<LocalEvent>, poll: bool) -> Self {
+        let fake_limit = std::env::var("CLOUDCODE_SYNC_WATCH_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let watcher = if poll {
+            None
+        } else {
+            let config = notify::Config::default().with_follow_symlinks(false);
+            notify::RecommendedWatcher::new(
+                move |event: notify::Result<notify::Event>| {
+                    let message = match event {
+                        Ok(event) if event.need_rescan() => LocalEvent::Rescan,
+                        Ok(event) => LocalEvent::Paths(event.paths),
+                        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => LocalEvent::LimitReached,
+                        Err(_) => LocalEvent::Rescan,
+                    };
+                    let _ = events.send(message);
+                },
+                config,
+            )
+            .ok()
+        };
+        Self {
+            watcher,
+            fake_limit,
+            watched: 0,
+        }
+    }
+
+    fn polling(&self) -> bool {
+        self.watcher.is_none()
+    }
+
+    fn fall_back_to_polling(&mut self) {
+        self.watcher = None;
+    }
+
+    fn watch_dirs<'a>(
+        &mut self,
+        folder: &Path,
+        dirs: impl Iterator<Item = (&'a WorkspacePath, &'a super::scan::LocalEntry)>,
+    ) -> Result<(), String> {
+        let mut all = vec![WorkspacePath::root()];
+        all.extend(dirs.map(|(p, _)| p.clone()));
+        self.watch_paths(folder, &all)
+    }
+
+    /// Adds a watch per directory; at the limit, says so and polls.
+    fn watch_paths(&mut self, folder: &Path, dirs: &[WorkspacePath]) -> Result<(), String> {
+        let Some(watcher) = &mut self.watcher else {
+            return Ok(());
+        };
+        for dir in dirs {
+            let at_limit = self.fake_limit.is_some_and(|limit| self.watched >= limit);
+            let result = if at_limit {
+                Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+            } else {
+                watcher.watch(
+                    &folder.join(dir.as_relative_fs_path()),
+                    notify::RecursiveMode::NonRecursive,
+                )
+            };
+            match result {
+                Ok(()) => self.watched += 1,
+                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                    self.watcher = None;
+                    return Err(watch_limit_message());
+                }
+                // Gone before we could watch it: its parent's event brings
+                // it in or out.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}

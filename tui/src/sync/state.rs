@@ -1,0 +1,120 @@
+//! What survives a restart, per project and folder, under the user's data
+//! directory: the last state both sides agreed on (for the three-way
+//! reconcile: a sync stopped for days resumes by comparing each side with
+//! it, not by copying one over the other) and the folder's index (so an
+//! unchanged folder is not read again).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Tree;
+use super::scan::LocalIndex;
+
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SyncState {
+    pub format: u32,
+    pub project: String,
+    pub folder: PathBuf,
+    /// The runner instance the agreement was made with (informational: a
+    /// restored sandbox holds the same files, so the base stays valid).
+    #[serde(default)]
+    pub instance: String,
+    pub base: Tree,
+    pub local: LocalIndex,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("reading the sync state {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the sync state {path} is unreadable ({source}); move it away to start afresh (a first sync never deletes)"
+    )]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("writing the sync state {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Where the state of syncing `folder` (canonical) with `project` lives.
+pub fn state_path(data_dir: &Path, project: &str, folder: &Path) -> PathBuf {
+    let tag = blake3::hash(folder.as_os_str().as_encoded_bytes()).to_hex();
+    data_dir
+        .join("sync")
+        .join(project)
+        .join(format!("{}.json", &tag.as_str()[..16]))
+}
+
+impl SyncState {
+    pub fn fresh(project: &str, folder: &Path) -> Self {
+        Self {
+            format: FORMAT,
+            project: project.to_owned(),
+            folder: folder.to_path_buf(),
+            ..Self::default()
+        }
+    }
+
+    /// The saved state, or a fresh one when there is none.
+    pub fn load(path: &Path, project: &str, folder: &Path) -> Result<Self, StateError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::fresh(project, folder)),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let state: SyncState = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(state)
+    }
+
+    /// Written to a temporary file and renamed, so a crash leaves the old
+    /// state or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let err = |source| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(self).map_err(|e| err(std::io::Error::other(e)))?;
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::model::Node;
+    use cloudcode_proto::path::WorkspacePath;
+
+    #[test]
+    fn state_round_trips_and_a_missing_one_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path(), "alpha", Path::new("/home/u/code"));
+        assert_ne!(path, state_path(dir.path(), "alpha", Path::new("/home/u/other")));
+        let fresh = SyncState::load(&path, "alpha", Path::new("/home/u/code")).unwrap();
+        assert!(fresh.base.is_empty());
+        let mut state = fresh;
+        state.base.insert(WorkspacePath::parse("a/b").unwrap(), Node::Dir);
+        state.save(&path).unwrap();
+        let back = SyncState::load(&path, "alpha", Path::new("/home/u/code")).unwrap();
+        assert_eq!(back.base, state.base);
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            SyncState::load(&path, "alpha", Path::new("/x")),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
