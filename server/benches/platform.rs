@@ -30,6 +30,18 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(120));
+        // Sandboxes outlive their server: end them before the directory goes.
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_cloudcode-server"));
+        let _ = Command::new(&exe)
+            .arg("--stop-sandboxes")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--config-dir")
+            .arg(self._dir.path().join("config"))
+            .arg("--runner-binary")
+            .arg(exe.with_file_name("cloudcode-runner"))
+            .env("RUST_LOG", "warn")
+            .output();
     }
 }
 

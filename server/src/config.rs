@@ -81,6 +81,14 @@ pub struct Config {
     #[arg(long)]
     pub print_new_signing_key: bool,
 
+    /// Stop every local sandbox of the data directory and exit: each runner
+    /// flushes its files first. Sandboxes outlive the server (a restart or
+    /// an upgrade keeps users' shells and apps running, as pods do); this
+    /// is how a machine is left without any. No server may be running on
+    /// the data directory. The projects start again with the next server.
+    #[arg(long)]
+    pub stop_sandboxes: bool,
+
     /// Config file of `CLOUDCODE_NAME=value` lines.
     #[arg(long, env = "CLOUDCODE_CONFIG")]
     pub config: Option<PathBuf>,

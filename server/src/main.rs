@@ -32,6 +32,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
+            if config.stop_sandboxes {
+                let stopped = cloudcode_server::server::stop_sandboxes(config).await?;
+                println!("sandboxes stopped: {stopped}");
+                return Ok(());
+            }
             let server = Server::build(config).await?;
             println!("cloudcode-server listening on {}", server.local_addr());
             println!("  IDE: {}", server.login_url());

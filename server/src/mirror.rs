@@ -36,16 +36,45 @@ pub enum MirrorError {
     Watch(#[from] notify::Error),
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// A sandbox about to start: the store's files come down first.
+    Restore,
+    /// A running sandbox taken over: its local copy is the newest.
+    Adopt,
+}
+
 impl Mirror {
     /// Restores `code/<project>/` from `store` into `dir`, then keeps `store`
     /// equal to `dir` until [`Mirror::finish`].
     pub async fn start(store: Arc<dyn ObjectStore>, project: &ProjectId, dir: &Path) -> Result<Self, MirrorError> {
+        Self::open(store, project, dir, Resume::Restore).await
+    }
+
+    /// The mirror of a sandbox a previous server started, whose local copy
+    /// is newer than the store (it kept running while no mirror watched):
+    /// nothing is restored over it, and all of it is reconciled up at once.
+    pub async fn adopt(store: Arc<dyn ObjectStore>, project: &ProjectId, dir: &Path) -> Result<Self, MirrorError> {
+        Self::open(store, project, dir, Resume::Adopt).await
+    }
+
+    async fn open(
+        store: Arc<dyn ObjectStore>,
+        project: &ProjectId,
+        dir: &Path,
+        resume: Resume,
+    ) -> Result<Self, MirrorError> {
         std::fs::create_dir_all(dir)?;
         let root = dir.canonicalize()?;
         let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
         let prefix = KeyPrefix::parse(&format!("code/{project}"))?;
         let persister = Persister::mirror(store, prefix, handle, root.clone(), Duration::from_millis(50));
-        persister.restore().await?;
+        match resume {
+            Resume::Restore => {
+                persister.restore().await?;
+            }
+            Resume::Adopt => persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root()),
+        }
         let (events, _) = tokio::sync::broadcast::channel(16);
         let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;
         let stop = CancellationToken::new();

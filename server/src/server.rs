@@ -41,36 +41,9 @@ impl Server {
     /// Opens storage, seeds templates, prepares the sandbox backend and binds
     /// the listener(s). Nothing is served yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let dirs = directories::ProjectDirs::from("dev", "cloudcode", "cloudcode");
-        let data_dir = config
-            .data_dir
-            .clone()
-            .or_else(|| dirs.as_ref().map(|d| d.data_dir().to_path_buf()))
-            .context("no data directory: pass --data-dir")?;
-        let config_dir = config
-            .config_dir
-            .clone()
-            .or_else(|| dirs.as_ref().map(|d| d.config_dir().to_path_buf()))
-            .context("no config directory: pass --config-dir")?;
+        let (data_dir, config_dir) = directories_of(&config)?;
         let credentials = Credentials::load_or_create(&config_dir)?;
-
-        let storage_dir: PathBuf = data_dir.join("storage");
-        let (store, mirror_to): (Arc<dyn ObjectStore>, Option<Arc<dyn ObjectStore>>) =
-            if config.storage == StorageKind::S3 {
-                let s3 = S3Store::connect(config.s3.config())
-                    .await
-                    .context("configuring S3 storage")?;
-                if let Err(e) = s3.ensure_bucket().await {
-                    tracing::warn!("checking the S3 bucket failed (retried as projects are used): {e}");
-                }
-                let s3: Arc<dyn ObjectStore> = Arc::new(s3);
-                (s3.clone(), Some(s3))
-            } else {
-                (
-                    Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?),
-                    None,
-                )
-            };
+        let (store, mirror_to) = open_storage(&config, &data_dir).await?;
         let projects = Projects::new(store.clone());
         if let Err(e) = projects.seed_templates().await {
             tracing::warn!("seeding templates failed (retried at the next create): {e}");
@@ -82,54 +55,15 @@ impl Server {
             storage_gateway = gateway;
             backend
         } else {
-            let isolation = if bubblewrap_available() {
-                Isolation::Bubblewrap
-            } else if config.insecure_no_sandbox {
-                tracing::error!(
-                    "!!! bubblewrap is missing and --insecure-no-sandbox is set: users' code runs UNSANDBOXED with this server's privileges !!!"
+            let backend = local_backend(&config, &data_dir, mirror_to)?;
+            let adopted = backend.adopt(&credentials.issuer.verifier().public_base64()).await;
+            if !adopted.is_empty() {
+                tracing::info!(
+                    count = adopted.len(),
+                    "took over the sandboxes the previous server left running"
                 );
-                Isolation::Insecure
-            } else {
-                anyhow::bail!(
-                    "bubblewrap (bwrap) is required to sandbox runners: install it (apt-get install bubblewrap), or pass --insecure-no-sandbox for development only"
-                );
-            };
-            let runner_binary = match &config.runner_binary {
-                Some(path) => path.clone(),
-                None => std::env::current_exe()?.with_file_name("cloudcode-runner"),
-            };
-            anyhow::ensure!(
-                runner_binary.exists(),
-                "runner binary {} not found (--runner-binary)",
-                runner_binary.display()
-            );
-
-            raise_inotify_instances();
-            Arc::new(LocalBackend::new(LocalConfig {
-                runner_binary,
-                root: crate::orchestrator::sandbox_root(&data_dir),
-                storage_dir,
-                isolation,
-                network: if config.sandbox_network == SandboxNetwork::Outbound {
-                    anyhow::ensure!(
-                        std::process::Command::new("slirp4netns")
-                            .arg("--version")
-                            .output()
-                            .is_ok(),
-                        "--sandbox-network outbound needs slirp4netns (apt-get install slirp4netns)"
-                    );
-                    crate::orchestrator::local::Network::Outbound
-                } else {
-                    crate::orchestrator::local::Network::None
-                },
-                limits: crate::orchestrator::local::Limits {
-                    memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
-                    max_pids: config.sandbox_pids,
-                    cpu_percent: config.sandbox_cpu_percent,
-                },
-                runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
-                mirror_to,
-            }))
+            }
+            Arc::new(backend)
         };
         let mut orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
         // Pods are their own record of what runs; local sandboxes need one.
@@ -176,9 +110,9 @@ impl Server {
         )
     }
 
-    /// Serves until `shutdown` completes; then stops every sandbox this
-    /// server owns (they flush their files first). The one place shutdown
-    /// happens.
+    /// Serves until `shutdown` completes; then hands its sandboxes over to
+    /// the next server (they keep running: see [`stop_sandboxes`] to end
+    /// them). The one place shutdown happens.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state;
         let reaper = {
@@ -209,13 +143,129 @@ impl Server {
         axum::serve(self.listener.tap_io(no_delay), router(state))
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down: stopping sandboxes (they flush their files)");
+                tracing::info!("shutting down: sandboxes keep running for the next server");
             })
             .await?;
         reaper.abort();
-        shutdown_state.orchestrator.stop_all().await;
+        shutdown_state.orchestrator.shutdown().await;
         Ok(())
     }
+}
+
+/// `cloudcode-server --stop-sandboxes`: stops every local sandbox of this
+/// data directory (each runner flushes its files first; an S3 mirror
+/// uploads the rest), with no server running on it. They stay wanted: the
+/// next server starts them afresh. Returns how many were running.
+pub async fn stop_sandboxes(config: Config) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        config.backend == BackendKind::Local,
+        "--stop-sandboxes stops local sandboxes; runner pods are the cluster's (kubectl delete pods -l ...)"
+    );
+    let (data_dir, config_dir) = directories_of(&config)?;
+    let credentials = Credentials::load_or_create(&config_dir)?;
+    let (_, mirror_to) = open_storage(&config, &data_dir).await?;
+    let backend = local_backend(&config, &data_dir, mirror_to)?;
+    // Sandboxes that cannot be adopted are ended by the adoption itself.
+    let adopted = backend.adopt(&credentials.issuer.verifier().public_base64()).await;
+    let orchestrator = Orchestrator::new(Arc::new(backend), Arc::new(credentials.issuer));
+    orchestrator.stop_all().await;
+    Ok(adopted.len())
+}
+
+/// The data and config directories: the settings', or the user's.
+fn directories_of(config: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dirs = directories::ProjectDirs::from("dev", "cloudcode", "cloudcode");
+    let data_dir = config
+        .data_dir
+        .clone()
+        .or_else(|| dirs.as_ref().map(|d| d.data_dir().to_path_buf()))
+        .context("no data directory: pass --data-dir")?;
+    let config_dir = config
+        .config_dir
+        .clone()
+        .or_else(|| dirs.as_ref().map(|d| d.config_dir().to_path_buf()))
+        .context("no config directory: pass --config-dir")?;
+    Ok((data_dir, config_dir))
+}
+
+/// The project store and, with S3, the store local sandboxes' storage is
+/// mirrored to.
+async fn open_storage(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<Arc<dyn ObjectStore>>)> {
+    let storage_dir: PathBuf = data_dir.join("storage");
+    Ok(if config.storage == StorageKind::S3 {
+        let s3 = S3Store::connect(config.s3.config())
+            .await
+            .context("configuring S3 storage")?;
+        if let Err(e) = s3.ensure_bucket().await {
+            tracing::warn!("checking the S3 bucket failed (retried as projects are used): {e}");
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(s3);
+        (s3.clone(), Some(s3))
+    } else {
+        (
+            Arc::new(LocalStore::open(&storage_dir).context("opening local storage")?),
+            None,
+        )
+    })
+}
+
+/// The local sandbox backend from the settings (nothing adopted yet).
+fn local_backend(
+    config: &Config,
+    data_dir: &std::path::Path,
+    mirror_to: Option<Arc<dyn ObjectStore>>,
+) -> anyhow::Result<LocalBackend> {
+    let isolation = if bubblewrap_available() {
+        Isolation::Bubblewrap
+    } else if config.insecure_no_sandbox {
+        tracing::error!(
+            "!!! bubblewrap is missing and --insecure-no-sandbox is set: users' code runs UNSANDBOXED with this server's privileges !!!"
+        );
+        Isolation::Insecure
+    } else {
+        anyhow::bail!(
+            "bubblewrap (bwrap) is required to sandbox runners: install it (apt-get install bubblewrap), or pass --insecure-no-sandbox for development only"
+        );
+    };
+    let runner_binary = match &config.runner_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("cloudcode-runner"),
+    };
+    anyhow::ensure!(
+        runner_binary.exists(),
+        "runner binary {} not found (--runner-binary)",
+        runner_binary.display()
+    );
+    let network = if config.sandbox_network == SandboxNetwork::Outbound {
+        anyhow::ensure!(
+            std::process::Command::new("slirp4netns")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "--sandbox-network outbound needs slirp4netns (apt-get install slirp4netns)"
+        );
+        crate::orchestrator::local::Network::Outbound
+    } else {
+        crate::orchestrator::local::Network::None
+    };
+    raise_inotify_instances();
+    Ok(LocalBackend::new(LocalConfig {
+        runner_binary,
+        root: crate::orchestrator::sandbox_root(data_dir),
+        storage_dir: data_dir.join("storage"),
+        isolation,
+        network,
+        limits: crate::orchestrator::local::Limits {
+            memory_bytes: config.sandbox_memory_mib * 1024 * 1024,
+            max_pids: config.sandbox_pids,
+            cpu_percent: config.sandbox_cpu_percent,
+        },
+        runner_args: config.runner_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
+        mirror_to,
+    })?)
 }
 
 /// Every runner watches its workspace with one inotify instance, and every

@@ -153,7 +153,19 @@ fn pid_of_server(data: &Path) -> Option<i32> {
         .ok()
 }
 
-/// Ends the server the TUI started (and with it the sandboxes).
+/// Sandboxes outlive their server: once it is gone, `--stop-sandboxes` on
+/// `root`'s `data` and `config` ends them.
+fn stop_sandboxes(root: &Path) {
+    let _ = Command::new(binary("cloudcode-server"))
+        .arg("--stop-sandboxes")
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--config-dir")
+        .arg(root.join("config"))
+        .output();
+}
+
+/// Ends the server the TUI started, then its sandboxes.
 struct Detached(PathBuf);
 
 impl Drop for Detached {
@@ -166,6 +178,9 @@ impl Drop for Detached {
                 std::thread::sleep(Duration::from_millis(50));
             }
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(root) = self.0.parent() {
+            stop_sandboxes(root);
         }
     }
 }
@@ -303,13 +318,14 @@ impl Proxy {
     }
 }
 
-/// A server the test started; ended (with its sandboxes) however the test
-/// ends.
-struct ServerProcess(Child);
+/// A server the test started on `root`; ended, then its sandboxes, however
+/// the test ends.
+struct ServerProcess(Child, PathBuf);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         terminate(&mut self.0, Duration::from_secs(20));
+        stop_sandboxes(&self.1);
     }
 }
 
@@ -335,7 +351,7 @@ fn start_server(root: &Path) -> (ServerProcess, u16, String) {
         assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    (ServerProcess(child), port, token)
+    (ServerProcess(child, root.to_path_buf()), port, token)
 }
 
 #[test]

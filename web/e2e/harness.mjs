@@ -143,7 +143,7 @@ export async function startServer(name = 'server', { extraArgs = [], again } = {
   } finally {
     clearTimeout(timer);
   }
-  return new Server({ ...info, child, root, dataDir, confDir, logFile, log, stderr: () => stderrTail });
+  return new Server({ ...info, child, root, dataDir, confDir, logFile, log, env, extraArgs, stderr: () => stderrTail });
 }
 
 export class Server {
@@ -228,9 +228,11 @@ export class Server {
     return out.split('\n').filter((l) => l.includes(`:${this.port}`)).length;
   }
 
-  /** Ends the server (SIGTERM: it stops its sandboxes, which flush their
-   * files). `keepData` leaves its directories for `startServer(name,
-   * {again: this})`. */
+  /** Ends the server (`signal`). Its sandboxes outlive it, as they do a
+   * restart or an upgrade: `keepData` leaves them running with its
+   * directories, for `startServer(name, {again: this})` to take over;
+   * otherwise they are stopped (`--stop-sandboxes`: each flushes its files)
+   * and the directories removed. */
   async stop({ keepData = false, signal = 'SIGTERM' } = {}) {
     const t0 = Date.now();
     const child = this.child;
@@ -247,8 +249,25 @@ export class Server {
       }
     }
     if (process.env.CLOUDCODE_E2E_DEBUG) console.log(`# server stopped in ${Date.now() - t0} ms`);
+    if (!keepData) await this.stopSandboxes();
     this.log.end();
     if (!keepData) rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /** `cloudcode-server --stop-sandboxes` on this server's directories (with
+   * no server running on them). */
+  async stopSandboxes() {
+    const child = spawn(
+      BINS.server,
+      ['--stop-sandboxes', '--data-dir', this.dataDir, '--config-dir', this.confDir, '--runner-binary', BINS.runner, ...this.extraArgs],
+      { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const [code, signal] = await once(child, 'exit');
+    this.log.write(out);
+    if (code !== 0) throw new Error(`cloudcode-server --stop-sandboxes failed (${code ?? signal}):\n${out}`);
   }
 }
 

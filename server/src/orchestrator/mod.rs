@@ -9,7 +9,7 @@ pub mod local;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudcode_proto::rest::RunnerHealth;
@@ -18,8 +18,6 @@ use cloudcode_proto::token::{Claims, TokenIssuer, unix_now};
 use crate::gateway::Upstream;
 use crate::projects::ProjectId;
 
-/// How long a runner may take to answer its first health check.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime of the project tokens handed to clients.
 pub const TOKEN_LIFETIME_SECS: u64 = 12 * 3600;
 
@@ -64,7 +62,8 @@ pub struct SandboxSpec {
 /// A place runners run: local sandboxed processes, or pods.
 #[async_trait]
 pub trait SandboxBackend: Send + Sync {
-    /// Starts the project's runner, or returns the running one's endpoints.
+    /// Starts the project's runner, or returns the running one's endpoints;
+    /// returns once the runner answers.
     async fn ensure_running(&self, spec: &SandboxSpec) -> Result<Endpoints, OrchestratorError>;
     /// Stops the runner (it flushes its files first) and everything it ran.
     async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError>;
@@ -74,16 +73,10 @@ pub trait SandboxBackend: Send + Sync {
     /// any local copy of its storage), so a new project of the same name
     /// starts clean.
     async fn forget(&self, project: &ProjectId);
-    /// True when `ensure_running` returns only once the runner answers (a
-    /// pod's readiness probe), so the orchestrator need not ask it itself.
-    fn readiness_is_checked(&self) -> bool {
-        false
-    }
-    /// True when runners keep running without this server (pods): shutting
-    /// the server down then leaves them to the next server or replica.
-    fn outlives_the_server(&self) -> bool {
-        false
-    }
+    /// This server is going away: sandboxes keep running for the next
+    /// server (or another replica), which takes them over; whatever this
+    /// process does for them (a local sandbox's S3 mirror) is finished.
+    async fn shutdown(&self);
 }
 
 pub struct Orchestrator {
@@ -175,10 +168,26 @@ impl Orchestrator {
     }
 
     /// Starts again, all at once, every project that was running when the
-    /// previous server stopped or died, so a restart leaves users where
-    /// they were.
+    /// previous server stopped or died (a sandbox the backend took over is
+    /// already running: its start is immediate), so a restart leaves users
+    /// where they were.
     pub async fn resume(&self) {
         let wanted = self.read_wanted();
+        if self.wanted.is_some() {
+            // Taken over from the previous server but not wanted: its stop
+            // was under way when that server went.
+            let unwanted = self.backend.running().await.into_iter().filter(|p| !wanted.contains(p));
+            futures_util::future::join_all(unwanted.map(|project| async move {
+                let lock = self.project_lock(&project);
+                let _held = lock.lock().await;
+                if !self.read_wanted().contains(&project)
+                    && let Err(e) = self.backend.stop(&project).await
+                {
+                    tracing::warn!(%project, "stopping a sandbox stopped before the restart: {e}");
+                }
+            }))
+            .await;
+        }
         futures_util::future::join_all(wanted.iter().map(|project| async move {
             match self.start(project).await {
                 Ok(_) => tracing::info!(%project, "resumed after restart"),
@@ -220,9 +229,6 @@ impl Orchestrator {
             }
         };
         let (token, expires) = self.issue_token(project);
-        if !self.backend.readiness_is_checked() {
-            wait_ready(self.backend.as_ref(), project, &endpoints.ide, &token).await?;
-        }
         Ok(Started {
             endpoints,
             token,
@@ -284,19 +290,22 @@ impl Orchestrator {
         reaped
     }
 
-    /// Server shutdown: stops every sandbox (each flushes its files) but
-    /// keeps them wanted, so the next server resumes them.
+    /// Stops every sandbox (each flushes its files) but keeps them wanted,
+    /// so the next server starts them again: `cloudcode-server
+    /// --stop-sandboxes`, for a machine that must be left without any.
     pub async fn stop_all(&self) {
-        if self.backend.outlives_the_server() {
-            return;
-        }
         let running = self.backend.running().await;
         futures_util::future::join_all(running.iter().map(|project| async move {
             if let Err(e) = self.halt(project).await {
-                tracing::warn!(%project, "stopping on shutdown: {e}");
+                tracing::warn!(%project, "stopping: {e}");
             }
         }))
         .await;
+    }
+
+    /// Server shutdown: sandboxes keep running, for the next server.
+    pub async fn shutdown(&self) {
+        self.backend.shutdown().await;
     }
 }
 
@@ -305,32 +314,6 @@ impl Orchestrator {
 /// runner's health never gets here: it never counts as idle.)
 fn is_idle(health: &RunnerHealth, idle: Duration) -> bool {
     health.clients == 0 && health.idle_secs >= idle.as_secs()
-}
-
-/// Polls the runner's authenticated health endpoint until it answers 200;
-/// fails at once if the sandbox dies meanwhile.
-async fn wait_ready(
-    backend: &dyn SandboxBackend,
-    project: &ProjectId,
-    upstream: &Upstream,
-    token: &str,
-) -> Result<(), OrchestratorError> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let mut last = String::from("no answer yet");
-    let mut pause = Duration::from_millis(2);
-    while Instant::now() < deadline {
-        match crate::gateway::health(upstream, token).await {
-            Ok((200, _)) => return Ok(()),
-            Ok((status, _)) => last = format!("health check answered {status}"),
-            Err(e) => last = e.to_string(),
-        }
-        if let SandboxState::Failed { detail } = backend.state(project).await {
-            return Err(OrchestratorError::Start(detail));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-    Err(OrchestratorError::NotReady(READY_TIMEOUT, last))
 }
 
 /// Where the local backend keeps its per-project state.
@@ -380,9 +363,7 @@ mod tests {
             Vec::new()
         }
         async fn forget(&self, _: &ProjectId) {}
-        fn readiness_is_checked(&self) -> bool {
-            true
-        }
+        async fn shutdown(&self) {}
     }
 
     fn orchestrator(backend: Arc<Instant>, file: &std::path::Path) -> Orchestrator {

@@ -54,6 +54,7 @@ impl TestServer {
     }
 
     fn start_in(root: PathBuf, extra: Vec<String>, stderr: Stdio) -> Self {
+        become_subreaper();
         let data = root.join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
             .args(["--listen", "127.0.0.1:0"])
@@ -140,9 +141,89 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// SIGKILLs the server, as a crash would; its sandboxes live on.
+    pub fn kill(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Ends the server with SIGTERM, as a service manager does; its
+    /// sandboxes live on.
+    pub fn terminate(&mut self) {
+        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(60));
+    }
+
+    /// `cloudcode-server --stop-sandboxes` on this server's directories
+    /// (refused while a server runs on them): sandboxes outlive servers,
+    /// so every test ends with this to leave none behind.
+    pub fn stop_sandboxes(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
+            .arg("--stop-sandboxes")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--config-dir")
+            .arg(self.root.join("config"))
+            .arg("--runner-binary")
+            .arg(runner_binary())
+            .args(&self.extra)
+            .env("RUST_LOG", "cloudcode_server=warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running cloudcode-server --stop-sandboxes")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
-        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(60));
+        self.terminate();
+        // A server restarted on the same directories may still run: it is
+        // then its own drop that stops the sandboxes.
+        let _ = self.stop_sandboxes();
+        reap_orphaned_sandboxes();
+    }
+}
+
+/// Sandboxes outlive their server: a killed or stopped test server's
+/// sandboxes become this process's children rather than those of pid 1,
+/// which on some machines (this CI's) never reaps the ones that end.
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+    });
+}
+
+/// Reaps the ended sandboxes (bwrap, slirp4netns) that were handed to this
+/// process; no other child's exit status is taken.
+fn reap_orphaned_sandboxes() {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let mut rest = stat[close + 2..].split(' ');
+        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && ppid == Some(me) && matches!(comm, "bwrap" | "slirp4netns" | "cloudcode-runne") {
+            // SAFETY: waitpid on one pid, not blocking.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The control plane for real: the server binary, real bubblewrap sandboxes
 //! with cgroups, real runners reached through the gateway.
 
+mod adopt;
 mod common;
 mod in_process;
 mod orchestration;

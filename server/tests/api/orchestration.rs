@@ -18,6 +18,7 @@ struct ServerAt {
     child: Child,
     port: u16,
     token: String,
+    root: std::path::PathBuf,
 }
 
 impl ServerAt {
@@ -47,7 +48,12 @@ impl ServerAt {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("server did not start: {first:?}"));
         let token = second.trim().rsplit("token=").next().unwrap().to_owned();
-        Self { child, port, token }
+        Self {
+            child,
+            port,
+            token,
+            root: root.to_path_buf(),
+        }
     }
 
     async fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
@@ -58,6 +64,16 @@ impl ServerAt {
 impl Drop for ServerAt {
     fn drop(&mut self) {
         cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(60));
+        // Sandboxes outlive their server.
+        let _ = Command::new(env!("CARGO_BIN_EXE_cloudcode-server"))
+            .arg("--stop-sandboxes")
+            .arg("--data-dir")
+            .arg(self.root.join("data"))
+            .arg("--config-dir")
+            .arg(self.root.join("config"))
+            .arg("--runner-binary")
+            .arg(runner_binary())
+            .output();
     }
 }
 

@@ -94,7 +94,7 @@ async fn the_page_is_served_with_a_strict_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_session_replaces_the_token_and_needs_csrf_to_change_state() {
-    let server = TestServer::start(&[]);
+    let mut server = TestServer::start(&[]);
     let bearer = format!("Authorization: Bearer {}", server.token);
     let refused = exchange(
         server.port,
@@ -175,6 +175,7 @@ async fn a_browser_session_replaces_the_token_and_needs_csrf_to_change_state() {
 
     // A restarted server still knows the session: it is derived from the
     // token, not kept in memory.
+    server.terminate();
     let server = TestServer::restart(&server);
     assert_eq!(
         exchange(server.port, "GET", "/api/projects", std::slice::from_ref(&cookie), "")

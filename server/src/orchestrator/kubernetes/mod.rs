@@ -392,14 +392,9 @@ impl SandboxBackend for KubernetesBackend {
         // its files are in storage, which the project service deletes.
     }
 
-    fn readiness_is_checked(&self) -> bool {
-        // The pod's readiness probe asks the runner; `ensure_running`
-        // returns only once the kubelet reports Ready.
-        true
-    }
-
-    fn outlives_the_server(&self) -> bool {
-        true
+    async fn shutdown(&self) {
+        // Pods run without this server: the next server or another replica
+        // finds them by their labels.
     }
 }
 

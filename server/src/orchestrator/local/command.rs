@@ -36,6 +36,11 @@ pub(super) fn project_dir(root: &Path, project: &ProjectId) -> PathBuf {
     root.join(project.as_str())
 }
 
+/// The sandbox's log (its runner's stdout and stderr).
+pub(super) fn log_file(root: &Path, project: &ProjectId) -> PathBuf {
+    project_dir(root, project).join("sandbox.log")
+}
+
 /// The runner's socket directory, relative to the sandboxes' root. The
 /// runner binds `ide.sock` and `preview.sock` in it.
 pub(super) fn socket_dir(project: &ProjectId) -> PathBuf {
@@ -191,8 +196,9 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
             let mut cmd = Command::new("bwrap");
             // Wherever this server runs, bwrap's uid may not enter it.
             cmd.current_dir("/");
+            // No `--die-with-parent`: a sandbox outlives this server (a
+            // restart or an upgrade), and the next server adopts it.
             cmd.args([
-                "--die-with-parent",
                 "--new-session",
                 "--unshare-all",
                 "--unshare-user",
@@ -253,8 +259,15 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
         .env("RUST_LOG", "cloudcode_runner=info");
     // Never hand the sandbox one of our descriptors: if this server runs
     // in a terminal, an inherited stderr would be a way to inject input
-    // into it (TIOCSTI). The runner's log comes back through a pipe.
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // into it (TIOCSTI). The runner logs to a file of its own, which
+    // outlives this server as the sandbox does (a pipe would break when
+    // the server goes); each start begins it afresh.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(log_file(&config.root, &spec.project))?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     Ok(Prepared {
         command: cmd,
         fds,

@@ -1,12 +1,18 @@
-//! Starting, watching and stopping local sandboxes.
+//! Starting, watching, stopping and adopting local sandboxes.
 //!
 //! Every project's state is in one map under a short lock that is never
 //! held across an await; each project's lifecycle (start, stop, clean-up
-//! after a runner died, forget) is serialised by that project's own async
-//! mutex, so one project's slow start (a restore of thousands of files, a
-//! network helper) never delays another project's start, stop or status.
-//! Each step runs in a task of its own: a caller that goes away (a client
-//! that hangs up) never leaves a half-started sandbox behind.
+//! after a runner died, adoption, forget) is serialised by that project's
+//! own async mutex, so one project's slow start (a restore of thousands of
+//! files, a network helper) never delays another project's start, stop or
+//! status. Each step runs in a task of its own: a caller that goes away (a
+//! client that hangs up) never leaves a half-started sandbox behind.
+//!
+//! Sandboxes outlive this server, as pods outlive a Kubernetes control
+//! plane: each running sandbox has a [`Record`] on disk, and the next
+//! server [adopts](LocalBackend::adopt) every sandbox whose processes are
+//! still the recorded ones and whose runner answers, and cleans up after
+//! the others. Only a stop (asked for, or by the idle reaper) ends one.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,6 +23,7 @@ use async_trait::async_trait;
 
 use super::cgroup::Cgroup;
 use super::os::{HostOs, Os, Process};
+use super::record::{Pid, Record};
 use super::{LocalConfig, command};
 use crate::gateway::Upstream;
 use crate::orchestrator::{Endpoints, OrchestratorError, SandboxBackend, SandboxSpec, SandboxState};
@@ -26,9 +33,25 @@ use crate::projects::ProjectId;
 const STOP_GRACE: Duration = Duration::from_secs(40);
 /// How long a cgroup whose last processes are exiting is retried for.
 const CGROUP_REMOVAL: Duration = Duration::from_secs(1);
+/// How long a runner may take to answer its first readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct LocalBackend {
     inner: Arc<Inner>,
+    /// Held for this backend's life: one server per sandboxes' root, so two
+    /// never adopt (and stop) each other's sandboxes.
+    _lock: Option<std::fs::File>,
+}
+
+/// Why the local backend cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalBackendError {
+    #[error(
+        "another cloudcode-server is using {0} (its sandboxes are its own): stop it first, or give this one another --data-dir"
+    )]
+    InUse(PathBuf),
+    #[error("locking {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 struct Inner {
@@ -40,6 +63,7 @@ struct Inner {
     storage_dir: PathBuf,
     mirror_to: Option<Arc<dyn cloudcode_proto::storage::ObjectStore>>,
     stop_grace: Duration,
+    ready_timeout: Duration,
     /// Every project's state. Short critical sections only, never across
     /// an await.
     projects: Mutex<HashMap<ProjectId, Phase>>,
@@ -62,6 +86,8 @@ enum Phase {
 
 struct Sandbox {
     process: Box<dyn Process>,
+    /// Known once the runner runs.
+    runner: Option<Pid>,
     /// The sandbox's user-mode network stack, with `Network::Outbound`.
     network: Option<Box<dyn Process>>,
     cgroup: Option<Cgroup>,
@@ -69,13 +95,34 @@ struct Sandbox {
     endpoints: Endpoints,
 }
 
+/// The sandbox process of a record whose sandbox is gone (or whose pid now
+/// names another process): nothing to wait for or kill.
+struct Gone;
+
+#[async_trait]
+impl Process for Gone {
+    fn id(&self) -> Option<u32> {
+        None
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<String>> {
+        Ok(Some("gone".into()))
+    }
+    async fn wait(&mut self) {}
+    async fn kill(&mut self) {}
+}
+
 impl LocalBackend {
-    pub fn new(config: LocalConfig) -> Self {
+    /// The backend for this machine. Sandboxes a previous server left
+    /// running are taken over by [`LocalBackend::adopt`].
+    pub fn new(config: LocalConfig) -> Result<Self, LocalBackendError> {
+        let lock = lock_root(&config.root)?;
         let cgroups = super::CgroupVersion::detect();
         tracing::info!(?cgroups, isolation = ?config.isolation, "local sandbox backend");
         let sockets = super::os::socket_base(&config.root);
         let os = Arc::new(HostOs::new(config.clone(), cgroups));
-        Self::with_os(os, config, sockets, STOP_GRACE)
+        let mut backend = Self::with_os(os, config, sockets, STOP_GRACE);
+        backend._lock = Some(lock);
+        Ok(backend)
     }
 
     fn with_os(os: Arc<dyn Os>, config: LocalConfig, sockets: PathBuf, stop_grace: Duration) -> Self {
@@ -87,18 +134,81 @@ impl LocalBackend {
                 storage_dir: config.storage_dir,
                 mirror_to: config.mirror_to,
                 stop_grace,
+                ready_timeout: READY_TIMEOUT,
                 projects: Mutex::new(HashMap::new()),
                 lifecycles: Mutex::new(HashMap::new()),
             }),
+            _lock: None,
         }
     }
+
+    /// Takes over every sandbox a previous server of this root left running
+    /// whose processes are still the recorded ones (same pid, same start
+    /// time), whose runner answers and checks tokens with
+    /// `token_public_key`: it is running here from now on (the gateway
+    /// routes to it, the idle reaper watches it, its S3 mirror resumes).
+    /// Everything else a record names is cleaned up as a stop would (its
+    /// runner asked to flush first if it still runs). Returns the adopted
+    /// projects.
+    pub async fn adopt(&self, token_public_key: &str) -> Vec<ProjectId> {
+        let records = {
+            let os = self.inner.os.clone();
+            tokio::task::spawn_blocking(move || os.load_records())
+                .await
+                .unwrap_or_default()
+        };
+        let adoptions = records.into_iter().map(|record| {
+            let project = record.project.clone();
+            let key = token_public_key.to_owned();
+            async move {
+                let adopted = self
+                    .serialised(&project, move |inner| inner.adopt_one(record, key))
+                    .await;
+                matches!(adopted, Ok(true)).then_some(project)
+            }
+        });
+        futures_util::future::join_all(adoptions)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// An exclusive `flock` on `<root>/server.lock`, released by the kernel
+/// when this process ends however it ends (never inherited: the file is
+/// close-on-exec).
+fn lock_root(root: &std::path::Path) -> Result<std::fs::File, LocalBackendError> {
+    use std::os::fd::AsRawFd;
+    let path = root.join("server.lock");
+    let lock_error = |source| LocalBackendError::Lock {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(lock_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            LocalBackendError::InUse(root.to_path_buf())
+        } else {
+            lock_error(e)
+        });
+    }
+    Ok(file)
 }
 
 impl Inner {
     fn lifecycle(&self, project: &ProjectId) -> Arc<tokio::sync::Mutex<()>> {
         self.lifecycles
             .lock()
-            .unwrap()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(project.clone())
             .or_default()
             .clone()
@@ -115,6 +225,11 @@ impl Inner {
             ide: Upstream::Unix(sockets.join("ide.sock")),
             preview: Upstream::Unix(sockets.join("preview.sock")),
         }
+    }
+
+    /// The local copy of the project's storage that an S3 mirror keeps.
+    fn code_copy(&self, project: &ProjectId) -> PathBuf {
+        self.storage_dir.join("code").join(project.as_str())
     }
 
     /// Under the project's lifecycle lock.
@@ -146,31 +261,39 @@ impl Inner {
         match self.launch(&spec).await {
             Ok(sandbox) => {
                 let endpoints = sandbox.endpoints.clone();
-                tracing::info!(%project, pid = ?sandbox.process.id(), "sandbox started");
+                tracing::info!(
+                    %project,
+                    pid = ?sandbox.process.id(),
+                    log = %command::log_file(&self.root, project).display(),
+                    "sandbox started"
+                );
                 self.projects().insert(project.clone(), Phase::Running(sandbox));
                 Ok(endpoints)
             }
-            Err(detail) => {
+            Err(e) => {
                 self.projects().insert(
                     project.clone(),
                     Phase::Failed {
-                        detail: detail.clone(),
+                        detail: e.to_string(),
                         remains: None,
                     },
                 );
-                Err(OrchestratorError::Start(detail))
+                Err(e)
             }
         }
     }
 
-    async fn launch(&self, spec: &SandboxSpec) -> Result<Sandbox, String> {
+    /// Starts the sandbox and returns once its runner answers. Its record
+    /// is written as soon as it runs, and again as its network helper and
+    /// runner appear: a server that dies half-way through a start leaves
+    /// the next one all it needs to adopt or end it.
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Sandbox, OrchestratorError> {
         let project = &spec.project;
         let mirror = match &self.mirror_to {
             Some(store) => {
-                let dir = self.storage_dir.join("code").join(project.as_str());
-                let mirror = crate::mirror::Mirror::start(store.clone(), project, &dir)
+                let mirror = crate::mirror::Mirror::start(store.clone(), project, &self.code_copy(project))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| OrchestratorError::Start(e.to_string()))?;
                 Some(mirror)
             }
             None => None,
@@ -185,25 +308,181 @@ impl Inner {
                 if let Some(mirror) = mirror {
                     finish_mirror(project, mirror).await;
                 }
-                return Err(detail);
+                return Err(OrchestratorError::Start(detail));
             }
         };
-        let network = match process.id() {
+        let pid = process.id();
+        let mut record = pid
+            .and_then(|pid| {
+                Some(Pid {
+                    pid,
+                    start: self.os.start_time(pid)?,
+                })
+            })
+            .map(|sandbox| {
+                Record::new(
+                    project.clone(),
+                    sandbox,
+                    cgroup.as_ref().map(|c| c.dirs.clone()).unwrap_or_default(),
+                    spec.token_public_key.clone(),
+                )
+            });
+        if let Some(record) = &record {
+            self.os.save_record(record);
+        }
+        let network = match pid {
             Some(pid) => self.os.start_network(pid).await,
             None => None,
         };
-        Ok(Sandbox {
+        let mut sandbox = Sandbox {
             process,
+            runner: None,
             network,
             cgroup,
             mirror,
             endpoints: self.endpoints(project),
+        };
+        if let Some(record) = &mut record {
+            record.network = self.recorded(sandbox.network.as_deref());
+            self.os.save_record(record);
+        }
+        if let Err(e) = self.wait_ready(project, &mut sandbox).await {
+            sandbox.process.kill().await;
+            self.clean_up(project, sandbox).await;
+            return Err(e);
+        }
+        sandbox.runner = pid.and_then(|pid| self.os.runner_pid(pid)).and_then(|runner| {
+            Some(Pid {
+                pid: runner,
+                start: self.os.start_time(runner)?,
+            })
+        });
+        if let Some(record) = &mut record {
+            record.runner = sandbox.runner;
+            self.os.save_record(record);
+        }
+        Ok(sandbox)
+    }
+
+    fn recorded(&self, process: Option<&dyn Process>) -> Option<Pid> {
+        let pid = process?.id()?;
+        Some(Pid {
+            pid,
+            start: self.os.start_time(pid)?,
         })
+    }
+
+    /// Probes the runner until it answers; fails at once if the sandbox
+    /// ends meanwhile.
+    async fn wait_ready(&self, project: &ProjectId, sandbox: &mut Sandbox) -> Result<(), OrchestratorError> {
+        let deadline = tokio::time::Instant::now() + self.ready_timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if self.os.runner_ready(&sandbox.endpoints.ide).await {
+                return Ok(());
+            }
+            match sandbox.process.try_wait() {
+                Ok(None) => {}
+                Ok(Some(how)) => {
+                    return Err(OrchestratorError::Start(format!(
+                        "the runner exited before it was ready ({how}); its log is {}",
+                        command::log_file(&self.root, project).display()
+                    )));
+                }
+                Err(e) => return Err(OrchestratorError::Start(e.to_string())),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(OrchestratorError::NotReady(
+                    self.ready_timeout,
+                    format!(
+                        "no answer on its socket; its log is {}",
+                        command::log_file(&self.root, project).display()
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Under the project's lifecycle lock: takes over a previous server's
+    /// sandbox if it is whole, ends what is left of it otherwise. True
+    /// when adopted.
+    async fn adopt_one(self: Arc<Self>, mut record: Record, token_public_key: String) -> bool {
+        let project = record.project.clone();
+        if self.projects().contains_key(&project) {
+            return false;
+        }
+        let process: Box<dyn Process> = match self.os.adopt(record.sandbox) {
+            Some(process) if record.is_current() => process,
+            _ => Box::new(Gone),
+        };
+        let network = record.network.and_then(|pid| self.os.adopt(pid));
+        // A record written before the runner was found: look for it now.
+        let runner = record
+            .runner
+            .or_else(|| {
+                let pid = self.os.runner_pid(process.id()?)?;
+                Some(Pid {
+                    pid,
+                    start: self.os.start_time(pid)?,
+                })
+            })
+            .filter(|runner| self.os.start_time(runner.pid) == Some(runner.start));
+        // The storage changes made while no server watched go up now, and
+        // on the way out if the sandbox is not adopted.
+        let mirror = match &self.mirror_to {
+            Some(store) => match crate::mirror::Mirror::adopt(store.clone(), &project, &self.code_copy(&project)).await
+            {
+                Ok(mirror) => Some(mirror),
+                Err(e) => {
+                    tracing::error!(%project, "resuming the S3 mirror of an adopted sandbox: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut sandbox = Sandbox {
+            process,
+            runner,
+            network,
+            cgroup: (!record.cgroup.is_empty()).then(|| Cgroup {
+                dirs: record.cgroup.clone(),
+            }),
+            mirror,
+            endpoints: self.endpoints(&project),
+        };
+        let refused = if !record.is_current() {
+            Some("it was recorded by another version of the server".to_string())
+        } else if sandbox.process.id().is_none() {
+            Some("its sandbox is gone".to_string())
+        } else if sandbox.runner.is_none() {
+            Some("its runner is gone".to_string())
+        } else if record.token_public_key != token_public_key {
+            Some("its runner checks tokens with another signing key".to_string())
+        } else if self.mirror_to.is_some() && sandbox.mirror.is_none() {
+            Some("its storage cannot be mirrored".to_string())
+        } else {
+            self.wait_ready(&project, &mut sandbox)
+                .await
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = refused {
+            tracing::warn!(%project, "not adopting the sandbox a previous server left ({why}): ending it");
+            self.end(&project, sandbox).await;
+            return false;
+        }
+        record.runner = sandbox.runner;
+        self.os.save_record(&record);
+        tracing::info!(%project, pid = ?sandbox.process.id(), "adopted the sandbox a previous server left running");
+        self.projects().insert(project, Phase::Running(sandbox));
+        true
     }
 
     /// Under the project's lifecycle lock.
     async fn stop(self: Arc<Self>, project: ProjectId) {
-        let mut sandbox = {
+        let sandbox = {
             let mut projects = self.projects();
             match projects.remove(&project) {
                 Some(Phase::Running(sandbox)) => {
@@ -217,12 +496,27 @@ impl Inner {
                 None => return,
             }
         };
-        // The runner flushes pending changes to storage on SIGTERM; the
-        // sandbox ends when the runner does. A sandbox whose runner is not
-        // there (yet, or any more) holds nothing unsaved.
-        let runner = sandbox.process.id().and_then(|pid| self.os.runner_pid(pid));
+        self.end(&project, sandbox).await;
+        self.projects().remove(&project);
+        tracing::info!(%project, "sandbox stopped");
+    }
+
+    /// Ends a sandbox and everything it left. The runner flushes pending
+    /// changes to storage on SIGTERM; the sandbox ends when the runner
+    /// does. A sandbox whose runner is not there (yet, or any more) holds
+    /// nothing unsaved.
+    async fn end(&self, project: &ProjectId, mut sandbox: Sandbox) {
+        let runner = sandbox
+            .runner
+            .map(|runner| runner.pid)
+            .or_else(|| sandbox.process.id().and_then(|pid| self.os.runner_pid(pid)))
+            // Still the recorded process, not one that reuses its pid.
+            .filter(|pid| match sandbox.runner {
+                Some(runner) => self.os.start_time(*pid) == Some(runner.start),
+                None => self.os.start_time(*pid).is_some(),
+            });
         match runner {
-            Some(runner) => {
+            Some(runner) if sandbox.process.id().is_some() => {
                 self.os.terminate(runner);
                 let grace = self.stop_grace;
                 if tokio::time::timeout(grace, sandbox.process.wait()).await.is_err() {
@@ -230,15 +524,14 @@ impl Inner {
                     sandbox.process.kill().await;
                 }
             }
-            None => sandbox.process.kill().await,
+            _ => sandbox.process.kill().await,
         }
-        self.clean_up(&project, sandbox).await;
-        self.projects().remove(&project);
-        tracing::info!(%project, "sandbox stopped");
+        self.clean_up(project, sandbox).await;
     }
 
     /// Ends what a sandbox left behind: its network helper, whatever is
-    /// still in its cgroup, the cgroup, its mirror's last uploads.
+    /// still in its cgroup, the cgroup, its mirror's last uploads, its
+    /// record.
     async fn clean_up(&self, project: &ProjectId, mut sandbox: Sandbox) {
         if let Some(network) = sandbox.network.as_mut() {
             network.kill().await;
@@ -250,6 +543,7 @@ impl Inner {
         if let Some(mirror) = sandbox.mirror {
             finish_mirror(project, mirror).await;
         }
+        self.os.remove_record(project);
     }
 
     /// Retries without holding a thread: a cgroup's last processes may
@@ -262,6 +556,19 @@ impl Inner {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Under the project's lifecycle lock, as this server shuts down: the
+    /// sandbox keeps running for the next server, but its S3 mirror lives
+    /// in this process, so it uploads what is pending now.
+    async fn release(self: Arc<Self>, project: ProjectId) {
+        let mirror = match self.projects().get_mut(&project) {
+            Some(Phase::Running(sandbox)) => sandbox.mirror.take(),
+            _ => None,
+        };
+        if let Some(mirror) = mirror {
+            finish_mirror(&project, mirror).await;
         }
     }
 
@@ -403,6 +710,20 @@ impl SandboxBackend for LocalBackend {
             .serialised(project, move |inner| async move { inner.forget(&owned).await })
             .await;
     }
+
+    /// Leaves every sandbox running for the next server (which adopts it),
+    /// after the starts and stops under way have finished and every S3
+    /// mirror has uploaded what is pending.
+    async fn shutdown(&self) {
+        let projects: Vec<ProjectId> = self.inner.projects().keys().cloned().collect();
+        futures_util::future::join_all(projects.into_iter().map(|project| {
+            let owned = project.clone();
+            async move {
+                let _ = self.serialised(&project, move |inner| inner.release(owned)).await;
+            }
+        }))
+        .await;
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +749,11 @@ mod tests {
         stubborn: Mutex<Vec<ProjectId>>,
         /// Removal attempts that find the cgroup still busy.
         busy_cgroup: AtomicU32,
+        /// Sandboxes (by pid) whose runner has died while bwrap lives on.
+        dead_runners: Mutex<Vec<u32>>,
+        /// Projects whose runner runs but never answers.
+        deaf: Mutex<Vec<ProjectId>>,
+        records: Mutex<HashMap<ProjectId, Record>>,
     }
 
     /// How a fake sandbox ended, once it has.
@@ -474,6 +800,12 @@ mod tests {
                 .iter()
                 .find(|(_, p, _)| *p == pid)
                 .map(|(project, _, exit)| (project.clone(), exit.clone()))
+        }
+        fn alive(&self, pid: u32) -> bool {
+            self.project_of(pid).is_some_and(|(_, exit)| exit.borrow().is_none())
+        }
+        fn record(&self, project: &str) -> Option<Record> {
+            self.records.lock().unwrap().get(&id(project)).cloned()
         }
         /// The newest sandbox of `project` dies by itself.
         fn crash(&self, project: &str) {
@@ -533,6 +865,44 @@ mod tests {
             self.note(format!("remove-cgroup {}", cgroup.dirs[0].display()));
             true
         }
+        /// A sandbox's start time is 7 × its pid, its runner's one more.
+        fn start_time(&self, pid: u32) -> Option<u64> {
+            if self.alive(pid) {
+                return Some(u64::from(pid) * 7);
+            }
+            let sandbox = pid.checked_sub(1000)?;
+            (self.alive(sandbox) && !self.dead_runners.lock().unwrap().contains(&sandbox))
+                .then_some(u64::from(sandbox) * 7 + 1)
+        }
+        fn adopt(&self, pid: Pid) -> Option<Box<dyn Process>> {
+            if self.start_time(pid.pid) != Some(pid.start) {
+                return None;
+            }
+            let (_, exit) = self.project_of(pid.pid)?;
+            Some(Box::new(FakeProcess { pid: pid.pid, exit }))
+        }
+        async fn runner_ready(&self, ide: &Upstream) -> bool {
+            let sandboxes = self.sandboxes.lock().unwrap().clone();
+            sandboxes.iter().rev().any(|(project, pid, exit)| {
+                *ide == Upstream::Unix(format!("/sockets/{project}/run/ide.sock").into())
+                    && exit.borrow().is_none()
+                    && !self.dead_runners.lock().unwrap().contains(pid)
+                    && !self.deaf.lock().unwrap().contains(project)
+            })
+        }
+        fn save_record(&self, record: &Record) {
+            self.records
+                .lock()
+                .unwrap()
+                .insert(record.project.clone(), record.clone());
+        }
+        fn load_records(&self) -> Vec<Record> {
+            self.records.lock().unwrap().values().cloned().collect()
+        }
+        fn remove_record(&self, project: &ProjectId) {
+            self.note(format!("remove-record {project}"));
+            self.records.lock().unwrap().remove(project);
+        }
     }
 
     fn backend(os: Arc<FakeOs>) -> LocalBackend {
@@ -550,7 +920,9 @@ mod tests {
             runner_args: Vec::new(),
             mirror_to: None,
         };
-        LocalBackend::with_os(os, config, "/sockets".into(), Duration::from_millis(50))
+        let mut backend = LocalBackend::with_os(os, config, "/sockets".into(), Duration::from_millis(50));
+        Arc::get_mut(&mut backend.inner).unwrap().ready_timeout = Duration::from_millis(100);
+        backend
     }
 
     fn spec(project: &str) -> SandboxSpec {
@@ -599,7 +971,8 @@ mod tests {
                 "spawn alpha",
                 "terminate alpha",
                 "kill-cgroup /fake/alpha",
-                "remove-cgroup /fake/alpha"
+                "remove-cgroup /fake/alpha",
+                "remove-record alpha"
             ]
         );
         assert_eq!(backend.state(&id("alpha")).await, SandboxState::Stopped);
@@ -655,7 +1028,8 @@ mod tests {
                 "spawn mule",
                 "terminate mule",
                 "kill-cgroup /fake/mule",
-                "remove-cgroup /fake/mule"
+                "remove-cgroup /fake/mule",
+                "remove-record mule"
             ]
         );
         assert_eq!(backend.state(&id("mule")).await, SandboxState::Stopped);
@@ -745,5 +1119,133 @@ mod tests {
             ticks.load(Ordering::Relaxed) >= 3,
             "the runtime was blocked while retrying"
         );
+    }
+
+    /// A new server's backend on the same machine: the sandboxes, their
+    /// records and their cgroups outlive the old one.
+    fn restarted(os: &Arc<FakeOs>) -> LocalBackend {
+        os.log.lock().unwrap().clear();
+        backend(os.clone())
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_leaves_sandboxes_running_and_the_next_server_adopts_them() {
+        let os = Arc::new(FakeOs::default());
+        let first = backend(os.clone());
+        first.ensure_running(&spec("alpha")).await.unwrap();
+        let record = os.record("alpha").expect("a running sandbox is recorded");
+        assert_eq!(record.runner, Some(Pid { pid: 1100, start: 701 }));
+        assert_eq!(record.cgroup, vec![PathBuf::from("/fake/alpha")]);
+        first.shutdown().await;
+        drop(first);
+
+        let second = restarted(&os);
+        assert_eq!(second.adopt("key").await, vec![id("alpha")]);
+        assert!(os.log().is_empty(), "adoption touched the sandbox: {:?}", os.log());
+        assert!(matches!(second.state(&id("alpha")).await, SandboxState::Running(_)));
+        assert_eq!(second.running().await, vec![id("alpha")]);
+        // A start finds it running.
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.count("spawn alpha"), 0);
+
+        // A stop of an adopted sandbox ends it and everything it had.
+        second.stop(&id("alpha")).await.unwrap();
+        assert_eq!(
+            os.log(),
+            [
+                "terminate alpha",
+                "kill-cgroup /fake/alpha",
+                "remove-cgroup /fake/alpha",
+                "remove-record alpha"
+            ]
+        );
+        assert!(os.record("alpha").is_none());
+        assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn an_adopted_sandbox_whose_runner_dies_later_is_cleaned_up_and_restarted() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let second = restarted(&os);
+        second.adopt("key").await;
+        os.crash("alpha");
+        assert!(matches!(second.state(&id("alpha")).await, SandboxState::Failed { .. }));
+        eventually("the dead sandbox's record removed", || os.record("alpha").is_none()).await;
+        assert_eq!(os.count("remove-cgroup /fake/alpha"), 1);
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.count("spawn alpha"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_whose_runner_died_while_no_server_ran_is_ended_not_adopted() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let bwrap = os.record("alpha").unwrap().sandbox.pid;
+        os.dead_runners.lock().unwrap().push(bwrap);
+
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        assert!(!os.alive(bwrap), "the runnerless sandbox was left running");
+        assert_eq!(
+            os.log(),
+            [
+                "kill-cgroup /fake/alpha",
+                "remove-cgroup /fake/alpha",
+                "remove-record alpha"
+            ]
+        );
+        assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.count("spawn alpha"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_pid_now_names_another_process_is_never_adopted_nor_that_process_killed() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let mut record = os.record("alpha").unwrap();
+        // The sandbox is gone and its pid reused: same pid, later start.
+        let stranger = record.sandbox.pid;
+        record.sandbox.start += 1;
+        record.runner.as_mut().unwrap().start += 1;
+        os.save_record(&record);
+
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        assert!(os.alive(stranger), "a process that merely reuses the pid was killed");
+        assert_eq!(os.count("terminate alpha"), 0);
+        assert!(os.record("alpha").is_none());
+        assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_checks_another_key_or_never_answers_is_stopped_gracefully_not_adopted() {
+        let os = Arc::new(FakeOs::default());
+        let first = backend(os.clone());
+        first.ensure_running(&spec("alpha")).await.unwrap();
+        first.ensure_running(&spec("beta")).await.unwrap();
+        os.deaf.lock().unwrap().push(id("beta"));
+        let second = restarted(&os);
+        // Signed with another key: alpha's runner would refuse our tokens.
+        let adopted = second.adopt("rotated").await;
+        assert!(adopted.is_empty(), "{adopted:?}");
+        // Each asked to flush and stop, not killed outright.
+        assert_eq!(os.count("terminate alpha"), 1);
+        assert_eq!(os.count("terminate beta"), 1);
+        assert!(os.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_exits_before_it_is_ready_fails_the_start_and_leaves_nothing() {
+        let os = Arc::new(FakeOs::default());
+        os.deaf.lock().unwrap().push(id("alpha"));
+        let backend = backend(os.clone());
+        let Err(OrchestratorError::NotReady(..)) = backend.ensure_running(&spec("alpha")).await else {
+            panic!("a runner that never answers counted as started");
+        };
+        assert!(matches!(backend.state(&id("alpha")).await, SandboxState::Failed { .. }));
+        assert!(os.record("alpha").is_none());
+        assert_eq!(os.count("remove-cgroup /fake/alpha"), 1);
     }
 }

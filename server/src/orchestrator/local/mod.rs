@@ -7,8 +7,10 @@
 //! /dev, its own pid, ipc, uts, network, user and mount namespaces, no new
 //! user namespaces inside, uid 1000 inside and an unprivileged uid of its
 //! own on the host (never root: see [`command`]), all capabilities dropped,
-//! a new session (no TIOCSTI into our terminal), and death with its
-//! parent. It has no network at all (only its own loopback):
+//! a new session (no TIOCSTI into our terminal). It does not die with this
+//! server: a restart or an upgrade of the control plane leaves it running,
+//! and the next server adopts it from its record ([`record`]). It has no
+//! network at all (only its own loopback):
 //! the gateway reaches the runner through Unix sockets bind-mounted into it,
 //! so the sandbox can never reach the control plane's ports or any other
 //! loopback service of the host. Its storage view is its own project's
@@ -17,7 +19,7 @@
 //!
 //! By concern: [`command`] builds the sandbox's command line, [`cgroup`]
 //! its control groups, [`network`] its optional outbound network,
-//! [`lifecycle`] starts, watches and stops sandboxes, and reaches the
+//! [`lifecycle`] starts, watches, stops and adopts sandboxes, and reaches the
 //! operating system only through the small [`os::Os`] trait ([`os::HostOs`]
 //! for real, a fake in the lifecycle's unit tests).
 
@@ -26,11 +28,12 @@ mod command;
 mod lifecycle;
 mod network;
 mod os;
+mod record;
 
 use std::path::PathBuf;
 
 pub use cgroup::{Cgroup, CgroupVersion};
-pub use lifecycle::LocalBackend;
+pub use lifecycle::{LocalBackend, LocalBackendError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {

@@ -28,11 +28,12 @@ pub(super) async fn start_slirp(bwrap: u32) -> Option<Child> {
         return None;
     };
     let mut command = Command::new("slirp4netns");
-    // SAFETY: prctl is async-signal-safe. It dies with this server, like
-    // the sandbox it serves (bwrap --die-with-parent).
+    // SAFETY: setsid is async-signal-safe. It outlives this server, like
+    // the sandbox it serves, in a session of its own (no terminal's
+    // signals); the sandbox's stop or clean-up ends it.
     unsafe {
         command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::setsid();
             Ok(())
         });
     }
@@ -50,7 +51,6 @@ pub(super) async fn start_slirp(bwrap: u32) -> Option<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn();
     match spawned {
         Ok(child) => Some(child),

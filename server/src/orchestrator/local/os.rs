@@ -1,16 +1,28 @@
 //! Everything the lifecycle asks of the operating system (spawning
-//! sandboxes, signals, `/proc`, cgroupfs), behind a small trait so the
-//! lifecycle is unit-tested with a fake.
+//! sandboxes, signals, `/proc`, cgroupfs, the sandboxes' records, a
+//! runner's readiness), behind a small trait so the lifecycle is
+//! unit-tested with a fake.
+//!
+//! Sandboxes are started detached from this server's lifetime: their own
+//! session, no death signal tied to it, their output in a log file of
+//! their own rather than a pipe this server must drain. A server that
+//! stops or dies leaves them running, and the next one adopts them
+//! ([`Os::adopt`]) by pid and start time, waiting for a process that is
+//! not its child through a pidfd.
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::io::unix::AsyncFd;
 
 use super::cgroup::{Cgroup, CgroupVersion};
+use super::record::{Pid, Record};
 use super::{Isolation, LocalConfig, Network};
+use crate::gateway::Upstream;
 use crate::orchestrator::SandboxSpec;
 use crate::projects::ProjectId;
 
@@ -47,6 +59,22 @@ pub(super) trait Os: Send + Sync + 'static {
     fn kill_cgroup(&self, cgroup: &Cgroup);
     /// One attempt at removing the cgroup: true once it is gone.
     fn remove_cgroup(&self, cgroup: &Cgroup) -> bool;
+    /// When the live process `pid` started (clock ticks after boot): with
+    /// its pid, what tells it from a later process given the same pid.
+    /// `None` once it has exited (a zombie included).
+    fn start_time(&self, pid: u32) -> Option<u64>;
+    /// The process `pid` if it is still the one that started at `start`
+    /// (never a later process that reuses its pid), to wait for and kill
+    /// though it is not this server's child.
+    fn adopt(&self, pid: Pid) -> Option<Box<dyn Process>>;
+    /// True once the runner answers on its socket (`GET /v1/ready`).
+    async fn runner_ready(&self, ide: &Upstream) -> bool;
+    /// Writes (atomically) the record of a running sandbox, for the next
+    /// server to adopt it.
+    fn save_record(&self, record: &Record);
+    /// Every sandbox record on this machine's sandboxes' root.
+    fn load_records(&self) -> Vec<Record>;
+    fn remove_record(&self, project: &ProjectId);
 }
 
 /// This machine.
@@ -88,6 +116,7 @@ impl HostOs {
     }
 }
 
+/// A sandbox or helper this server spawned: waited for as its child.
 struct ChildProcess(tokio::process::Child);
 
 #[async_trait]
@@ -106,6 +135,79 @@ impl Process for ChildProcess {
 
     async fn kill(&mut self) {
         let _ = self.0.kill().await;
+    }
+}
+
+/// A process a previous server spawned (now init's child, or a
+/// subreaper's): waited for through a pidfd, which also makes its signals
+/// race-free (a pidfd never names a later process with the same pid).
+struct AdoptedProcess {
+    pid: u32,
+    pidfd: AsyncFd<OwnedFd>,
+}
+
+impl AdoptedProcess {
+    /// `pidfd_open`, then the start time checked: the descriptor is opened
+    /// first, so a process that died and whose pid was reused meanwhile is
+    /// caught by the check and never adopted.
+    fn open(pid: Pid) -> Option<Self> {
+        let raw = libc::pid_t::try_from(pid.pid).ok()?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, libc::O_NONBLOCK as libc::c_uint) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just returned to us and is owned here only.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        if process_start_time(pid.pid) != Some(pid.start) {
+            return None;
+        }
+        // SAFETY: an OwnedFd's descriptor stays open and the same for as
+        // long as the AsyncFd owns it.
+        let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()?;
+        Some(Self { pid: pid.pid, pidfd })
+    }
+
+    fn exited(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.pidfd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut poll, 1, 0) > 0 }
+    }
+}
+
+#[async_trait]
+impl Process for AdoptedProcess {
+    fn id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<String>> {
+        // Not our child: its exit status is its new parent's to read.
+        Ok(self.exited().then(|| "exited".to_string()))
+    }
+
+    async fn wait(&mut self) {
+        // A pidfd becomes readable when its process exits.
+        let _ = self.pidfd.readable().await;
+    }
+
+    async fn kill(&mut self) {
+        // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        self.wait().await;
     }
 }
 
@@ -148,6 +250,11 @@ impl Os for HostOs {
                 for fd in &inherited {
                     libc::fcntl(*fd, libc::F_SETFD, 0);
                 }
+                // Its own session and process group: a Ctrl-C or hang-up
+                // of the terminal this server runs in never reaches it.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 set_rlimit(libc::RLIMIT_CORE, 0);
                 set_rlimit(libc::RLIMIT_NOFILE, 8192);
                 if let Some(id) = host_id
@@ -162,10 +269,7 @@ impl Os for HostOs {
         }
         let spawned = cmd.spawn();
         drop(prepared.fds);
-        let mut child = spawned.map_err(|e| format!("spawning the sandbox: {e}"))?;
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(relay_log(spec.project.clone(), stderr));
-        }
+        let child = spawned.map_err(|e| format!("spawning the sandbox: {e}"))?;
         Ok(Box::new(ChildProcess(child)))
     }
 
@@ -200,6 +304,54 @@ impl Os for HostOs {
     fn remove_cgroup(&self, cgroup: &Cgroup) -> bool {
         cgroup.try_remove()
     }
+
+    fn start_time(&self, pid: u32) -> Option<u64> {
+        process_start_time(pid)
+    }
+
+    fn adopt(&self, pid: Pid) -> Option<Box<dyn Process>> {
+        AdoptedProcess::open(pid).map(|p| Box::new(p) as Box<dyn Process>)
+    }
+
+    async fn runner_ready(&self, ide: &Upstream) -> bool {
+        let request = axum::http::Request::get(format!("/v{}/ready", cloudcode_proto::PROTOCOL_VERSION))
+            .header(axum::http::header::HOST, "runner")
+            .body(axum::body::Body::empty());
+        let Ok(request) = request else { return false };
+        let answer = tokio::time::timeout(READY_PROBE, crate::gateway::forward(ide, request)).await;
+        matches!(answer, Ok(Ok(response)) if response.status().is_success())
+    }
+
+    fn save_record(&self, record: &Record) {
+        if let Err(e) = record.save(&self.config.root) {
+            tracing::error!(project = %record.project, "recording the sandbox (a restarted server cannot adopt it): {e}");
+        }
+    }
+
+    fn load_records(&self) -> Vec<Record> {
+        Record::load_all(&self.config.root)
+    }
+
+    fn remove_record(&self, project: &ProjectId) {
+        Record::remove(&self.config.root, project);
+    }
+}
+
+/// How long one readiness probe of a runner may take.
+const READY_PROBE: Duration = Duration::from_secs(2);
+
+/// Field 22 of `/proc/<pid>/stat`, `None` for a process that is gone or a
+/// zombie. The command name (field 2) may hold spaces and parentheses: the
+/// fields are counted after its last `)`.
+pub(super) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Field 3 was the state; starttime is field 22.
+    fields.nth(18)?.parse().ok()
 }
 
 /// Where this process reaches the sandboxes' root for connecting to runner
@@ -225,15 +377,6 @@ pub(super) fn socket_base(root: &Path) -> PathBuf {
             );
             root.to_path_buf()
         }
-    }
-}
-
-/// Re-emits the runner's log lines as ours, tagged with the project.
-async fn relay_log(project: ProjectId, stderr: tokio::process::ChildStderr) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "cloudcode_server::runner", %project, "{line}");
     }
 }
 

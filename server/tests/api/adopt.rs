@@ -1,0 +1,345 @@
+//! Sandboxes outlive the control plane, as pods do: a server stopped
+//! (SIGTERM) or killed (SIGKILL) leaves its users' shells and apps running,
+//! and the next server adopts them; a stop still ends everything, and what
+//! died or is not what its record says is cleaned up, never adopted.
+
+use std::time::{Duration, Instant};
+
+use cloudcode_proto::client::{Incoming, RunnerClient};
+use cloudcode_proto::frame::Frame;
+use cloudcode_proto::message::{Event, Op, Reply, TermId};
+use cloudcode_proto::path::WorkspacePath;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// A runner client through the gateway, and the runner instance its
+/// welcome names.
+async fn connect(server: &TestServer, id: &str, started: &Value) -> (RunnerClient, String) {
+    let mut client = RunnerClient::connect_with_host(
+        &format!("ws://127.0.0.1:{}/v1/ws", server.port),
+        Some(&format!("{id}.ide.localhost:{}", server.port)),
+        started["token"].as_str().unwrap(),
+    )
+    .await
+    .expect("connecting through the gateway");
+    match next(&mut client).await {
+        Incoming::Event(Event::Welcome { instance, .. }) => (client, instance),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn record(server: &TestServer, id: &str) -> Option<Value> {
+    let text = std::fs::read(server.data.join(format!("sandboxes/{id}/sandbox.json"))).ok()?;
+    Some(serde_json::from_slice(&text).unwrap())
+}
+
+fn pid_of(record: &Value, which: &str) -> i32 {
+    record[which]["pid"].as_i64().unwrap() as i32
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn cgroup_dirs(record: &Value) -> Vec<std::path::PathBuf> {
+    record["cgroup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().into())
+        .collect()
+}
+
+/// Reads `term`'s output until `done` says enough; returns the bytes and
+/// the seq after them. Output must start exactly at `from` (no snapshot).
+async fn read_until(client: &mut RunnerClient, term: TermId, from: u64, done: impl Fn(&str) -> bool) -> (Vec<u8>, u64) {
+    let mut out = Vec::new();
+    let mut next_seq = from;
+    while !done(&String::from_utf8_lossy(&out)) {
+        match next(client).await {
+            Incoming::Frame(Frame::TermOutput { term: t, seq, data }) if t == term => {
+                assert_eq!(seq, next_seq, "output resumed with a gap or an overlap");
+                next_seq = seq + data.len() as u64;
+                out.extend_from_slice(&data);
+            }
+            Incoming::Frame(Frame::TermSnapshot { term: t, .. }) if t == term => {
+                panic!("a snapshot instead of the output since the resumed seq")
+            }
+            _ => {}
+        }
+    }
+    (out, next_seq)
+}
+
+/// The counter's values, in the order printed.
+fn counted(out: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(out)
+        .split("\r\n")
+        // What the line ends as on the screen: after a carriage return in
+        // it (bash ends bracketed paste with `ESC[?2004l` and `\r`).
+        .filter_map(|line| line.rsplit('\r').next()?.strip_prefix("n")?.parse().ok())
+        .collect()
+}
+
+async fn preview_answers(server: &TestServer, id: &str) -> String {
+    let host = format!("{id}.preview.localhost:{}", server.port);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = raw_request(server.port, "GET", "/hello", Some(&host), None, None).await;
+        if status == 200 {
+            return body.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never answered the preview: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A counter in a terminal and an app on port 3000 keep running while the
+/// server is replaced (`signal`: how the old one ends); a client resumes
+/// the terminal from its seq with every value in order, the app answers
+/// the preview, and a stop then ends everything.
+async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int) {
+    let mut server = TestServer::start(&[]);
+    server.create(id, "python").await;
+    let started = server.start_project(id).await;
+    let (mut client, instance) = connect(&server, id, &started).await;
+    let app = open_terminal(&client).await;
+    run(&mut client, app, "python3 main.py > /tmp/app.log 2>&1 & disown").await;
+    assert!(preview_answers(&server, id).await.contains("Hello from cloudcode"));
+    let counter = open_terminal(&client).await;
+    client
+        .send_input(counter, b"i=0; while :; do echo n$i; i=$((i+1)); sleep 0.1; done\r")
+        .unwrap();
+    let (before, resume_at) = read_until(&mut client, counter, 0, |out| counted(out.as_bytes()).len() >= 5).await;
+    let last_before = *counted(&before).last().unwrap();
+    let sandbox = record(&server, id).expect("a running sandbox has a record");
+    let (bwrap, runner) = (pid_of(&sandbox, "sandbox"), pid_of(&sandbox, "runner"));
+    client.close();
+
+    match signal {
+        libc::SIGKILL => server.kill(),
+        _ => server.terminate(),
+    }
+    assert!(alive(bwrap) && alive(runner), "the sandbox ended with the server");
+
+    let again = TestServer::restart(&server);
+    // Adopted before the new server answers anything.
+    let (_, status) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
+    assert_eq!(status["state"], "running", "{status}");
+    let started = again.start_project(id).await;
+    let (mut client, instance_again) = connect(&again, id, &started).await;
+    assert_eq!(instance_again, instance, "a new runner, not the adopted one");
+    assert_eq!(
+        record(&again, id).unwrap(),
+        sandbox,
+        "the record changed: not the same sandbox"
+    );
+    match client
+        .request(Op::TermAttach {
+            term: counter,
+            from_seq: resume_at,
+            flow_window: None,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::TermAttached { term, .. } => assert_eq!(term, counter),
+        other => panic!("{other:?}"),
+    }
+    // Values printed while no server ran come first, then the counter goes on.
+    let (after, _) = read_until(&mut client, counter, resume_at, |out| {
+        counted(out.as_bytes()).last().is_some_and(|n| *n >= last_before + 10)
+    })
+    .await;
+    let all = counted(&[before, after].concat());
+    assert!(
+        all.iter().enumerate().all(|(i, n)| *n == i as u64),
+        "the counter's values are not consecutive: {all:?}"
+    );
+    assert!(preview_answers(&again, id).await.contains("Hello from cloudcode"));
+
+    // Idle reaping, status and stop treat it as their own: a stop ends the
+    // runner, the app, the counter, the cgroup and the record.
+    let (status, body) = again.api("POST", &format!("/api/projects/{id}/stop"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!alive(bwrap) && !alive(runner), "the stopped sandbox still runs");
+    eventually("no process of the stopped sandbox", || runners_of(id).is_empty()).await;
+    for dir in cgroup_dirs(&sandbox) {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    assert!(record(&again, id).is_none(), "the stopped sandbox's record left behind");
+    let (_, body) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
+    assert_eq!(body["state"], "stopped");
+}
+
+/// Runners of `id` on this machine.
+fn runners_of(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let parts: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                parts.first().is_some_and(|p| p.ends_with(b"cloudcode-runner")) && parts.contains(&id.as_bytes())
+            })
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_and_an_app_keep_running_across_a_sigterm_restart() {
+    a_terminal_and_an_app_outlive_the_server("keep-term", libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_and_an_app_keep_running_across_a_sigkill_restart() {
+    a_terminal_and_an_app_outlive_the_server("keep-kill", libc::SIGKILL).await;
+}
+
+/// A runner killed while no server ran: its sandbox is cleaned up when the
+/// next server starts, the project starts afresh (it was running, so it is
+/// resumed) with every file, and nothing of the old sandbox is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_whose_runner_died_while_the_server_was_down_is_cleaned_up_and_starts_again() {
+    let id = "fell-down";
+    let mut server = TestServer::start(&[]);
+    server.create(id, "python").await;
+    let started = server.start_project(id).await;
+    let (client, _) = connect(&server, id, &started).await;
+    client
+        .write_file(&WorkspacePath::parse("kept.txt").unwrap(), b"kept", None)
+        .await
+        .unwrap();
+    let old = record(&server, id).unwrap();
+    server.kill();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid_of(&old, "runner"), libc::SIGKILL);
+    }
+    eventually("the runnerless sandbox ended", || !alive(pid_of(&old, "sandbox"))).await;
+
+    let again = TestServer::restart(&server);
+    let deadline = Instant::now() + PATIENCE;
+    let new = loop {
+        if let Some(new) = record(&again, id)
+            && new != old
+            && new["runner"].is_object()
+        {
+            break new;
+        }
+        assert!(Instant::now() < deadline, "the project was not started afresh");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(pid_of(&new, "sandbox"), pid_of(&old, "sandbox"));
+    let started = again.start_project(id).await;
+    let (client, _) = connect(&again, id, &started).await;
+    let (data, _) = client
+        .read_file(&WorkspacePath::parse("kept.txt").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(data, b"kept");
+    assert_eq!(runners_of(id).len(), 1, "the old sandbox left a runner behind");
+}
+
+/// A record whose pids now name other processes (a reboot, or pids reused
+/// while no server ran): the start time tells them apart, so nothing is
+/// adopted and the process that has the pid now is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_alone() {
+    let id = "reused-pid";
+    let mut server = TestServer::start(&[]);
+    server.create(id, "python").await;
+    server.start_project(id).await;
+    let mut old = record(&server, id).unwrap();
+    server.kill();
+    // The sandbox ends while no server runs...
+    for dir in cgroup_dirs(&old) {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid.parse().unwrap(), libc::SIGKILL);
+            }
+        }
+    }
+    eventually("the sandbox ended", || !alive(pid_of(&old, "sandbox"))).await;
+    // ...and its pid now belongs to someone else's process: forged here as
+    // a record naming a live process with another start time.
+    let mut stranger = std::process::Command::new("sleep").arg("6363").spawn().unwrap();
+    for which in ["sandbox", "runner"] {
+        old[which]["pid"] = stranger.id().into();
+        old[which]["start"] = (old[which]["start"].as_u64().unwrap() + 1).into();
+    }
+    std::fs::write(
+        server.data.join(format!("sandboxes/{id}/sandbox.json")),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+
+    let again = TestServer::restart(&server);
+    // Not adopted: the project (wanted) is started afresh.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(new) = record(&again, id)
+            && pid_of(&new, "sandbox") != stranger.id() as i32
+            && new["runner"].is_object()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the project was not started afresh");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        matches!(stranger.try_wait(), Ok(None)),
+        "a process that merely has a recorded pid was killed"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+/// `--stop-sandboxes` is how a machine is left without sandboxes: every
+/// runner flushes and ends, nothing of them is left, and it is refused
+/// while a server runs on the data directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_sandboxes_ends_every_sandbox_and_is_refused_while_a_server_runs() {
+    let id = "stop-all";
+    let mut server = TestServer::start(&[]);
+    server.create(id, "python").await;
+    let started = server.start_project(id).await;
+    let (mut client, _) = connect(&server, id, &started).await;
+    let term = open_terminal(&client).await;
+    run(
+        &mut client,
+        term,
+        "echo unsaved-until-stop > typed.txt; sleep 5858 & disown",
+    )
+    .await;
+    let sandbox = record(&server, id).unwrap();
+
+    let refused = server.stop_sandboxes();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("another cloudcode-server is using"), "{said}");
+    assert!(alive(pid_of(&sandbox, "runner")));
+
+    server.terminate();
+    let stopped = server.stop_sandboxes();
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert_eq!(String::from_utf8_lossy(&stopped.stdout).trim(), "sandboxes stopped: 1");
+    assert!(runners_of(id).is_empty() && !process_running("5858"));
+    for dir in cgroup_dirs(&sandbox) {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    assert!(record(&server, id).is_none());
+    assert_eq!(
+        std::fs::read(server.data.join(format!("storage/code/{id}/typed.txt"))).unwrap(),
+        b"unsaved-until-stop\n"
+    );
+}
