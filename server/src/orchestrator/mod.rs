@@ -336,6 +336,9 @@ mod tests {
         delay: Duration,
         /// Starts fail.
         broken: bool,
+        /// Running from the start (taken over from a previous server).
+        adopted: Mutex<Vec<ProjectId>>,
+        stopped: Mutex<Vec<ProjectId>>,
     }
 
     #[async_trait]
@@ -353,14 +356,16 @@ mod tests {
                 preview: upstream,
             })
         }
-        async fn stop(&self, _: &ProjectId) -> Result<(), OrchestratorError> {
+        async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
+            self.adopted.lock().unwrap().retain(|p| p != project);
+            self.stopped.lock().unwrap().push(project.clone());
             Ok(())
         }
         async fn state(&self, _: &ProjectId) -> SandboxState {
             SandboxState::Stopped
         }
         async fn running(&self) -> Vec<ProjectId> {
-            Vec::new()
+            self.adopted.lock().unwrap().clone()
         }
         async fn forget(&self, _: &ProjectId) {}
         async fn shutdown(&self) {}
@@ -415,6 +420,24 @@ mod tests {
         let backend = Arc::new(Instant::default());
         orchestrator(backend.clone(), &file).resume().await;
         assert_eq!(*backend.started.lock().unwrap(), vec![slow]);
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_taken_over_but_stopped_before_the_restart_is_stopped_the_rest_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("running");
+        let (kept, stopping) = (ProjectId::parse("kept").unwrap(), ProjectId::parse("stopping").unwrap());
+        let first = orchestrator(Arc::default(), &file);
+        first.start(&kept).await.unwrap();
+        first.start(&stopping).await.unwrap();
+        // The server went while this stop was under way: its sandbox ran on.
+        first.set_wanted(&stopping, false);
+
+        let backend = Arc::new(Instant::default());
+        *backend.adopted.lock().unwrap() = vec![kept.clone(), stopping.clone()];
+        orchestrator(backend.clone(), &file).resume().await;
+        assert_eq!(*backend.stopped.lock().unwrap(), vec![stopping]);
+        assert_eq!(backend.running().await, vec![kept]);
     }
 
     #[test]

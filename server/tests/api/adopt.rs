@@ -343,3 +343,66 @@ async fn stop_sandboxes_ends_every_sandbox_and_is_refused_while_a_server_runs() 
         b"unsaved-until-stop\n"
     );
 }
+
+/// With S3 storage the server mirrors each sandbox's local storage: an
+/// adopted sandbox gets its mirror back, and what its runner stored while
+/// no server ran reaches S3.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
+    use cloudcode_proto::storage::s3::S3Store;
+    use cloudcode_proto::storage::{ObjectKey, ObjectStore};
+    let id = "mirrored";
+    let s3 = cloudcode_proto::testing::S3Server::start();
+    let endpoint = s3.endpoint();
+    let mut server = TestServer::start(&[
+        "--storage",
+        "s3",
+        "--s3-bucket",
+        "projects",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--s3-access-key-id",
+        cloudcode_proto::testing::ACCESS_KEY,
+        "--s3-secret-access-key",
+        cloudcode_proto::testing::SECRET_KEY,
+    ]);
+    let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
+    let key = ObjectKey::parse(&format!("code/{id}/away.txt")).unwrap();
+    server.create(id, "python").await;
+    server.start_project(id).await;
+    let runner = pid_of(&record(&server, id).unwrap(), "runner");
+    server.kill();
+
+    // The sandbox's own work while no server runs: its runner stores it
+    // locally, and no mirror is there to upload it.
+    std::fs::write(
+        server.data.join(format!("sandboxes/{id}/workspace/away.txt")),
+        "while away\n",
+    )
+    .unwrap();
+    let stored = server.data.join(format!("storage/code/{id}/away.txt"));
+    eventually("the runner stored the file", || std::fs::read(&stored).is_ok()).await;
+    assert!(bucket.get(&key).await.is_err(), "uploaded with no server running");
+
+    let again = TestServer::restart(&server);
+    assert_eq!(pid_of(&record(&again, id).unwrap(), "runner"), runner, "not adopted");
+    let deadline = Instant::now() + PATIENCE;
+    while bucket.get(&key).await.ok().as_deref() != Some(&b"while away\n"[..]) {
+        assert!(Instant::now() < deadline, "the adopted sandbox's mirror never uploaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it goes on mirroring.
+    let started = again.start_project(id).await;
+    let (client, _) = connect(&again, id, &started).await;
+    client
+        .write_file(&WorkspacePath::parse("later.txt").unwrap(), b"later", None)
+        .await
+        .unwrap();
+    let later = ObjectKey::parse(&format!("code/{id}/later.txt")).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while bucket.get(&later).await.ok().as_deref() != Some(&b"later"[..]) {
+        assert!(Instant::now() < deadline, "the resumed mirror stopped uploading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

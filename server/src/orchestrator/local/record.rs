@@ -102,7 +102,9 @@ impl Record {
             return Vec::new();
         };
         let mut records = Vec::new();
-        for entry in entries.flatten() {
+        // Projects' directories only (the root also holds the server's
+        // lock and its list of wanted projects).
+        for entry in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
             let Some(project) = entry.file_name().to_str().and_then(|n| ProjectId::parse(n).ok()) else {
                 continue;
             };
