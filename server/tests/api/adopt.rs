@@ -406,3 +406,35 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With outbound network, the sandbox's slirp4netns is taken over too:
+/// the adopted sandbox still reaches out, and a stop ends the helper.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_sandbox_keeps_its_network_helper_and_a_stop_ends_it() {
+    let id = "net-keeper";
+    let mut server = TestServer::start(&["--sandbox-network", "outbound"]);
+    server.create(id, "python").await;
+    server.start_project(id).await;
+    let sandbox = record(&server, id).unwrap();
+    assert!(sandbox["network"].is_object(), "no network helper recorded: {sandbox}");
+    let slirp = pid_of(&sandbox, "network");
+    server.terminate();
+    assert!(alive(slirp), "the network helper ended with the server");
+
+    let again = TestServer::restart(&server);
+    let started = again.start_project(id).await;
+    let (mut client, _) = connect(&again, id, &started).await;
+    assert_eq!(record(&again, id).unwrap(), sandbox, "not adopted");
+    let term = open_terminal(&client).await;
+    // slirp4netns's own DNS forwarder answers only through the helper.
+    let out = run(
+        &mut client,
+        term,
+        "python3 -c 'import socket; s = socket.create_connection((\"10.0.2.3\", 53), 5); print(\"reached\", s.close())' 2>&1 | tail -1",
+    )
+    .await;
+    assert!(out.contains("reached None"), "{out}");
+    let (status, body) = again.api("POST", &format!("/api/projects/{id}/stop"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!alive(slirp), "the stopped sandbox's network helper still runs");
+}
