@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudcode_proto::storage::{KeyPrefix, ObjectStore, StorageError};
+use cloudcode_proto::storage::{ObjectStore, StorageError, layout};
 use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::sync::watch::WorkspaceWatcher;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,13 @@ use crate::projects::ProjectId;
 /// How long a stop waits for the last changes to reach S3.
 const FLUSH_LIMIT: Duration = Duration::from_secs(60);
 
+/// The mirror of every prefix of one project ([`layout::project_prefixes`]:
+/// its files and its home), each its own reconciling sync.
 pub struct Mirror {
+    prefixes: Vec<MirroredPrefix>,
+}
+
+struct MirroredPrefix {
     persister: Arc<Persister>,
     _watcher: WorkspaceWatcher,
     stop: CancellationToken,
@@ -36,6 +42,64 @@ pub enum MirrorError {
     Watch(#[from] notify::Error),
 }
 
+impl Mirror {
+    /// Restores the project's prefixes (`code/<project>/`, `home/<project>/`)
+    /// from `store` into the local storage rooted at `storage_root`, then
+    /// keeps `store` equal to them until [`Mirror::finish`].
+    pub async fn start(
+        store: Arc<dyn ObjectStore>,
+        project: &ProjectId,
+        storage_root: &Path,
+    ) -> Result<Self, MirrorError> {
+        Self::open(store, project, storage_root, Resume::Restore).await
+    }
+
+    /// The mirror of a sandbox a previous server started, whose local copy
+    /// is newer than the store (it kept running while no mirror watched):
+    /// nothing is restored over it, and all of it is reconciled up at once.
+    pub async fn adopt(
+        store: Arc<dyn ObjectStore>,
+        project: &ProjectId,
+        storage_root: &Path,
+    ) -> Result<Self, MirrorError> {
+        Self::open(store, project, storage_root, Resume::Adopt).await
+    }
+
+    async fn open(
+        store: Arc<dyn ObjectStore>,
+        project: &ProjectId,
+        storage_root: &Path,
+        resume: Resume,
+    ) -> Result<Self, MirrorError> {
+        let mut prefixes = Vec::new();
+        for prefix in layout::project_prefixes(project) {
+            let dir = layout::local_dir(storage_root, &prefix);
+            match MirroredPrefix::start(store.clone(), prefix, &dir, resume).await {
+                Ok(mirrored) => prefixes.push(mirrored),
+                Err(e) => {
+                    // Stop what already runs; it has uploaded nothing yet
+                    // that the sandbox wrote.
+                    for started in prefixes {
+                        started.finish().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Self { prefixes })
+    }
+
+    /// Uploads what is left; returns the paths (relative to their prefix)
+    /// that could not be stored.
+    pub async fn finish(self) -> Vec<String> {
+        let mut unsaved = Vec::new();
+        for prefix in self.prefixes {
+            unsaved.extend(prefix.finish().await);
+        }
+        unsaved
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Resume {
     /// A sandbox about to start: the store's files come down first.
@@ -44,30 +108,16 @@ enum Resume {
     Adopt,
 }
 
-impl Mirror {
-    /// Restores `code/<project>/` from `store` into `dir`, then keeps `store`
-    /// equal to `dir` until [`Mirror::finish`].
-    pub async fn start(store: Arc<dyn ObjectStore>, project: &ProjectId, dir: &Path) -> Result<Self, MirrorError> {
-        Self::open(store, project, dir, Resume::Restore).await
-    }
-
-    /// The mirror of a sandbox a previous server started, whose local copy
-    /// is newer than the store (it kept running while no mirror watched):
-    /// nothing is restored over it, and all of it is reconciled up at once.
-    pub async fn adopt(store: Arc<dyn ObjectStore>, project: &ProjectId, dir: &Path) -> Result<Self, MirrorError> {
-        Self::open(store, project, dir, Resume::Adopt).await
-    }
-
-    async fn open(
+impl MirroredPrefix {
+    async fn start(
         store: Arc<dyn ObjectStore>,
-        project: &ProjectId,
+        prefix: cloudcode_proto::storage::KeyPrefix,
         dir: &Path,
         resume: Resume,
     ) -> Result<Self, MirrorError> {
         std::fs::create_dir_all(dir)?;
         let root = dir.canonicalize()?;
         let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
-        let prefix = KeyPrefix::parse(&format!("code/{project}"))?;
         let persister = Persister::mirror(store, prefix, handle, root.clone(), Duration::from_millis(50));
         match resume {
             Resume::Restore => {
@@ -87,8 +137,7 @@ impl Mirror {
         })
     }
 
-    /// Uploads what is left; returns the paths that could not be stored.
-    pub async fn finish(self) -> Vec<String> {
+    async fn finish(self) -> Vec<String> {
         self.stop.cancel();
         let _ = self.worker.await;
         self.persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());

@@ -3,6 +3,7 @@
 
 mod adopt;
 mod common;
+mod home;
 mod in_process;
 mod orchestration;
 mod projects;

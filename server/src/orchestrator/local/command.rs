@@ -10,7 +10,7 @@
 //! needs no access to the data directory's path (root's is 0700). New user
 //! namespaces are refused inside (`--disable-userns`), and the sandbox's
 //! private root is read-only (`--remount-ro /`): it writes only to its
-//! workspace, its storage directory, its socket directory, `/tmp` and
+//! workspace, its home, its storage directories, its socket directory, `/tmp` and
 //! `/dev` (`/dev/shm`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,15 +23,21 @@ use tokio::process::Command;
 use super::{Isolation, LocalConfig, Network};
 use crate::orchestrator::SandboxSpec;
 use crate::projects::ProjectId;
+use cloudcode_proto::storage::layout;
 
 /// Inside the sandbox.
 const RUNNER_PATH: &str = "/opt/cloudcode/cloudcode-runner";
 const SOCKET_DIR: &str = "/run/cloudcode";
 const WORKSPACE: &str = "/workspace";
+/// The sandbox user's home, as its passwd entry and the Kubernetes runner
+/// image (`k8s/runner.Dockerfile`) say: apart from the workspace, so a
+/// shell's own files never land in the project's tree.
+const HOME: &str = "/home/user";
 const STORAGE: &str = "/storage";
 
 /// The project's directory under the sandboxes' root: its workspace, its
-/// runner's sockets (`run/`), its identity files (`etc/`).
+/// terminals' home (`home/`), its runner's sockets (`run/`), its identity
+/// files (`etc/`).
 pub(super) fn project_dir(root: &Path, project: &ProjectId) -> PathBuf {
     root.join(project.as_str())
 }
@@ -144,11 +150,15 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
     let dir = project_dir(&config.root, &spec.project);
     let workspace = dir.join("workspace");
     let sockets = config.root.join(socket_dir(&spec.project));
-    let storage = config.storage_dir.join("code").join(spec.project.as_str());
-    for d in [&workspace, &sockets, &storage] {
+    let home = dir.join("home");
+    let storage = layout::local_dir(&config.storage_dir, &layout::code(&spec.project));
+    let home_storage = layout::local_dir(&config.storage_dir, &layout::home(&spec.project));
+    for d in [&workspace, &home, &sockets, &storage, &home_storage] {
         std::fs::create_dir_all(d)?;
     }
-    let runner_args = |socket_dir: &Path, workspace: &Path, storage_root: &Path| {
+    // A home others may write to is one they can plant a `.bashrc` in.
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let runner_args = |socket_dir: &Path, workspace: &Path, home: &Path, storage_root: &Path| {
         let mut args: Vec<String> = vec![
             "--listen-unix".into(),
             socket_dir.join("ide.sock").display().to_string(),
@@ -160,6 +170,8 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
             spec.token_public_key.clone(),
             "--workspace".into(),
             workspace.display().to_string(),
+            "--home".into(),
+            home.display().to_string(),
             "--storage".into(),
             "local".into(),
             "--storage-dir".into(),
@@ -179,6 +191,7 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
             cmd.current_dir(&sockets).args(runner_args(
                 Path::new(""),
                 &std::path::absolute(&workspace)?,
+                &std::path::absolute(&home)?,
                 &std::path::absolute(&config.storage_dir)?,
             ));
             cmd
@@ -188,7 +201,7 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
             write_identity_files(&identity, &spec.project)?;
             if as_host_id {
                 let id = host_id(&spec.project);
-                for d in [&workspace, &sockets, &storage] {
+                for d in [&workspace, &home, &sockets, &storage, &home_storage] {
                     chown_tree(d, id)?;
                 }
                 host = Some(id);
@@ -238,16 +251,20 @@ pub(super) fn prepare(config: &LocalConfig, spec: &SandboxSpec, as_host_id: bool
             bind("--ro-bind-fd", &config.runner_binary, RUNNER_PATH)?;
             bind("--bind-fd", &workspace, WORKSPACE)?;
             bind("--bind-fd", &sockets, SOCKET_DIR)?;
-            bind("--bind-fd", &storage, &format!("{STORAGE}/code/{}", spec.project))?;
+            bind("--bind-fd", &home, HOME)?;
+            let in_storage = |prefix| layout::local_dir(Path::new(STORAGE), &prefix).display().to_string();
+            bind("--bind-fd", &storage, &in_storage(layout::code(&spec.project)))?;
+            bind("--bind-fd", &home_storage, &in_storage(layout::home(&spec.project)))?;
             // Last: the mount points above are made in the root first.
             cmd.args(["--remount-ro", "/"]);
             cmd.args(["--chdir", WORKSPACE, "--clearenv"])
                 .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
-                .args(["--setenv", "HOME", WORKSPACE])
+                .args(["--setenv", "HOME", HOME])
                 .args(["--", RUNNER_PATH])
                 .args(runner_args(
                     Path::new(SOCKET_DIR),
                     Path::new(WORKSPACE),
+                    Path::new(HOME),
                     Path::new(STORAGE),
                 ));
             cmd
@@ -310,7 +327,7 @@ fn write_identity_files(dir: &Path, project: &ProjectId) -> std::io::Result<()> 
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join("passwd"),
-        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nuser:x:1000:1000:cloudcode user:/workspace:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nuser:x:1000:1000:cloudcode user:/home/user:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )?;
     std::fs::write(dir.join("group"), "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")?;
     std::fs::write(
@@ -385,7 +402,21 @@ mod tests {
         let before_runner = &args[..args.iter().position(|a| a == "--").unwrap()];
         assert!(!before_runner.iter().any(|a| a.contains(&data)), "{joined}");
         assert_eq!(args.iter().filter(|a| a.ends_with("-fd")).count(), prepared.fds.len());
-        assert_eq!(prepared.fds.len(), 8);
+        assert_eq!(prepared.fds.len(), 10);
+        // The home is its own mount, persisted under its own prefix, and
+        // the shell's HOME; the passwd entry agrees.
+        let mounted = |dest: &str| args.windows(3).any(|w| w[0] == "--bind-fd" && w[2] == dest);
+        assert!(mounted("/home/user"), "{joined}");
+        assert!(
+            mounted("/storage/code/alpha") && mounted("/storage/home/alpha"),
+            "{joined}"
+        );
+        assert!(joined.contains("--setenv HOME /home/user"), "{joined}");
+        assert!(joined.contains("--home /home/user"), "{joined}");
+        let passwd = std::fs::read_to_string(project_dir(&config.root, &project).join("etc/passwd")).unwrap();
+        assert!(passwd.contains(":1000:1000:cloudcode user:/home/user:"), "{passwd}");
+        let home = project_dir(&config.root, &project).join("home");
+        assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o777, 0o700);
         // The root goes read-only after every mount point is made.
         let remount = args.iter().position(|a| a == "--remount-ro").unwrap();
         assert_eq!(args[remount + 1], "/");
@@ -400,6 +431,7 @@ mod tests {
             assert_eq!(prepared.host_id, Some(host_id(&project)));
             let workspace = project_dir(&config.root, &project).join("workspace");
             assert_eq!(std::fs::metadata(workspace).unwrap().uid(), host_id(&project));
+            assert_eq!(std::fs::metadata(&home).unwrap().uid(), host_id(&project));
         }
     }
 }

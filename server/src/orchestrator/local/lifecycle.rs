@@ -227,11 +227,6 @@ impl Inner {
         }
     }
 
-    /// The local copy of the project's storage that an S3 mirror keeps.
-    fn code_copy(&self, project: &ProjectId) -> PathBuf {
-        self.storage_dir.join("code").join(project.as_str())
-    }
-
     /// Under the project's lifecycle lock.
     async fn ensure_running(self: Arc<Self>, spec: SandboxSpec) -> Result<Endpoints, OrchestratorError> {
         let project = &spec.project;
@@ -291,7 +286,7 @@ impl Inner {
         let project = &spec.project;
         let mirror = match &self.mirror_to {
             Some(store) => {
-                let mirror = crate::mirror::Mirror::start(store.clone(), project, &self.code_copy(project))
+                let mirror = crate::mirror::Mirror::start(store.clone(), project, &self.storage_dir)
                     .await
                     .map_err(|e| OrchestratorError::Start(e.to_string()))?;
                 Some(mirror)
@@ -432,8 +427,7 @@ impl Inner {
         // The storage changes made while no server watched go up now, and
         // on the way out if the sandbox is not adopted.
         let mirror = match &self.mirror_to {
-            Some(store) => match crate::mirror::Mirror::adopt(store.clone(), &project, &self.code_copy(&project)).await
-            {
+            Some(store) => match crate::mirror::Mirror::adopt(store.clone(), &project, &self.storage_dir).await {
                 Ok(mirror) => Some(mirror),
                 Err(e) => {
                     tracing::error!(%project, "resuming the S3 mirror of an adopted sandbox: {e}");
@@ -638,7 +632,11 @@ impl Inner {
         }
         let mut dirs = vec![command::project_dir(&self.root, project)];
         if self.mirror_to.is_some() {
-            dirs.push(self.storage_dir.join("code").join(project.as_str()));
+            // The local copies of every prefix the mirror kept.
+            dirs.extend(
+                cloudcode_proto::storage::layout::project_prefixes(project)
+                    .map(|prefix| cloudcode_proto::storage::layout::local_dir(&self.storage_dir, &prefix)),
+            );
         }
         let _ = tokio::task::spawn_blocking(move || {
             for dir in dirs {
