@@ -782,6 +782,14 @@ async function main() {
     if (browser) await browser.close().catch(() => {});
     if (ttyd) await stopChild(ttyd.child);
     if (cc) await stopChild(cc.child);
+    // Sandboxes outlive their server: end them before their directory goes.
+    if (cc) {
+      try {
+        execFileSync(bins.server, ['--stop-sandboxes', '--data-dir', cc.dataDir, '--config-dir', path.join(root, 'conf'), '--runner-binary', bins.runner], { stdio: 'ignore' });
+      } catch (e) {
+        note(`cloudcode-server --stop-sandboxes failed: ${e.message}`);
+      }
+    }
     rmSync(root, { recursive: true, force: true, maxRetries: 3 });
   }
 }
