@@ -147,6 +147,14 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(20));
+        // Sandboxes outlive their server: end them before the directory goes.
+        let _ = Command::new(binary("cloudcode-server"))
+            .arg("--stop-sandboxes")
+            .arg("--data-dir")
+            .arg(self._dir.path().join("data"))
+            .arg("--config-dir")
+            .arg(self._dir.path().join("config"))
+            .output();
     }
 }
 
