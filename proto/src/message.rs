@@ -93,6 +93,11 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "ts", ts(optional))]
         flow_window: Option<u32>,
+        /// What the terminal is for, told to every client in its
+        /// [`TermInfo`]. Absent: a shell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        purpose: Option<TermPurpose>,
     },
     /// Attaches to a running terminal. Output resumes at `from_seq`; if that
     /// has left the scrollback, a snapshot of the screen comes first.
@@ -347,6 +352,24 @@ pub struct TermInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub exited: Option<Option<u32>>,
+    /// As given to `term_open`.
+    #[serde(default)]
+    pub purpose: TermPurpose,
+}
+
+/// What a terminal is for, chosen by the client that opens it. Every client
+/// sees it in `term_list`, so "the Run terminal" is one terminal for all of
+/// them: a second browser, a reloaded page or the TUI finds the run another
+/// one started, and a new run ends it (two servers on one port would fight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum TermPurpose {
+    /// An interactive terminal.
+    #[default]
+    Shell,
+    /// Runs the project (the IDEs' Run button, F5).
+    Run,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -454,6 +477,38 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&resp).unwrap(),
             r#"{"type":"response","id":1,"result":{"kind":"done"}}"#
+        );
+    }
+
+    #[test]
+    fn terminal_purpose_wire_shapes_are_stable() {
+        let open: Request =
+            serde_json::from_str(r#"{"id":2,"op":"term_open","cols":80,"rows":24,"purpose":"run"}"#).unwrap();
+        assert!(matches!(
+            open.op,
+            Op::TermOpen {
+                purpose: Some(TermPurpose::Run),
+                ..
+            }
+        ));
+        // Absent: a shell (every client before purposes existed).
+        let plain: Request = serde_json::from_str(r#"{"id":3,"op":"term_open","cols":80,"rows":24}"#).unwrap();
+        assert!(matches!(plain.op, Op::TermOpen { purpose: None, .. }));
+        assert!(
+            serde_json::from_str::<Request>(r#"{"id":4,"op":"term_open","cols":80,"rows":24,"purpose":"x"}"#).is_err()
+        );
+        let info = TermInfo {
+            term: 5,
+            cols: 80,
+            rows: 24,
+            seq: 10,
+            attached_clients: 1,
+            exited: None,
+            purpose: TermPurpose::Run,
+        };
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"term":5,"cols":80,"rows":24,"seq":10,"attached_clients":1,"purpose":"run"}"#
         );
     }
 

@@ -29,6 +29,7 @@ pub fn declarations() -> String {
         message::ChangeKind::decl(),
         message::FsChange::decl(),
         message::TermInfo::decl(),
+        message::TermPurpose::decl(),
         message::StorageStatus::decl(),
         message::SkippedChange::decl(),
         message::ErrorCode::decl(),

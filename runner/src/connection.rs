@@ -368,10 +368,11 @@ impl Connection {
                 rows,
                 command,
                 flow_window,
+                purpose,
             } => match check_window(flow_window).and_then(|()| {
                 self.state
                     .terminals
-                    .open(cols, rows, command)
+                    .open(cols, rows, command, purpose.unwrap_or_default())
                     .map_err(|e| FileError::new(ErrorCode::BadRequest, e.to_string()))
             }) {
                 Ok(terminal) => {

@@ -123,6 +123,7 @@ async fn start_to_prompt(server: &Server, id: &str) -> (RunnerClient, u32) {
             rows: 24,
             command: None,
             flow_window: None,
+            purpose: None,
         })
         .await
         .unwrap()

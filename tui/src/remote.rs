@@ -32,12 +32,9 @@ const LAST_RETRY: Duration = Duration::from_secs(8);
 const PING_EVERY: Duration = Duration::from_secs(10);
 const PING_PATIENCE: Duration = Duration::from_secs(5);
 
-/// What a terminal is for, carried back in [`Update::TermOpened`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TermPurpose {
-    Shell,
-    Run,
-}
+/// What a terminal is for: told to the runner, so a browser's Run finds
+/// the TUI's (PROTOCOL.md), and carried back in [`Update::TermOpened`].
+pub use cloudcode_proto::message::TermPurpose;
 
 #[derive(Debug)]
 pub enum Command {
@@ -553,6 +550,7 @@ fn perform(
                         rows,
                         command,
                         flow_window: None,
+                        purpose: Some(purpose),
                     })
                     .await
                 {

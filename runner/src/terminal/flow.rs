@@ -28,6 +28,12 @@ use std::collections::VecDeque;
 /// milliseconds, not worth losing the output for.
 pub const SKIP_LAG_MIN: u64 = 256 * 1024;
 
+/// What a client that skips still gets of the output it was behind on: the
+/// snapshot is of the screen this many bytes before the end, and these
+/// bytes follow it, so its own scrollback holds the last of what scrolled
+/// by (about a thousand lines of ordinary output), not just one screen.
+pub const SKIP_KEEP: u64 = 64 * 1024;
+
 /// Sent and not acknowledged, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unacked {

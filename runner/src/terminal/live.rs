@@ -19,9 +19,9 @@ use bytes::Bytes;
 pub struct CatchUp {
     pub start: Start,
     pub steps: Vec<Step>,
-    /// The output's end: the screen made is current here.
+    /// The screen made is current here.
     pub end_seq: u64,
-    /// Resizes recorded by then, counting from the terminal's first.
+    /// Resizes applied by then, counting from the terminal's first.
     pub resizes: u64,
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cloudcode_proto::message::{TermId, TermInfo};
+use cloudcode_proto::message::{TermId, TermInfo, TermPurpose};
 use portable_pty::{ChildKiller, MasterPty};
 use tokio::sync::watch;
 
@@ -88,6 +88,7 @@ pub struct Terminal {
     /// The screen at the end of the output when a windowed client last
     /// skipped to it; locked while one is made, before the state.
     live: Mutex<Option<LiveScreen>>,
+    purpose: TermPurpose,
 }
 
 /// Input up to this size is written on the runtime's own thread when the
@@ -130,7 +131,8 @@ impl Terminal {
 
     /// What a client with a flow window reads next: [`Terminal::read`], or,
     /// when it is too far behind ([`Window::skips_to_live`]), a snapshot of
-    /// the screen as it is now.
+    /// the screen as it was [`flow::SKIP_KEEP`] bytes ago (then those bytes
+    /// follow: the client's scrollback gets the end of what it skipped).
     pub fn read_windowed(&self, seq: u64, max: usize, window: &Window) -> Output {
         let state = self.lock();
         if !window.skips_to_live(seq, state.scrollback.end_seq()) {
@@ -143,7 +145,8 @@ impl Terminal {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let (work, exited) = {
             let state = self.lock();
-            (state.scrollback.catch_up(live.take()), state.exited)
+            let to = state.scrollback.end_seq().saturating_sub(flow::SKIP_KEEP);
+            (state.scrollback.catch_up(live.take(), to.max(seq)), state.exited)
         };
         // Up to a scrollback's worth of emulation: off the runtime's worker.
         let screen = if tokio::runtime::Handle::try_current().is_ok() {
@@ -247,6 +250,7 @@ impl Terminal {
             seq: state.scrollback.end_seq(),
             attached_clients: state.clients,
             exited: state.exited,
+            purpose: self.purpose,
         }
     }
 
@@ -320,7 +324,13 @@ impl Terminals {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn open(&self, cols: u16, rows: u16, command: Option<Vec<String>>) -> Result<Arc<Terminal>, TerminalError> {
+    pub fn open(
+        &self,
+        cols: u16,
+        rows: u16,
+        command: Option<Vec<String>>,
+        purpose: TermPurpose,
+    ) -> Result<Arc<Terminal>, TerminalError> {
         check_size(cols, rows)?;
         let mut argv = command.unwrap_or_else(|| self.config.shell.clone());
         if argv.is_empty() {
@@ -358,6 +368,7 @@ impl Terminals {
             output_total: AtomicU64::new(0),
             unanswered_at: AtomicU64::new(0),
             live: Mutex::new(None),
+            purpose,
         });
         spawn_reader(terminal.clone(), spawned.reader, spawned.child, self.activity.clone());
         self.map().insert(id, terminal.clone());

@@ -142,39 +142,50 @@ impl Scrollback {
         Bytes::from(self.screen.snapshot())
     }
 
-    /// What brings `live` (the last live screen made, if any) to the end of
-    /// the output: the output since it, or, once that is no longer all here,
-    /// the start screen and the whole window.
-    pub fn catch_up(&self, live: Option<LiveScreen>) -> CatchUp {
+    /// What brings `live` (the last live screen made, if any) to `to` (or
+    /// as near as it can: not before `live` itself, nor outside the
+    /// window): the output since it, or, once that is no longer all here,
+    /// the start screen and the window up to there.
+    pub fn catch_up(&self, live: Option<LiveScreen>, to: u64) -> CatchUp {
         // The ordinal of `pending_resizes[0]`: older resizes are in
         // `screen` and nowhere else.
         let first_pending = self.resizes - self.pending_resizes.len() as u64;
-        let (start, mut at, applied) = match live {
+        let (start, mut at, mut applied) = match live {
             Some(live) if live.seq() >= self.start_seq && live.resizes() >= first_pending => {
                 let (seq, resizes) = (live.seq(), live.resizes());
                 (Start::From(live), seq, resizes)
             }
-            _ => (Start::Base(Box::new(self.screen.screen())), self.start_seq, first_pending),
+            _ => (
+                Start::Base(Box::new(self.screen.screen())),
+                self.start_seq,
+                first_pending,
+            ),
         };
+        let to = to.clamp(at, self.end_seq());
         let mut steps = Vec::new();
+        let from = applied;
         let pending = (first_pending..).zip(&self.pending_resizes);
-        for (_, &(resize_at, rows, cols)) in pending.filter(|(ordinal, _)| *ordinal >= applied) {
-            // Resizes not applied happened at or after `at`.
+        for (ordinal, &(resize_at, rows, cols)) in pending.filter(|(ordinal, _)| *ordinal >= from) {
+            // Resizes not applied happened at or after `at`; one at `to`
+            // came before the byte there, so it is on the screen at `to`.
+            if resize_at > to {
+                break;
+            }
             if resize_at > at {
                 steps.push(Step::Output(self.copy(at, resize_at)));
                 at = resize_at;
             }
             steps.push(Step::Resize { rows, cols });
+            applied = ordinal + 1;
         }
-        let end_seq = self.end_seq();
-        if end_seq > at {
-            steps.push(Step::Output(self.copy(at, end_seq)));
+        if to > at {
+            steps.push(Step::Output(self.copy(at, to)));
         }
         CatchUp {
             start,
             steps,
-            end_seq,
-            resizes: self.resizes,
+            end_seq: to,
+            resizes: applied,
         }
     }
 
@@ -281,7 +292,7 @@ mod tests {
             // Catch-ups every 23 lines (well inside the window), none for
             // 100 lines (out of it).
             if (i % 23 == 0 && !(150..250).contains(&i)) || i == 299 {
-                let work = sb.catch_up(live.take());
+                let work = sb.catch_up(live.take(), u64::MAX);
                 match work.start {
                     Start::From(_) => continued += 1,
                     Start::Base(_) => rebuilt += 1,
@@ -303,5 +314,33 @@ mod tests {
             continued >= 5 && rebuilt >= 2,
             "{continued} continued, {rebuilt} rebuilt"
         );
+    }
+
+    #[test]
+    fn a_live_screen_can_stop_short_of_the_end_and_go_on_from_there() {
+        fn replayed(screen: &LiveScreen, rows: u16, cols: u16) -> Vec<u8> {
+            let mut replay = vt100::Parser::new(rows, cols, 0);
+            replay.process(&screen.snapshot());
+            replay.screen().contents_formatted()
+        }
+        let mut sb = Scrollback::new(1 << 20, 5, 20);
+        let mut real = vt100::Parser::new(5, 20, 0);
+        sb.push(b"one\r\ntwo\r\n");
+        real.process(b"one\r\ntwo\r\n");
+        sb.resize(6, 30);
+        real.screen_mut().set_size(6, 30);
+        sb.push(b"three\r\n\x1b[1mfour");
+        // Up to the resize's seq: the resize is on that screen.
+        let work = sb.catch_up(None, 10);
+        assert_eq!((work.end_seq, work.resizes), (10, 1));
+        let middle = work.apply();
+        assert_eq!(replayed(&middle, 6, 30), real.screen().contents_formatted());
+        // On to the end from there, the resize not applied twice.
+        real.process(b"three\r\n\x1b[1mfour");
+        let end = sb.catch_up(Some(middle), u64::MAX).apply();
+        assert_eq!(end.seq(), sb.end_seq());
+        assert_eq!(replayed(&end, 6, 30), real.screen().contents_formatted());
+        // Never backwards.
+        assert_eq!(sb.catch_up(Some(end), 0).end_seq, sb.end_seq());
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cloudcode_proto::client::{ClientError, Incoming, RunnerClient};
 use cloudcode_proto::frame::Frame;
-use cloudcode_proto::message::{ErrorCode, Op, Reply, TermId};
+use cloudcode_proto::message::{ErrorCode, Op, Reply, TermId, TermPurpose};
 use futures_util::FutureExt;
 
 use crate::common::*;
@@ -293,6 +293,35 @@ async fn a_client_that_stops_reading_cannot_grow_memory() {
     drop(stalled);
 }
 
+/// The Run terminal is one terminal for every client: its purpose, given by
+/// the client that opened it, is in every client's `term_list`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_s_purpose_is_told_to_every_client() {
+    let runner = TestRunner::start();
+    let opener = runner.client().await;
+    let Reply::TermOpened { term: run } = opener
+        .request(Op::TermOpen {
+            cols: 80,
+            rows: 24,
+            command: Some(vec!["sleep".into(), unique_sleep_arg()]),
+            flow_window: None,
+            purpose: Some(TermPurpose::Run),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("expected term_opened")
+    };
+    let shell = open_terminal(&opener).await;
+    let other = runner.client().await;
+    let Reply::Terms { terms } = other.request(Op::TermList).await.unwrap() else {
+        panic!("expected terms")
+    };
+    let purpose = |term| terms.iter().find(|t| t.term == term).map(|t| t.purpose);
+    assert_eq!(purpose(run), Some(TermPurpose::Run));
+    assert_eq!(purpose(shell), Some(TermPurpose::Shell), "absent in term_open: a shell");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_terminals_get_a_clear_error() {
     let runner = TestRunner::start();
@@ -310,6 +339,7 @@ async fn unknown_terminals_get_a_clear_error() {
             rows: 10,
             command: None,
             flow_window: None,
+            purpose: None,
         })
         .await;
     assert!(refused.is_err());
@@ -319,6 +349,7 @@ async fn unknown_terminals_get_a_clear_error() {
             rows: 24,
             command: Some(vec!["/no/such/program".into()]),
             flow_window: None,
+            purpose: None,
         })
         .await;
     assert!(refused.is_err());
@@ -696,9 +727,11 @@ async fn a_windowed_client_far_behind_skips_to_the_live_screen_and_a_reading_cli
     assert!(!slow.snapshots.is_empty(), "the client behind never skipped");
     let after = slow.received - at_ctrl_c;
     // What it had in flight (a window), one snapshot of a 120x40 screen,
-    // and what `yes` printed between the skip and its death: far from the
-    // scrollback the runner holds (1 MiB) or what it was behind (2 MiB).
-    let bound = u64::from(WINDOW) + cloudcode_runner::terminal::flow::SKIP_LAG_MIN + 64 * 1024;
+    // the output kept after it (SKIP_KEEP) and what `yes` printed between
+    // the skip and its death: far from the scrollback the runner holds
+    // (1 MiB) or what it was behind (2 MiB).
+    use cloudcode_runner::terminal::flow::{SKIP_KEEP, SKIP_LAG_MIN};
+    let bound = u64::from(WINDOW) + SKIP_KEEP + SKIP_LAG_MIN;
     assert!(after <= bound, "{after} bytes arrived after ^C (bound {bound})");
     assert!(slow.errors.is_empty(), "{:?}", slow.errors);
 

@@ -277,6 +277,7 @@ pub async fn open_terminal(client: &RunnerClient) -> TermId {
             rows: 40,
             command: None,
             flow_window: None,
+            purpose: None,
         })
         .await
         .unwrap()

@@ -456,6 +456,15 @@ describe('terminals', () => {
     return { ...env, log, sink };
   }
 
+  it('tells the runner what a terminal is for (the Run terminal), so every client can find it', async () => {
+    const env = await connected();
+    const { sink } = recordingSink();
+    void env.client.openTerminal({ cols: 80, rows: 24 }, ['python3', 'main.py'], sink, 'run');
+    await settle();
+    const req = env.ws.lastRequest('term_open');
+    expect(req).toEqual({ id: req.id, op: 'term_open', cols: 80, rows: 24, command: ['python3', 'main.py'], flow_window: FLOW_WINDOW_BYTES, purpose: 'run' });
+  });
+
   it('delivers output in order and sends input and resizes', async () => {
     const { client, ws, log } = await openedTerminal();
     ws.frame({ kind: 'term_output', term: 4, seq: 2, data: bytes('ls') });

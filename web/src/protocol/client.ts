@@ -7,7 +7,7 @@
 // keystrokes, to re-attach every terminal after a drop, to reject every
 // pending request when the connection goes).
 
-import type { Entry, ErrorCode, Event, Op, Reply, ServerMessage } from './generated';
+import type { Entry, ErrorCode, Event, Op, Reply, ServerMessage, TermPurpose } from './generated';
 import { decodeFrame, encodeFileChunk, encodeTermAck, encodeTermInput, FrameError } from './frames';
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -421,10 +421,11 @@ export class RunnerClient {
 
   // ---- terminals ----
 
-  async openTerminal(size: { cols: number; rows: number }, command?: string[], sink?: TerminalSink): Promise<number> {
+  async openTerminal(size: { cols: number; rows: number }, command?: string[], sink?: TerminalSink, purpose?: TermPurpose): Promise<number> {
     await this.whenOpen();
     const op: Op = { op: 'term_open', cols: size.cols, rows: size.rows };
     if (command !== undefined) op.command = command;
+    if (purpose !== undefined) op.purpose = purpose;
     if (sink !== undefined) op.flow_window = this.opts.flowWindow;
     return new Promise<number>((resolve, reject) => {
       this.send(op, {

@@ -18,7 +18,12 @@ command?: Array<string>,
  * Flow control: at most this many bytes of output sent beyond the
  * client's last `TermAck`. Absent: no window (TCP backpressure only).
  */
-flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number, 
+flow_window?: number, 
+/**
+ * What the terminal is for, told to every client in its
+ * [`TermInfo`]. Absent: a shell.
+ */
+purpose?: TermPurpose, } | { "op": "term_attach", term: number, from_seq: number, 
 /**
  * As in `TermOpen`, for this attachment.
  */
@@ -41,7 +46,12 @@ command?: Array<string>,
  * Flow control: at most this many bytes of output sent beyond the
  * client's last `TermAck`. Absent: no window (TCP backpressure only).
  */
-flow_window?: number, } | { "op": "term_attach", term: number, from_seq: number, 
+flow_window?: number, 
+/**
+ * What the terminal is for, told to every client in its
+ * [`TermInfo`]. Absent: a shell.
+ */
+purpose?: TermPurpose, } | { "op": "term_attach", term: number, from_seq: number, 
 /**
  * As in `TermOpen`, for this attachment.
  */
@@ -98,7 +108,13 @@ export type TermInfo = { term: number, cols: number, rows: number,
 /**
  * Sequence number of the next output byte.
  */
-seq: number, attached_clients: number, exited?: number | null, };
+seq: number, attached_clients: number, exited?: number | null, 
+/**
+ * As given to `term_open`.
+ */
+purpose: TermPurpose, };
+
+export type TermPurpose = "shell" | "run";
 
 export type StorageStatus = { 
 /**

@@ -6,7 +6,7 @@ import type { Terminal } from '@xterm/xterm';
 import { h, icon } from '../app/dom';
 import { ProtocolError, type RunnerClient, type TerminalSink } from '../protocol/client';
 import { AckTracker } from './flow';
-import { formatRunTerm, parseRunTerm, runElsewhere } from './run';
+import { newerRun, runsToEnd } from './run';
 import { endedNotice, initialTerminals, terminalsReducer, type TerminalsAction, type TerminalsEffect, type TerminalsState } from './tabs';
 import { TerminalView } from './view';
 
@@ -38,10 +38,12 @@ interface Slot {
 const RESIZE_DEBOUNCE_MS = 60;
 const ENDED_SETTLE_MS = 150;
 const ENDED_SETTLE_MAX_MS = 1000;
-
-function runTermKey(project: string): string {
-  return `cloudcode.run-term.${project}`;
-}
+/** When the Run tab's run ends, the runner is asked this many times, this
+ * far apart, whether another client started a newer one in its place: that
+ * client ends the old run before it opens the new one, so the new one may
+ * not exist yet when the old one's exit arrives here. */
+const FOLLOW_TRIES = 4;
+const FOLLOW_EVERY_MS = 400;
 
 export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): TerminalsPane {
   const { client } = ctx;
@@ -73,8 +75,6 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
   el.replaceChildren(h('div', { class: 'tab-bar' }, tabList, newButton), body);
   el.dataset.testid = 'terminal-pane';
   el.classList.add('terminal-pane');
-
-  const readRunTerm = (): number | null => parseRunTerm(localStorage.getItem(runTermKey(ctx.project)), client.instance);
 
   const dispatch = (action: TerminalsAction): void => {
     if (disposed) return;
@@ -133,7 +133,11 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
           if (slot.term !== null && live()) client.ack(slot.term, ack);
         });
       },
-      exited: (code) => dispatch({ kind: 'exited', key, epoch, code }),
+      exited: (code) => {
+        const ended = slot.term;
+        dispatch({ kind: 'exited', key, epoch, code });
+        if (ended !== null && live()) followRun(key, epoch, ended, FOLLOW_TRIES);
+      },
       lost: () => dispatch({ kind: 'lost', key, epoch }),
     };
   };
@@ -144,7 +148,9 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
     slot.term = null;
     if (reused) slot.view.reset(); // a new process in an ended tab starts clean
     slot.view.fitNow();
-    client.openTerminal(slot.view.size, command, sinkFor(key, epoch, slot)).then(
+    // The runner tells every client which terminal is the run (PROTOCOL.md).
+    const purpose = state.tabs.find((t) => t.key === key)?.role === 'run' ? 'run' : undefined;
+    client.openTerminal(slot.view.size, command, sinkFor(key, epoch, slot), purpose).then(
       (term) => {
         if (slots.get(key) === slot && slot.epoch === epoch) slot.term = term;
         dispatch({ kind: 'opened', key, epoch, term });
@@ -160,7 +166,9 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
         open(effect.key, effect.epoch, effect.command);
         return;
       case 'attach': {
+        const reused = slots.has(effect.key);
         const slot = slotFor(effect.key, effect.epoch);
+        if (reused) slot.view.reset(); // another run in an ended Run tab
         slot.term = effect.term;
         // From 0: the runner replays its scrollback (or a snapshot), so the
         // screen and history come back after a reload.
@@ -182,10 +190,14 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       case 'replace': {
         const slot = slotFor(effect.key, effect.epoch);
         slot.term = null;
-        client
-          .closeTerminal(effect.oldTerm)
-          .catch((e: unknown) => ctx.onError(`Ending the previous run failed: ${describe(e)}`))
-          .finally(() => {
+        Promise.all(
+          effect.oldTerms.map((term) =>
+            client.closeTerminal(term).catch((e: unknown) => {
+              // Ended meanwhile (by its own exit, another client): fine.
+              if (!(e instanceof ProtocolError && e.code === 'unknown_terminal')) ctx.onError(`Ending the previous run failed: ${describe(e)}`);
+            }),
+          ),
+        ).finally(() => {
             if (slots.get(effect.key) !== slot || slot.epoch !== effect.epoch) return;
             slot.view.reset();
             open(effect.key, effect.epoch, effect.command);
@@ -205,10 +217,6 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       case 'show':
         for (const [key, slot] of slots) slot.view.show(key === effect.key);
         slots.get(effect.key)?.view.focus();
-        return;
-      case 'remember_run':
-        if (effect.term === null) localStorage.removeItem(runTermKey(ctx.project));
-        else localStorage.setItem(runTermKey(ctx.project), formatRunTerm(effect.term, client.instance));
         return;
     }
   };
@@ -278,7 +286,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       const ended = {
         line,
         action: tab.role === 'run' ? 'Run again' : 'New terminal',
-        run: () => dispatch({ kind: 'restart', key: tab.key, command: ctx.runCommand }),
+        run: () => (tab.role === 'run' ? runProject() : dispatch({ kind: 'restart', key: tab.key })),
       };
       // The exit can overtake the process's last bytes (they travel apart on
       // the runner); the notice goes below them once output has settled.
@@ -297,7 +305,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
   const restore = (): void => {
     client.request({ op: 'term_list' }).then(
       (reply) => {
-        if (reply.kind === 'terms') dispatch({ kind: 'restore', terms: reply.terms, runTerm: readRunTerm() });
+        if (reply.kind === 'terms') dispatch({ kind: 'restore', terms: reply.terms });
       },
       (e: unknown) => {
         ctx.onError(`Listing the terminals failed: ${describe(e)}`);
@@ -311,43 +319,40 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
       },
     );
   };
+  /** Runs the project in the Run tab. The runner says which terminals are
+   * runs (their purpose), so a run another tab, browser or the TUI started
+   * is ended first, as this page's own previous run is. */
+  function runProject(): void {
+    if (disposed) return;
+    const own = state.tabs.find((t) => t.role === 'run')?.term ?? null;
+    client.request({ op: 'term_list' }).then(
+      (reply) => dispatch({ kind: 'run', command: ctx.runCommand, end: reply.kind === 'terms' ? runsToEnd(reply.terms, own) : [] }),
+      () => dispatch({ kind: 'run', command: ctx.runCommand, end: [] }),
+    );
+  }
+
+  /** The Run tab's run (`ended`) is over: if another client started a
+   * newer run, the tab shows that one, so every page's Run tab is the same
+   * terminal. */
+  function followRun(key: number, epoch: number, ended: number, tries: number): void {
+    const tab = state.tabs.find((t) => t.key === key);
+    if (disposed || tab === undefined || tab.role !== 'run' || tab.epoch !== epoch || tries <= 0) return;
+    client.request({ op: 'term_list' }).then(
+      (reply) => {
+        const shown = new Set(state.tabs.map((t) => t.term).filter((t): t is number => t !== null));
+        const newer = reply.kind === 'terms' ? newerRun(reply.terms, ended, shown) : null;
+        if (newer !== null) dispatch({ kind: 'follow', key, epoch, term: newer });
+        else setTimeout(() => followRun(key, epoch, ended, tries - 1), FOLLOW_EVERY_MS);
+      },
+      () => undefined,
+    );
+  }
+
   render();
   restore();
 
   return {
-    run: () => {
-      // This page's own Run tab: the reducer ends its run and starts anew.
-      if (state.tabs.some((t) => t.role === 'run') || disposed) {
-        dispatch({ kind: 'run', command: ctx.runCommand });
-        return;
-      }
-      // None here, but the runner's terminals do not say which one runs the
-      // app: another tab of this browser remembers its Run terminal in
-      // localStorage (end that one: two servers on one port would fight),
-      // and any other terminal not shown here may be a run from elsewhere.
-      const remembered = readRunTerm();
-      client.request({ op: 'term_list' }).then(
-        (reply) => {
-          const live = reply.kind === 'terms' ? reply.terms.filter((t) => t.exited === undefined) : [];
-          const verdict = runElsewhere(live, state.tabs, remembered);
-          if (verdict.close !== null) {
-            client
-              .closeTerminal(verdict.close)
-              .catch(() => undefined)
-              .finally(() => dispatch({ kind: 'run', command: ctx.runCommand }));
-            ctx.onError('The run started in another tab of this browser was stopped; it runs here now.');
-            return;
-          }
-          if (verdict.others > 0) {
-            ctx.onError(
-              `A run may already be going in another tab or browser (${verdict.others === 1 ? 'a terminal is' : `${verdict.others} terminals are`} open there too). If the app's port is taken, stop that run first.`,
-            );
-          }
-          dispatch({ kind: 'run', command: ctx.runCommand });
-        },
-        () => dispatch({ kind: 'run', command: ctx.runCommand }),
-      );
-    },
+    run: runProject,
     newShell: () => dispatch({ kind: 'new_shell' }),
     terminal: (index) => {
       const tab = state.tabs[index];

@@ -1,28 +1,36 @@
 import { describe, expect, it } from 'vitest';
 import type { TermInfo } from '../protocol/generated';
-import { formatRunTerm, parseRunTerm, runElsewhere } from './run';
+import { currentRun, liveRuns, newerRun, runsToEnd } from './run';
 
-const info = (term: number, attached_clients = 1): TermInfo => ({ term, cols: 80, rows: 24, seq: 0, attached_clients }) as TermInfo;
+const info = (term: number, purpose: 'shell' | 'run', exited?: number | null): TermInfo => ({
+  term,
+  cols: 80,
+  rows: 24,
+  seq: 0,
+  attached_clients: 1,
+  purpose,
+  ...(exited === undefined ? {} : { exited }),
+});
 
 describe('the Run terminal across tabs and browsers', () => {
-  it('remembers the terminal with the runner instance, and forgets it for another instance', () => {
-    expect(parseRunTerm(formatRunTerm(3, 'a1'), 'a1')).toBe(3);
-    expect(parseRunTerm(formatRunTerm(3, 'a1'), 'b2')).toBeNull();
-    // Written by an older page or for a runner that names no instance.
-    expect(parseRunTerm('3', 'b2')).toBe(3);
-    expect(parseRunTerm(formatRunTerm(3, undefined), undefined)).toBe(3);
-    expect(parseRunTerm(null, 'a1')).toBeNull();
-    expect(parseRunTerm('x@a1', 'a1')).toBeNull();
+  const terms = [info(1, 'shell'), info(2, 'run', 0), info(3, 'run'), info(4, 'shell'), info(6, 'run')];
+
+  it('is the newest live terminal whose purpose is run, wherever it was started', () => {
+    expect(liveRuns(terms).map((t) => t.term)).toEqual([6, 3]);
+    expect(currentRun(terms)).toBe(6);
+    expect(currentRun([info(1, 'shell'), info(2, 'run', null)])).toBeNull();
   });
 
-  it('ends a Run terminal another tab of this browser started, and counts the rest', () => {
-    const tabs = [{ term: 1 }, { term: null }];
-    expect(runElsewhere([info(1), info(2), info(5)], tabs, 5)).toEqual({ close: 5, others: 1 });
-    // Not live any more, or shown here: nothing to end.
-    expect(runElsewhere([info(1), info(2)], tabs, 5)).toEqual({ close: null, others: 1 });
-    expect(runElsewhere([info(1)], tabs, 1)).toEqual({ close: null, others: 0 });
-    expect(runElsewhere([info(1)], tabs, null)).toEqual({ close: null, others: 0 });
-    // Shown here, but another browser is attached too: maybe its run.
-    expect(runElsewhere([info(1, 2)], tabs, null)).toEqual({ close: null, others: 1 });
+  it('a new run ends every other live run, never a shell', () => {
+    expect(runsToEnd(terms, 6)).toEqual([3]);
+    expect(runsToEnd(terms, null)).toEqual([6, 3]);
+    expect(runsToEnd([info(1, 'shell')], null)).toEqual([]);
+  });
+
+  it('a Run tab whose run ended follows the newer run another client started', () => {
+    expect(newerRun(terms, 3, new Set([1]))).toBe(6);
+    // Shown in another tab here already, or older: nothing to follow.
+    expect(newerRun(terms, 3, new Set([6]))).toBeNull();
+    expect(newerRun(terms, 6, new Set())).toBeNull();
   });
 });

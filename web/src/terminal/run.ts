@@ -1,40 +1,31 @@
 // Which terminal is the Run terminal, across tabs and browsers (pure, tested).
-// The runner's TermInfo does not say what a terminal runs, so this browser
-// remembers its Run terminal in localStorage, tagged with the runner's
-// instance: after a runner restart the same id names another terminal.
+// The runner records each terminal's purpose (PROTOCOL.md, `TermInfo`): the
+// live "run" terminals are the project's run, whoever started them (this
+// page, another tab, another browser, the TUI's F5).
 
 import type { TermInfo } from '../protocol/generated';
 
-/** `"<term>"`, or `"<term>@<instance>"` when the runner names its instance. */
-export function formatRunTerm(term: number, instance: string | undefined): string {
-  return instance === undefined ? String(term) : `${term}@${instance}`;
+/** The live run terminals, newest (highest id) first. */
+export function liveRuns(terms: readonly TermInfo[]): TermInfo[] {
+  return terms.filter((t) => t.purpose === 'run' && t.exited === undefined).sort((a, b) => b.term - a.term);
 }
 
-/** The remembered Run terminal, if it belongs to this runner instance. */
-export function parseRunTerm(raw: string | null, instance: string | undefined): number | null {
-  if (raw === null) return null;
-  const at = raw.indexOf('@');
-  const id = Number(at < 0 ? raw : raw.slice(0, at));
-  if (!Number.isInteger(id) || id < 0) return null;
-  if (at >= 0 && instance !== undefined && raw.slice(at + 1) !== instance) return null;
-  return id;
+/** The terminal a page shows as its Run tab when it loads. */
+export function currentRun(terms: readonly TermInfo[]): number | null {
+  return liveRuns(terms)[0]?.term ?? null;
 }
 
-/**
- * Before a Run from a page without a Run tab: `close` is a Run terminal this
- * browser started in another tab (end it first); `others` counts the live
- * terminals that may be a run from another tab or browser: those this page
- * does not show, and those it shows that another client watches too (a page
- * shows every terminal of the runner, so another browser's Run is a plain
- * "Terminal N" here).
- */
-export function runElsewhere(
-  live: readonly TermInfo[],
-  tabs: ReadonlyArray<{ term: number | null }>,
-  remembered: number | null,
-): { close: number | null; others: number } {
-  const shown = new Set(tabs.map((t) => t.term).filter((t): t is number => t !== null));
-  const close = remembered !== null && live.some((t) => t.term === remembered && !shown.has(t.term)) ? remembered : null;
-  const others = live.filter((t) => t.term !== close && (!shown.has(t.term) || t.attached_clients > 1)).length;
-  return { close, others };
+/** What a new run ends first, besides the Run tab's own terminal (`own`):
+ * every other live run, since two servers on one port would fight. */
+export function runsToEnd(terms: readonly TermInfo[], own: number | null): number[] {
+  return liveRuns(terms)
+    .map((t) => t.term)
+    .filter((t) => t !== own);
+}
+
+/** After the run a Run tab showed (`ended`) ended: the newer run another
+ * client started in its place, if any, for the tab to follow. */
+export function newerRun(terms: readonly TermInfo[], ended: number, shown: ReadonlySet<number>): number | null {
+  const newer = liveRuns(terms).filter((t) => t.term > ended && !shown.has(t.term));
+  return newer[0]?.term ?? null;
 }

@@ -8,12 +8,12 @@ function run(actions: TerminalsAction[], state: TerminalsState = initialTerminal
   return [state, effects];
 }
 
-const info = (term: number, exited?: number | null): TermInfo =>
-  exited === undefined ? { term, cols: 80, rows: 24, seq: 100, attached_clients: 0 } : { term, cols: 80, rows: 24, seq: 100, attached_clients: 0, exited };
+const info = (term: number, exited?: number | null, purpose: 'shell' | 'run' = 'shell'): TermInfo =>
+  exited === undefined ? { term, cols: 80, rows: 24, seq: 100, attached_clients: 0, purpose } : { term, cols: 80, rows: 24, seq: 100, attached_clients: 0, exited, purpose };
 
 describe('terminal tabs', () => {
   it('opens a shell when the runner has none', () => {
-    const [state, effects] = run([{ kind: 'restore', terms: [info(1, 0)], runTerm: null }]);
+    const [state, effects] = run([{ kind: 'restore', terms: [info(1, 0)] }]);
     expect(state.tabs).toMatchObject([{ title: 'Terminal 1', role: 'shell', status: { kind: 'opening' } }]);
     expect(effects).toEqual([
       { kind: 'open', key: 1, epoch: 1 },
@@ -21,8 +21,8 @@ describe('terminal tabs', () => {
     ]);
   });
 
-  it('re-creates a tab per running terminal after a reload, the Run one included', () => {
-    const [state, effects] = run([{ kind: 'restore', terms: [info(5), info(2), info(3, null)], runTerm: 5 }]);
+  it('re-creates a tab per running terminal after a reload, the Run one (by its purpose) included', () => {
+    const [state, effects] = run([{ kind: 'restore', terms: [info(5, undefined, 'run'), info(2), info(3, null)] }]);
     expect(state.tabs.map((t) => [t.term, t.title, t.role])).toEqual([
       [2, 'Terminal 1', 'shell'],
       [5, 'Run', 'run'],
@@ -35,23 +35,26 @@ describe('terminal tabs', () => {
     expect(state.active).toBe(1);
   });
 
-  it('forgets a remembered Run terminal that is gone', () => {
-    const [, effects] = run([{ kind: 'restore', terms: [info(2)], runTerm: 9 }]);
-    expect(effects).toContainEqual({ kind: 'remember_run', term: null });
+  it('shows the newest live run as the Run tab, an older one (two clients racing) as a plain tab', () => {
+    const [state] = run([{ kind: 'restore', terms: [info(4, undefined, 'run'), info(7, undefined, 'run'), info(9, 0, 'run')] }]);
+    expect(state.tabs.map((t) => [t.term, t.title, t.role])).toEqual([
+      [4, 'Terminal 1', 'shell'],
+      [7, 'Run', 'run'],
+    ]);
   });
 
   it('runs in a dedicated tab, and a second run replaces the first', () => {
-    let [state, effects] = run([{ kind: 'new_shell' }, { kind: 'opened', key: 1, epoch: 1, term: 1 }, { kind: 'run', command: ['python3', 'main.py'] }]);
+    let [state, effects] = run([{ kind: 'new_shell' }, { kind: 'opened', key: 1, epoch: 1, term: 1 }, { kind: 'run', command: ['python3', 'main.py'], end: [] }]);
     expect(effects).toEqual([
       { kind: 'open', key: 2, epoch: 1, command: ['python3', 'main.py'] },
       { kind: 'show', key: 2 },
     ]);
     [state, effects] = run([{ kind: 'opened', key: 2, epoch: 1, term: 7 }], state);
-    expect(effects).toEqual([{ kind: 'remember_run', term: 7 }]);
-    [state, effects] = run([{ kind: 'activate', key: 1 }, { kind: 'run', command: ['python3', 'main.py'] }], state);
+    expect(effects).toEqual([]);
+    [state, effects] = run([{ kind: 'activate', key: 1 }, { kind: 'run', command: ['python3', 'main.py'], end: [] }], state);
     expect(state.active).toBe(2);
     expect(effects).toEqual([
-      { kind: 'replace', key: 2, epoch: 2, oldTerm: 7, command: ['python3', 'main.py'] },
+      { kind: 'replace', key: 2, epoch: 2, oldTerms: [7], command: ['python3', 'main.py'] },
       { kind: 'show', key: 2 },
     ]);
     // The first run's exit arrives late: it does not end the second.
@@ -61,12 +64,36 @@ describe('terminal tabs', () => {
 
   it('runs again without closing anything when the last run ended', () => {
     const [, effects] = run([
-      { kind: 'run', command: ['npm', 'start'] },
+      { kind: 'run', command: ['npm', 'start'], end: [] },
       { kind: 'opened', key: 1, epoch: 1, term: 3 },
       { kind: 'exited', key: 1, epoch: 1, code: 0 },
-      { kind: 'run', command: ['npm', 'start'] },
+      { kind: 'run', command: ['npm', 'start'], end: [] },
     ]);
     expect(effects[0]).toEqual({ kind: 'open', key: 1, epoch: 2, command: ['npm', 'start'] });
+  });
+
+  it('ends the runs other clients started before this one starts, in a new Run tab or the existing one', () => {
+    let [state, effects] = run([{ kind: 'run', command: ['npm', 'start'], end: [5] }]);
+    expect(effects[0]).toEqual({ kind: 'replace', key: 1, epoch: 1, oldTerms: [5], command: ['npm', 'start'] });
+    [state, effects] = run([{ kind: 'opened', key: 1, epoch: 1, term: 8 }, { kind: 'run', command: ['npm', 'start'], end: [9, 8] }], state);
+    expect(effects[0]).toEqual({ kind: 'replace', key: 1, epoch: 2, oldTerms: [8, 9], command: ['npm', 'start'] });
+  });
+
+  it('a Run tab whose run ended follows the newer run another client started', () => {
+    let [state, effects] = run([
+      { kind: 'run', command: ['npm', 'start'], end: [] },
+      { kind: 'opened', key: 1, epoch: 1, term: 3 },
+      { kind: 'exited', key: 1, epoch: 1, code: null },
+      { kind: 'follow', key: 1, epoch: 1, term: 4 },
+    ]);
+    expect(effects).toEqual([{ kind: 'attach', key: 1, epoch: 2, term: 4 }]);
+    expect(state.tabs[0]).toMatchObject({ term: 4, role: 'run', status: { kind: 'attaching' } });
+    // A stale follow (the tab has moved on), or one for a live tab: nothing.
+    [state, effects] = run([{ kind: 'follow', key: 1, epoch: 1, term: 6 }], state);
+    expect(effects).toEqual([]);
+    [state, effects] = run([{ kind: 'attached', key: 1, epoch: 2 }, { kind: 'follow', key: 1, epoch: 2, term: 6 }], state);
+    expect(effects).toEqual([]);
+    expect(state.tabs[0]?.term).toBe(4);
   });
 
   it('closes a tab: ends its terminal, and the neighbour becomes active', () => {

@@ -7,6 +7,7 @@
 // replaced cannot mark the new one as ended.
 
 import type { TermInfo } from '../protocol/generated';
+import { currentRun } from './run';
 
 export type TabRole = 'shell' | 'run';
 
@@ -37,11 +38,14 @@ export interface TerminalsState {
 }
 
 export type TerminalsAction =
-  /** After a page load: the runner's terminals; `runTerm` is the one we
-   * remembered as the Run terminal. */
-  | { kind: 'restore'; terms: TermInfo[]; runTerm: number | null }
+  /** After a page load: the runner's terminals (the newest live one whose
+   * purpose is run is the Run tab). */
+  | { kind: 'restore'; terms: TermInfo[] }
   | { kind: 'new_shell' }
-  | { kind: 'run'; command: string[] }
+  /** `end`: other clients' live runs, ended before this one starts. */
+  | { kind: 'run'; command: string[]; end: number[] }
+  /** The Run tab's run ended and another client's newer run replaced it. */
+  | { kind: 'follow'; key: number; epoch: number; term: number }
   | { kind: 'opened'; key: number; epoch: number; term: number }
   | { kind: 'attached'; key: number; epoch: number }
   | { kind: 'failed'; key: number; epoch: number; message: string }
@@ -55,14 +59,14 @@ export type TerminalsAction =
 export type TerminalsEffect =
   /** Create (or reset) the tab's emulator and open a terminal on the runner. */
   | { kind: 'open'; key: number; epoch: number; command?: string[] }
-  /** Create the tab's emulator and attach to an existing terminal from seq 0. */
+  /** Create (or reset) the tab's emulator and attach to an existing
+   * terminal from seq 0. */
   | { kind: 'attach'; key: number; epoch: number; term: number }
-  /** End a terminal on the runner, then open a new one in the same tab. */
-  | { kind: 'replace'; key: number; epoch: number; oldTerm: number; command?: string[] }
+  /** End terminals on the runner, then open a new one in the tab. */
+  | { kind: 'replace'; key: number; epoch: number; oldTerms: number[]; command?: string[] }
   | { kind: 'close_term'; term: number }
   | { kind: 'dispose_view'; key: number }
-  | { kind: 'show'; key: number }
-  | { kind: 'remember_run'; term: number | null };
+  | { kind: 'show'; key: number };
 
 export function initialTerminals(): TerminalsState {
   return { tabs: [], active: null, nextKey: 1, shellsOpened: 0 };
@@ -100,11 +104,12 @@ export function terminalsReducer(state: TerminalsState, action: TerminalsAction)
       if (state.tabs.length > 0) return [state, []];
       const running = action.terms.filter((t) => t.exited === undefined).sort((a, b) => a.term - b.term);
       if (running.length === 0) return newShell(state);
+      const runTerm = currentRun(running);
       let next = state;
       const effects: TerminalsEffect[] = [];
       for (const info of running) {
         const key = next.nextKey;
-        const isRun = info.term === action.runTerm;
+        const isRun = info.term === runTerm;
         const shellsOpened = isRun ? next.shellsOpened : next.shellsOpened + 1;
         const tab: TerminalTab = {
           key,
@@ -122,40 +127,45 @@ export function terminalsReducer(state: TerminalsState, action: TerminalsAction)
         next = { ...next, active: first.key };
         effects.push({ kind: 'show', key: first.key });
       }
-      if (action.runTerm !== null && !running.some((t) => t.term === action.runTerm)) {
-        effects.push({ kind: 'remember_run', term: null });
-      }
       return [next, effects];
     }
     case 'new_shell':
       return newShell(state);
     case 'run': {
       const runTab = state.tabs.find((t) => t.role === 'run');
+      // A second Run ends the first, wherever it was started: two servers
+      // on one port would fight.
+      const start = (key: number, epoch: number, own: number[]): TerminalsEffect => {
+        const oldTerms = [...own, ...action.end.filter((t) => !own.includes(t))];
+        return oldTerms.length > 0
+          ? { kind: 'replace', key, epoch, oldTerms, command: action.command }
+          : { kind: 'open', key, epoch, command: action.command };
+      };
       if (runTab === undefined) {
         const key = state.nextKey;
         const tab: TerminalTab = { key, term: null, role: 'run', title: 'Run', status: { kind: 'opening' }, epoch: 1 };
         return [
           { ...state, tabs: [...state.tabs, tab], active: key, nextKey: key + 1 },
-          [
-            { kind: 'open', key, epoch: 1, command: action.command },
-            { kind: 'show', key },
-          ],
+          [start(key, 1, []), { kind: 'show', key }],
         ];
       }
       const epoch = runTab.epoch + 1;
       const next = update({ ...state, active: runTab.key }, runTab.key, (t) => ({ ...t, term: null, status: { kind: 'opening' }, epoch }));
-      // A second Run ends the first: two servers on one port would fight.
-      const start: TerminalsEffect =
-        runTab.term !== null && isRunning(runTab)
-          ? { kind: 'replace', key: runTab.key, epoch, oldTerm: runTab.term, command: action.command }
-          : { kind: 'open', key: runTab.key, epoch, command: action.command };
-      return [next, [start, { kind: 'show', key: runTab.key }]];
+      const own = runTab.term !== null && isRunning(runTab) ? [runTab.term] : [];
+      return [next, [start(runTab.key, epoch, own), { kind: 'show', key: runTab.key }]];
+    }
+    case 'follow': {
+      const tab = current(state, action.key, action.epoch);
+      if (tab === undefined || tab.role !== 'run' || (tab.status.kind !== 'exited' && tab.status.kind !== 'lost')) return [state, []];
+      if (state.tabs.some((t) => t.term === action.term)) return [state, []];
+      const epoch = tab.epoch + 1;
+      const next = update(state, tab.key, (t) => ({ ...t, term: action.term, status: { kind: 'attaching' }, epoch }));
+      return [next, [{ kind: 'attach', key: tab.key, epoch, term: action.term }]];
     }
     case 'opened': {
       const tab = current(state, action.key, action.epoch);
       if (tab === undefined) return [state, [{ kind: 'close_term', term: action.term }]];
-      const effects: TerminalsEffect[] = tab.role === 'run' ? [{ kind: 'remember_run', term: action.term }] : [];
-      return [update(state, action.key, (t) => ({ ...t, term: action.term, status: { kind: 'live' } })), effects];
+      return [update(state, action.key, (t) => ({ ...t, term: action.term, status: { kind: 'live' } })), []];
     }
     case 'attached': {
       if (current(state, action.key, action.epoch) === undefined) return [state, []];
@@ -196,7 +206,6 @@ export function terminalsReducer(state: TerminalsState, action: TerminalsAction)
       if (tab.term !== null && tab.status.kind !== 'exited' && tab.status.kind !== 'lost') {
         effects.push({ kind: 'close_term', term: tab.term });
       }
-      if (tab.role === 'run') effects.push({ kind: 'remember_run', term: null });
       if (active !== null) effects.push({ kind: 'show', key: active });
       return [{ ...state, tabs, active }, effects];
     }
