@@ -173,6 +173,19 @@ fn count_files(root: &Path) -> usize {
     n
 }
 
+/// One save as durable as storage makes it, straight on the file system.
+fn bare_durable_write(root: &Path) -> Duration {
+    use std::io::Write;
+    let started = Instant::now();
+    let tmp = root.join(".main.py.tmp");
+    let mut file = std::fs::File::create(&tmp).unwrap();
+    file.write_all(b"print(1)\n").unwrap();
+    file.sync_all().unwrap();
+    std::fs::rename(&tmp, root.join("main.py")).unwrap();
+    std::fs::File::open(root).unwrap().sync_all().unwrap();
+    started.elapsed()
+}
+
 fn rsync(from: &Path, to: &Path) -> Duration {
     let started = Instant::now();
     let status = Command::new("rsync")
@@ -302,6 +315,27 @@ async fn main() {
     );
     drop(client);
     runner.stop();
+    // The disk's own floor for a durable save under the same burst: write a
+    // temporary file, fsync it, rename it over the file, fsync the
+    // directory (what the runner and local storage do), with no runner.
+    let floor = {
+        let (root, done) = (dir("floor"), Arc::new(AtomicBool::new(false)));
+        let maker = {
+            let (root, done) = (root.clone(), done.clone());
+            std::thread::spawn(move || {
+                make_tree(&root, "node_modules", burst, 0);
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut samples = Vec::new();
+        while samples.len() < n_saves {
+            samples.push(bare_durable_write(&root));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        maker.join().unwrap();
+        samples
+    };
+    println!("  bare write+fsync+rename+fsync, same burst: {}", stats(&floor));
 
     // 2. Bulk: 100,000 small files until durable, echo meanwhile; rsync of
     // the same tree for reference.
