@@ -703,8 +703,11 @@ async function main() {
     for (let r = 0; r < ROUNDS; r++) {
       const id = `bench-${process.pid.toString(36)}-${r}`;
       await cc.api('POST', '/api/projects', { id, language: 'python' });
-      const dir = path.join(cc.dataDir, 'storage', 'code', id);
-      writeFileSync(path.join(dir, '.bashrc'), BASHRC);
+      // The terminals' HOME is the project's home/ in storage, apart from
+      // its files (proto/src/storage/layout.rs).
+      const home = path.join(cc.dataDir, 'storage', 'home', id);
+      mkdirSync(home, { recursive: true });
+      writeFileSync(path.join(home, '.bashrc'), BASHRC);
       ids.push(id);
     }
     const mainPy = readFileSync(path.join(cc.dataDir, 'storage', 'code', ids[0], 'main.py'), 'utf8');

@@ -141,6 +141,60 @@ test('run: the Run button runs the project; its output is in the xterm.js buffer
   await context.close();
 });
 
+/** The runner's live run terminals (purpose "run"), as any client sees them. */
+function liveRuns(page) {
+  return page.evaluate(async () => {
+    const reply = await window.__cloudcode.client().request({ op: 'term_list' });
+    return reply.terms.filter((t) => t.purpose === 'run' && t.exited === undefined).map((t) => t.term);
+  });
+}
+
+/** The runner terminal this page's Run tab shows once it is live. */
+async function liveRunTab(page, what, other) {
+  return waitUntil(what, async () => {
+    const tab = page.locator('[data-role="run"][data-status="live"]');
+    if ((await tab.count()) !== 1) return false;
+    const term = Number(await tab.getAttribute('data-term'));
+    return Number.isInteger(term) && term !== other ? term : false;
+  });
+}
+
+test('run across browsers: the Run tab is the same terminal in every browser; a Run anywhere ends the run and the others follow', { timeout: 180_000 }, async () => {
+  const { id, context, page } = await ideOn('runid');
+  const second = await newPage(browser);
+  await withDiagnostics(page, 'runid', async () => {
+    const program = 'import os, time\nprint("run-pid", os.getpid(), flush=True)\ntime.sleep(600)\n';
+    await page.evaluate((text) => window.__cloudcode.client().writeFile('main.py', new TextEncoder().encode(text)), program);
+    await page.locator(sel.runButton).first().click();
+    const first = await liveRunTab(page, 'the Run tab of the first browser');
+    await waitAnyTerminal(page, 'the first run\'s output', /run-pid \d+/);
+
+    // Another browser opening the project shows that run as its Run tab.
+    await login(second.page, server);
+    await openIde(second.page, server, id);
+    assert.equal(await liveRunTab(second.page, 'the Run tab of the second browser'), first, 'the second browser shows the first one\'s run as its Run tab');
+    assert.deepEqual(await liveRuns(second.page), [first]);
+
+    // Its Run replaces that run (one server on the port), in its Run tab...
+    await second.page.locator(sel.runButton).first().click();
+    const replaced = await liveRunTab(second.page, 'the second browser\'s new run', first);
+    await waitUntil('the first run to end', async () => JSON.stringify(await liveRuns(second.page)) === JSON.stringify([replaced]));
+    // ...and the first browser's Run tab follows it.
+    assert.equal(await liveRunTab(page, 'the first browser\'s Run tab to follow', first), replaced);
+    await waitAnyTerminal(page, 'the new run\'s output in the first browser', /run-pid \d+/);
+
+    // And back: a Run in the first browser ends the second's run.
+    await page.locator(sel.runButton).first().click();
+    const third = await liveRunTab(page, 'the first browser\'s new run', replaced);
+    await waitUntil('one run left', async () => JSON.stringify(await liveRuns(page)) === JSON.stringify([third]));
+    assert.equal(await liveRunTab(second.page, 'the second browser\'s Run tab to follow', replaced), third);
+    assert.equal(await page.locator('[data-role="run"]').count(), 1, 'one Run tab in the first browser');
+    assert.equal(await second.page.locator('[data-role="run"]').count(), 1, 'one Run tab in the second browser');
+  });
+  await second.context.close();
+  await context.close();
+});
+
 test('reload: the terminal\'s earlier output and the unsaved buffer come back after a page reload', { timeout: 150_000 }, async () => {
   const { id, context, page } = await ideOn('reload');
   await withDiagnostics(page, 'reload', async () => {
