@@ -342,7 +342,7 @@ impl Inner {
             self.os.save_record(record);
         }
         if let Err(e) = self.wait_ready(project, &mut sandbox).await {
-            sandbox.process.kill().await;
+            self.kill(&mut sandbox).await;
             self.clean_up(project, sandbox).await;
             return Err(e);
         }
@@ -515,12 +515,25 @@ impl Inner {
                 let grace = self.stop_grace;
                 if tokio::time::timeout(grace, sandbox.process.wait()).await.is_err() {
                     tracing::warn!(%project, "runner did not stop in {grace:?}: killing the sandbox");
-                    sandbox.process.kill().await;
+                    self.kill(&mut sandbox).await;
                 }
             }
-            _ => sandbox.process.kill().await,
+            _ => self.kill(&mut sandbox).await,
         }
         self.clean_up(project, sandbox).await;
+    }
+
+    /// Kills the sandbox and everything in it. bwrap's own death no longer
+    /// takes its sandbox along (no `--die-with-parent`, so that it outlives
+    /// this server), so the sandbox's pid namespace is ended first: where
+    /// there are no cgroups to sweep, nothing would be left running.
+    async fn kill(&self, sandbox: &mut Sandbox) {
+        // Only while it runs: the pid of a process that has ended may
+        // already name another.
+        if let (Some(pid), Ok(None)) = (sandbox.process.id(), sandbox.process.try_wait()) {
+            self.os.kill_sandbox(pid);
+        }
+        sandbox.process.kill().await;
     }
 
     /// Ends what a sandbox left behind: its network helper, whatever is
@@ -897,6 +910,10 @@ mod tests {
         fn load_records(&self) -> Vec<Record> {
             self.records.lock().unwrap().values().cloned().collect()
         }
+        fn kill_sandbox(&self, sandbox: u32) {
+            let (project, _) = self.project_of(sandbox).unwrap();
+            self.note(format!("kill-sandbox {project}"));
+        }
         fn remove_record(&self, project: &ProjectId) {
             self.note(format!("remove-record {project}"));
             self.records.lock().unwrap().remove(project);
@@ -1025,6 +1042,7 @@ mod tests {
             [
                 "spawn mule",
                 "terminate mule",
+                "kill-sandbox mule",
                 "kill-cgroup /fake/mule",
                 "remove-cgroup /fake/mule",
                 "remove-record mule"
@@ -1188,6 +1206,7 @@ mod tests {
         assert_eq!(
             os.log(),
             [
+                "kill-sandbox alpha",
                 "kill-cgroup /fake/alpha",
                 "remove-cgroup /fake/alpha",
                 "remove-record alpha"

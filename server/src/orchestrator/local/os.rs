@@ -53,6 +53,10 @@ pub(super) trait Os: Send + Sync + 'static {
     fn runner_pid(&self, sandbox: u32) -> Option<u32>;
     /// Asks a runner to stop (it flushes its files first).
     fn terminate(&self, pid: u32);
+    /// SIGKILLs everything in the sandbox whose first process is `sandbox`
+    /// (with bubblewrap: the init of its pid namespace, whose death ends
+    /// every process in it).
+    fn kill_sandbox(&self, sandbox: u32);
     /// The sandbox's network helper, if its network needs one.
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>>;
     /// SIGKILLs everything left in the cgroup.
@@ -288,6 +292,15 @@ impl Os for HostOs {
         signal(pid, libc::SIGTERM);
     }
 
+    fn kill_sandbox(&self, sandbox: u32) {
+        // Without isolation the sandbox is the runner itself, killed next.
+        if self.config.isolation == Isolation::Bubblewrap
+            && let Some(init) = children(sandbox).into_iter().next()
+        {
+            signal(init, libc::SIGKILL);
+        }
+    }
+
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>> {
         match (self.config.network, self.config.isolation) {
             (Network::Outbound, Isolation::Bubblewrap) => super::network::start_slirp(sandbox)
@@ -430,5 +443,120 @@ fn join_cgroup(procs: &CString) {
         }
         libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i);
         libc::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::orchestrator::local::Limits;
+
+    fn running(word: &str) -> bool {
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|w| w == word.as_bytes()))
+                && process_start_time(e.file_name().to_str().and_then(|p| p.parse().ok()).unwrap_or(0)).is_some()
+        })
+    }
+
+    fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// bwrap's death does not end its sandbox any more (no
+    /// `--die-with-parent`): a kill ends the sandbox's pid namespace, so
+    /// nothing is left even where no cgroup can be swept.
+    #[test]
+    fn killing_a_sandbox_ends_every_process_in_its_namespace() {
+        let mut bwrap = std::process::Command::new("bwrap")
+            .args([
+                "--unshare-pid",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+            ])
+            .args(["--", "sh", "-c", "sleep 4747 & exec sleep 4748"])
+            .spawn()
+            .expect("bwrap");
+        until("the sandbox's processes", || running("4747") && running("4748"));
+        let os = HostOs {
+            config: LocalConfig {
+                runner_binary: "/nonexistent".into(),
+                root: "/nonexistent".into(),
+                storage_dir: "/nonexistent".into(),
+                isolation: Isolation::Bubblewrap,
+                network: Network::None,
+                limits: Limits {
+                    memory_bytes: 1 << 30,
+                    max_pids: 100,
+                    cpu_percent: 100,
+                },
+                runner_args: Vec::new(),
+                mirror_to: None,
+            },
+            cgroups: CgroupVersion::Unavailable,
+            server: String::new(),
+            unprivileged: false,
+        };
+        os.kill_sandbox(bwrap.id());
+        until("every process of the sandbox gone", || {
+            !running("4747") && !running("4748")
+        });
+        let _ = bwrap.wait();
+    }
+
+    #[test]
+    fn a_start_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // The command name is the executable's file name.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a) (b c");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd).arg("30").spawn().unwrap();
+        let pid = child.id();
+        until("the oddly named process", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains("(a) (b c)"))
+        });
+        let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let expected: u64 = own[own.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(process_start_time(pid), Some(expected));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(process_start_time(pid), None, "a reaped process still has a start time");
+    }
+
+    /// A process is adopted only with its own start time; once adopted it
+    /// is waited for and killed through its pidfd (here a zombie child:
+    /// exited as far as anyone adopting it can tell).
+    #[tokio::test]
+    async fn a_process_is_adopted_by_pid_and_start_time_and_waited_for_through_its_pidfd() {
+        let mut child = std::process::Command::new("sleep").arg("3131").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).unwrap();
+        assert!(
+            AdoptedProcess::open(Pid { pid, start: start + 1 }).is_none(),
+            "adopted with another start time"
+        );
+        let mut adopted = AdoptedProcess::open(Pid { pid, start }).expect("not adopted");
+        assert_eq!(adopted.try_wait().unwrap(), None);
+        tokio::time::timeout(Duration::from_secs(20), adopted.kill())
+            .await
+            .expect("the kill never ended it");
+        assert!(adopted.try_wait().unwrap().is_some());
+        assert_eq!(process_start_time(pid), None, "a zombie counts as alive");
+        child.wait().unwrap();
     }
 }
