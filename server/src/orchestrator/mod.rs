@@ -1,7 +1,9 @@
 //! The orchestrator: starts, stops and watches each project's runner
 //! through a [`SandboxBackend`] (local processes here; Kubernetes behind the
-//! same trait), and decides what "started" means: the runner answers an
-//! authenticated health check.
+//! same trait), remembers which projects should run, issues their tokens
+//! and stops idle ones. "Started" means the same for every backend: its
+//! `ensure_running` returns once the runner answers. Sandboxes of either
+//! backend outlive this server: its shutdown hands them to the next one.
 
 pub mod kubernetes;
 pub mod local;

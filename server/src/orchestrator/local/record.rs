@@ -94,9 +94,9 @@ impl Record {
     }
 
     /// Every record under `root`. One that cannot be read, or names another
-    /// project than its directory's, is logged and left out (and its
-    /// sandbox, if any, is found by nothing: see the README on stopping
-    /// sandboxes by hand).
+    /// project than its directory's, is logged and left out: its sandbox,
+    /// if one still runs, is not adopted, and is ended with its cgroup when
+    /// the project's next sandbox (in the same cgroup) stops.
     pub fn load_all(root: &Path) -> Vec<Record> {
         let Ok(entries) = std::fs::read_dir(root) else {
             return Vec::new();
