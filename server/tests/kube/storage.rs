@@ -186,6 +186,34 @@ async fn the_storage_gateway_confines_each_runner_pod_to_its_own_project() {
             .put(&key("base/python/main.py"), Bytes::from_static(b"x"))
             .await,
     );
+    // Its home is its own too (`home/gw-alpha/`, where its terminals'
+    // HOME is kept); another project's home, or every home, is not.
+    alpha_store
+        .put(&key("home/gw-alpha/.bashrc"), Bytes::from_static(b"alias ll='ls -l'\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        alpha_store.get(&key("home/gw-alpha/.bashrc")).await.unwrap(),
+        &b"alias ll='ls -l'\n"[..]
+    );
+    store
+        .put(&key("home/gw-beta/.bash_history"), Bytes::from_static(b"beta's"))
+        .await
+        .unwrap();
+    refused(alpha_store.get(&key("home/gw-beta/.bash_history")).await.map(drop));
+    refused(
+        alpha_store
+            .put(&key("home/gw-beta/.bashrc"), Bytes::from_static(b"x"))
+            .await,
+    );
+    refused(alpha_store.list(&KeyPrefix::parse("home").unwrap()).await.map(drop));
+    refused(
+        alpha_store
+            .list(&KeyPrefix::parse("home/gw-beta").unwrap())
+            .await
+            .map(drop),
+    );
+    assert!(store.get(&key("home/gw-beta/.bashrc")).await.is_err());
     // The prefix is a whole component: gw-alpha is not gw-alphabet.
     refused(
         alpha_store
@@ -325,10 +353,19 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
         .put(&key("code/gw-runner/hello.txt"), Bytes::from_static(b"from storage\n"))
         .await
         .unwrap();
+    store
+        .put(
+            &key("home/gw-runner/.bashrc"),
+            Bytes::from_static(b"alias ll='ls -l'\n"),
+        )
+        .await
+        .unwrap();
     let url = serve_gateway(&admin, &ns, store.clone(), &dir.path().join("spool")).await;
     let token_file = write_token(dir.path(), "token", "not-a-valid-token");
     let workspace = dir.path().join("workspace");
     std::fs::create_dir(&workspace).unwrap();
+    // The pod's home volume.
+    let home = dir.path().join("home");
 
     let server = PathBuf::from(env!("CARGO_BIN_EXE_cloudcode-server"));
     let runner_binary = server.with_file_name("cloudcode-runner");
@@ -351,6 +388,8 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
         .arg(issuer.verifier().public_base64())
         .arg("--workspace")
         .arg(&workspace)
+        .arg("--home")
+        .arg(&home)
         .arg("--storage-gateway-url")
         .arg(&url)
         .arg("--storage-token-file")
@@ -378,13 +417,16 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
     std::fs::write(&token_file, token).unwrap();
     let mut ok = false;
     for _ in 0..200 {
-        if std::fs::read(&restored).ok().as_deref() == Some(&b"from storage\n"[..]) {
+        // The workspace first, then its home.
+        if std::fs::read(&restored).ok().as_deref() == Some(&b"from storage\n"[..])
+            && std::fs::read(home.join(".bashrc")).ok().as_deref() == Some(&b"alias ll='ls -l'\n"[..])
+        {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(ok, "the project was not restored through the gateway");
+    assert!(ok, "the project and its home were not restored through the gateway");
 
     // A file a program makes in the workspace reaches storage.
     std::fs::write(workspace.join("made.txt"), b"made in a terminal\n").unwrap();
@@ -401,6 +443,7 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
 
     // SIGTERM flushes what is pending, then the runner exits cleanly.
     std::fs::write(workspace.join("last.txt"), b"written just before SIGTERM\n").unwrap();
+    std::fs::write(home.join(".bash_history"), b"ls\n").unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
     let mut runner = Kill(runner);
@@ -416,6 +459,10 @@ async fn a_runner_restores_and_saves_through_the_gateway_with_a_renewed_token() 
     assert_eq!(
         store.get(&key("code/gw-runner/last.txt")).await.unwrap(),
         &b"written just before SIGTERM\n"[..]
+    );
+    assert_eq!(
+        store.get(&key("home/gw-runner/.bash_history")).await.unwrap(),
+        &b"ls\n"[..]
     );
 }
 
