@@ -16,7 +16,8 @@
 //       cloudcode's page uses under automation; webgl; or `default`, ttyd's
 //       own choice), BENCH_TARGETS (cloudcode,ttyd), BENCH_SAME_GEOMETRY
 //       (1: ttyd's terminal is resized to cloudcode's columns and rows; 0:
-//       ttyd's page fills the window)
+//       ttyd's page fills the window), BENCH_TRACE (1: log cloudcode's
+//       long tasks and requests up to the first prompt, per round)
 //
 // Both terminals run bash with the same ~/.bashrc (written here; bash also
 // reads the same /etc/bash.bashrc, which the sandbox binds from the host),
@@ -71,6 +72,7 @@ const KEYS = Number(process.env.BENCH_KEYS || 100);
 const TTYD_RENDERER = process.env.BENCH_TTYD_RENDERER || 'dom';
 const SAME_GEOMETRY = process.env.BENCH_SAME_GEOMETRY !== '0';
 const TARGETS = (process.env.BENCH_TARGETS || 'cloudcode,ttyd').split(',');
+const TRACE = process.env.BENCH_TRACE === '1';
 const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
@@ -351,6 +353,23 @@ function pageProbe({ prompt, editorText }) {
     if (B.marks.prompt === undefined || (editorText !== null && B.marks.editor === undefined)) requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
+  // Where the time to the first prompt goes (BENCH_TRACE=1): the main
+  // thread's long tasks and the page's requests.
+  B.longTasks = [];
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) B.longTasks.push([Math.round(e.startTime), Math.round(e.duration)]);
+    }).observe({ type: 'longtask', buffered: true });
+  } catch {
+    /* not supported */
+  }
+  B.trace = () => ({
+    marks: B.marks,
+    longTasks: B.longTasks,
+    requests: performance
+      .getEntriesByType('resource')
+      .map((e) => [e.name.replace(location.origin, '').slice(0, 60), Math.round(e.startTime), Math.round(e.responseEnd)]),
+  });
 
   /** Arms a waiter started by the next keydown: `line` resolves at the first
    * render with the cursor's line equal to `text`; `near` when `text` is in
@@ -565,6 +584,7 @@ async function roundCloudcode(browser, cc, id, mainPy) {
     const beforeEditor = await acct.snapshot();
     await waitPage(page, 'the first prompt', () => window.__bench.marks.prompt !== undefined);
     const marks = await page.evaluate(() => window.__bench.marks);
+    if (TRACE) log(`cloudcode trace: ${JSON.stringify(await page.evaluate(() => window.__bench.trace()))}`);
     await focusTerminal(page, 'cloudcode');
     const r = await workloads(page, cdp);
     const all = await acct.snapshot();

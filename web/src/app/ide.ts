@@ -26,6 +26,9 @@ export interface IdeContext {
 
 /** After Run, the app needs a moment to listen before the preview can show it. */
 const PREVIEW_RELOAD_AFTER_RUN_MS = 2000;
+/** Monaco and the preview wait for the first prompt, at most this long
+ * after the runner connection opens (a shell that prints nothing). */
+const FIRST_PROMPT_FIRST_MS = 1000;
 const SPLITTER_KEY_STEP = 16;
 const STORAGE_POLL_BUSY_MS = 1500;
 const STORAGE_POLL_IDLE_MS = 10_000;
@@ -330,12 +333,28 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
     if (disposed || client === undefined) return;
     const c = client;
     overlay.hidden = true;
+    // The terminal first: its first prompt is what a user waits for, and
+    // Monaco's start (hundreds of milliseconds of the main thread) and the
+    // preview's page would hold it up. They follow it.
+    let promptShown: () => void = () => undefined;
+    const afterPrompt = new Promise<void>((resolve) => (promptShown = resolve));
+    const fallback = setTimeout(promptShown, FIRST_PROMPT_FIRST_MS);
+    cleanups.push(() => clearTimeout(fallback));
+    terminals = mountTerminals(terminalSlot, {
+      client: c,
+      project,
+      runCommand: language?.run ?? [],
+      onError: (m) => banner.show(m),
+      // After the frame that draws it.
+      onFirstOutput: () => requestAnimationFrame(() => setTimeout(promptShown)),
+    });
     c.watchFs();
     editor = mountEditor(editorSlot, {
       client: c,
       project,
       onSaveState: drawSave,
       onError: (m) => banner.show(m),
+      loadAfter: afterPrompt,
     });
     tree = mountFileTree(treeSlot, {
       client: c,
@@ -346,13 +365,10 @@ export function mountIde(root: HTMLElement, ctx: IdeContext): { dispose(): void 
       },
       onError: (m) => banner.show(m),
     });
-    terminals = mountTerminals(terminalSlot, {
-      client: c,
-      project,
-      runCommand: language?.run ?? [],
-      onError: (m) => banner.show(m),
+    const previewUrl = started.previewUrl;
+    void afterPrompt.then(() => {
+      if (!disposed) preview = mountPreview(previewSlot, { previewUrl });
     });
-    preview = mountPreview(previewSlot, { previewUrl: started.previewUrl });
     if (language !== undefined) editor.open(language.entry, { focus: 'if-idle' });
     runButton.disabled = language === undefined;
     applyLayout();

@@ -33,6 +33,9 @@ export interface EditorContext {
   project: string;
   onSaveState: (s: SaveState) => void;
   onError: (message: string) => void;
+  /** Monaco starts loading once this settles (or a file is opened with
+   * `focus: 'always'`, a user's open); absent: at once. */
+  loadAfter?: Promise<void>;
 }
 
 export interface EditorHandle {
@@ -64,16 +67,16 @@ function browserStore(): KeyValueStore {
 }
 
 /**
- * Monaco starts loading as soon as this module is imported (the IDE route
- * imports it while the sandbox starts), not when the pane mounts: the two
- * waits overlap instead of adding up.
+ * Monaco (a MB of JavaScript, hundreds of milliseconds of the main thread
+ * to evaluate and start) loads when the pane's `loadAfter` says, or at
+ * once when the user opens a file: the IDE lets the terminal's first
+ * prompt go first.
  */
 let workbenchModule: Promise<typeof import('./workbench')> | null = null;
 function loadWorkbench(): Promise<typeof import('./workbench')> {
   workbenchModule ??= import('./workbench');
   return workbenchModule;
 }
-if (typeof window !== 'undefined') void loadWorkbench().catch(() => undefined);
 
 /**
  * How long after mounting a restored session keeps its active tab against
@@ -297,20 +300,26 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
   }
 
   // Monaco arrives in its own chunks; tabs, messages and file reads do not wait for it.
-  loadWorkbench().then(
-    ({ createWorkbench }) => {
-      if (disposed) return;
-      wb = createWorkbench(view.codeHost, view.diffHost, {
-        edited: (path, version) => dispatch({ type: 'edited', path, version }),
-        save: () => dispatch({ type: 'save' }),
-      });
-      const w = wb;
-      for (const fn of waitingForMonaco.splice(0)) fn(w);
-      w.layout(); // sized (and its minimap chosen) for the pane as it is now
-      render();
-    },
-    (err: unknown) => ctx.onError(errorText(err, 'The editor could not load; reload the page to try again')),
-  );
+  const loadMonaco = (): void => {
+    loadWorkbench().then(
+      ({ createWorkbench }) => {
+        if (disposed) return;
+        wb = createWorkbench(view.codeHost, view.diffHost, {
+          edited: (path, version) => dispatch({ type: 'edited', path, version }),
+          save: () => dispatch({ type: 'save' }),
+        });
+        const w = wb;
+        for (const fn of waitingForMonaco.splice(0)) fn(w);
+        w.layout(); // sized (and its minimap chosen) for the pane as it is now
+        render();
+      },
+      (err: unknown) => ctx.onError(errorText(err, 'The editor could not load; reload the page to try again')),
+    );
+  };
+  let startLoad: () => void = () => undefined;
+  const userOpened = new Promise<void>((resolve) => (startLoad = resolve));
+  void Promise.race([ctx.loadAfter ?? Promise.resolve(), userOpened]).then(loadMonaco);
+
 
   // Ctrl/Cmd-S on the tabs or a message (inside Monaco, its own command does it).
   const onKey = (e: KeyboardEvent): void => {
@@ -370,6 +379,7 @@ export function mountEditor(el: HTMLElement, ctx: EditorContext): EditorHandle {
       }
       focusWhenReady = path;
       focusOnlyIfIdle = opts?.focus === 'if-idle';
+      if (!focusOnlyIfIdle) startLoad(); // the user asked for this file
       dispatch({ type: 'open', path });
     },
     save() {

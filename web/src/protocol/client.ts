@@ -53,9 +53,11 @@ export interface RunnerClientOptions {
 }
 
 /** The runner's window and our ack step: acks every 64 KiB keep the runner
- * sending while xterm.js never holds more than 512 KiB unparsed, so Ctrl-C
- * stays quick under runaway output. */
-export const FLOW_WINDOW_BYTES = 512 * 1024;
+ * sending while xterm.js never holds more than 256 KiB unparsed, and the
+ * runner skips us ahead once we are 256 KiB behind on top of that
+ * (PROTOCOL.md, "Falling behind"), so Ctrl-C under runaway output leaves
+ * at most about 512 KiB to parse. */
+export const FLOW_WINDOW_BYTES = 256 * 1024;
 /** File chunks well below the runner's 1 MiB frame limit (as the Rust client). */
 export const UPLOAD_CHUNK_BYTES = 512 * 1024;
 /** An upload waits while this much is queued in the socket, so keystrokes and

@@ -24,6 +24,8 @@ export interface TerminalsContext {
   project: string;
   runCommand: string[];
   onError: (message: string) => void;
+  /** Once, when a terminal first shows output (a page's first prompt). */
+  onFirstOutput?: () => void;
 }
 
 interface Slot {
@@ -50,6 +52,10 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
   let state: TerminalsState = initialTerminals();
   let disposed = false;
   const slots = new Map<number, Slot>();
+  let firstOutput = (): void => {
+    firstOutput = () => undefined;
+    ctx.onFirstOutput?.();
+  };
   /** Last status kind drawn per tab, to act on transitions only. */
   const drawnStatus = new Map<number, string>();
 
@@ -122,6 +128,7 @@ export function mountTerminals(el: HTMLElement, ctx: TerminalsContext): Terminal
         slot.lastOutputAt = performance.now();
         const end = seq + data.length;
         slot.view.write(data, () => {
+          firstOutput();
           const ack = tracker.parsed(end);
           if (ack !== null && slot.term !== null && live()) client.ack(slot.term, ack);
         });
