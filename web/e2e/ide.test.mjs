@@ -195,6 +195,132 @@ test('run across browsers: the Run tab is the same terminal in every browser; a 
   await context.close();
 });
 
+test('upload: a 100 MB file dropped on the tree arrives byte for byte while the terminal keeps echoing', { timeout: 300_000 }, async () => {
+  const { id, context, page } = await ideOn('bigdrop');
+  await withDiagnostics(page, 'bigdrop', async () => {
+    const size = 100 * 1024 * 1024;
+    const bytes = randomBytes(size, 7);
+    const file = path.join(OUT_DIR, 'big-drop.bin');
+    writeFileSync(file, bytes);
+    // A real File for the page (Playwright hands the browser the path), then
+    // the drop the tree handles: a DataTransfer holding it, dropped on the
+    // tree's root.
+    await page.evaluate(() => {
+      const input = document.createElement('input');
+      input.type = 'file';
+      input.id = 'e2e-drop-source';
+      input.hidden = true;
+      document.body.append(input);
+    });
+    await page.locator('#e2e-drop-source').setInputFiles(file);
+    // Echo as the page sees it: keydown until the character is parsed into
+    // the buffer on the cursor's line.
+    await page.evaluate(() => {
+      const term = window.__cloudcode.terminal(0);
+      window.__e2eEcho = { t0: null, expect: '', ms: null };
+      window.addEventListener('keydown', () => (window.__e2eEcho.t0 = performance.now()), true);
+      term.onWriteParsed(() => {
+        const e = window.__e2eEcho;
+        const buf = term.buffer.active;
+        const line = buf.getLine(buf.cursorY + buf.baseY)?.translateToString(true) ?? '';
+        if (e.t0 !== null && e.ms === null && line.endsWith(e.expect)) e.ms = performance.now() - e.t0;
+      });
+    });
+    await page.evaluate(() => window.__cloudcode.terminal(0).focus());
+    await page.evaluate(() => {
+      const f = document.getElementById('e2e-drop-source').files[0];
+      const dt = new DataTransfer();
+      dt.items.add(f);
+      const list = document.querySelector('[data-testid="tree"]');
+      for (const type of ['dragenter', 'dragover', 'drop']) list.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    const stored = () => server.readStorageOrNull(id, 'big-drop.bin');
+    const done = () => {
+      const s = stored();
+      return s !== null && s.length === size;
+    };
+    // Type while it uploads: every keystroke's echo, measured in the page.
+    const echoes = [];
+    let typed = '';
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    while (!done() && echoes.length < 400) {
+      const ch = letters[echoes.length % letters.length];
+      typed += ch;
+      await page.evaluate((t) => Object.assign(window.__e2eEcho, { t0: null, expect: t, ms: null }), typed);
+      await page.keyboard.press(ch);
+      const ms = await pageWait(page, `the echo of ${ch} during the upload`, () => window.__e2eEcho.ms, undefined, { timeout: PATIENCE_MS });
+      echoes.push({ ms, uploading: !done() });
+      if (typed.length >= 60) {
+        await page.keyboard.press('Control+U');
+        typed = '';
+      }
+    }
+    const during = echoes.filter((e) => e.uploading).map((e) => e.ms);
+    await waitUntil('the 100 MB upload to reach storage whole', done, { timeout: 240_000 });
+    assert.ok(stored().equals(bytes), 'the stored bytes equal the dropped file');
+    const sorted = [...during].sort((a, b) => a - b);
+    const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
+    console.log(`# echo during a 100 MB upload: ${during.length} keys, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${Math.round(sorted[sorted.length - 1])} ms`);
+    // Each keystroke is a round trip through Playwright; a fast machine
+    // uploads 100 MB in a few seconds.
+    assert.ok(during.length >= 5, `only ${during.length} keystrokes echoed while the upload ran`);
+    // Not a speed figure (a shared machine): a terminal stalled behind the
+    // upload would wait for all of it, many seconds.
+    assert.ok(sorted[sorted.length - 1] < 3000, `an echo took ${Math.round(sorted[sorted.length - 1])} ms during the upload`);
+    await page.locator(sel.treeItem('big-drop.bin')).first().waitFor({ timeout: PATIENCE_MS });
+  });
+  await context.close();
+});
+
+test('dialogs: a delete from the tree and closing a tab with unsaved changes ask first, in the page\'s one dialog', { timeout: 150_000 }, async () => {
+  const { id, context, page } = await ideOn('dialogs');
+  await withDiagnostics(page, 'dialogs', async () => {
+    const dialog = page.locator('[data-testid="confirm-dialog"]');
+    await typeInTerminal(page, 0, 'echo doomed > doomed.txt\n');
+    const row = page.locator(sel.treeItem('doomed.txt')).first();
+    await row.waitFor({ timeout: PATIENCE_MS });
+    const askDelete = async () => {
+      await row.click({ button: 'right' });
+      await page.locator('[data-testid="tree-menu-delete"]').click();
+      await dialog.waitFor({ timeout: PATIENCE_MS });
+      assert.match(await dialog.textContent(), /doomed\.txt/);
+      assert.equal(await dialog.count(), 1);
+    };
+    // Escape keeps the file; the safe choice had the focus.
+    await askDelete();
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'confirm-cancel');
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached', timeout: PATIENCE_MS });
+    assert.ok(server.readStorageOrNull(id, 'doomed.txt') !== null, 'Escape deleted the file');
+    // Delete removes it.
+    await askDelete();
+    await page.locator(sel.confirmOk).click();
+    await waitUntil('doomed.txt to leave storage', () => server.readStorageOrNull(id, 'doomed.txt') === null);
+    await row.waitFor({ state: 'detached', timeout: PATIENCE_MS });
+
+    // A tab with unsaved changes: Save / Don't save / Cancel.
+    await openFileFromTree(page, 'main.py');
+    const stored = server.readStorage(id, 'main.py').toString();
+    await typeInEditor(page, '# not kept\n', { at: 'start' });
+    await waitUntil('main.py to be dirty', () => tabIsDirty(page, 'main.py'));
+    const askClose = async () => {
+      await page.locator(`${sel.editorTab('main.py')} [data-testid="editor-tab-close"]`).click();
+      await dialog.waitFor({ timeout: PATIENCE_MS });
+      assert.match(await dialog.textContent(), /main\.py.*unsaved changes/);
+    };
+    await askClose();
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'editor-close-save');
+    await page.locator('[data-testid="confirm-cancel"]').click();
+    await dialog.waitFor({ state: 'detached', timeout: PATIENCE_MS });
+    assert.ok(await tabIsDirty(page, 'main.py'), 'Cancel closed the tab');
+    await askClose();
+    await page.locator(sel.confirmOk).click(); // "Don't save"
+    await page.locator(sel.editorTab('main.py')).waitFor({ state: 'detached', timeout: PATIENCE_MS });
+    assert.equal(server.readStorage(id, 'main.py').toString(), stored, "Don't save saved");
+  });
+  await context.close();
+});
+
 test('reload: the terminal\'s earlier output and the unsaved buffer come back after a page reload', { timeout: 150_000 }, async () => {
   const { id, context, page } = await ideOn('reload');
   await withDiagnostics(page, 'reload', async () => {

@@ -2,9 +2,12 @@
 // for files that do not open, the close-with-changes dialog. Plain DOM, so it
 // draws before Monaco has loaded.
 
+import { openDialog, type OpenDialog } from '../app/dialogs';
 import { icon } from '../tree/icons';
 import { baseName, parentOf } from '../tree/paths';
 import { isDirty, type Doc, type EditorAction, type EditorState } from './model';
+
+type CloseChoice = Extract<EditorAction, { type: 'closeChoice' }>['choice'];
 import './editor.css';
 
 export interface EditorViewHandlers {
@@ -89,21 +92,9 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
   loading.textContent = 'Loading…';
   body.append(codeHost, conflict, message, empty, loading);
 
-  // The close dialog of a tab with unsaved changes.
-  // In the document only while open, so one `confirm-ok` exists at a time.
-  const dialog = el('dialog', 'editor-dialog', 'confirm-dialog');
-  const dialogText = el('p', '');
-  const dialogButtons = el('div', 'editor-dialog-buttons');
-  dialogButtons.append(
-    textButton('Cancel', 'editor-button', 'confirm-cancel', () => h.dispatch({ type: 'closeChoice', choice: 'cancel' })),
-    textButton("Don't save", 'editor-button danger', 'confirm-ok', () => h.dispatch({ type: 'closeChoice', choice: 'discard' })),
-    textButton('Save', 'editor-button primary', 'editor-close-save', () => h.dispatch({ type: 'closeChoice', choice: 'save' })),
-  );
-  dialog.append(dialogText, dialogButtons);
-  dialog.addEventListener('cancel', (e) => {
-    e.preventDefault();
-    h.dispatch({ type: 'closeChoice', choice: 'cancel' });
-  });
+  // The close dialog of a tab with unsaved changes (the page's one dialog,
+  // app/dialogs), open while the state asks.
+  let closing: { path: string; dialog: OpenDialog } | null = null;
 
   root.append(tabs, body);
   host.append(root);
@@ -296,16 +287,30 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     const showCode = doc?.status === 'ready' && doc.conflict === null && monacoReady;
     codeHost.classList.toggle('covered', !showCode);
 
-    if (state.confirmClose !== null) {
-      dialogText.textContent = `"${baseName(state.confirmClose)}" has unsaved changes. Save them before closing?`;
-      if (!dialog.open) {
-        root.append(dialog);
-        dialog.showModal();
-        dialog.querySelector<HTMLButtonElement>('[data-testid="editor-close-save"]')?.focus();
+    const asking = state.confirmClose;
+    if (closing?.path !== asking) {
+      closing?.dialog.close();
+      closing = null;
+      if (asking !== null) {
+        const dialog = openDialog<CloseChoice>(
+          {
+            title: 'Unsaved changes',
+            message: `"${baseName(asking)}" has unsaved changes. Save them before closing?`,
+            choices: [
+              { value: 'cancel', label: 'Cancel', testid: 'confirm-cancel' },
+              { value: 'discard', label: "Don't save", kind: 'danger', testid: 'confirm-ok' },
+              { value: 'save', label: 'Save', kind: 'primary', testid: 'editor-close-save' },
+            ],
+            cancel: 'cancel',
+            focus: 'save',
+          },
+          (choice) => {
+            closing = null;
+            h.dispatch({ type: 'closeChoice', choice });
+          },
+        );
+        closing = { path: asking, dialog };
       }
-    } else if (dialog.isConnected) {
-      if (dialog.open) dialog.close();
-      dialog.remove();
     }
   }
 
@@ -314,8 +319,8 @@ export function createEditorView(host: HTMLElement, h: EditorViewHandlers): Edit
     diffHost,
     render,
     dispose() {
-      if (dialog.open) dialog.close();
-      dialog.remove();
+      closing?.dialog.close();
+      closing = null;
       root.remove();
     },
   };

@@ -3,6 +3,7 @@
 // changes one row does not rebuild the others (or steal the name input's
 // focus).
 
+import { openDialog, type OpenDialog } from '../app/dialogs';
 import type { Entry } from '../protocol/generated';
 import { icon, type IconName } from './icons';
 import { entryAt, isExpanded, visibleRows, type TreeAction, type TreeState } from './model';
@@ -137,35 +138,13 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
   uploadLine.append(uploadBytes, uploadCancel);
   uploadBox.append(uploadLabel, uploadBar, uploadLine);
 
-  // Context menu and confirmation dialog.
+  // Context menu; the confirmation is the page's one dialog (app/dialogs).
   const menu = document.createElement('div');
   menu.className = 'tree-menu';
   menu.setAttribute('role', 'menu');
   menu.hidden = true;
-  // In the document only while open, so one `confirm-ok` exists at a time.
-  const dialog = document.createElement('dialog');
-  dialog.className = 'tree-dialog';
-  dialog.dataset['testid'] = 'confirm-dialog';
-  const dialogText = document.createElement('p');
-  const dialogButtons = document.createElement('div');
-  dialogButtons.className = 'tree-dialog-buttons';
-  const cancel = document.createElement('button');
-  cancel.type = 'button';
-  cancel.dataset['testid'] = 'confirm-cancel';
-  cancel.textContent = 'Cancel';
-  const ok = document.createElement('button');
-  ok.type = 'button';
-  ok.className = 'tree-danger';
-  ok.dataset['testid'] = 'confirm-ok';
-  dialogButtons.append(cancel, ok);
-  dialog.append(dialogText, dialogButtons);
-  cancel.addEventListener('click', () => h.dispatch({ type: 'confirmCancel' }));
-  ok.addEventListener('click', () => h.dispatch({ type: 'confirmOk' }));
-  // Escape closes a modal dialog by itself; keep the state in step.
-  dialog.addEventListener('cancel', (e) => {
-    e.preventDefault();
-    h.dispatch({ type: 'confirmCancel' });
-  });
+  /** The open confirmation and the question it asks. */
+  let confirming: { question: TreeState['confirm']; dialog: OpenDialog } | null = null;
 
   root.append(toolbar, list, uploadBox, menu);
   host.append(root);
@@ -391,20 +370,29 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
 
   function renderConfirm(s: TreeState): void {
     const c = s.confirm;
-    if (c === null) {
-      if (dialog.open) dialog.close();
-      dialog.remove();
-      return;
-    }
-    dialogText.textContent = c.message;
-    ok.textContent = c.kind === 'delete' ? 'Delete' : 'Replace';
-    if (!dialog.open) {
-      root.append(dialog);
-      dialog.showModal();
-      // A delete cannot be undone: the safe choice has the focus, as in the
-      // shell's dialogs.
-      (c.kind === 'delete' ? cancel : ok).focus();
-    }
+    if (confirming !== null && confirming.question === c) return;
+    confirming?.dialog.close();
+    confirming = null;
+    if (c === null) return;
+    const label = c.kind === 'delete' ? 'Delete' : 'Replace';
+    const dialog = openDialog(
+      {
+        title: label,
+        message: c.message,
+        choices: [
+          { value: false, label: 'Cancel', testid: 'confirm-cancel' },
+          { value: true, label, kind: 'danger', testid: 'confirm-ok' },
+        ],
+        cancel: false,
+        // A delete cannot be undone: the safe choice has the focus.
+        focus: c.kind !== 'delete',
+      },
+      (ok) => {
+        confirming = null;
+        h.dispatch({ type: ok ? 'confirmOk' : 'confirmCancel' });
+      },
+    );
+    confirming = { question: c, dialog };
   }
 
   let drawnTree: unknown[] = [];
@@ -547,8 +535,8 @@ export function createTreeView(host: HTMLElement, h: TreeViewHandlers): TreeView
     dispose() {
       document.removeEventListener('pointerdown', onPointerDown, true);
       window.removeEventListener('blur', onWindowBlur);
-      if (dialog.open) dialog.close();
-      dialog.remove();
+      confirming?.dialog.close();
+      confirming = null;
       root.remove();
     },
   };
