@@ -288,6 +288,7 @@ test('dialogs: a delete from the tree and closing a tab with unsaved changes ask
     };
     // Escape keeps the file; the safe choice had the focus.
     await askDelete();
+    await shot(page, 'ide-confirm-delete');
     assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'confirm-cancel');
     await page.keyboard.press('Escape');
     await dialog.waitFor({ state: 'detached', timeout: PATIENCE_MS });
