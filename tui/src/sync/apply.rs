@@ -31,7 +31,7 @@ use super::scan::{Identity, LocalEntry, LocalIndex, local_path};
 
 /// Uploads in flight at once: enough to hide the round trip to the runner,
 /// few enough not to hold up a user's own saves there.
-const PARALLEL: usize = 16;
+const PARALLEL: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Outcome {

@@ -31,11 +31,15 @@ const QUIET: Duration = Duration::from_millis(15);
 /// ...but never longer than this after the first one (a build writing for
 /// minutes still gets synced as it goes).
 const MAX_DELAY: Duration = Duration::from_millis(250);
+/// The agreed state is written at most this often while watching.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// Polling interval when inotify cannot watch the folder.
 const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Rounds in a row before giving up on settling (each round's conflict
 /// copies and retries need one more).
 const MAX_ROUNDS: usize = 5;
+/// More changed paths than this are looked at all at once.
+const MANY_PATHS: usize = 256;
 /// Plans at least this large get a progress bar.
 const BAR_AT: usize = 200;
 
@@ -137,6 +141,9 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         remote: RemoteView::default(),
         report,
         last_conflicts: 0,
+        last_copies: Vec::new(),
+        state_dirty: false,
+        saved_at: Instant::now(),
     };
     sync.full_scan()?;
     for warning in std::mem::take(&mut sync.rules.warnings) {
@@ -165,6 +172,7 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         sync.index.len(),
         if watcher.polling() { ", polling every 2 s" } else { "" }
     ));
+    let mut events_open = true;
     let mut dirty_local: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut dirty_remote: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut rescan_all = false;
@@ -182,11 +190,12 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         });
         tokio::select! {
             _ = &mut ctrl_c => {
+                sync.state_dirty = true;
                 sync.save()?;
                 sync.report.line("stopped; the next run resumes from here");
                 return Ok(0);
             }
-            event = events.recv() => match event {
+            event = events.recv(), if events_open => match event {
                 Some(LocalEvent::Paths(paths)) => {
                     for path in paths {
                         if let Some(p) = sync.relative(&path) {
@@ -199,7 +208,12 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
                     sync.report.line(&watch_limit_message());
                     watcher.fall_back_to_polling();
                 }
-                None => {}
+                // The watcher is gone (polling now): nothing more comes.
+                None => {
+                    watcher.fall_back_to_polling();
+                    events_open = false;
+                    continue;
+                }
             },
             message = incoming.recv() => match message {
                 Some(Incoming::Event(Event::FsChanged { changes })) => {
@@ -214,7 +228,13 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
                 }
                 Some(_) => continue,
             },
-            _ = poll.tick(), if watcher.polling() => rescan_all = true,
+            _ = poll.tick() => {
+                sync.save()?;
+                if !watcher.polling() {
+                    continue;
+                }
+                rescan_all = true;
+            }
             _ = sleep_until(deadline) => {
                 first_event = None;
                 let result = sync
@@ -289,6 +309,11 @@ struct Sync<'r> {
     report: &'r mut dyn Report,
     /// Conflicts reported by the last round.
     last_conflicts: usize,
+    /// Conflict copies the last round made.
+    last_copies: Vec<WorkspacePath>,
+    /// The agreed state changed since it was last written.
+    state_dirty: bool,
+    saved_at: Instant,
 }
 
 impl Sync<'_> {
@@ -348,6 +373,13 @@ impl Sync<'_> {
     /// The three trees as the reconcile sees them: ignored paths and paths
     /// whose content cannot be known are out of all three.
     fn views(&self) -> (Tree, Tree, Tree) {
+        self.views_in(None)
+    }
+
+    /// [`Sync::views`] of only the paths in `scope`, their ancestors and
+    /// everything below them: what a round after a few events looks at,
+    /// so a save costs the same in a 100,000-file folder as in an empty one.
+    fn views_in(&self, scope: Option<&BTreeSet<WorkspacePath>>) -> (Tree, Tree, Tree) {
         let keep = |p: &WorkspacePath, n: &Node| {
             !self.rules.is_ignored(p, n.is_dir()) && !self.remote.unknown.iter().any(|u| p.starts_with(u))
         };
@@ -357,23 +389,54 @@ impl Sync<'_> {
                 .map(|(p, n)| (p.clone(), n.clone()))
                 .collect()
         };
-        (
-            filter(&tree_of(&self.index)),
-            filter(&self.remote.tree),
-            filter(&self.base),
-        )
+        match scope {
+            None => (
+                filter(&tree_of(&self.index)),
+                filter(&self.remote.tree),
+                filter(&self.base),
+            ),
+            Some(scope) => (
+                filter(&tree_of(&restrict(&self.index, scope))),
+                filter(&restrict(&self.remote.tree, scope)),
+                filter(&restrict(&self.base, scope)),
+            ),
+        }
     }
 
-    fn plan(&self) -> Plan {
-        let (local, remote, base) = self.views();
+    fn plan_in(&self, scope: Option<&BTreeSet<WorkspacePath>>) -> Plan {
+        let (local, remote, base) = self.views_in(scope);
         reconcile(&local, &remote, &base, self.args.mode)
     }
 
-    fn save(&mut self) -> anyhow::Result<()> {
-        let (local, remote, base) = self.views();
+    /// Records what both sides now agree on (within `scope`), and writes it
+    /// down: always when reconciling once, at most every couple of seconds
+    /// while watching. Losing the last seconds of it to a crash costs
+    /// nothing: paths both sides hold equally are agreed again on sight.
+    fn advance(&mut self, scope: Option<&BTreeSet<WorkspacePath>>) -> anyhow::Result<()> {
+        let (local, remote, base) = self.views_in(scope);
         // Ignored paths leave the agreed state: when they come back, both
         // sides are compared afresh (never a deletion).
-        self.base = advance_base(&local, &remote, &base);
+        let next = advance_base(&local, &remote, &base);
+        match scope {
+            None => self.base = next,
+            Some(scope) => {
+                for path in restrict(&self.base, scope).into_keys() {
+                    self.base.remove(&path);
+                }
+                self.base.extend(next);
+            }
+        }
+        self.state_dirty = true;
+        if self.args.once || self.saved_at.elapsed() >= SAVE_EVERY {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> anyhow::Result<()> {
+        if !self.state_dirty {
+            return Ok(());
+        }
         let state = SyncState {
             format: 1,
             project: self.args.project.clone(),
@@ -383,6 +446,8 @@ impl Sync<'_> {
             local: self.index.clone(),
         };
         state.save(&self.state_file)?;
+        self.state_dirty = false;
+        self.saved_at = Instant::now();
         Ok(())
     }
 
@@ -394,12 +459,12 @@ impl Sync<'_> {
                 self.full_scan()?;
                 self.remote.load(handle, &WorkspacePath::root()).await?;
             }
-            let plan = self.plan();
+            let plan = self.plan_in(None);
             if self.args.dry_run {
                 self.print_plan(&plan);
                 return Ok(if plan.conflicts() > 0 { EXIT_CONFLICTS } else { 0 });
             }
-            let did = self.round(handle, plan).await?;
+            let did = self.round(handle, plan, None).await?;
             if !did {
                 break;
             }
@@ -427,13 +492,18 @@ impl Sync<'_> {
     }
 
     /// One plan carried out; false when there was nothing to do.
-    async fn round(&mut self, handle: &RunnerHandle, plan: Plan) -> anyhow::Result<bool> {
+    async fn round(
+        &mut self,
+        handle: &RunnerHandle,
+        plan: Plan,
+        scope: Option<&BTreeSet<WorkspacePath>>,
+    ) -> anyhow::Result<bool> {
         self.last_conflicts = plan.conflicts();
         for notice in &plan.notices {
             self.report.line(&describe_notice(notice));
         }
         if plan.is_empty() {
-            self.save()?;
+            self.advance(scope)?;
             return Ok(false);
         }
         self.check_deletions(&plan)?;
@@ -472,13 +542,14 @@ impl Sync<'_> {
             // Made in the folder: the next look brings them in.
             self.scan(copy)?;
         }
-        self.save()?;
+        self.last_copies = outcome.copies.clone();
+        self.advance(scope)?;
         Ok(outcome.done > 0 || !outcome.copies.is_empty())
     }
 
     /// Stops a round that would delete a lot, or empty a side.
     fn check_deletions(&mut self, plan: &Plan) -> anyhow::Result<()> {
-        if self.args.allow_deletes {
+        if self.args.allow_deletes || plan.deletions(Side::Local) + plan.deletions(Side::Remote) == 0 {
             return Ok(());
         }
         let (local, remote, _) = self.views();
@@ -561,11 +632,29 @@ impl Sync<'_> {
         watcher: &mut LocalWatcher,
     ) -> anyhow::Result<()> {
         let local = std::mem::take(dirty_local);
-        let remote = std::mem::take(dirty_remote);
-        if std::mem::take(rescan_all) {
+        // The sandbox's changes below ignored paths (an `npm install` in
+        // node_modules) are not looked at; a path not known yet may be a
+        // directory.
+        let mut remote: BTreeSet<WorkspacePath> = std::mem::take(dirty_remote)
+            .into_iter()
+            .filter(|p| {
+                let dir = self.remote.tree.get(p).is_none_or(Node::is_dir);
+                p.is_root() || !self.rules.is_ignored(p, dir)
+            })
+            .collect();
+        // Past a few hundred paths one manifest is cheaper than one each.
+        if remote.len() > MANY_PATHS {
+            remote = BTreeSet::from([WorkspacePath::root()]);
+        }
+        if local.len() > MANY_PATHS * 4 {
+            *rescan_all = true;
+        }
+        let mut full = std::mem::take(rescan_all);
+        let mut scanned: Vec<WorkspacePath> = Vec::new();
+        if full {
             self.full_scan()?;
         } else {
-            let mut done: Vec<WorkspacePath> = Vec::new();
+            let done = &mut scanned;
             for path in local {
                 // A changed ignore file changes what its directory holds.
                 let top = if Rules::is_rule_file(&path) {
@@ -582,6 +671,7 @@ impl Sync<'_> {
                 }
                 if top.is_root() {
                     self.full_scan()?;
+                    full = true;
                     break;
                 }
                 let stats = self.scan(&top)?;
@@ -594,14 +684,19 @@ impl Sync<'_> {
             }
         }
         self.remote.refresh(handle, &remote).await?;
-        for round in 0..MAX_ROUNDS {
-            if round > 0 {
-                // Our own changes' echoes and any conflict copies.
-                self.full_scan()?;
-            }
-            let plan = self.plan();
-            if !self.round(handle, plan).await? {
+        let mut scope: Option<BTreeSet<WorkspacePath>> = match full || remote.contains(&WorkspacePath::root()) {
+            true => None,
+            false => Some(scanned.into_iter().chain(remote).collect()),
+        };
+        for _ in 0..MAX_ROUNDS {
+            let plan = self.plan_in(scope.as_ref());
+            if !self.round(handle, plan, scope.as_ref()).await? {
                 break;
+            }
+            // The executor kept both views current; only conflict copies
+            // are new to look at.
+            if let Some(scope) = &mut scope {
+                scope.extend(std::mem::take(&mut self.last_copies));
             }
         }
         Ok(())
@@ -711,7 +806,17 @@ impl LocalWatcher {
             let config = notify::Config::default().with_follow_symlinks(false);
             notify::RecommendedWatcher::new(
                 move |event: notify::Result<notify::Event>| {
+                    use notify::event::{AccessKind, AccessMode, EventKind};
                     let message = match event {
+                        // Reads are not changes, and the sync's own reads
+                        // (a directory listed, a file hashed) would wake it
+                        // again forever. A close after writing is a change.
+                        Ok(event)
+                            if matches!(event.kind, EventKind::Access(kind)
+                                if kind != AccessKind::Close(AccessMode::Write)) =>
+                        {
+                            return;
+                        }
                         Ok(event) if event.need_rescan() => LocalEvent::Rescan,
                         Ok(event) => LocalEvent::Paths(event.paths),
                         Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => LocalEvent::LimitReached,
@@ -776,4 +881,34 @@ impl LocalWatcher {
         }
         Ok(())
     }
+}
+
+/// The entries of `map` at, above or below the paths of `scope`.
+fn restrict<V: Clone>(
+    map: &std::collections::BTreeMap<WorkspacePath, V>,
+    scope: &BTreeSet<WorkspacePath>,
+) -> std::collections::BTreeMap<WorkspacePath, V> {
+    let mut out = std::collections::BTreeMap::new();
+    for top in scope {
+        if top.is_root() {
+            return map.clone();
+        }
+        for a in super::model::ancestors(top) {
+            if let Some(v) = map.get(&a) {
+                out.insert(a, v.clone());
+            }
+        }
+        // Everything below `top` sorts after it and before `top0` ('/' is
+        // just below '0'), among `top-x` and `top.x`, which are skipped.
+        let end = format!("{}0", top.as_str());
+        for (path, v) in map.range(top.clone()..) {
+            if path.as_str() >= end.as_str() {
+                break;
+            }
+            if path.starts_with(top) {
+                out.insert(path.clone(), v.clone());
+            }
+        }
+    }
+    out
 }

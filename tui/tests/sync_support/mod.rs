@@ -184,6 +184,10 @@ pub struct Watching {
 }
 
 impl Watching {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
