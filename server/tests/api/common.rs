@@ -12,8 +12,11 @@ use serde_json::Value;
 
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A server for a test: in this process (most tests: the library
+/// `Server`, as an embedder runs it) or as the binary (tests of what only a
+/// process has: a SIGKILL, its stderr, its pid).
 pub struct TestServer {
-    pub child: Child,
+    running: Running,
     pub port: u16,
     pub token: String,
     pub data: PathBuf,
@@ -33,8 +36,26 @@ pub fn runner_binary() -> PathBuf {
     runner
 }
 
+enum Running {
+    Binary(Child),
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
 impl TestServer {
+    /// A server in this process, on a runtime and thread of its own.
     pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = Self::start_in_process(dir.path().to_path_buf(), extra);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// The `cloudcode-server` binary, as a user runs it.
+    pub fn binary(extra: &[&str]) -> Self {
         Self::start_with_stderr(extra, Stdio::inherit())
     }
 
@@ -50,7 +71,68 @@ impl TestServer {
     /// A new server on the same data and config directories (the old one
     /// must be gone).
     pub fn restart(old: &TestServer) -> Self {
-        Self::start_in(old.root.clone(), old.extra.clone(), Stdio::inherit())
+        match old.running {
+            Running::Binary(_) => Self::start_in(old.root.clone(), old.extra.clone(), Stdio::inherit()),
+            Running::InProcess { .. } => Self::start_in_process(old.root.clone(), old.extra.clone()),
+        }
+    }
+
+    fn start_in_process(root: PathBuf, extra: Vec<String>) -> Self {
+        use clap::Parser;
+        become_subreaper();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let data = root.join("data");
+        let mut args: Vec<std::ffi::OsString> = ["cloudcode-server", "--listen", "127.0.0.1:0", "--data-dir"]
+            .map(Into::into)
+            .into();
+        args.push(data.clone().into());
+        args.push("--config-dir".into());
+        args.push(root.join("config").into());
+        args.push("--runner-binary".into());
+        args.push(runner_binary().into());
+        args.extend(extra.iter().map(Into::into));
+        let config = cloudcode_server::config::Config::try_parse_from(args).expect("the test's settings");
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = match cloudcode_server::server::Server::build(config).await {
+                    Ok(server) => server,
+                    Err(e) => return ready.send(Err(format!("{e:#}"))).unwrap(),
+                };
+                ready
+                    .send(Ok((server.local_addr().port(), server.login_url())))
+                    .unwrap();
+                server
+                    .serve(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("serving");
+            });
+        });
+        let (port, url) = started
+            .recv()
+            .expect("the server thread ended")
+            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        let token = url.rsplit("token=").next().unwrap().to_owned();
+        Self {
+            running: Running::InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            port,
+            token,
+            data,
+            root,
+            extra,
+            _dir: None,
+        }
     }
 
     fn start_in(root: PathBuf, extra: Vec<String>, stderr: Stdio) -> Self {
@@ -83,13 +165,21 @@ impl TestServer {
         reader.read_line(&mut second).unwrap();
         let token = second.trim().rsplit("token=").next().unwrap().to_owned();
         Self {
-            child,
+            running: Running::Binary(child),
             port,
             token,
             data,
             root,
             extra,
             _dir: None,
+        }
+    }
+
+    /// The server's process: this one for a server in process.
+    pub fn pid(&self) -> u32 {
+        match &self.running {
+            Running::Binary(child) => child.id(),
+            Running::InProcess { .. } => std::process::id(),
         }
     }
 
@@ -144,17 +234,31 @@ impl TestServer {
 impl TestServer {
     /// SIGKILLs the server, as a crash would; its sandboxes live on.
     pub fn kill(&mut self) {
+        let Running::Binary(child) = &mut self.running else {
+            panic!("only a TestServer::binary can be killed");
+        };
         // SAFETY: kill has no memory-safety preconditions.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
+            libc::kill(child.id() as i32, libc::SIGKILL);
         }
-        let _ = self.child.wait();
+        let _ = child.wait();
     }
 
-    /// Ends the server with SIGTERM, as a service manager does; its
-    /// sandboxes live on.
+    /// Ends the server with SIGTERM, as a service manager does (in
+    /// process: the shutdown future it was served with); its sandboxes
+    /// live on.
     pub fn terminate(&mut self) {
-        cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(60));
+        match &mut self.running {
+            Running::Binary(child) => cloudcode_proto::testing::terminate(child, Duration::from_secs(60)),
+            Running::InProcess { stop, thread } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 
     /// `cloudcode-server --stop-sandboxes` on this server's directories

@@ -236,7 +236,7 @@ async fn twenty_starts_at_once_all_run_and_all_come_back_after_a_restart() {
     running.sort();
     assert_eq!(running, ids, "{list}");
 
-    cloudcode_proto::testing::terminate(&mut server.child, Duration::from_secs(60));
+    server.terminate();
     let again = TestServer::restart(&server);
     let deadline = Instant::now() + 2 * PATIENCE;
     loop {

@@ -150,7 +150,8 @@ async fn settings_come_from_the_config_file_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("server.env");
     std::fs::write(&file, "# domains for this deployment\nCLOUDCODE_IDE_DOMAIN=code.example.test\nCLOUDCODE_PREVIEW_DOMAIN=app.example.test\n").unwrap();
-    let server = TestServer::start(&["--config", file.to_str().unwrap()]);
+    // The binary: the file is read where the binary starts.
+    let server = TestServer::binary(&["--config", file.to_str().unwrap()]);
     server.create("configured", "python").await;
     let started = server.start_project("configured").await;
     assert_eq!(

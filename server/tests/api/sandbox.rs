@@ -40,7 +40,7 @@ fn runner_count_of(server: &TestServer, project: &str) -> usize {
         .filter(|runner| {
             let mut pid = *runner;
             while let Some(up) = parent(pid).filter(|p| *p > 1) {
-                if up == server.child.id() {
+                if up == server.pid() {
                     return true;
                 }
                 pid = up;
@@ -52,7 +52,8 @@ fn runner_count_of(server: &TestServer, project: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_is_idempotent_ready_and_reachable_through_the_gateway() {
-    let server = TestServer::start(&[]);
+    // The binary: its sandboxes are told apart from other tests' by its pid.
+    let server = TestServer::binary(&[]);
     server.create("alpha", "python").await;
     let (a, b) = tokio::join!(server.start_project("alpha"), server.start_project("alpha"));
     assert_eq!(a["ideUrl"], b["ideUrl"]);
@@ -330,7 +331,7 @@ async fn idle_sandboxes_are_stopped_after_flushing_and_resume_intact() {
 /// the data directory takes it over with everything in it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_killed_with_9_loses_nothing_and_its_sandbox_is_taken_over() {
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::binary(&[]);
     server.create("phoenix", "node-js").await;
     let started = server.start_project("phoenix").await;
     let mut client = server.ide_client("phoenix", &started).await;
