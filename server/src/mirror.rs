@@ -56,7 +56,8 @@ impl Mirror {
 
     /// The mirror of a sandbox a previous server started, whose local copy
     /// is newer than the store (it kept running while no mirror watched):
-    /// nothing is restored over it, and all of it is reconciled up at once.
+    /// nothing is restored over it, what it no longer has is deleted from
+    /// the store, and the rest is reconciled up at once.
     pub async fn adopt(
         store: Arc<dyn ObjectStore>,
         project: &ProjectId,
@@ -100,6 +101,41 @@ impl Mirror {
     }
 }
 
+/// Deletes from `store` what the local copy at `root` no longer has: files
+/// the sandbox deleted while no mirror watched it (the store would hand
+/// them back at its next fresh start otherwise). Best effort: a store that
+/// cannot be listed now never costs a running sandbox its adoption.
+async fn delete_what_went_unwatched(
+    store: &dyn ObjectStore,
+    prefix: &cloudcode_proto::storage::KeyPrefix,
+    root: &Path,
+) {
+    let listed = match store.list(prefix).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!("listing {prefix:?} in S3 ({e}): what the sandbox deleted while no server ran stays there");
+            return;
+        }
+    };
+    let gone: Vec<_> = listed
+        .into_iter()
+        .filter(|object| {
+            prefix.path_of(&object.key).is_some_and(|path| {
+                matches!(
+                    std::fs::symlink_metadata(root.join(path.as_relative_fs_path())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                )
+            })
+        })
+        .map(|object| object.key)
+        .collect();
+    for result in store.delete_many(gone).await {
+        if let Err(e) = result {
+            tracing::warn!("deleting from S3 what an adopted sandbox deleted: {e}");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Resume {
     /// A sandbox about to start: the store's files come down first.
@@ -118,15 +154,28 @@ impl MirroredPrefix {
         std::fs::create_dir_all(dir)?;
         let root = dir.canonicalize()?;
         let handle = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
-        let persister = Persister::mirror(store, prefix, handle, root.clone(), Duration::from_millis(50));
-        match resume {
+        let persister = Persister::mirror(
+            store.clone(),
+            prefix.clone(),
+            handle,
+            root.clone(),
+            Duration::from_millis(50),
+        );
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let watcher = match resume {
             Resume::Restore => {
                 persister.restore().await?;
+                cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?
             }
-            Resume::Adopt => persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root()),
-        }
-        let (events, _) = tokio::sync::broadcast::channel(16);
-        let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;
+            Resume::Adopt => {
+                // Watched first: whatever appears from now on is uploaded
+                // by the worker, which starts after the deletions below.
+                let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;
+                delete_what_went_unwatched(store.as_ref(), &prefix, &root).await;
+                persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
+                watcher
+            }
+        };
         let stop = CancellationToken::new();
         let worker = tokio::spawn(persister.clone().run(stop.clone()));
         Ok(Self {

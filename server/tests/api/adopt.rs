@@ -105,7 +105,7 @@ async fn preview_answers(server: &TestServer, id: &str) -> String {
 /// the terminal from its seq with every value in order, the app answers
 /// the preview, and a stop then ends everything.
 async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int) {
-    let mut server = TestServer::binary(&[]);
+    let mut server = TestServer::start(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (mut client, instance) = connect(&server, id, &started).await;
@@ -209,7 +209,7 @@ async fn a_terminal_and_an_app_keep_running_across_a_sigkill_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_whose_runner_died_while_the_server_was_down_is_cleaned_up_and_starts_again() {
     let id = "fell-down";
-    let mut server = TestServer::binary(&[]);
+    let mut server = TestServer::start(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (client, _) = connect(&server, id, &started).await;
@@ -254,7 +254,7 @@ async fn a_sandbox_whose_runner_died_while_the_server_was_down_is_cleaned_up_and
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_alone() {
     let id = "reused-pid";
-    let mut server = TestServer::binary(&[]);
+    let mut server = TestServer::start(&[]);
     server.create(id, "python").await;
     server.start_project(id).await;
     let mut old = record(&server, id).unwrap();
@@ -310,7 +310,7 @@ async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_a
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_sandboxes_ends_every_sandbox_and_is_refused_while_a_server_runs() {
     let id = "stop-all";
-    let mut server = TestServer::binary(&[]);
+    let mut server = TestServer::start(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (mut client, _) = connect(&server, id, &started).await;
@@ -345,8 +345,8 @@ async fn stop_sandboxes_ends_every_sandbox_and_is_refused_while_a_server_runs() 
 }
 
 /// With S3 storage the server mirrors each sandbox's local storage: an
-/// adopted sandbox gets its mirror back, and what its runner stored while
-/// no server ran reaches S3.
+/// adopted sandbox gets its mirror back, and what its runner stored (or
+/// deleted) while no server ran reaches S3.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     use cloudcode_proto::storage::s3::S3Store;
@@ -354,7 +354,7 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     let id = "mirrored";
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let mut server = TestServer::binary(&[
+    let mut server = TestServer::start(&[
         "--storage",
         "s3",
         "--s3-bucket",
@@ -369,20 +369,37 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     ]);
     let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
     let key = ObjectKey::parse(&format!("code/{id}/away.txt")).unwrap();
+    let doomed = ObjectKey::parse(&format!("code/{id}/doomed.txt")).unwrap();
     server.create(id, "python").await;
-    server.start_project(id).await;
+    let started = server.start_project(id).await;
+    let (client, _) = connect(&server, id, &started).await;
+    client
+        .write_file(
+            &WorkspacePath::parse("doomed.txt").unwrap(),
+            b"deleted while away",
+            None,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while bucket.get(&doomed).await.is_err() {
+        assert!(Instant::now() < deadline, "the file never reached S3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close();
     let runner = pid_of(&record(&server, id).unwrap(), "runner");
     server.kill();
 
     // The sandbox's own work while no server runs: its runner stores it
-    // locally, and no mirror is there to upload it.
-    std::fs::write(
-        server.data.join(format!("sandboxes/{id}/workspace/away.txt")),
-        "while away\n",
-    )
-    .unwrap();
-    let stored = server.data.join(format!("storage/code/{id}/away.txt"));
-    eventually("the runner stored the file", || std::fs::read(&stored).is_ok()).await;
+    // locally, and no mirror is there to upload it (or the deletion).
+    let workspace = server.data.join(format!("sandboxes/{id}/workspace"));
+    std::fs::write(workspace.join("away.txt"), "while away\n").unwrap();
+    std::fs::remove_file(workspace.join("doomed.txt")).unwrap();
+    let stored = server.data.join(format!("storage/code/{id}"));
+    eventually("the runner stored the change and the deletion", || {
+        stored.join("away.txt").exists() && !stored.join("doomed.txt").exists()
+    })
+    .await;
     assert!(bucket.get(&key).await.is_err(), "uploaded with no server running");
 
     let again = TestServer::restart(&server);
@@ -390,6 +407,14 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     let deadline = Instant::now() + PATIENCE;
     while bucket.get(&key).await.ok().as_deref() != Some(&b"while away\n"[..]) {
         assert!(Instant::now() < deadline, "the adopted sandbox's mirror never uploaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while bucket.get(&doomed).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a file deleted while no server ran is still in S3 (a fresh start would bring it back)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And it goes on mirroring.
@@ -412,7 +437,7 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_adopted_sandbox_keeps_its_network_helper_and_a_stop_ends_it() {
     let id = "net-keeper";
-    let mut server = TestServer::binary(&["--sandbox-network", "outbound"]);
+    let mut server = TestServer::start(&["--sandbox-network", "outbound"]);
     server.create(id, "python").await;
     server.start_project(id).await;
     let sandbox = record(&server, id).unwrap();
