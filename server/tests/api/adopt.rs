@@ -105,7 +105,7 @@ async fn preview_answers(server: &TestServer, id: &str) -> String {
 /// the terminal from its seq with every value in order, the app answers
 /// the preview, and a stop then ends everything.
 async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int) {
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::binary(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (mut client, instance) = connect(&server, id, &started).await;
@@ -209,7 +209,7 @@ async fn a_terminal_and_an_app_keep_running_across_a_sigkill_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_whose_runner_died_while_the_server_was_down_is_cleaned_up_and_starts_again() {
     let id = "fell-down";
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::binary(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (client, _) = connect(&server, id, &started).await;
@@ -254,7 +254,7 @@ async fn a_sandbox_whose_runner_died_while_the_server_was_down_is_cleaned_up_and
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_alone() {
     let id = "reused-pid";
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::binary(&[]);
     server.create(id, "python").await;
     server.start_project(id).await;
     let mut old = record(&server, id).unwrap();
@@ -310,7 +310,7 @@ async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_a
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_sandboxes_ends_every_sandbox_and_is_refused_while_a_server_runs() {
     let id = "stop-all";
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::binary(&[]);
     server.create(id, "python").await;
     let started = server.start_project(id).await;
     let (mut client, _) = connect(&server, id, &started).await;
@@ -354,7 +354,7 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     let id = "mirrored";
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let mut server = TestServer::start(&[
+    let mut server = TestServer::binary(&[
         "--storage",
         "s3",
         "--s3-bucket",
@@ -437,7 +437,7 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_adopted_sandbox_keeps_its_network_helper_and_a_stop_ends_it() {
     let id = "net-keeper";
-    let mut server = TestServer::start(&["--sandbox-network", "outbound"]);
+    let mut server = TestServer::binary(&["--sandbox-network", "outbound"]);
     server.create(id, "python").await;
     server.start_project(id).await;
     let sandbox = record(&server, id).unwrap();
