@@ -9,6 +9,13 @@
 //! reading for 10 s; for the runner also the save-to-durable latency of a
 //! 10 KB file in local storage; and a bare PTY read loop for reference.
 //!
+//! Both serve the same shell the way a user meets it: bash, interactive,
+//! reading the `~/.bashrc` (and `.profile`) Debian gives a new user; the
+//! client is a plain WebSocket client that parses frames and nothing more,
+//! as a browser's would. Server CPU (user + system time of the server
+//! process, not of the shell) is read from `/proc` around the output
+//! phase and the stalled-client phase, and reported per MB.
+//!
 //! ttyd is looked up in `CLOUDCODE_TTYD`, then
 //! `/var/cache/cloudcode-ci/ttyd/ttyd.x86_64`, then PATH. Set
 //! `BENCH_ROUNDS` (default 3) and `BENCH_STALL_SECS` (default 10) to change
@@ -33,7 +40,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const SHELL: &[&str] = &["/bin/bash", "--norc", "--noprofile"];
+/// Interactive bash; its rc files come from the home each server gets.
+const SHELL: &[&str] = &["/bin/bash"];
 const ECHO_KEYS: usize = 300;
 const CONNECTS_PER_ROUND: usize = 15;
 const OUTPUT_SOURCE_BYTES: usize = 15 * 1024 * 1024; // base64: 20.2 MB of output
@@ -56,6 +64,7 @@ impl Server {
     fn start_runner() -> Self {
         let workspace = tempfile::tempdir().unwrap();
         let storage = tempfile::tempdir().unwrap();
+        let home = user_home();
         let issuer = TokenIssuer::generate().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
             .args(["--listen", "127.0.0.1:0", "--project", "bench"])
@@ -64,6 +73,8 @@ impl Server {
             .arg(workspace.path())
             .args(["--storage", "local", "--storage-dir"])
             .arg(storage.path())
+            .arg("--home")
+            .arg(home.path())
             .args(["--shell", &SHELL.join(" ")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -84,7 +95,7 @@ impl Server {
             child,
             url: format!("ws://{addr}/v1/ws"),
             token,
-            _dirs: vec![workspace, storage],
+            _dirs: vec![workspace, storage, home],
         }
     }
 
@@ -94,9 +105,11 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        let home = user_home();
         let child = Command::new(binary)
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-W"])
             .args(SHELL)
+            .env("HOME", home.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,8 +124,13 @@ impl Server {
             child,
             url: format!("ws://127.0.0.1:{port}/ws"),
             token: String::new(),
-            _dirs: vec![],
+            _dirs: vec![home],
         }
+    }
+
+    /// User and system CPU seconds the server process has used so far.
+    fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.id())
     }
 
     fn rss_kib(&self) -> u64 {
@@ -305,11 +323,83 @@ fn median(values: &mut [f64]) -> f64 {
     percentile(values, 50.0)
 }
 
+/// A new user's home: Debian's skeleton rc files (or, where there is none,
+/// one like it: a coloured prompt, history settings, aliases).
+fn user_home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let mut copied = false;
+    for name in [".bashrc", ".profile"] {
+        if std::fs::copy(Path::new("/etc/skel").join(name), home.path().join(name)).is_ok() {
+            copied = true;
+        }
+    }
+    if !copied {
+        std::fs::write(
+            home.path().join(".bashrc"),
+            "HISTCONTROL=ignoreboth\nshopt -s histappend checkwinsize\nHISTSIZE=1000\n\
+             PS1='\\[\\033[01;32m\\]\\u@\\h\\[\\033[00m\\]:\\[\\033[01;34m\\]\\w\\[\\033[00m\\]\\$ '\n\
+             alias ls='ls --color=auto'\nalias grep='grep --color=auto'\n",
+        )
+        .unwrap();
+    }
+    home
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else { return 0.0 };
+    // Fields from the third (state) on: utime is the 14th, stime the 15th.
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / per_sec
+}
+
+/// Bytes written so far by the `base64` processes among `ancestor`'s
+/// descendants: what the shell produced, read or not.
+fn base64_bytes_written(ancestor: u32) -> u64 {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+    };
+    let descends = |mut pid: u32| {
+        while let Some(up) = parent(pid).filter(|p| *p > 1) {
+            if up == ancestor {
+                return true;
+            }
+            pid = up;
+        }
+        false
+    };
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let is_base64 = std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.trim() == "base64");
+        if is_base64 && descends(pid) {
+            let io = std::fs::read_to_string(entry.path().join("io")).unwrap_or_default();
+            total += io
+                .lines()
+                .find_map(|l| l.strip_prefix("wchar: "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
 #[derive(Default, Clone)]
 struct Figures {
     echo_p50_ms: Vec<f64>,
     echo_p99_ms: Vec<f64>,
     output_mb_s: Vec<f64>,
+    /// Server CPU milliseconds per MB of output delivered to the client.
+    output_cpu_ms_per_mb: Vec<f64>,
+    /// Server CPU seconds during the stall, and per MB the shell produced.
+    stall_cpu_s: Vec<f64>,
+    stall_cpu_ms_per_mb: Vec<f64>,
     connect_ms: Vec<f64>,
     idle_rss_mib: Vec<f64>,
     idle_private_mib: Vec<f64>,
@@ -337,20 +427,27 @@ async fn echo_round_trips(terminal: &mut Terminal) -> (f64, f64) {
     (percentile(&samples, 50.0), percentile(&samples, 99.0))
 }
 
-async fn output_throughput(terminal: &mut Terminal, source: &Path) -> f64 {
+/// MB/s, and the server's CPU milliseconds per MB.
+async fn output_throughput(server: &Server, terminal: &mut Terminal, source: &Path) -> (f64, f64) {
     terminal.ready("out").await;
+    let cpu = server.cpu_secs();
     let started = Instant::now();
     terminal
         .send(format!("base64 {}; echo DONE-$((6*7))\r", source.display()).as_bytes())
         .await;
     let bytes = terminal.read_until(b"DONE-42").await;
-    bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    let mb = bytes as f64 / 1e6;
+    let cpu = server.cpu_secs() - cpu;
+    (mb / started.elapsed().as_secs_f64(), cpu * 1000.0 / mb)
 }
 
-async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
+/// Peak RSS growth (MiB), server CPU seconds during the stall, and those
+/// per MB the shell produced meanwhile.
+async fn stalled_client(server: &Server, stall: Duration) -> (f64, f64, f64) {
     let (mut terminal, _) = server.open_terminal().await;
     terminal.ready("stall").await;
     let before = server.rss_kib();
+    let cpu = server.cpu_secs();
     terminal
         .send(b"while :; do cat /dev/urandom | base64 -w 0; done\r")
         .await;
@@ -360,12 +457,18 @@ async fn stalled_growth(server: &Server, stall: Duration) -> f64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(server.rss_kib());
     }
+    let produced_mb = base64_bytes_written(server.child.id()) as f64 / 1e6;
+    let cpu = server.cpu_secs() - cpu;
     // Interrupt and drain, so the next measurement starts clean.
     terminal.send_lenient(b"\x03").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     terminal.send_lenient(b"\x03").await;
     drop(terminal);
-    peak.saturating_sub(before) as f64 / 1024.0
+    (
+        peak.saturating_sub(before) as f64 / 1024.0,
+        cpu,
+        cpu * 1000.0 / produced_mb.max(f64::MIN_POSITIVE),
+    )
 }
 
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
@@ -381,7 +484,9 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
     eprintln!("  {:?}: output", server.kind);
     figures.echo_p50_ms.push(p50);
     figures.echo_p99_ms.push(p99);
-    figures.output_mb_s.push(output_throughput(&mut terminal, source).await);
+    let (mb_s, cpu_per_mb) = output_throughput(server, &mut terminal, source).await;
+    figures.output_mb_s.push(mb_s);
+    figures.output_cpu_ms_per_mb.push(cpu_per_mb);
     terminal.send(b"exit\r").await;
     drop(terminal);
     // More connections, each to a new shell, so the connect figure is a
@@ -395,7 +500,10 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("  {:?}: stalled client", server.kind);
-    figures.stalled_growth_mib.push(stalled_growth(server, stall).await);
+    let (growth, cpu, cpu_per_mb) = stalled_client(server, stall).await;
+    figures.stalled_growth_mib.push(growth);
+    figures.stall_cpu_s.push(cpu);
+    figures.stall_cpu_ms_per_mb.push(cpu_per_mb);
 }
 
 /// The PTY itself, read in 64 KiB chunks: the ceiling for any server.
@@ -461,15 +569,25 @@ fn find_ttyd() -> Option<PathBuf> {
 fn report(name: &str, figures: &Figures) {
     let m = |v: &Vec<f64>| median(&mut v.clone());
     println!(
-        "{name:<8} echo p50 {:>6.3} ms  p99 {:>6.3} ms | output {:>6.1} MB/s | connect->prompt {:>6.2} ms | idle RSS {:>6.1} MiB (private {:.1}) | one terminal {:>6.1} MiB | stalled client +{:.1} MiB",
+        "{name:<8} echo p50 {:>6.3} ms  p99 {:>6.3} ms | output {:>6.1} MB/s, CPU {:>5.1} ms/MB | connect->prompt {:>6.2} ms | idle RSS {:>6.1} MiB (private {:.1}) | one terminal {:>6.1} MiB | stalled client +{:.1} MiB, CPU {:.2} s = {:.1} ms/MB produced",
         m(&figures.echo_p50_ms),
         m(&figures.echo_p99_ms),
         m(&figures.output_mb_s),
+        m(&figures.output_cpu_ms_per_mb),
         m(&figures.connect_ms),
         m(&figures.idle_rss_mib),
         m(&figures.idle_private_mib),
         m(&figures.one_terminal_rss_mib),
         m(&figures.stalled_growth_mib),
+        m(&figures.stall_cpu_s),
+        m(&figures.stall_cpu_ms_per_mb),
+    );
+    let all = |v: &Vec<f64>| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" / ");
+    println!(
+        "{:<8} per round: output {} MB/s, CPU {} ms/MB",
+        "",
+        all(&figures.output_mb_s),
+        all(&figures.output_cpu_ms_per_mb),
     );
 }
 
