@@ -544,6 +544,16 @@ fn perform(
         } => {
             let opened = opened.clone();
             tokio::spawn(async move {
+                // A run ends every live run first, whoever started it (a
+                // browser's Run too): two servers on one port would fight
+                // (PROTOCOL.md, TermInfo's purpose).
+                if purpose == TermPurpose::Run
+                    && let Ok(Reply::Terms { terms }) = handle.request(Op::TermList).await
+                {
+                    for t in terms.iter().filter(|t| t.purpose == TermPurpose::Run && t.exited.is_none()) {
+                        let _ = handle.request(Op::TermClose { term: t.term }).await;
+                    }
+                }
                 let update = match handle
                     .request(Op::TermOpen {
                         cols,

@@ -437,6 +437,25 @@ export function terminalCount(page) {
   });
 }
 
+/** The runner's live run terminals (purpose "run"), as any client sees them. */
+export function liveRuns(page) {
+  return page.evaluate(async () => {
+    const reply = await window.__cloudcode.client().request({ op: 'term_list' });
+    return reply.terms.filter((t) => t.purpose === 'run' && t.exited === undefined).map((t) => t.term);
+  });
+}
+
+/** The runner terminal this page's Run tab shows once it is live (and is
+ * not `other`). */
+export async function liveRunTab(page, what, other) {
+  return waitUntil(what, async () => {
+    const tab = page.locator('[data-role="run"][data-status="live"]');
+    if ((await tab.count()) !== 1) return false;
+    const term = Number(await tab.getAttribute('data-term'));
+    return Number.isInteger(term) && term !== other ? term : false;
+  });
+}
+
 /** Waits for a shell prompt in terminal `index` (the sandbox's bash). */
 export async function waitPrompt(page, index = 0) {
   return waitTerminalText(page, index, /[$#] ?$/m);

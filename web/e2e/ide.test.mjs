@@ -12,6 +12,8 @@ import {
   editorPath,
   editorValue,
   launchBrowser,
+  liveRunTab,
+  liveRuns,
   login,
   newPage,
   openFileFromTree,
@@ -140,24 +142,6 @@ test('run: the Run button runs the project; its output is in the xterm.js buffer
   });
   await context.close();
 });
-
-/** The runner's live run terminals (purpose "run"), as any client sees them. */
-function liveRuns(page) {
-  return page.evaluate(async () => {
-    const reply = await window.__cloudcode.client().request({ op: 'term_list' });
-    return reply.terms.filter((t) => t.purpose === 'run' && t.exited === undefined).map((t) => t.term);
-  });
-}
-
-/** The runner terminal this page's Run tab shows once it is live. */
-async function liveRunTab(page, what, other) {
-  return waitUntil(what, async () => {
-    const tab = page.locator('[data-role="run"][data-status="live"]');
-    if ((await tab.count()) !== 1) return false;
-    const term = Number(await tab.getAttribute('data-term'));
-    return Number.isInteger(term) && term !== other ? term : false;
-  });
-}
 
 test('run across browsers: the Run tab is the same terminal in every browser; a Run anywhere ends the run and the others follow', { timeout: 180_000 }, async () => {
   const { id, context, page } = await ideOn('runid');

@@ -12,6 +12,8 @@ import {
   editorPath,
   editorValue,
   launchBrowser,
+  liveRunTab,
+  liveRuns,
   login,
   newPage,
   openIde,
@@ -110,6 +112,57 @@ test('TUI and browser on one project: a save in either shows in the other; one t
     assert.equal(await page.locator(sel.conflictBanner).count() === 0 || !(await page.locator(sel.conflictBanner).first().isVisible()), true,
       'no conflict for a clean buffer');
     await shot(page, 'tui-browser-after-tui-save');
+  });
+  await context.close();
+});
+
+test('Run across the TUI and the browser: F5\'s run is the browser\'s Run tab, the browser\'s Run ends it, and F5 ends the browser\'s', { timeout: 240_000 }, async () => {
+  const id = uniqueId('runtui');
+  await server.createProject(id, 'python');
+  const { context, page } = await newPage(browser);
+  await withDiagnostics(page, 'runtui', async () => {
+    await login(page, server);
+    await openIde(page, server, id);
+    const program = 'import os, time\nprint("run-pid", os.getpid(), flush=True)\ntime.sleep(600)\n';
+    await page.evaluate((text) => window.__cloudcode.client().writeFile('main.py', new TextEncoder().encode(text)), program);
+
+    const home = path.join(server.root, 'tui-home-run');
+    mkdirSync(home, { recursive: true });
+    tmux?.kill();
+    tmux = new Tmux(160, 45, `${BINS.tui} --server ${server.apiBase} --token ${server.token} --project ${id}`, {
+      HOME: home,
+      XDG_CONFIG_HOME: path.join(home, 'config'),
+      XDG_DATA_HOME: path.join(home, 'data'),
+      TERM: 'xterm-256color',
+    });
+    await tmux.waitFor('the TUI connected with a shell', (s) => s.includes('● connected') && s.includes(`user@${id}`), {
+      timeout: PATIENCE_MS * 2,
+    });
+    await tmux.press('F5');
+    await tmux.waitText('run-pid');
+    const fromTui = await waitUntil('the TUI\'s run to be listed', async () => {
+      const runs = await liveRuns(page);
+      return runs.length === 1 ? runs[0] : false;
+    });
+
+    // A page opened now shows the TUI's run as its Run tab.
+    await page.reload();
+    await openIde(page, server, id);
+    assert.equal(await liveRunTab(page, 'the browser\'s Run tab'), fromTui);
+
+    // The browser's Run ends the TUI's run.
+    await page.locator(sel.runButton).first().click();
+    const fromBrowser = await liveRunTab(page, 'the browser\'s own run', fromTui);
+    await waitUntil('only the browser\'s run left', async () => JSON.stringify(await liveRuns(page)) === JSON.stringify([fromBrowser]));
+
+    // And F5 ends the browser's; the browser's Run tab follows the TUI's.
+    await tmux.press('F5');
+    const again = await waitUntil('the TUI\'s new run, alone', async () => {
+      const runs = await liveRuns(page);
+      return runs.length === 1 && runs[0] !== fromBrowser ? runs[0] : false;
+    });
+    assert.equal(await liveRunTab(page, 'the browser\'s Run tab to follow F5', fromBrowser), again);
+    await shot(page, 'tui-browser-run');
   });
   await context.close();
 });
