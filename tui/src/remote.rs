@@ -550,7 +550,10 @@ fn perform(
                 if purpose == TermPurpose::Run
                     && let Ok(Reply::Terms { terms }) = handle.request(Op::TermList).await
                 {
-                    for t in terms.iter().filter(|t| t.purpose == TermPurpose::Run && t.exited.is_none()) {
+                    for t in terms
+                        .iter()
+                        .filter(|t| t.purpose == TermPurpose::Run && t.exited.is_none())
+                    {
                         let _ = handle.request(Op::TermClose { term: t.term }).await;
                     }
                 }
