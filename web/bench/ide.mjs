@@ -799,6 +799,9 @@ async function main() {
     console.log(
       "cloudcode: a fresh project per round, its sandbox started before the page opens; ttyd: one server, a new bash per page. Both: a new browser context per round, HTTP cache disabled.",
     );
+    console.log(
+      "cloudcode's output MB/s and Ctrl-C: its runner skips a page that falls more than its flow window behind to a snapshot of the screen (proto/PROTOCOL.md, \"Falling behind\"), as tmux does; ttyd's page parses every byte. The MB/s is the output's end on screen, not bytes parsed.",
+    );
     console.log(`workers fetched by cloudcode's page: ${[...new Set(c.flatMap((x) => x.workerUrls))].join(', ') || 'none'}`);
     for (const n of notes) console.log(`note: ${n}`);
   } finally {
