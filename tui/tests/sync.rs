@@ -405,3 +405,77 @@ fn random_operations_on_both_sides_settle_without_loss() {
         assert_eq!(run.code, 0, "round {round}: {}", run.stdout);
     }
 }
+
+#[test]
+fn moves_into_and_out_of_ignored_paths_are_a_delete_and_a_create() {
+    let s = Setup::new();
+    write(&s.local(), ".gitignore", "scratch/\n");
+    write(&s.local(), "src/a.txt", "a");
+    write(&s.local(), "scratch/.keep", "");
+    let watching = s.watch(&[]);
+    wait_for("the first sync", || s.remote().join("src/a.txt").exists());
+    std::fs::rename(s.local().join("src/a.txt"), s.local().join("scratch/a.txt")).unwrap();
+    wait_for("a.txt gone from the sandbox", || !s.remote().join("src/a.txt").exists());
+    assert!(!s.remote().join("scratch").exists(), "an ignored directory was synced");
+    std::fs::rename(s.local().join("scratch/a.txt"), s.local().join("src/b.txt")).unwrap();
+    wait_for("b.txt in the sandbox", || {
+        read(&s.remote(), "src/b.txt").as_deref() == Some("a")
+    });
+    // Case-only renames are renames (both file systems tell case apart).
+    std::fs::rename(s.local().join("src/b.txt"), s.local().join("src/B.txt")).unwrap();
+    wait_for("the case-only rename", || {
+        s.remote().join("src/B.txt").exists() && !s.remote().join("src/b.txt").exists()
+    });
+    write(&s.local(), "src/b.txt", "lower");
+    wait_for("two names differing by case", || {
+        read(&s.remote(), "src/b.txt").as_deref() == Some("lower")
+    });
+    assert_eq!(read(&s.remote(), "src/B.txt").as_deref(), Some("a"));
+    drop(watching);
+}
+
+#[test]
+fn a_branch_switch_of_five_thousand_files_arrives_without_conflicts() {
+    let s = Setup::new();
+    for i in 0..5000 {
+        write(&s.local(), &format!("src/{}/{i}.js", i % 50), "main");
+    }
+    assert_eq!(s.once(&[]).code, 0);
+    let watching = s.watch(&[]);
+    // What `git checkout other` does: rewrite, delete a few, add a few.
+    for i in 0..5000 {
+        let path = format!("src/{}/{i}.js", i % 50);
+        if i % 200 == 0 {
+            std::fs::remove_file(s.local().join(&path)).unwrap();
+        } else {
+            write(&s.local(), &path, "other");
+        }
+    }
+    for i in 0..25 {
+        write(&s.local(), &format!("src/new/{i}.js"), "other");
+    }
+    wait_for("the branch in the sandbox", || {
+        snapshot(&s.local()) == snapshot(&s.remote())
+    });
+    let output = watching.stop();
+    assert!(!output.contains("conflict"), "{output}");
+}
+
+#[test]
+fn a_dropped_connection_is_resumed_and_changes_meanwhile_arrive() {
+    let mut s = Setup::new();
+    write(&s.local(), "a.txt", "1");
+    let watching = s.watch(&[]);
+    wait_for("the first sync", || read(&s.remote(), "a.txt").as_deref() == Some("1"));
+    s.runner.kill();
+    watching.wait_line("reconnecting");
+    write(&s.local(), "a.txt", "2");
+    write(&s.local(), "b.txt", "new while away");
+    s.runner.start_again();
+    watching.wait_line("reconnected");
+    wait_for("the changes made while away", || {
+        read(&s.remote(), "a.txt").as_deref() == Some("2")
+            && read(&s.remote(), "b.txt").as_deref() == Some("new while away")
+    });
+    drop(watching);
+}

@@ -30,6 +30,7 @@ pub struct Runner {
     pub addr: String,
     issuer: TokenIssuer,
     pub workspace: PathBuf,
+    storage: PathBuf,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -38,15 +39,40 @@ impl Runner {
         let workspace = tempfile::tempdir().unwrap();
         let storage = tempfile::tempdir().unwrap();
         let issuer = TokenIssuer::generate().unwrap();
+        let (child, addr) = Self::spawn(&issuer, workspace.path(), storage.path(), "127.0.0.1:0");
+        Self {
+            child,
+            addr,
+            issuer,
+            workspace: workspace.path().canonicalize().unwrap(),
+            storage: storage.path().to_path_buf(),
+            _dirs: vec![workspace, storage],
+        }
+    }
+
+    /// The runner process ends (the sandbox restarts, the network drops)
+    /// and a new one serves the same workspace on the same address.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn start_again(&mut self) {
+        let (child, addr) = Self::spawn(&self.issuer, &self.workspace, &self.storage, &self.addr);
+        assert_eq!(addr, self.addr);
+        self.child = child;
+    }
+
+    fn spawn(issuer: &TokenIssuer, workspace: &Path, storage: &Path, listen: &str) -> (Child, String) {
         let mut child = Command::new(binary("cloudcode-runner"))
-            .args(["--listen", "127.0.0.1:0", "--project", PROJECT])
+            .args(["--listen", listen, "--project", PROJECT])
             .args(["--token-public-key", &issuer.verifier().public_base64()])
             .arg("--workspace")
-            .arg(workspace.path())
+            .arg(workspace)
             .args(["--shell", "/bin/bash --norc --noprofile"])
             .args(["--sync-debounce-ms", "20"])
             .args(["--storage", "local", "--storage-dir"])
-            .arg(storage.path())
+            .arg(storage)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -60,13 +86,7 @@ impl Runner {
             .strip_prefix("cloudcode-runner listening on ")
             .unwrap_or_else(|| panic!("runner did not start: {line:?}"))
             .to_owned();
-        Self {
-            child,
-            addr,
-            issuer,
-            workspace: workspace.path().canonicalize().unwrap(),
-            _dirs: vec![workspace, storage],
-        }
+        (child, addr)
     }
 
     pub fn url(&self) -> String {
@@ -244,13 +264,23 @@ pub fn snapshot(root: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
+        // Read while things change: what vanishes meanwhile (the runner's
+        // temporary files, a file being replaced) is simply not there.
+        let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+        for entry in listing.flatten() {
             let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with(".cloudcode-tmp-") {
+                continue;
+            }
             let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let what = if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+                let Ok(target) = std::fs::read_link(&path) else {
+                    continue;
+                };
+                format!("-> {}", target.display())
             } else if meta.is_dir() {
                 stack.push(path.clone());
                 "dir".to_owned()
@@ -260,7 +290,8 @@ pub fn snapshot(root: &Path) -> Vec<(String, String)> {
                 } else {
                     ""
                 };
-                format!("{}{x}", String::from_utf8_lossy(&std::fs::read(&path).unwrap()))
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                format!("{}{x}", String::from_utf8_lossy(&bytes))
             };
             out.push((rel, what));
         }
