@@ -467,7 +467,17 @@ impl Inner {
             self.end(&project, sandbox).await;
             return false;
         }
+        // A network helper that ended while no server ran is started again:
+        // the sandbox keeps the network it was started with.
+        if record.network.is_some()
+            && sandbox.network.is_none()
+            && let Some(pid) = sandbox.process.id()
+        {
+            tracing::warn!(%project, "the sandbox's network helper had ended: started again");
+            sandbox.network = self.os.start_network(pid).await;
+        }
         record.runner = sandbox.runner;
+        record.network = self.recorded(sandbox.network.as_deref());
         self.os.save_record(&record);
         tracing::info!(%project, pid = ?sandbox.process.id(), "adopted the sandbox a previous server left running");
         self.projects().insert(project, Phase::Running(sandbox));
@@ -765,6 +775,9 @@ mod tests {
         /// Projects whose runner runs but never answers.
         deaf: Mutex<Vec<ProjectId>>,
         records: Mutex<HashMap<ProjectId, Record>>,
+        /// Sandboxes get a network helper (pids from 5000).
+        networked: bool,
+        helpers: Mutex<Vec<(u32, Exit)>>,
     }
 
     /// How a fake sandbox ended, once it has.
@@ -812,6 +825,10 @@ mod tests {
                 .find(|(_, p, _)| *p == pid)
                 .map(|(project, _, exit)| (project.clone(), exit.clone()))
         }
+        fn helper(&self, pid: u32) -> Option<Exit> {
+            let helpers = self.helpers.lock().unwrap();
+            helpers.iter().find(|(p, _)| *p == pid).map(|(_, exit)| exit.clone())
+        }
         fn alive(&self, pid: u32) -> bool {
             self.project_of(pid).is_some_and(|(_, exit)| exit.borrow().is_none())
         }
@@ -858,8 +875,16 @@ mod tests {
                 exit.send_replace(Some("exit status: 0".into()));
             }
         }
-        async fn start_network(&self, _sandbox: u32) -> Option<Box<dyn Process>> {
-            None
+        async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>> {
+            if !self.networked {
+                return None;
+            }
+            let (project, _) = self.project_of(sandbox)?;
+            self.note(format!("network {project}"));
+            let pid = 5000 + self.next_pid.fetch_add(1, Ordering::Relaxed);
+            let exit = Arc::new(watch::channel(None).0);
+            self.helpers.lock().unwrap().push((pid, exit.clone()));
+            Some(Box::new(FakeProcess { pid, exit }))
         }
         fn kill_cgroup(&self, cgroup: &Cgroup) {
             self.note(format!("kill-cgroup {}", cgroup.dirs[0].display()));
@@ -878,7 +903,7 @@ mod tests {
         }
         /// A sandbox's start time is 7 × its pid, its runner's one more.
         fn start_time(&self, pid: u32) -> Option<u64> {
-            if self.alive(pid) {
+            if self.alive(pid) || self.helper(pid).is_some_and(|exit| exit.borrow().is_none()) {
                 return Some(u64::from(pid) * 7);
             }
             let sandbox = pid.checked_sub(1000)?;
@@ -889,7 +914,10 @@ mod tests {
             if self.start_time(pid.pid) != Some(pid.start) {
                 return None;
             }
-            let (_, exit) = self.project_of(pid.pid)?;
+            let exit = match self.project_of(pid.pid) {
+                Some((_, exit)) => exit,
+                None => self.helper(pid.pid)?,
+            };
             Some(Box::new(FakeProcess { pid: pid.pid, exit }))
         }
         async fn runner_ready(&self, ide: &Upstream) -> bool {
@@ -1264,5 +1292,40 @@ mod tests {
         assert!(matches!(backend.state(&id("alpha")).await, SandboxState::Failed { .. }));
         assert!(os.record("alpha").is_none());
         assert_eq!(os.count("remove-cgroup /fake/alpha"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_adopted_sandbox_keeps_its_network_helper_or_gets_a_new_one_and_a_stop_ends_it() {
+        let os = Arc::new(FakeOs {
+            networked: true,
+            ..Default::default()
+        });
+        let first = backend(os.clone());
+        first.ensure_running(&spec("alpha")).await.unwrap();
+        first.ensure_running(&spec("beta")).await.unwrap();
+        let alpha_helper = os.record("alpha").unwrap().network.expect("no helper recorded");
+        let beta_helper = os.record("beta").unwrap().network.unwrap();
+        // beta's helper ends while no server runs.
+        os.helper(beta_helper.pid).unwrap().send_replace(Some("killed".into()));
+        drop(first);
+
+        let second = restarted(&os);
+        let mut adopted = second.adopt("key").await;
+        adopted.sort();
+        assert_eq!(adopted, vec![id("alpha"), id("beta")]);
+        assert_eq!(
+            os.record("alpha").unwrap().network,
+            Some(alpha_helper),
+            "alpha's helper replaced"
+        );
+        assert_eq!(os.log(), ["network beta"], "only beta's ended helper is started again");
+        let new = os.record("beta").unwrap().network.expect("beta left without network");
+        assert_ne!(new, beta_helper);
+
+        second.stop(&id("alpha")).await.unwrap();
+        assert!(
+            os.helper(alpha_helper.pid).unwrap().borrow().is_some(),
+            "the stop left the helper"
+        );
     }
 }
