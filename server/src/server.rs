@@ -68,7 +68,7 @@ impl Server {
         let mut orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
         // Pods are their own record of what runs; local sandboxes need one.
         if !kubernetes {
-            orchestrator = orchestrator.remembering(crate::orchestrator::sandbox_root(&data_dir).join("running"));
+            orchestrator = orchestrator.remembering(crate::orchestrator::wanted_list(&data_dir));
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

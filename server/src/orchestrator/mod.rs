@@ -323,6 +323,23 @@ pub fn sandbox_root(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("sandboxes")
 }
 
+/// The list of the projects that should run (local backend), beside the
+/// sandboxes' own directories under a name no project id can take (ids
+/// have no dot). It was `running` once, which a project may be called: an
+/// old list is moved.
+pub fn wanted_list(data_dir: &std::path::Path) -> PathBuf {
+    let root = sandbox_root(data_dir);
+    let path = root.join("wanted.list");
+    let old = root.join("running");
+    if !path.exists()
+        && old.is_file()
+        && let Err(e) = std::fs::rename(&old, &path)
+    {
+        tracing::warn!("moving the wanted list {} to {}: {e}", old.display(), path.display());
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -221,6 +221,42 @@ fn running_ids(list: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A project may take any name the API accepts, even one the server once
+/// used for a file of its own beside the sandboxes (`running`, its list of
+/// the projects to run), and an old server's list is still read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_named_running_starts_and_comes_back_after_a_restart() {
+    let mut server = TestServer::start(&[]);
+    for id in ["alpha", "running"] {
+        server.create(id, "python").await;
+        server.start_project(id).await;
+    }
+    let (_, list) = server.api("GET", "/api/projects", None).await;
+    let mut running = running_ids(&list);
+    running.sort();
+    assert_eq!(running, ["alpha", "running"], "{list}");
+    server.terminate();
+    assert!(server.data.join("sandboxes/running").is_dir());
+    let again = TestServer::restart(&server);
+    let (_, list) = again.api("GET", "/api/projects", None).await;
+    let mut running = running_ids(&list);
+    running.sort();
+    assert_eq!(running, ["alpha", "running"], "{list}");
+}
+
+/// An old server's list of the projects to run, in the file `running`, is
+/// moved beside the sandboxes under its new name and read.
+#[test]
+fn an_old_wanted_list_is_moved_and_read() {
+    let data = tempfile::tempdir().unwrap();
+    let root = cloudcode_server::orchestrator::sandbox_root(data.path());
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("running"), "alpha\nbeta\n").unwrap();
+    let path = cloudcode_server::orchestrator::wanted_list(data.path());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "alpha\nbeta\n");
+    assert!(!root.join("running").exists());
+}
+
 /// Twenty projects started at once all run, and a restarted server brings
 /// all twenty back.
 #[tokio::test(flavor = "multi_thread")]

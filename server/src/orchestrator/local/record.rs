@@ -172,7 +172,7 @@ mod tests {
         again.save(root).unwrap();
         // Not a project's directory, a stray file, a broken record: ignored.
         std::fs::create_dir_all(root.join("Not_A_Project")).unwrap();
-        std::fs::write(root.join("running"), "alpha\n").unwrap();
+        std::fs::write(root.join("wanted.list"), "alpha\n").unwrap();
         std::fs::create_dir_all(root.join("gamma")).unwrap();
         std::fs::write(root.join("gamma").join(FILE), "{").unwrap();
         // A record copied into another project's directory is not that project's.
