@@ -110,6 +110,15 @@ async fn delete_what_went_unwatched(
     prefix: &cloudcode_proto::storage::KeyPrefix,
     root: &Path,
 ) {
+    // An empty local copy (missing, wiped by an operator who took it for a
+    // cache of S3, a new disk) says nothing about what the sandbox deleted:
+    // deleting by it would delete the project. (A project emptied while no
+    // server ran keeps its files in S3: nothing is lost that way round.)
+    let empty = std::fs::read_dir(root).map_or(true, |mut entries| entries.next().is_none());
+    if empty {
+        tracing::warn!("{} is empty: nothing is deleted from S3 by it", root.display());
+        return;
+    }
     let listed = match store.list(prefix).await {
         Ok(listed) => listed,
         Err(e) => {

@@ -432,6 +432,68 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     }
 }
 
+/// A machine rebooted (the sandbox gone) and its local storage wiped, as
+/// an operator may take it for a cache of S3: the next server ends what is
+/// left of the sandbox and deletes nothing from S3; the project starts
+/// again from the bucket with its files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_local_copy_never_deletes_the_project_from_s3() {
+    use cloudcode_proto::storage::s3::S3Store;
+    use cloudcode_proto::storage::{ObjectKey, ObjectStore};
+    let id = "wiped";
+    let s3 = cloudcode_proto::testing::S3Server::start();
+    let endpoint = s3.endpoint();
+    let mut server = TestServer::binary(&[
+        "--storage",
+        "s3",
+        "--s3-bucket",
+        "projects",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--s3-access-key-id",
+        cloudcode_proto::testing::ACCESS_KEY,
+        "--s3-secret-access-key",
+        cloudcode_proto::testing::SECRET_KEY,
+    ]);
+    let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
+    let key = ObjectKey::parse(&format!("code/{id}/kept.txt")).unwrap();
+    server.create(id, "python").await;
+    let started = server.start_project(id).await;
+    let (client, _) = connect(&server, id, &started).await;
+    client
+        .write_file(&WorkspacePath::parse("kept.txt").unwrap(), b"in the bucket", None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while bucket.get(&key).await.is_err() {
+        assert!(Instant::now() < deadline, "the file never reached S3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close();
+    let sandbox = record(&server, id).unwrap();
+    server.kill();
+    // The reboot: the sandbox ends without its server, and the local copy
+    // of storage is gone.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid_of(&sandbox, "runner"), libc::SIGKILL) };
+    let bwrap = pid_of(&sandbox, "sandbox");
+    eventually("the sandbox gone", || !alive(bwrap)).await;
+    std::fs::remove_dir_all(server.data.join("storage")).unwrap();
+
+    let again = TestServer::restart(&server);
+    let started = again.start_project(id).await;
+    assert_eq!(
+        bucket.get(&key).await.ok().as_deref(),
+        Some(&b"in the bucket"[..]),
+        "the project was deleted from S3"
+    );
+    let (mut client, _) = connect(&again, id, &started).await;
+    let term = open_terminal(&client).await;
+    let out = run(&mut client, term, "cat kept.txt").await;
+    assert!(out.contains("in the bucket"), "{out}");
+}
+
 /// With outbound network, the sandbox's slirp4netns is taken over too:
 /// the adopted sandbox still reaches out, and a stop ends the helper.
 #[tokio::test(flavor = "multi_thread")]
