@@ -812,9 +812,15 @@ impl Persister {
             }
         }
         if failed {
-            let backoff = state.backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
-            state.backoff = Some(backoff);
-            state.retry_at = Some(Instant::now() + backoff);
+            // Once per wave of retries: both lanes fail at each retry while
+            // storage is down, and doubling for each would make a save wait
+            // far longer than the outage once storage is back.
+            let due = state.retry_at.is_none_or(|at| at <= Instant::now());
+            if due {
+                let backoff = state.backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+                state.backoff = Some(backoff);
+                state.retry_at = Some(Instant::now() + backoff);
+            }
         } else if state.backoff.is_some() {
             tracing::info!("storage reachable again");
             state.backoff = None;
