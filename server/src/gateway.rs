@@ -65,13 +65,35 @@ pub fn route(host: Option<&str>, ide_domain: &str, preview_domain: &str) -> Rout
 
 async fn connect(upstream: &Upstream) -> Result<Box<dyn Io>, ProxyError> {
     Ok(match upstream {
-        Upstream::Unix(path) => Box::new(UnixStream::connect(path).await.map_err(ProxyError::Connect)?),
+        Upstream::Unix(path) => Box::new(connect_unix(path).await.map_err(ProxyError::Connect)?),
         Upstream::Tcp(addr) => {
             let stream = TcpStream::connect(addr).await.map_err(ProxyError::Connect)?;
             let _ = stream.set_nodelay(true);
             Box::new(stream)
         }
     })
+}
+
+/// Connects to the socket that is at `path`, never to one a symlink there
+/// names. A sandbox may write in its socket directory: a link in place of
+/// its runner's socket could point this server at any socket of the host
+/// (a container engine's, say). The socket is opened as a path first
+/// (`O_PATH`, which pins the inode and does not follow a final link), and
+/// reached through that descriptor.
+async fn connect_unix(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let socket = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !socket.metadata()?.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a socket", path.display()),
+        ));
+    }
+    UnixStream::connect(format!("/proc/self/fd/{}", socket.as_raw_fd())).await
 }
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -132,6 +154,24 @@ mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
+
+    /// A sandbox that puts a link where its runner's socket belongs never
+    /// gets this server to connect to the socket the link names.
+    #[tokio::test]
+    async fn a_symlink_in_place_of_a_runner_socket_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_socket = dir.path().join("host-service.sock");
+        let listener = tokio::net::UnixListener::bind(&host_socket).unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await.is_ok() });
+        let planted = dir.path().join("ide.sock");
+        std::os::unix::fs::symlink(&host_socket, &planted).unwrap();
+        let refused = connect(&Upstream::Unix(planted)).await;
+        assert!(refused.is_err(), "the gateway followed the link");
+
+        // The real socket itself is reached.
+        assert!(connect(&Upstream::Unix(host_socket)).await.is_ok());
+        assert!(accepted.await.unwrap());
+    }
 
     /// The Kubernetes gateway mode reaches previews over TCP: a WebSocket
     /// (hot reload) goes through and back.
