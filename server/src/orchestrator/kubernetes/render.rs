@@ -116,7 +116,10 @@ pub enum RunnerStorage {
 pub const HOME_VOLUME: &str = "home";
 /// The runner image's user's home (`k8s/runner.Dockerfile`).
 pub const SANDBOX_HOME: &str = "/home/user";
-const HOME_SIZE_LIMIT: &str = "256Mi";
+/// As large as the workspace's: package managers' caches (`~/.cache`,
+/// `~/.npm`) land in the home, and a pod whose emptyDir outgrows its limit
+/// is evicted at once, terminals and unsaved output with it.
+const HOME_SIZE_LIMIT: &str = "2Gi";
 
 /// Where the runner container finds its storage token (gateway storage).
 pub const STORAGE_TOKEN_DIR: &str = "/var/run/secrets/cloudcode/storage";
