@@ -101,6 +101,54 @@ fn main() {
         inotify_watches(pid)
     );
     drop(watching);
+    rename_in_a_large_tree();
+}
+
+/// mutagen#100's tree: 41,875 files in 3,736 directories; one directory
+/// renamed, until the sandbox shows it.
+fn rename_in_a_large_tree() {
+    let files: usize = std::env::var("BENCH_RENAME_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(41_875);
+    let dirs = (files * 3_736 / 41_875).max(1);
+    let s = Setup::new();
+    let local = s.local();
+    for i in 0..files {
+        let d = i % dirs;
+        write(&local, &format!("t/{}/{d}/{i}.txt", d % 61), &format!("{i}"));
+    }
+    let started = Instant::now();
+    let first = s.once(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let first_time = started.elapsed();
+    let watching = s.watch(&[]);
+    let remote = s.remote();
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let from = local.join(format!("t/{round}/{round}"));
+        let to = local.join(format!("t/{round}/renamed-{round}"));
+        let moved: Vec<_> = std::fs::read_dir(&from)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        let started = Instant::now();
+        std::fs::rename(&from, &to).unwrap();
+        let target = remote.join(format!("t/{round}/renamed-{round}"));
+        wait_for("the renamed directory in the sandbox", || {
+            moved.iter().all(|name| target.join(name).exists()) && !remote.join(format!("t/{round}/{round}")).exists()
+        });
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "{files} files in {dirs} directories: first sync {:.1} s; a directory renamed, visible in the sandbox: median {:.0} ms, max {:.0} ms of 5",
+        first_time.as_secs_f64(),
+        times[2].as_secs_f64() * 1000.0,
+        times[4].as_secs_f64() * 1000.0
+    );
+    drop(watching);
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

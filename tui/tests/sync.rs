@@ -479,3 +479,26 @@ fn a_dropped_connection_is_resumed_and_changes_meanwhile_arrive() {
     });
     drop(watching);
 }
+
+/// A long copy in progress: the file grows for a while; whatever the sync
+/// uploads meanwhile, the sandbox ends with the whole file, once.
+#[test]
+fn a_file_written_for_a_while_arrives_whole() {
+    use std::io::Write;
+    let s = Setup::new();
+    let watching = s.watch(&[]);
+    let chunk: Vec<u8> = (0..256 * 1024).map(|i| (i % 253) as u8).collect();
+    let mut file = std::fs::File::create(s.local().join("big.bin")).unwrap();
+    for _ in 0..40 {
+        file.write_all(&chunk).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(file);
+    let expected = std::fs::read(s.local().join("big.bin")).unwrap();
+    wait_for("the whole file in the sandbox", || {
+        std::fs::read(s.remote().join("big.bin")).is_ok_and(|b| b == expected)
+    });
+    let output = watching.stop();
+    assert!(!output.contains("conflict"), "{output}");
+}

@@ -14,6 +14,7 @@
 //! A change that fails is reported and left: the views are updated only
 //! with what happened, so the next round decides it again.
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ pub struct Outcome {
     pub copies: Vec<WorkspacePath>,
     /// Changes not made, and why (each will be decided again).
     pub skipped: Vec<String>,
+    /// Paths found changed on a side since it was looked at: to look at
+    /// again before the next round.
+    pub stale_local: Vec<WorkspacePath>,
+    pub stale_remote: Vec<WorkspacePath>,
 }
 
 pub struct Executor<'a> {
@@ -58,10 +63,26 @@ pub struct Executor<'a> {
 enum Skip {
     #[error("{0}")]
     Because(String),
+    /// The folder no longer holds what the plan was made from.
+    #[error("changed in the folder meanwhile; looking again")]
+    LocalChanged,
+    /// The sandbox no longer holds what the plan was made from.
+    #[error("changed in the sandbox meanwhile; looking again")]
+    RemoteChanged,
     #[error(transparent)]
     Runner(#[from] ClientError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Outcome {
+    fn note_stale(&mut self, skip: &Skip, path: &WorkspacePath) {
+        match skip {
+            Skip::LocalChanged => self.stale_local.push(path.clone()),
+            Skip::RemoteChanged => self.stale_remote.push(path.clone()),
+            _ => {}
+        }
+    }
 }
 
 fn because(why: impl Into<String>) -> Skip {
@@ -84,7 +105,10 @@ impl Executor<'_> {
             match self.make_copy(copy).await {
                 Ok(()) => outcome.copies.push(copy.copy.clone()),
                 Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => return Err(ClientError::Closed),
-                Err(e) => outcome.skipped.push(format!("conflict copy {}: {e}", copy.copy)),
+                Err(e) => {
+                    outcome.note_stale(&e, &copy.path);
+                    outcome.skipped.push(format!("conflict copy {}: {e}", copy.copy));
+                }
             }
             (self.on_done)();
         }
@@ -100,23 +124,44 @@ impl Executor<'_> {
             match result {
                 Ok(()) => outcome.done += 1,
                 Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => return Err(ClientError::Closed),
-                Err(e) => outcome.skipped.push(format!("{} (in the folder): {e}", change.path())),
+                Err(e) => {
+                    outcome.note_stale(&e, change.path());
+                    outcome.skipped.push(format!("{} (in the folder): {e}", change.path()));
+                }
             }
             (self.on_done)();
         }
-        // Remote changes in waves that may run in parallel: deletions of one
-        // depth, then directories of one depth, then every file and link
-        // (their directories exist by then).
-        let mut waves: Vec<Vec<&Change>> = Vec::new();
+        // Remote changes in waves that may run in parallel. What is put
+        // goes first, so a renamed directory shows at its new name before
+        // the old one is cleared: deletions that make room for a put (the
+        // same path, or a file where a directory must be) of one depth,
+        // then directories of one depth, then every file and link, then the
+        // other deletions, deepest first.
+        let mut needed: HashSet<&WorkspacePath> = HashSet::new();
+        let mut ancestors_needed: HashSet<WorkspacePath> = HashSet::new();
+        for change in &plan.remote {
+            if let Change::Put { path, .. } = change {
+                needed.insert(path);
+                ancestors_needed.extend(super::model::ancestors(path));
+            }
+        }
         let wave_of = |c: &Change| match c {
-            Change::Delete { path, .. } => (0u8, usize::MAX - super::model::depth(path)),
+            Change::Delete { path, .. } if needed.contains(path) || ancestors_needed.contains(path) => {
+                (0u8, usize::MAX - super::model::depth(path))
+            }
             Change::Put {
                 node: Node::Dir, path, ..
             } => (1, super::model::depth(path)),
             Change::Put { .. } => (2, 0),
+            Change::Delete { path, .. } => (3, usize::MAX - super::model::depth(path)),
         };
+        let mut ordered: Vec<&Change> = plan.remote.iter().collect();
+        // Stable: within a wave the plan's order (deepest first, parents
+        // first) holds.
+        ordered.sort_by_key(|c| wave_of(c));
+        let mut waves: Vec<Vec<&Change>> = Vec::new();
         let mut last = None;
-        for change in &plan.remote {
+        for change in ordered {
             let key = wave_of(change);
             if last != Some(key) {
                 waves.push(Vec::new());
@@ -153,7 +198,10 @@ impl Executor<'_> {
                     Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => {
                         return Err(ClientError::Closed);
                     }
-                    Err(e) => outcome.skipped.push(format!("{} (in the sandbox): {e}", change.path())),
+                    Err(e) => {
+                        outcome.note_stale(&e, change.path());
+                        outcome.skipped.push(format!("{} (in the sandbox): {e}", change.path()));
+                    }
                 }
                 (self.on_done)();
             }
@@ -171,14 +219,14 @@ impl Executor<'_> {
             (Node::File { hash, executable }, Side::Remote) => {
                 let (bytes, _) = self.handle.read_file(&copy.path).await?;
                 if &hash_bytes(&bytes) != hash {
-                    return Err(because("the sandbox's file changed again; will look again"));
+                    return Err(Skip::RemoteChanged);
                 }
                 write_atomically(&dest, &bytes, *executable, None)?;
             }
             (Node::File { hash, executable }, Side::Local) => {
                 let bytes = std::fs::read(local_path(self.root, &copy.path))?;
                 if &hash_bytes(&bytes) != hash {
-                    return Err(because("the file changed again; will look again"));
+                    return Err(Skip::LocalChanged);
                 }
                 write_atomically(&dest, &bytes, *executable, None)?;
             }
@@ -208,11 +256,7 @@ impl Executor<'_> {
             }
             _ => false,
         };
-        if still {
-            Ok(())
-        } else {
-            Err(because("changed in the folder meanwhile; will look again"))
-        }
+        if still { Ok(()) } else { Err(Skip::LocalChanged) }
     }
 
     fn delete_local(&mut self, path: &WorkspacePath, was: &Node) -> Result<(), Skip> {
@@ -271,7 +315,7 @@ impl Executor<'_> {
                 } else {
                     let (bytes, version) = self.handle.read_file(path).await?;
                     if &hash_bytes(&bytes) != hash {
-                        return Err(because("changed in the sandbox meanwhile; will look again"));
+                        return Err(Skip::RemoteChanged);
                     }
                     (Some(bytes), Some(version))
                 };
@@ -324,7 +368,7 @@ impl RemoteJob<'_> {
                     let now = self.handle.manifest(path).await?;
                     let current = now.first().and_then(|e| e.version.clone());
                     if current != self.version {
-                        return Err(because("changed in the sandbox meanwhile; will look again"));
+                        return Err(Skip::RemoteChanged);
                     }
                 }
                 let op = Op::Delete {
@@ -378,7 +422,7 @@ impl RemoteJob<'_> {
                         } else {
                             let bytes = std::fs::read(local_path(self.root, path))?;
                             if &hash_bytes(&bytes) != hash {
-                                return Err(because("changed in the folder meanwhile; will look again"));
+                                return Err(Skip::LocalChanged);
                             }
                             let (base, create_new) = match was {
                                 Some(Node::File { .. }) => (self.version.clone(), false),
@@ -389,7 +433,7 @@ impl RemoteJob<'_> {
                                 Err(ClientError::Remote {
                                     code: ErrorCode::Conflict | ErrorCode::AlreadyExists,
                                     ..
-                                }) => return Err(because("changed in the sandbox meanwhile; will look again")),
+                                }) => return Err(Skip::RemoteChanged),
                                 Err(e) => return Err(e.into()),
                             }
                         };

@@ -166,6 +166,9 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
     if let Err(message) = watcher.watch_dirs(&sync.folder, sync.index.iter().filter(|(_, e)| e.node.is_dir())) {
         sync.report.line(&message);
     }
+    // What changed between the first look and the watches: look again.
+    let mut rescan_all = true;
+    let mut first_event: Option<Instant> = Some(Instant::now());
     sync.report.line(&format!(
         "watching {} ({} entries{}); Ctrl-C to stop",
         sync.folder.display(),
@@ -175,8 +178,6 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
     let mut events_open = true;
     let mut dirty_local: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut dirty_remote: BTreeSet<WorkspacePath> = BTreeSet::new();
-    let mut rescan_all = false;
-    let mut first_event: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -543,8 +544,19 @@ impl Sync<'_> {
             self.scan(copy)?;
         }
         self.last_copies = outcome.copies.clone();
+        // What turned out to have changed is looked at again now, so the
+        // next round decides with what is there (an event for it may have
+        // been merged into one already handled).
+        for path in &outcome.stale_local {
+            self.scan(path)?;
+        }
+        let stale_remote: BTreeSet<WorkspacePath> = outcome.stale_remote.iter().cloned().collect();
+        self.remote.refresh(handle, &stale_remote).await?;
+        self.last_copies.extend(outcome.stale_local.iter().cloned());
+        self.last_copies.extend(stale_remote);
+        let stale = !outcome.stale_local.is_empty() || !outcome.stale_remote.is_empty();
         self.advance(scope)?;
-        Ok(outcome.done > 0 || !outcome.copies.is_empty())
+        Ok(outcome.done > 0 || !outcome.copies.is_empty() || stale)
     }
 
     /// Stops a round that would delete a lot, or empty a side.
@@ -622,6 +634,31 @@ impl Sync<'_> {
         ));
     }
 
+    /// Scans `top`, watches the directories found that are not watched
+    /// yet, and looks at those once more: what was created in them before
+    /// their watch existed sends no event and would be missed.
+    fn scan_and_watch(&mut self, top: &WorkspacePath, watcher: &mut LocalWatcher) -> anyhow::Result<()> {
+        let mut stats = self.scan(top)?;
+        for _ in 0..MAX_ROUNDS {
+            let fresh = watcher.unwatched(&stats.dirs);
+            if fresh.is_empty() {
+                break;
+            }
+            if let Err(message) = watcher.watch_paths(&self.folder, &fresh) {
+                self.report.line(&message);
+            }
+            stats = ScanStats::default();
+            for dir in fresh {
+                let more = self.scan(&dir)?;
+                stats.dirs.extend(more.dirs);
+            }
+        }
+        if top.is_root() {
+            watcher.keep_only(|d| self.index.get(d).is_some_and(|e| e.node.is_dir()));
+        }
+        Ok(())
+    }
+
     /// Looks again at what events named, then reconciles until quiet.
     async fn catch_up(
         &mut self,
@@ -652,7 +689,7 @@ impl Sync<'_> {
         let mut full = std::mem::take(rescan_all);
         let mut scanned: Vec<WorkspacePath> = Vec::new();
         if full {
-            self.full_scan()?;
+            self.scan_and_watch(&WorkspacePath::root(), watcher)?;
         } else {
             let done = &mut scanned;
             for path in local {
@@ -670,16 +707,14 @@ impl Sync<'_> {
                     continue;
                 }
                 if top.is_root() {
-                    self.full_scan()?;
+                    self.scan_and_watch(&WorkspacePath::root(), watcher)?;
                     full = true;
                     break;
                 }
-                let stats = self.scan(&top)?;
-                // New directories are watched as they appear (and were
-                // scanned whole, in case they filled before the watch).
-                if let Err(message) = watcher.watch_paths(&self.folder, &stats.dirs) {
-                    self.report.line(&message);
-                }
+                // A directory an event names may be a new one at an old
+                // name: watched afresh.
+                watcher.forget_below(&top);
+                self.scan_and_watch(&top, watcher)?;
                 done.push(top);
             }
         }
@@ -792,7 +827,7 @@ struct LocalWatcher {
     watcher: Option<notify::RecommendedWatcher>,
     /// A test's stand-in for the kernel's limit.
     fake_limit: Option<usize>,
-    watched: usize,
+    watched: std::collections::HashSet<WorkspacePath>,
 }
 
 impl LocalWatcher {
@@ -831,8 +866,33 @@ impl LocalWatcher {
         Self {
             watcher,
             fake_limit,
-            watched: 0,
+            watched: std::collections::HashSet::new(),
         }
+    }
+
+    /// Of `dirs`, those without a watch yet (none while polling).
+    fn unwatched(&self, dirs: &[WorkspacePath]) -> Vec<WorkspacePath> {
+        if self.watcher.is_none() {
+            return Vec::new();
+        }
+        let root = WorkspacePath::root();
+        let mut out: Vec<WorkspacePath> = dirs.iter().filter(|d| !self.watched.contains(*d)).cloned().collect();
+        if !self.watched.contains(&root) && dirs.contains(&root) {
+            out.push(root);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn forget_below(&mut self, top: &WorkspacePath) {
+        if !top.is_root() {
+            self.watched.retain(|d| !d.starts_with(top));
+        }
+    }
+
+    fn keep_only(&mut self, mut keep: impl FnMut(&WorkspacePath) -> bool) {
+        self.watched.retain(|d| d.is_root() || keep(d));
     }
 
     fn polling(&self) -> bool {
@@ -859,7 +919,7 @@ impl LocalWatcher {
             return Ok(());
         };
         for dir in dirs {
-            let at_limit = self.fake_limit.is_some_and(|limit| self.watched >= limit);
+            let at_limit = self.fake_limit.is_some_and(|limit| self.watched.len() >= limit);
             let result = if at_limit {
                 Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
             } else {
@@ -869,7 +929,9 @@ impl LocalWatcher {
                 )
             };
             match result {
-                Ok(()) => self.watched += 1,
+                Ok(()) => {
+                    self.watched.insert(dir.clone());
+                }
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     self.watcher = None;
                     return Err(watch_limit_message());
