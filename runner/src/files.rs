@@ -32,7 +32,8 @@ impl FileError {
         }
     }
 
-    fn io(path: &WorkspacePath, e: io::Error) -> Self {
+    /// The protocol's error for an I/O error on `path`, by its kind.
+    pub(crate) fn io(path: &WorkspacePath, e: io::Error) -> Self {
         let code = match e.kind() {
             ErrorKind::NotFound => ErrorCode::NotFound,
             ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,

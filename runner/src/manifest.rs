@@ -319,6 +319,13 @@ pub fn symlink(ws: &Workspace, path: &WorkspacePath, target: &str, overwrite: bo
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(path, e)),
     }
+    if !overwrite {
+        // Made at its name, the link fails with EEXIST if anything appeared
+        // there since the check: nothing is ever replaced.
+        return dir
+            .symlink_contents(target, path.as_relative_fs_path())
+            .map_err(|e| io_error(path, e));
+    }
     let tmp = temporary_beside(path);
     dir.symlink_contents(target, &tmp).map_err(|e| io_error(path, e))?;
     if let Err(e) = dir.rename(&tmp, dir, path.as_relative_fs_path()) {
@@ -388,19 +395,9 @@ fn mtime_ms(meta: &Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+/// One mapping of I/O errors to the protocol's codes, the file ops' own.
 fn io_error(path: &WorkspacePath, e: io::Error) -> FileError {
-    let code = match e.kind() {
-        ErrorKind::NotFound => ErrorCode::NotFound,
-        ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
-        ErrorKind::NotADirectory => ErrorCode::NotADirectory,
-        ErrorKind::IsADirectory => ErrorCode::IsADirectory,
-        ErrorKind::DirectoryNotEmpty => ErrorCode::DirectoryNotEmpty,
-        _ if e.raw_os_error() == Some(libc::ELOOP) => ErrorCode::OutsideWorkspace,
-        // cap-std refuses a resolution that leaves the workspace this way.
-        ErrorKind::PermissionDenied => ErrorCode::OutsideWorkspace,
-        _ => ErrorCode::Internal,
-    };
-    FileError::new(code, format!("{path}: {e}"))
+    FileError::io(path, e)
 }
 
 #[cfg(test)]
