@@ -408,9 +408,12 @@ impl Inner {
         if self.projects().contains_key(&project) {
             return false;
         }
+        // Held even when the record is not this version's: the sandbox is
+        // then ended as a stop ends one (its runner flushes first), which
+        // needs it.
         let process: Box<dyn Process> = match self.os.adopt(record.sandbox) {
-            Some(process) if record.is_current() => process,
-            _ => Box::new(Gone),
+            Some(process) => process,
+            None => Box::new(Gone),
         };
         let network = record.network.and_then(|pid| self.os.adopt(pid));
         // A record written before the runner was found: look for it now.
@@ -1279,6 +1282,26 @@ mod tests {
         assert_eq!(os.count("terminate alpha"), 1);
         assert_eq!(os.count("terminate beta"), 1);
         assert!(os.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_recorded_by_another_version_is_stopped_gracefully_not_adopted() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let mut record = os.record("alpha").unwrap();
+        record.version += 1;
+        let bwrap = record.sandbox.pid;
+        os.save_record(&record);
+
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        // Asked to flush and stop, then whatever is left goes: never left
+        // running beside the sandbox the next start makes.
+        assert_eq!(os.count("terminate alpha"), 1);
+        assert!(!os.alive(bwrap), "the sandbox was left running");
+        assert!(os.record("alpha").is_none());
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.count("spawn alpha"), 1);
     }
 
     #[tokio::test]
