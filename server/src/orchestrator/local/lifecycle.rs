@@ -455,6 +455,8 @@ impl Inner {
             Some("its sandbox is gone".to_string())
         } else if sandbox.runner.is_none() {
             Some("its runner is gone".to_string())
+        } else if record.network.is_some() && !self.os.gives_network() {
+            Some("it has outbound network, which this server's settings no longer give".to_string())
         } else if record.token_public_key != token_public_key {
             Some("its runner checks tokens with another signing key".to_string())
         } else if self.mirror_to.is_some() && sandbox.mirror.is_none() {
@@ -779,7 +781,7 @@ mod tests {
         deaf: Mutex<Vec<ProjectId>>,
         records: Mutex<HashMap<ProjectId, Record>>,
         /// Sandboxes get a network helper (pids from 5000).
-        networked: bool,
+        networked: std::sync::atomic::AtomicBool,
         helpers: Mutex<Vec<(u32, Exit)>>,
     }
 
@@ -878,8 +880,11 @@ mod tests {
                 exit.send_replace(Some("exit status: 0".into()));
             }
         }
+        fn gives_network(&self) -> bool {
+            self.networked.load(Ordering::Relaxed)
+        }
         async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>> {
-            if !self.networked {
+            if !self.gives_network() {
                 return None;
             }
             let (project, _) = self.project_of(sandbox)?;
@@ -1285,6 +1290,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sandbox_with_network_is_not_adopted_by_a_server_that_gives_none() {
+        let os = Arc::new(FakeOs {
+            networked: true.into(),
+            ..Default::default()
+        });
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let helper = os.record("alpha").unwrap().network.expect("no helper recorded");
+        // The operator turns outbound network off and restarts the server.
+        os.networked.store(false, Ordering::Relaxed);
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        assert_eq!(os.count("terminate alpha"), 1, "not stopped gracefully");
+        assert!(
+            os.helper(helper.pid).is_some_and(|exit| exit.borrow().is_some()),
+            "its network helper lives on"
+        );
+        // Wanted still: the next start gives it the settings of now.
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.record("alpha").unwrap().network, None);
+    }
+
+    #[tokio::test]
     async fn a_sandbox_recorded_by_another_version_is_stopped_gracefully_not_adopted() {
         let os = Arc::new(FakeOs::default());
         backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
@@ -1320,7 +1347,7 @@ mod tests {
     #[tokio::test]
     async fn an_adopted_sandbox_keeps_its_network_helper_or_gets_a_new_one_and_a_stop_ends_it() {
         let os = Arc::new(FakeOs {
-            networked: true,
+            networked: true.into(),
             ..Default::default()
         });
         let first = backend(os.clone());

@@ -59,6 +59,8 @@ pub(super) trait Os: Send + Sync + 'static {
     fn kill_sandbox(&self, sandbox: u32);
     /// The sandbox's network helper, if its network needs one.
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>>;
+    /// Whether sandboxes get outbound network under these settings.
+    fn gives_network(&self) -> bool;
     /// SIGKILLs everything left in the cgroup.
     fn kill_cgroup(&self, cgroup: &Cgroup);
     /// One attempt at removing the cgroup: true once it is gone.
@@ -299,6 +301,10 @@ impl Os for HostOs {
         {
             signal(init, libc::SIGKILL);
         }
+    }
+
+    fn gives_network(&self) -> bool {
+        self.config.network == Network::Outbound && self.config.isolation == Isolation::Bubblewrap
     }
 
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>> {
