@@ -35,6 +35,11 @@ const STOP_GRACE: Duration = Duration::from_secs(40);
 const CGROUP_REMOVAL: Duration = Duration::from_secs(1);
 /// How long a runner may take to answer its first readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sandbox taken over from a previous server may take to answer:
+/// its runner was ready before, so one that does not answer by then is hung
+/// (or speaks another protocol version), and the server listens only once
+/// adoption is done.
+const ADOPTED_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LocalBackend {
     inner: Arc<Inner>,
@@ -341,7 +346,7 @@ impl Inner {
             record.network = self.recorded(sandbox.network.as_deref());
             self.os.save_record(record);
         }
-        if let Err(e) = self.wait_ready(project, &mut sandbox).await {
+        if let Err(e) = self.wait_ready(project, &mut sandbox, self.ready_timeout).await {
             self.kill(&mut sandbox).await;
             self.clean_up(project, sandbox).await;
             return Err(e);
@@ -369,8 +374,13 @@ impl Inner {
 
     /// Probes the runner until it answers; fails at once if the sandbox
     /// ends meanwhile.
-    async fn wait_ready(&self, project: &ProjectId, sandbox: &mut Sandbox) -> Result<(), OrchestratorError> {
-        let deadline = tokio::time::Instant::now() + self.ready_timeout;
+    async fn wait_ready(
+        &self,
+        project: &ProjectId,
+        sandbox: &mut Sandbox,
+        timeout: Duration,
+    ) -> Result<(), OrchestratorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(2);
         loop {
             if self.os.runner_ready(&sandbox.endpoints.ide).await {
@@ -388,7 +398,7 @@ impl Inner {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(OrchestratorError::NotReady(
-                    self.ready_timeout,
+                    timeout,
                     format!(
                         "no answer on its socket; its log is {}",
                         command::log_file(&self.root, project).display()
@@ -462,7 +472,7 @@ impl Inner {
         } else if self.mirror_to.is_some() && sandbox.mirror.is_none() {
             Some("its storage cannot be mirrored".to_string())
         } else {
-            self.wait_ready(&project, &mut sandbox)
+            self.wait_ready(&project, &mut sandbox, self.ready_timeout.min(ADOPTED_READY_TIMEOUT))
                 .await
                 .err()
                 .map(|e| e.to_string())
