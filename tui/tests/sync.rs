@@ -502,3 +502,21 @@ fn a_file_written_for_a_while_arrives_whole() {
     let output = watching.stop();
     assert!(!output.contains("conflict"), "{output}");
 }
+
+/// A renamed directory is one rename in the sandbox: no re-upload, and no
+/// deletion threshold to trip.
+#[test]
+fn a_renamed_directory_is_moved_not_deleted_and_copied() {
+    let s = Setup::new();
+    for i in 0..60 {
+        write(&s.local(), &format!("old/sub/{i}.txt"), &i.to_string());
+    }
+    assert_eq!(s.once(&[]).code, 0);
+    std::fs::rename(s.local().join("old"), s.local().join("new")).unwrap();
+    let run = s.once(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("1 moved"), "{}", run.stdout);
+    assert!(!run.stdout.contains(" up"), "{}", run.stdout);
+    assert!(!s.remote().join("old").exists());
+    assert_eq!(snapshot(&s.local()), snapshot(&s.remote()));
+}

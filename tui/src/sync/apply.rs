@@ -41,6 +41,7 @@ pub struct Outcome {
     pub downloaded: usize,
     pub deleted_local: usize,
     pub deleted_remote: usize,
+    pub moved: usize,
     pub copies: Vec<WorkspacePath>,
     /// Changes not made, and why (each will be decided again).
     pub skipped: Vec<String>,
@@ -120,6 +121,7 @@ impl Executor<'_> {
                 Change::Put { path, node, was } => self.put_local(path, node, was.as_ref()).await.map(|downloaded| {
                     outcome.downloaded += usize::from(downloaded);
                 }),
+                Change::Move { from, to } => self.move_local(from, to),
             };
             match result {
                 Ok(()) => outcome.done += 1,
@@ -152,6 +154,7 @@ impl Executor<'_> {
             Change::Put {
                 node: Node::Dir, path, ..
             } => (1, super::model::depth(path)),
+            Change::Move { to, .. } => (1, super::model::depth(to)),
             Change::Put { .. } => (2, 0),
             Change::Delete { path, .. } => (3, usize::MAX - super::model::depth(path)),
         };
@@ -191,9 +194,13 @@ impl Executor<'_> {
                             Change::Delete { .. } => outcome.deleted_remote += 1,
                             Change::Put { node: Node::Dir, .. } => {}
                             Change::Put { .. } => outcome.uploaded += 1,
+                            Change::Move { .. } => outcome.moved += 1,
                         }
                         outcome.done += 1;
-                        self.remote.record(&recorded.path, recorded.node, recorded.version);
+                        match change {
+                            Change::Move { from, to } => self.remote.record_move(from, to),
+                            _ => self.remote.record(&recorded.path, recorded.node, recorded.version),
+                        }
                     }
                     Err(Skip::Runner(ClientError::Closed | ClientError::Connect(_))) => {
                         return Err(ClientError::Closed);
@@ -273,6 +280,24 @@ impl Executor<'_> {
             _ => std::fs::remove_file(&abs)?,
         }
         self.index.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    fn move_local(&mut self, from: &WorkspacePath, to: &WorkspacePath) -> Result<(), Skip> {
+        self.check_local(to, None)?;
+        std::fs::rename(local_path(self.root, from), local_path(self.root, to))?;
+        let moved: Vec<(WorkspacePath, LocalEntry)> = self
+            .index
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        for (path, entry) in moved {
+            self.index.remove(&path);
+            if let Some(new) = rebase(&path, from, to) {
+                self.index.insert(new, entry);
+            }
+        }
         Ok(())
     }
 
@@ -362,6 +387,26 @@ struct RemoteJob<'a> {
 impl RemoteJob<'_> {
     async fn apply(&self, change: &Change) -> Result<Recorded, Skip> {
         match change {
+            Change::Move { from, to } => {
+                let op = Op::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                    overwrite: false,
+                };
+                match self.handle.request(op).await {
+                    Ok(_) => {}
+                    Err(ClientError::Remote {
+                        code: ErrorCode::NotFound | ErrorCode::AlreadyExists,
+                        ..
+                    }) => return Err(Skip::RemoteChanged),
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(Recorded {
+                    path: to.clone(),
+                    node: None,
+                    version: None,
+                })
+            }
             Change::Delete { path, was } => {
                 if matches!(was, Node::File { .. }) {
                     // `delete` takes no version: check it just before.
@@ -503,4 +548,10 @@ fn link_atomically(dest: &Path, target: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, dest).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// `path` (at or below `from`) as it is after `from` moved to `to`.
+pub fn rebase(path: &WorkspacePath, from: &WorkspacePath, to: &WorkspacePath) -> Option<WorkspacePath> {
+    let rest = path.as_str().strip_prefix(from.as_str())?;
+    WorkspacePath::parse(&format!("{to}{rest}")).ok()
 }

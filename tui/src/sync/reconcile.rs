@@ -57,12 +57,17 @@ pub enum Change {
         node: Node,
         was: Option<Node>,
     },
+    /// What is at `from` (a file, or a directory with all it holds) goes to
+    /// `to`, which is free: a rename on the side, instead of a delete and
+    /// a new copy of every byte.
+    Move { from: WorkspacePath, to: WorkspacePath },
 }
 
 impl Change {
     pub fn path(&self) -> &WorkspacePath {
         match self {
             Change::Delete { path, .. } | Change::Put { path, .. } => path,
+            Change::Move { to, .. } => to,
         }
     }
 }
@@ -126,7 +131,7 @@ impl Plan {
                 Change::Put {
                     was: Some(was), node, ..
                 } => !was.is_dir() && !was.same_kind(node),
-                Change::Put { .. } => false,
+                Change::Put { .. } | Change::Move { .. } => false,
             })
             .count()
     }
@@ -166,8 +171,111 @@ pub fn reconcile(local: &Tree, remote: &Tree, base: &Tree, mode: Mode) -> Plan {
         keep_ancestors(&mut targets, local, remote, mode, &mut plan);
     }
     plan.local = changes(local, &targets, |t| t.local.as_ref());
-    plan.remote = changes(remote, &targets, |t| t.remote.as_ref());
+    plan.remote = with_moves(remote, changes(remote, &targets, |t| t.remote.as_ref()));
     plan
+}
+
+/// Turns a deletion and a creation of the same content into a move: a
+/// directory whose whole subtree reappears elsewhere (its children created
+/// there, nothing else), or a file whose node reappears at a free path.
+/// A renamed directory of 10,000 files is then one rename on the side, not
+/// 10,000 deletions (which would also trip the deletion threshold) and
+/// 10,000 uploads.
+fn with_moves(current: &Tree, changes: Vec<Change>) -> Vec<Change> {
+    use std::collections::HashMap;
+    let puts: BTreeMap<&WorkspacePath, &Node> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Put { path, node, was: None } => Some((path, node)),
+            _ => None,
+        })
+        .collect();
+    let deleted: BTreeSet<&WorkspacePath> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    // What lies below `top` in `tree`, relative to it.
+    fn below<'a>(
+        tree: impl Iterator<Item = (&'a WorkspacePath, &'a Node)>,
+        top: &WorkspacePath,
+    ) -> Vec<(String, Node)> {
+        let prefix = format!("{}/", top.as_str());
+        tree.filter_map(|(p, n)| p.as_str().strip_prefix(&prefix).map(|rel| (rel.to_owned(), n.clone())))
+            .collect()
+    }
+    let subtree = |tree: &Tree, top: &WorkspacePath| {
+        below(
+            tree.range(top.clone()..)
+                .take_while(|(p, _)| p.as_str() < format!("{}0", top.as_str()).as_str()),
+            top,
+        )
+    };
+    // Candidates: deleted directories by their content, deleted files by node.
+    let mut dirs_by_content: HashMap<Vec<(String, Node)>, Vec<&WorkspacePath>> = HashMap::new();
+    let mut files_by_node: HashMap<&Node, Vec<&WorkspacePath>> = HashMap::new();
+    for path in &deleted {
+        // Only what goes entirely: a directory whose children all go too.
+        if deleted.iter().any(|d| *d != *path && path.starts_with(d)) {
+            continue;
+        }
+        match current.get(*path) {
+            Some(Node::Dir) => {
+                let content = subtree(current, path);
+                if content
+                    .iter()
+                    .all(|(rel, _)| WorkspacePath::parse(&format!("{path}/{rel}")).is_ok_and(|p| deleted.contains(&p)))
+                    && !puts.contains_key(*path)
+                {
+                    dirs_by_content.entry(content).or_default().push(path);
+                }
+            }
+            Some(node) if !puts.contains_key(*path) => files_by_node.entry(node).or_default().push(path),
+            _ => {}
+        }
+    }
+    let mut moves: Vec<(WorkspacePath, WorkspacePath)> = Vec::new();
+    let mut moved_from: BTreeSet<WorkspacePath> = BTreeSet::new();
+    let mut moved_to: BTreeSet<WorkspacePath> = BTreeSet::new();
+    for (path, node) in &puts {
+        if moved_to.iter().any(|t| path.starts_with(t)) {
+            continue;
+        }
+        let from = match node {
+            Node::Dir => {
+                let content: Vec<(String, Node)> = below(puts.iter().map(|(p, n)| (*p, *n)), path);
+                dirs_by_content.get_mut(&content).and_then(Vec::pop)
+            }
+            node => files_by_node.get_mut(node).and_then(Vec::pop),
+        };
+        let Some(from) = from else { continue };
+        if path.starts_with(from) || from.starts_with(path) {
+            continue;
+        }
+        moved_from.insert(from.clone());
+        moved_to.insert((*path).clone());
+        moves.push((from.clone(), (*path).clone()));
+    }
+    if moves.is_empty() {
+        return changes;
+    }
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut moves = moves.into_iter().peekable();
+    for change in changes {
+        let covered = match &change {
+            Change::Delete { path, .. } => moved_from.iter().any(|f| path.starts_with(f)),
+            Change::Put { path, .. } => moved_to.iter().any(|t| path.starts_with(t)),
+            Change::Move { .. } => false,
+        };
+        if !covered {
+            out.push(change);
+        }
+    }
+    // Last: every directory a move goes into exists by then.
+    out.extend(moves.by_ref().map(|(from, to)| Change::Move { from, to }));
+    out
 }
 
 fn two_way(path: &WorkspacePath, l: Option<&Node>, r: Option<&Node>, b: Option<&Node>, plan: &mut Plan) -> Target {
@@ -492,6 +600,22 @@ mod tests {
                         }
                         tree.insert(path.clone(), node.clone());
                     }
+                    Change::Move { from, to } => {
+                        assert!(!tree.contains_key(to), "{to} is not free");
+                        for a in ancestors(to) {
+                            assert_eq!(tree.get(&a), Some(&Node::Dir), "{to} moved before its parent {a}");
+                        }
+                        let moved: Vec<(WorkspacePath, Node)> = tree
+                            .iter()
+                            .filter(|(p, _)| p.starts_with(from))
+                            .map(|(p, n)| (p.clone(), n.clone()))
+                            .collect();
+                        for (p, n) in moved {
+                            tree.remove(&p);
+                            let rest = &p.as_str()[from.as_str().len()..];
+                            tree.insert(WorkspacePath::parse(&format!("{to}{rest}")).unwrap(), n);
+                        }
+                    }
                 }
             }
         }
@@ -712,6 +836,62 @@ mod tests {
         assert_eq!(l, local);
         assert_eq!(r, local);
         assert!(notices.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_directory_or_file_is_one_move() {
+        let base = tree(&[
+            ("src", d()),
+            ("src/a", f("A")),
+            ("src/sub", d()),
+            ("src/sub/b", f("B")),
+            ("big.bin", f("G")),
+        ]);
+        let local = tree(&[
+            ("lib", d()),
+            ("lib/src", d()),
+            ("lib/src/a", f("A")),
+            ("lib/src/sub", d()),
+            ("lib/src/sub/b", f("B")),
+            ("renamed.bin", f("G")),
+        ]);
+        let plan = reconcile(&local, &base, &base, Mode::TwoWaySafe);
+        assert_eq!(plan.deletions(Side::Remote), 0, "{:?}", plan.remote);
+        assert_eq!(
+            plan.remote,
+            vec![
+                Change::Put {
+                    path: p("lib"),
+                    node: d(),
+                    was: None
+                },
+                Change::Move {
+                    from: p("src"),
+                    to: p("lib/src")
+                },
+                Change::Move {
+                    from: p("big.bin"),
+                    to: p("renamed.bin")
+                },
+            ]
+        );
+        assert_eq!(apply(&local, &base, &plan).1, local);
+        // Not a move when the content differs: a file added on the way.
+        let mut changed = local.clone();
+        changed.insert(p("lib/src/new"), f("N"));
+        let plan = reconcile(&changed, &base, &base, Mode::TwoWaySafe);
+        assert!(
+            plan.remote
+                .iter()
+                .any(|c| matches!(c, Change::Move { from, .. } if from == &p("big.bin")))
+        );
+        assert!(
+            !plan
+                .remote
+                .iter()
+                .any(|c| matches!(c, Change::Move { from, .. } if from == &p("src")))
+        );
+        assert_eq!(apply(&changed, &base, &plan).1, changed);
     }
 
     #[test]

@@ -77,6 +77,27 @@ impl RemoteView {
         Ok(())
     }
 
+    /// Records one of our own moves: what was below `from` is below `to`,
+    /// with the same versions (a rename keeps a file's mtime and size).
+    pub fn record_move(&mut self, from: &WorkspacePath, to: &WorkspacePath) {
+        let moved: Vec<(WorkspacePath, Node)> = self
+            .tree
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        for (path, node) in moved {
+            self.tree.remove(&path);
+            let version = self.versions.remove(&path);
+            if let Some(new) = super::apply::rebase(&path, from, to) {
+                if let Some(version) = version {
+                    self.versions.insert(new.clone(), version);
+                }
+                self.tree.insert(new, node);
+            }
+        }
+    }
+
     /// Records the result of one of our own changes.
     pub fn record(&mut self, path: &WorkspacePath, node: Option<Node>, version: Option<String>) {
         match node {

@@ -622,6 +622,7 @@ impl Sync<'_> {
                         let verb = if was.is_some() { "update" } else { "create" };
                         format!("{arrow}: {verb} {} {path}", node.describe())
                     }
+                    super::reconcile::Change::Move { from, to } => format!("{arrow}: move {from} to {to}"),
                 };
                 self.report.line(&text);
             }
@@ -771,15 +772,18 @@ fn describe_outcome(plan: &Plan, outcome: &Outcome) -> String {
     if outcome.deleted_remote > 0 {
         parts.push(format!("{} deleted in the sandbox", outcome.deleted_remote));
     }
+    if outcome.moved > 0 {
+        parts.push(format!("{} moved", outcome.moved));
+    }
     if outcome.deleted_local > 0 {
         parts.push(format!("{} deleted in the folder", outcome.deleted_local));
     }
     if !outcome.copies.is_empty() {
         parts.push(format!("{} conflict copies", outcome.copies.len()));
     }
-    let others = outcome
-        .done
-        .saturating_sub(outcome.uploaded + outcome.downloaded + outcome.deleted_remote + outcome.deleted_local);
+    let others = outcome.done.saturating_sub(
+        outcome.uploaded + outcome.downloaded + outcome.deleted_remote + outcome.deleted_local + outcome.moved,
+    );
     if others > 0 {
         parts.push(format!("{others} other"));
     }
