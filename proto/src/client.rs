@@ -306,20 +306,27 @@ impl RunnerHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, chunks_tx);
+        // However it ends, the transfer is forgotten.
+        let _transfer = TransferGuard {
+            transfers: &self.transfers,
+            id,
+        };
         self.send_request(id, Op::Manifest { path: path.clone() })?;
         let (size, entries) = match rx.await.map_err(|_| ClientError::Closed)?? {
             Reply::ManifestStarted { size, entries } => (size, entries),
             other => return Err(ClientError::Unexpected(Box::new(other))),
         };
-        let mut data = Vec::with_capacity(size as usize);
+        // Sizes the runner announces are reserved only up to a bound: a
+        // runner is code in a sandbox, and its word alone never makes this
+        // process allocate gigabytes.
+        let mut data = Vec::with_capacity(size.min(MANIFEST_RESERVE) as usize);
         while (data.len() as u64) < size {
             match chunks.recv().await {
                 Some(chunk) => data.extend_from_slice(&chunk),
                 None => return Err(ClientError::Closed),
             }
         }
-        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        let mut out = Vec::with_capacity(entries as usize);
+        let mut out = Vec::with_capacity(entries.min(MANIFEST_RESERVE / 64) as usize);
         for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let entry = serde_json::from_slice(line).map_err(|e| ClientError::Malformed(e.to_string()))?;
             out.push(entry);
@@ -407,5 +414,23 @@ impl RunnerHandle {
 fn resolve(pending: &Pending, id: u64, result: Result<Reply, ClientError>) {
     if let Some(waiter) = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
         let _ = waiter.send(result);
+    }
+}
+
+/// Bytes reserved ahead for a manifest (it grows past this as it arrives).
+const MANIFEST_RESERVE: u64 = 16 * 1024 * 1024;
+
+/// Removes a transfer's chunk channel when the request that made it ends.
+struct TransferGuard<'a> {
+    transfers: &'a Transfers,
+    id: u64,
+}
+
+impl Drop for TransferGuard<'_> {
+    fn drop(&mut self) {
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
