@@ -14,6 +14,7 @@ pub mod message;
 pub mod path;
 pub mod project;
 pub mod rest;
+pub mod sandbox;
 pub mod storage;
 #[cfg(feature = "sync")]
 pub mod sync;

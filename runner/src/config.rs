@@ -51,7 +51,7 @@ pub struct Config {
     pub token_public_key: String,
 
     /// The project's working copy.
-    #[arg(long, env = "CLOUDCODE_WORKSPACE", default_value = "/workspace")]
+    #[arg(long, env = "CLOUDCODE_WORKSPACE", default_value = cloudcode_proto::sandbox::WORKSPACE)]
     pub workspace: PathBuf,
 
     #[arg(long, env = "CLOUDCODE_STORAGE", value_enum, default_value = "local")]

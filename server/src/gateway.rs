@@ -133,7 +133,7 @@ pub async fn forward(upstream: &Upstream, mut request: Request<Body>) -> Result<
 /// and the idle reaper's source. Returns the status and, when the body is
 /// a runner's health, that.
 pub async fn health(upstream: &Upstream, token: &str) -> Result<(u16, Option<RunnerHealth>), ProxyError> {
-    let request = Request::get("/v1/health")
+    let request = Request::get(format!("/v{}/health", cloudcode_proto::PROTOCOL_VERSION))
         .header(header::HOST, "runner")
         .header(
             header::AUTHORIZATION,

@@ -115,7 +115,7 @@ pub enum RunnerStorage {
 /// in storage under `home/<project>/`.
 pub const HOME_VOLUME: &str = "home";
 /// The runner image's user's home (`k8s/runner.Dockerfile`).
-pub const SANDBOX_HOME: &str = "/home/user";
+pub const SANDBOX_HOME: &str = cloudcode_proto::sandbox::HOME;
 /// As large as the workspace's: package managers' caches (`~/.cache`,
 /// `~/.npm`) land in the home, and a pod whose emptyDir outgrows its limit
 /// is evicted at once, terminals and unsaved output with it.
@@ -272,7 +272,7 @@ impl Template {
                 "--listen".into(),
                 format!("0.0.0.0:{RUNNER_PORT}"),
                 "--workspace".into(),
-                "/workspace".into(),
+                cloudcode_proto::sandbox::WORKSPACE.into(),
                 "--home".into(),
                 home.clone(),
             ]);

@@ -23,16 +23,12 @@ use tokio::process::Command;
 use super::{Isolation, LocalConfig, Network};
 use crate::orchestrator::SandboxSpec;
 use crate::projects::ProjectId;
+use cloudcode_proto::sandbox::{HOME, WORKSPACE};
 use cloudcode_proto::storage::layout;
 
 /// Inside the sandbox.
 const RUNNER_PATH: &str = "/opt/cloudcode/cloudcode-runner";
 const SOCKET_DIR: &str = "/run/cloudcode";
-const WORKSPACE: &str = "/workspace";
-/// The sandbox user's home, as its passwd entry and the Kubernetes runner
-/// image (`k8s/runner.Dockerfile`) say: apart from the workspace, so a
-/// shell's own files never land in the project's tree.
-const HOME: &str = "/home/user";
 const STORAGE: &str = "/storage";
 
 /// The project's directory under the sandboxes' root: its workspace, its
@@ -327,7 +323,9 @@ fn write_identity_files(dir: &Path, project: &ProjectId) -> std::io::Result<()> 
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join("passwd"),
-        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nuser:x:1000:1000:cloudcode user:/home/user:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        format!(
+            "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nuser:x:1000:1000:cloudcode user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
     )?;
     std::fs::write(dir.join("group"), "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")?;
     std::fs::write(
