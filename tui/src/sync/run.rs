@@ -144,6 +144,7 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         last_copies: Vec::new(),
         state_dirty: false,
         saved_at: Instant::now(),
+        saving: None,
     };
     sync.full_scan()?;
     for warning in std::mem::take(&mut sync.rules.warnings) {
@@ -193,6 +194,7 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
             _ = &mut ctrl_c => {
                 sync.state_dirty = true;
                 sync.save()?;
+                sync.finish_saving()?;
                 sync.report.line("stopped; the next run resumes from here");
                 return Ok(0);
             }
@@ -315,6 +317,7 @@ struct Sync<'r> {
     /// The agreed state changed since it was last written.
     state_dirty: bool,
     saved_at: Instant,
+    saving: Option<std::thread::JoinHandle<Result<(), super::state::StateError>>>,
 }
 
 impl Sync<'_> {
@@ -446,9 +449,29 @@ impl Sync<'_> {
             base: self.base.clone(),
             local: self.index.clone(),
         };
-        state.save(&self.state_file)?;
+        // The previous write first: states land in order.
+        self.finish_saving()?;
         self.state_dirty = false;
         self.saved_at = Instant::now();
+        if self.args.once {
+            state.save(&self.state_file)?;
+        } else {
+            // Serialising 100,000 entries takes a while: not on the loop
+            // that answers the next save.
+            let path = self.state_file.clone();
+            self.saving = Some(std::thread::spawn(move || state.save(&path)));
+        }
+        Ok(())
+    }
+
+    /// Waits for a state write in progress.
+    fn finish_saving(&mut self) -> anyhow::Result<()> {
+        if let Some(writing) = self.saving.take() {
+            match writing.join() {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!("writing the sync state failed"),
+            }
+        }
         Ok(())
     }
 
