@@ -262,11 +262,28 @@ impl Workspace {
         } else {
             Path::new(parent.as_str()).join(&tmp_name)
         };
-        let file = self.dir.create(&tmp_rel).map_err(|e| FileError::io(path, e))?;
+        let file = self
+            .dir
+            .create(&tmp_rel)
+            .map_err(|e| FileError::io(path, e))?
+            .into_std();
+        // A save keeps the file's mode: `run.sh` stays executable.
+        if let Some(meta) = current
+            .as_ref()
+            .and_then(|_| self.dir.metadata(target.as_relative_fs_path()).ok())
+            && meta.is_file()
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = cap_std::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(mode)) {
+                let _ = self.dir.remove_file(&tmp_rel);
+                return Err(FileError::io(path, e));
+            }
+        }
         Ok(PendingWrite {
             target,
             tmp_rel,
-            file: Some(file.into_std()),
+            file: Some(file),
             base_version: base_version.map(str::to_owned),
         })
     }

@@ -324,3 +324,21 @@ async fn a_client_vanishing_mid_write_leaves_the_old_file_intact() {
     assert_eq!(std::fs::read(runner.workspace.join("doc.txt")).unwrap(), b"original");
     assert_eq!(runner.stored("doc.txt").unwrap(), b"original");
 }
+
+/// A save over a file keeps its mode: a script stays executable, a private
+/// file stays private, whoever saves it (the browser IDE, the TUI, a sync).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_keeps_the_files_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    for (name, mode) in [("run.sh", 0o755), ("secret.env", 0o600)] {
+        let file = runner.workspace.join(name);
+        std::fs::write(&file, "before\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        client.write_file(&p(name), b"after\n", None).await.unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"after\n");
+        let now = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, mode, "{name} lost its mode on save");
+    }
+}
