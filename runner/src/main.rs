@@ -93,6 +93,25 @@ fn lower_thread_priority() {
     }
 }
 
+/// The watchers' inotify readers are notify's own threads, not the
+/// storage runtime's: found by name and lowered like them, as they turn an
+/// `npm install`'s hundreds of thousands of events into storage work.
+fn lower_watcher_threads() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.starts_with("notify-rs") {
+            // SAFETY: setpriority has no memory-safety preconditions.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, STORAGE_NICE) };
+        }
+    }
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match config.storage {
         StorageKind::Local => {
@@ -260,6 +279,7 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
         None => None,
     };
     drop(on_storage);
+    lower_watcher_threads();
 
     let activity = Arc::new(cloudcode_runner::activity::Activity::default());
     let terminals = Arc::new(Terminals::new(
