@@ -467,7 +467,13 @@ async fn stalled_client(server: &Server, stall: Duration) -> (f64, f64, f64) {
     (
         peak.saturating_sub(before) as f64 / 1024.0,
         cpu,
-        cpu * 1000.0 / produced_mb.max(f64::MIN_POSITIVE),
+        // A server that pauses the program (ttyd does) produced next to
+        // nothing: no per-MB figure then.
+        if produced_mb < 1.0 {
+            f64::NAN
+        } else {
+            cpu * 1000.0 / produced_mb
+        },
     )
 }
 
