@@ -180,6 +180,9 @@ impl LocalBackend {
     }
 }
 
+/// How long a server waits for another to release the sandboxes' root.
+const LOCK_GRACE: Duration = Duration::from_secs(3);
+
 /// An exclusive `flock` on `<root>/server.lock`, released by the kernel
 /// when this process ends however it ends (never inherited: the file is
 /// close-on-exec).
@@ -197,16 +200,24 @@ fn lock_root(root: &std::path::Path) -> Result<std::fs::File, LocalBackendError>
         .write(true)
         .open(&path)
         .map_err(lock_error)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A previous server may still be on its way out (a supervisor restarts
+    // at once), and a process forked elsewhere in this one holds a copy of
+    // the descriptor until it execs: a moment's grace before refusing.
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
         let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            LocalBackendError::InUse(root.to_path_buf())
-        } else {
-            lock_error(e)
-        });
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(lock_error(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LocalBackendError::InUse(root.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(file)
 }
 
 impl Inner {
