@@ -308,6 +308,9 @@ pub struct Terminals {
     activity: Arc<crate::activity::Activity>,
     next_id: AtomicU32,
     map: Mutex<HashMap<TermId, Arc<Terminal>>>,
+    /// Held while a run terminal replaces the live ones: two clients
+    /// pressing Run at the same instant end with one run, not two.
+    runs: Mutex<()>,
 }
 
 impl Terminals {
@@ -316,6 +319,7 @@ impl Terminals {
             config,
             activity,
             next_id: AtomicU32::new(1),
+            runs: Mutex::new(()),
             map: Mutex::new(HashMap::new()),
         }
     }
@@ -332,6 +336,21 @@ impl Terminals {
         purpose: TermPurpose,
     ) -> Result<Arc<Terminal>, TerminalError> {
         check_size(cols, rows)?;
+        // A new run ends every live one first (whichever client started
+        // it): two servers on one port would fight.
+        let _one_run = (purpose == TermPurpose::Run).then(|| self.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        if purpose == TermPurpose::Run {
+            let live: Vec<TermId> = self
+                .map()
+                .values()
+                .filter(|t| t.purpose == TermPurpose::Run && t.lock().exited.is_none())
+                .map(|t| t.id)
+                .collect();
+            for id in live {
+                tracing::info!(term = id, "a new run ends this one");
+                self.close(id);
+            }
+        }
         let mut argv = command.unwrap_or_else(|| self.config.shell.clone());
         if argv.is_empty() {
             return Err(TerminalError::EmptyCommand);

@@ -322,6 +322,47 @@ async fn a_terminal_s_purpose_is_told_to_every_client() {
     assert_eq!(purpose(shell), Some(TermPurpose::Shell), "absent in term_open: a shell");
 }
 
+/// A run ends every live run, whichever client started it, and two runs
+/// started at the same instant end as one: two servers on one port would
+/// fight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_run_ends_the_live_ones_even_two_at_once() {
+    let runner = TestRunner::start();
+    let (first, second) = (runner.client().await, runner.client().await);
+    fn run_op(arg: String) -> Op {
+        Op::TermOpen {
+            cols: 80,
+            rows: 24,
+            command: Some(vec!["sleep".into(), arg]),
+            flow_window: None,
+            purpose: Some(TermPurpose::Run),
+        }
+    }
+    let (a, b) = (unique_sleep_arg(), unique_sleep_arg());
+    let (one, two) = tokio::join!(first.request(run_op(a.clone())), second.request(run_op(b.clone())));
+    assert!(matches!(one, Ok(Reply::TermOpened { .. })) && matches!(two, Ok(Reply::TermOpened { .. })));
+    let shell = open_terminal(&first).await;
+    let Reply::Terms { terms } = first.request(Op::TermList).await.unwrap() else {
+        panic!("expected terms")
+    };
+    let runs: Vec<_> = terms.iter().filter(|t| t.purpose == TermPurpose::Run).collect();
+    assert_eq!(runs.len(), 1, "{terms:?}");
+    assert!(terms.iter().any(|t| t.term == shell), "a shell is no run: {terms:?}");
+    eventually("one of the two runs ended", || {
+        process_running(&a) != process_running(&b)
+    })
+    .await;
+
+    // A later run ends that one too.
+    let c = unique_sleep_arg();
+    second.request(run_op(c.clone())).await.unwrap();
+    eventually("the earlier runs ended", || {
+        !process_running(&a) && !process_running(&b)
+    })
+    .await;
+    assert!(process_running(&c));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_terminals_get_a_clear_error() {
     let runner = TestRunner::start();
