@@ -400,7 +400,7 @@ fn next_counter() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-fn kind_of(meta: &Metadata) -> EntryKind {
+pub(crate) fn kind_of(meta: &Metadata) -> EntryKind {
     let ft = meta.file_type();
     if ft.is_symlink() {
         EntryKind::Symlink
@@ -413,7 +413,7 @@ fn kind_of(meta: &Metadata) -> EntryKind {
     }
 }
 
-fn mtime_ns(meta: &Metadata) -> i64 {
+pub(crate) fn mtime_ns(meta: &Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())

@@ -14,7 +14,6 @@ use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::UNIX_EPOCH;
 
 use cap_std::fs::{Dir, Metadata, MetadataExt, Permissions};
 use cloudcode_proto::message::{EntryKind, ErrorCode, ManifestEntry};
@@ -161,7 +160,7 @@ fn describe(
     out: &mut Manifest,
     seen: &mut HashSet<WorkspacePath>,
 ) -> FileResult<Option<Dir>> {
-    let kind = kind_of(meta);
+    let kind = crate::files::kind_of(meta);
     let mut entry = ManifestEntry {
         path: path.clone(),
         kind,
@@ -374,25 +373,8 @@ fn temporary_beside(path: &WorkspacePath) -> PathBuf {
     }
 }
 
-fn kind_of(meta: &Metadata) -> EntryKind {
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
-    }
-}
-
 fn mtime_ms(meta: &Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::files::mtime_ns(meta) / 1_000_000
 }
 
 /// One mapping of I/O errors to the protocol's codes, the file ops' own.

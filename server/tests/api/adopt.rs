@@ -354,19 +354,7 @@ async fn an_adopted_sandbox_gets_its_s3_mirror_back() {
     let id = "mirrored";
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let mut server = TestServer::binary(&[
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        "projects",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "--s3-access-key-id",
-        cloudcode_proto::testing::ACCESS_KEY,
-        "--s3-secret-access-key",
-        cloudcode_proto::testing::SECRET_KEY,
-    ]);
+    let mut server = TestServer::binary(&s3_args(&endpoint));
     let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
     let key = ObjectKey::parse(&format!("code/{id}/away.txt")).unwrap();
     let doomed = ObjectKey::parse(&format!("code/{id}/doomed.txt")).unwrap();
@@ -443,19 +431,7 @@ async fn a_wiped_local_copy_never_deletes_the_project_from_s3() {
     let id = "wiped";
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let mut server = TestServer::binary(&[
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        "projects",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "--s3-access-key-id",
-        cloudcode_proto::testing::ACCESS_KEY,
-        "--s3-secret-access-key",
-        cloudcode_proto::testing::SECRET_KEY,
-    ]);
+    let mut server = TestServer::binary(&s3_args(&endpoint));
     let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
     let key = ObjectKey::parse(&format!("code/{id}/kept.txt")).unwrap();
     server.create(id, "python").await;

@@ -25,6 +25,24 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The server's settings for S3 storage in the tests' S3 server at
+/// `endpoint` (bucket `projects`).
+pub fn s3_args(endpoint: &str) -> [&str; 11] {
+    [
+        "--storage",
+        "s3",
+        "--s3-bucket",
+        "projects",
+        "--s3-endpoint",
+        endpoint,
+        "--s3-path-style",
+        "--s3-access-key-id",
+        cloudcode_proto::testing::ACCESS_KEY,
+        "--s3-secret-access-key",
+        cloudcode_proto::testing::SECRET_KEY,
+    ]
+}
+
 pub fn runner_binary() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_cloudcode-server"));
     let runner = server.with_file_name("cloudcode-runner");

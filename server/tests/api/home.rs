@@ -117,19 +117,7 @@ async fn with_s3_the_home_is_mirrored_and_restored_from_the_bucket() {
     use cloudcode_proto::storage::{ObjectKey, ObjectStore, layout};
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let server = TestServer::start(&[
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        "projects",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "--s3-access-key-id",
-        cloudcode_proto::testing::ACCESS_KEY,
-        "--s3-secret-access-key",
-        cloudcode_proto::testing::SECRET_KEY,
-    ]);
+    let server = TestServer::start(&s3_args(&endpoint));
     let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
     let id = "cloud-home";
     let project = ProjectId::parse(id).unwrap();

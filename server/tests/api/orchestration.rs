@@ -138,19 +138,7 @@ async fn exercise(server: &TestServer, id: &str) -> [Duration; 3] {
 async fn a_slow_restore_never_blocks_another_project() {
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let server = TestServer::start(&[
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        "projects",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "--s3-access-key-id",
-        cloudcode_proto::testing::ACCESS_KEY,
-        "--s3-secret-access-key",
-        cloudcode_proto::testing::SECRET_KEY,
-    ]);
+    let server = TestServer::start(&s3_args(&endpoint));
     server.create("slow-a", "python").await;
     server.create("quick-b", "python").await;
     // The bucket is a directory (s3s-fs): fill A's part of it directly.

@@ -580,19 +580,7 @@ async fn s3_storage_is_mirrored_and_restored() {
     use cloudcode_proto::storage::{ObjectKey, ObjectStore};
     let s3 = cloudcode_proto::testing::S3Server::start();
     let endpoint = s3.endpoint();
-    let args = [
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        "projects",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "--s3-access-key-id",
-        cloudcode_proto::testing::ACCESS_KEY,
-        "--s3-secret-access-key",
-        cloudcode_proto::testing::SECRET_KEY,
-    ];
+    let args = s3_args(&endpoint);
     let server = TestServer::start(&args);
     let bucket = S3Store::connect(s3.config("projects")).await.unwrap();
     let get = |k: &str| {
