@@ -374,8 +374,10 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!save.is_finished(), "a save was acknowledged while storage was down");
     assert!(!storage_status(&client).await.healthy);
-    std::fs::remove_file(&prefix).unwrap();
-    std::fs::rename(&parked, &prefix).unwrap();
+    // Back in one step: between a remove and a rename, the runner's retry
+    // could make the directory anew.
+    swap(&parked, &prefix);
+    std::fs::remove_file(&parked).unwrap();
     tokio::time::timeout(PATIENCE, save)
         .await
         .expect("save after recovery")
@@ -446,4 +448,22 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
         }
     }
     assert!(storage > 0, "no storage thread found");
+}
+
+/// Exchanges two paths atomically (`renameat2(RENAME_EXCHANGE)`).
+fn swap(a: &std::path::Path, b: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two NUL-terminated paths.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
 }
