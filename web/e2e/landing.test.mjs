@@ -62,12 +62,10 @@ test('landing: create a Python project from the form, see it listed, open it, re
     await waitUntil(`${id} to exist on the server`, async () =>
       (await server.listProjects()).find((p) => p.id === id && p.language === 'python'),
     );
-    // The app may open the new project at once; either way the list has it.
-    await waitUntil('the page to settle on the landing page or the new project', () => {
-      const u = new URL(page.url());
-      return u.pathname === '/' || u.pathname === `/p/${id}`;
-    });
-    if (new URL(page.url()).pathname !== '/') await page.goto(`${server.origin}/`);
+    // Creating opens the new project (the page navigates once the server's
+    // answer arrives, which may be after the server lists it); back to the list.
+    await waitUntil('the new project to open', () => new URL(page.url()).pathname === `/p/${id}`);
+    await page.goto(`${server.origin}/`);
     const row = page.locator(sel.projectRow(id));
     await row.waitFor({ timeout: PATIENCE_MS });
     assert.match(await row.textContent(), /python/i, 'the row names the language');
