@@ -554,9 +554,34 @@ impl Inner {
                     self.kill(&mut sandbox).await;
                 }
             }
-            _ => self.kill(&mut sandbox).await,
+            Some(runner) => self.end_orphan(project, runner).await,
+            None => self.kill(&mut sandbox).await,
         }
         self.clean_up(project, sandbox).await;
+    }
+
+    /// bwrap is gone (killed while no server watched) but its sandbox is
+    /// not. The runner still flushes first; then the sandbox's pid
+    /// namespace is ended through its init, which would otherwise keep the
+    /// users' processes running where there are no cgroups to sweep.
+    async fn end_orphan(&self, project: &ProjectId, runner: u32) {
+        let Some(start) = self.os.start_time(runner) else {
+            return;
+        };
+        let runner = Pid { pid: runner, start };
+        let init = self.os.namespace_init(runner);
+        let mut process = self.os.adopt(runner);
+        self.os.terminate(runner.pid);
+        if let Some(process) = process.as_mut() {
+            let grace = self.stop_grace;
+            if tokio::time::timeout(grace, process.wait()).await.is_err() {
+                tracing::warn!(%project, "runner did not stop in {grace:?}: killing it");
+                process.kill().await;
+            }
+        }
+        if let Some(mut init) = init {
+            init.kill().await;
+        }
     }
 
     /// Kills the sandbox and everything in it. bwrap's own death no longer
@@ -800,6 +825,9 @@ mod tests {
         dead_runners: Mutex<Vec<u32>>,
         /// Projects whose runner runs but never answers.
         deaf: Mutex<Vec<ProjectId>>,
+        /// Sandboxes (by pid) whose bwrap was killed while their runner and
+        /// their namespace's init live on: how each of those two ended.
+        orphans: Mutex<HashMap<u32, (Exit, Exit)>>,
         records: Mutex<HashMap<ProjectId, Record>>,
         /// Sandboxes get a network helper (pids from 5000).
         networked: std::sync::atomic::AtomicBool,
@@ -899,7 +927,21 @@ mod tests {
             self.note(format!("terminate {project}"));
             if !self.stubborn.lock().unwrap().contains(&project) {
                 exit.send_replace(Some("exit status: 0".into()));
+                if let Some((runner, _)) = self.orphans.lock().unwrap().get(&(pid - 1000)) {
+                    runner.send_replace(Some("exit status: 0".into()));
+                }
             }
+        }
+        fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>> {
+            if self.start_time(runner.pid) != Some(runner.start) {
+                return None;
+            }
+            let orphans = self.orphans.lock().unwrap();
+            let (_, init) = orphans.get(&(runner.pid - 1000))?;
+            Some(Box::new(FakeProcess {
+                pid: runner.pid + 1000,
+                exit: init.clone(),
+            }))
         }
         fn gives_network(&self) -> bool {
             self.networked.load(Ordering::Relaxed)
@@ -936,6 +978,9 @@ mod tests {
                 return Some(u64::from(pid) * 7);
             }
             let sandbox = pid.checked_sub(1000)?;
+            if let Some((runner, _)) = self.orphans.lock().unwrap().get(&sandbox) {
+                return runner.borrow().is_none().then_some(u64::from(sandbox) * 7 + 1);
+            }
             (self.alive(sandbox) && !self.dead_runners.lock().unwrap().contains(&sandbox))
                 .then_some(u64::from(sandbox) * 7 + 1)
         }
@@ -943,9 +988,13 @@ mod tests {
             if self.start_time(pid.pid) != Some(pid.start) {
                 return None;
             }
-            let exit = match self.project_of(pid.pid) {
-                Some((_, exit)) => exit,
-                None => self.helper(pid.pid)?,
+            let orphan = pid.pid.checked_sub(1000).and_then(|sandbox| {
+                let orphans = self.orphans.lock().unwrap();
+                orphans.get(&sandbox).map(|(runner, _)| runner.clone())
+            });
+            let exit = match (self.project_of(pid.pid), orphan) {
+                (Some((_, exit)), _) | (None, Some(exit)) => exit,
+                (None, None) => self.helper(pid.pid)?,
             };
             Some(Box::new(FakeProcess { pid: pid.pid, exit }))
         }
@@ -1248,6 +1297,47 @@ mod tests {
         assert_eq!(os.count("remove-cgroup /fake/alpha"), 1);
         second.ensure_running(&spec("alpha")).await.unwrap();
         assert_eq!(os.count("spawn alpha"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_whose_bwrap_was_killed_is_flushed_then_ended_whole_not_left_running() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let bwrap = os.record("alpha").unwrap().sandbox.pid;
+        // While no server runs, bwrap is killed; the runner and the users'
+        // processes under the namespace's init are not.
+        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
+        os.orphans.lock().unwrap().insert(bwrap, (runner.clone(), init.clone()));
+        os.project_of(bwrap)
+            .unwrap()
+            .1
+            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        assert_eq!(os.count("terminate alpha"), 1, "the runner is asked to flush first");
+        assert!(runner.borrow().is_some(), "the runner was left running");
+        assert!(init.borrow().is_some(), "the sandbox's processes were left running");
+        assert!(os.record("alpha").is_none());
+        assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_stubborn_runner_whose_bwrap_was_killed_is_killed_after_the_grace() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        os.stubborn.lock().unwrap().push(id("alpha"));
+        let bwrap = os.record("alpha").unwrap().sandbox.pid;
+        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
+        os.orphans.lock().unwrap().insert(bwrap, (runner.clone(), init.clone()));
+        os.project_of(bwrap)
+            .unwrap()
+            .1
+            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+
+        assert!(restarted(&os).adopt("key").await.is_empty());
+        assert_eq!(runner.borrow().as_deref(), Some("signal: 9 (SIGKILL)"));
+        assert!(init.borrow().is_some());
     }
 
     #[tokio::test]

@@ -57,6 +57,12 @@ pub(super) trait Os: Send + Sync + 'static {
     /// (with bubblewrap: the init of its pid namespace, whose death ends
     /// every process in it).
     fn kill_sandbox(&self, sandbox: u32);
+    /// The init of the pid namespace the live process `runner` is in, held
+    /// (a pidfd) so it can be killed after the runner has exited: with
+    /// bubblewrap, the sandbox's reaper, which lives on as long as anything
+    /// in the sandbox does, even once bwrap itself is gone. `None` without
+    /// a pid namespace of the sandbox's own.
+    fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>>;
     /// The sandbox's network helper, if its network needs one.
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>>;
     /// Whether sandboxes get outbound network under these settings.
@@ -303,6 +309,31 @@ impl Os for HostOs {
         }
     }
 
+    fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>> {
+        if self.config.isolation != Isolation::Bubblewrap {
+            return None;
+        }
+        let init = parent_pid(runner.pid)?;
+        let held = AdoptedProcess::open(Pid {
+            pid: init,
+            start: process_start_time(init)?,
+        })?;
+        // Read after the pidfd was opened: the runner is still the recorded
+        // one, so `init` was its parent, and that parent is its namespace's
+        // init, not this server's (or the host's) namespace.
+        let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let (runner_ns, init_ns, own_ns) = (
+            namespace(&runner.pid.to_string()),
+            namespace(&init.to_string()),
+            namespace("self"),
+        );
+        let is_sandbox_init = process_start_time(runner.pid) == Some(runner.start)
+            && runner_ns.is_some()
+            && runner_ns == init_ns
+            && init_ns != own_ns;
+        is_sandbox_init.then(|| Box::new(held) as Box<dyn Process>)
+    }
+
     fn gives_network(&self) -> bool {
         self.config.network == Network::Outbound && self.config.isolation == Isolation::Bubblewrap
     }
@@ -399,6 +430,12 @@ pub(super) fn socket_base(root: &Path) -> PathBuf {
     }
 }
 
+/// `/proc/<pid>/stat` field 4.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(1)?.parse().ok()
+}
+
 pub(super) fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -474,6 +511,83 @@ mod tests {
         }
     }
 
+    fn host_os() -> HostOs {
+        HostOs {
+            config: LocalConfig {
+                runner_binary: "/nonexistent".into(),
+                root: "/nonexistent".into(),
+                storage_dir: "/nonexistent".into(),
+                isolation: Isolation::Bubblewrap,
+                network: Network::None,
+                limits: Limits {
+                    memory_bytes: 1 << 30,
+                    max_pids: 100,
+                    cpu_percent: 100,
+                },
+                runner_args: Vec::new(),
+                mirror_to: None,
+            },
+            cgroups: CgroupVersion::Unavailable,
+            server: String::new(),
+            unprivileged: false,
+        }
+    }
+
+    /// With bwrap killed, the runner's exit does not end the sandbox (its
+    /// reaper waits for every process in it); the namespace's init, held
+    /// while the runner lived, does.
+    #[tokio::test]
+    async fn a_sandbox_whose_bwrap_is_gone_is_ended_through_its_namespace_init() {
+        let mut bwrap = std::process::Command::new("bwrap")
+            .args([
+                "--unshare-pid",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+            ])
+            .args(["--", "sh", "-c", "setsid sleep 4757 & exec sleep 4758"])
+            .spawn()
+            .expect("bwrap");
+        until("the sandbox's processes", || running("4757") && running("4758"));
+        let os = host_os();
+        let runner = os.runner_pid(bwrap.id()).expect("the sandbox's first process");
+        let runner = Pid {
+            pid: runner,
+            start: process_start_time(runner).unwrap(),
+        };
+        bwrap.kill().unwrap();
+        bwrap.wait().unwrap();
+
+        let mut init = os
+            .namespace_init(runner)
+            .expect("the sandbox's init, found through its runner");
+        signal(runner.pid, libc::SIGKILL);
+        until("the runner gone", || !running("4758"));
+        assert!(
+            running("4757"),
+            "the sandbox ended with its runner: the init would not be needed"
+        );
+        init.kill().await;
+        until("every process of the sandbox gone", || !running("4757"));
+
+        // A process in the server's own namespace has no init to give.
+        let mut own = std::process::Command::new("sleep").arg("4759").spawn().unwrap();
+        let pid = Pid {
+            pid: own.id(),
+            start: process_start_time(own.id()).unwrap(),
+        };
+        assert!(
+            os.namespace_init(pid).is_none(),
+            "offered this server's own parent or the host's init"
+        );
+        own.kill().unwrap();
+        own.wait().unwrap();
+    }
+
     /// bwrap's death does not end its sandbox any more (no
     /// `--die-with-parent`): a kill ends the sandbox's pid namespace, so
     /// nothing is left even where no cgroup can be swept.
@@ -494,25 +608,7 @@ mod tests {
             .spawn()
             .expect("bwrap");
         until("the sandbox's processes", || running("4747") && running("4748"));
-        let os = HostOs {
-            config: LocalConfig {
-                runner_binary: "/nonexistent".into(),
-                root: "/nonexistent".into(),
-                storage_dir: "/nonexistent".into(),
-                isolation: Isolation::Bubblewrap,
-                network: Network::None,
-                limits: Limits {
-                    memory_bytes: 1 << 30,
-                    max_pids: 100,
-                    cpu_percent: 100,
-                },
-                runner_args: Vec::new(),
-                mirror_to: None,
-            },
-            cgroups: CgroupVersion::Unavailable,
-            server: String::new(),
-            unprivileged: false,
-        };
+        let os = host_os();
         os.kill_sandbox(bwrap.id());
         until("every process of the sandbox gone", || {
             !running("4747") && !running("4748")
