@@ -3,7 +3,8 @@
 //! [`Effect`]s that the event loop in `main.rs` carries out, so all of it is
 //! testable with ratatui's TestBackend.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +18,9 @@ use crate::editor::{self, Buffer, Editor, SaveState};
 use crate::keys;
 use crate::layout::IdeLayout;
 use crate::remote::{Command, Connection, SessionError, TermPurpose, Update};
+use crate::sync::conflicts::{Conflict, Resolution};
+use crate::sync::report::{Control, Phase, Status};
+use crate::sync::task::Update as SyncUpdate;
 use cloudcode_proto::rest::Language;
 
 use crate::term_pane::TermPane;
@@ -44,6 +48,13 @@ pub enum Effect {
     OpenInBrowser(String),
     /// Put text on the system clipboard (OSC 52).
     Copy(String),
+    /// Keep `dir` and the open project's sandbox equal (a sync task).
+    StartSync {
+        project: String,
+        dir: PathBuf,
+    },
+    /// Tell the running sync (`Control::Stop` ends it).
+    Sync(Control),
 }
 
 /// What the outside world tells the app.
@@ -52,8 +63,13 @@ pub enum Input {
     Terminal(Event),
     Projects(Result<Vec<Project>, ApiError>),
     Created(Result<Project, ApiError>),
-    Deleted { id: String, result: Result<(), ApiError> },
+    Deleted {
+        id: String,
+        result: Result<(), ApiError>,
+    },
     Session(Update),
+    /// From the running folder sync.
+    Sync(SyncUpdate),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +86,7 @@ pub enum PromptFor {
     NewFolder(WorkspacePath),
     Rename(WorkspacePath),
     Search,
+    SyncFolder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +97,8 @@ pub enum ConfirmFor {
     DiscardAndReload,
     QuitWithUnsaved,
     LeaveWithUnsaved,
+    /// The sync holds a round that would delete a lot.
+    SyncDeletions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +153,42 @@ pub struct Ide {
     /// Output and exits of terminals whose open reply has not arrived yet:
     /// a quick program can finish before it does.
     early: Vec<Update>,
+    /// The folder synced with this project, if any (also once ended, so
+    /// the status bar says so and F4 offers the same folder again).
+    pub sync: Option<SyncPane>,
 }
+
+/// A folder sync as the user sees it: its state in the status bar, its
+/// conflicts in the sync view (F4).
+pub struct SyncPane {
+    pub dir: PathBuf,
+    pub status: Status,
+    pub conflicts: Vec<Conflict>,
+    /// The conflict chosen in the view, and how far its diff is scrolled.
+    pub selected: usize,
+    pub scroll: usize,
+    /// The sync view is on screen.
+    pub open: bool,
+    /// The sync's latest lines, newest last.
+    pub log: VecDeque<(String, bool)>,
+    /// The sync ended (stopped, or failed with this message).
+    pub ended: Option<Result<(), String>>,
+    /// A held round was put to the user already (asked once per hold).
+    asked: bool,
+}
+
+impl SyncPane {
+    pub fn running(&self) -> bool {
+        self.ended.is_none()
+    }
+
+    pub fn selected_conflict(&self) -> Option<&Conflict> {
+        self.conflicts.get(self.selected)
+    }
+}
+
+/// Lines of the sync's log kept for the sync view.
+const SYNC_LOG: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Border {
@@ -154,6 +208,10 @@ pub struct App {
     pub size: Rect,
     /// A project to open as soon as the list arrives (`--project`).
     pub open_on_start: Option<String>,
+    /// A folder to sync with the first project opened (`--sync`).
+    pub sync_on_start: Option<PathBuf>,
+    /// What F4's folder prompt offers first (the working directory).
+    pub default_sync_dir: String,
     effects: Vec<Effect>,
 }
 
@@ -177,6 +235,8 @@ impl App {
             quit: false,
             size: Rect::new(0, 0, 80, 24),
             open_on_start: None,
+            sync_on_start: None,
+            default_sync_dir: String::new(),
             effects: vec![Effect::ListProjects],
         }
     }
@@ -269,6 +329,7 @@ impl App {
                 Err(e) => self.error(format!("deleting {id} failed: {e}")),
             },
             Input::Session(update) => self.on_update(update),
+            Input::Sync(update) => self.on_sync(update),
         }
     }
 
@@ -319,14 +380,195 @@ impl App {
             dragging: None,
             focus_next_terminal: false,
             early: Vec::new(),
+            sync: None,
         });
         self.effect(Effect::OpenProject(project));
+        if let Some(dir) = self.sync_on_start.take() {
+            self.start_sync(dir);
+        }
     }
 
     fn leave_project(&mut self) {
+        if self
+            .ide
+            .as_ref()
+            .and_then(|ide| ide.sync.as_ref())
+            .is_some_and(SyncPane::running)
+        {
+            self.effect(Effect::Sync(Control::Stop));
+        }
         self.ide = None;
         self.effect(Effect::CloseProject);
         self.effect(Effect::ListProjects);
+    }
+
+    // ----- the folder sync -----
+
+    fn start_sync(&mut self, dir: PathBuf) {
+        let Some(ide) = self.ide.as_mut() else { return };
+        if ide.sync.as_ref().is_some_and(SyncPane::running) {
+            return;
+        }
+        ide.sync = Some(SyncPane {
+            dir: dir.clone(),
+            status: Status {
+                phase: Phase::Starting,
+                pending: 0,
+                polling: false,
+            },
+            conflicts: Vec::new(),
+            selected: 0,
+            scroll: 0,
+            open: false,
+            log: VecDeque::new(),
+            ended: None,
+            asked: false,
+        });
+        let project = ide.project.id.clone();
+        self.notify(format!("syncing {} with {project}", dir.display()));
+        self.effect(Effect::StartSync { project, dir });
+    }
+
+    fn on_sync(&mut self, update: SyncUpdate) {
+        let Some(sync) = self.ide.as_mut().and_then(|ide| ide.sync.as_mut()) else {
+            return;
+        };
+        match update {
+            SyncUpdate::Line { text, warn } => {
+                if sync.log.len() >= SYNC_LOG {
+                    sync.log.pop_front();
+                }
+                sync.log.push_back((text.clone(), warn));
+                if warn {
+                    self.error(format!("sync: {text}"));
+                } else {
+                    self.notify(format!("sync: {text}"));
+                }
+            }
+            SyncUpdate::Status(status) => {
+                let held = matches!(status.phase, Phase::Held { .. });
+                if !held {
+                    sync.asked = false;
+                }
+                sync.status = status;
+                if held && !sync.asked {
+                    self.ask_sync_deletions();
+                }
+            }
+            SyncUpdate::Conflicts(conflicts) => {
+                // The same conflict stays chosen when others come or go.
+                let chosen = sync.selected_conflict().map(|c| c.copy.clone());
+                sync.conflicts = conflicts;
+                match chosen.and_then(|copy| sync.conflicts.iter().position(|c| c.copy == copy)) {
+                    Some(index) => sync.selected = index,
+                    None => {
+                        sync.selected = sync.selected.min(sync.conflicts.len().saturating_sub(1));
+                        sync.scroll = 0;
+                    }
+                }
+            }
+            SyncUpdate::Ended(result) => {
+                sync.status.phase = Phase::Stopped;
+                sync.status.pending = 0;
+                match &result {
+                    Ok(()) => self.notify("sync stopped"),
+                    Err(e) => self.error(format!("sync stopped: {e}")),
+                }
+                if let Some(sync) = self.ide.as_mut().and_then(|ide| ide.sync.as_mut()) {
+                    sync.ended = Some(result);
+                }
+            }
+        }
+    }
+
+    fn ask_sync_deletions(&mut self) {
+        let Some(sync) = self.ide.as_mut().and_then(|ide| ide.sync.as_mut()) else {
+            return;
+        };
+        let Phase::Held { why } = &sync.status.phase else {
+            return;
+        };
+        sync.asked = true;
+        if self.modal.is_none() {
+            self.modal = Some(Modal::Confirm {
+                message: format!("The sync held a round: {why}. Go ahead?"),
+                purpose: ConfirmFor::SyncDeletions,
+            });
+        }
+    }
+
+    /// F4: start a sync (asking for the folder), or show the running one.
+    fn sync_key(&mut self) {
+        let Some(ide) = self.ide.as_mut() else { return };
+        match &mut ide.sync {
+            Some(sync) if sync.running() => {
+                if matches!(sync.status.phase, Phase::Held { .. }) && !sync.open {
+                    self.ask_sync_deletions();
+                }
+                if let Some(sync) = self.ide.as_mut().and_then(|ide| ide.sync.as_mut()) {
+                    sync.open = !sync.open;
+                }
+            }
+            previous => {
+                let text = previous
+                    .as_ref()
+                    .map(|s| s.dir.display().to_string())
+                    .unwrap_or_else(|| self.default_sync_dir.clone());
+                self.modal = Some(Modal::Prompt {
+                    title: "Sync a local folder with this project (its path)".into(),
+                    text,
+                    purpose: PromptFor::SyncFolder,
+                });
+            }
+        }
+    }
+
+    /// Keys while the sync view is open; true when the key was its own.
+    fn on_sync_view_key(&mut self, key: KeyEvent) -> bool {
+        let Some(sync) = self.ide.as_mut().and_then(|ide| ide.sync.as_mut()).filter(|s| s.open) else {
+            return false;
+        };
+        match key.code {
+            KeyCode::Esc | KeyCode::F(4) | KeyCode::Char('q') => sync.open = false,
+            KeyCode::Up | KeyCode::Char('k') => {
+                sync.selected = sync.selected.saturating_sub(1);
+                sync.scroll = 0;
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                sync.selected = (sync.selected + 1).min(sync.conflicts.len().saturating_sub(1));
+                sync.scroll = 0;
+            }
+            KeyCode::PageUp => sync.scroll = sync.scroll.saturating_sub(10),
+            KeyCode::PageDown => {
+                let lines = sync.selected_conflict().map_or(0, |c| c.diff.len());
+                sync.scroll = (sync.scroll + 10).min(lines.saturating_sub(1));
+            }
+            KeyCode::Char(c @ ('l' | 'r' | 'b')) => {
+                let resolution = match c {
+                    'l' => Resolution::KeepLocal,
+                    'r' => Resolution::KeepRemote,
+                    _ => Resolution::KeepBoth,
+                };
+                match sync.selected_conflict().cloned() {
+                    Some(conflict) if sync.running() => {
+                        self.notify(format!("resolving {}…", conflict.path));
+                        self.effect(Effect::Sync(Control::Resolve {
+                            conflict: Box::new(conflict),
+                            resolution,
+                        }));
+                    }
+                    Some(_) => self.error("the sync has stopped: F4 starts it again"),
+                    None => self.notify("no conflicts"),
+                }
+            }
+            KeyCode::Char('S') if sync.running() => {
+                self.effect(Effect::Sync(Control::Stop));
+                self.notify("stopping the sync…");
+            }
+            // The rest of the IDE waits behind the view.
+            _ => {}
+        }
+        true
     }
 
     // ----- keys -----
@@ -487,6 +729,7 @@ impl App {
                 ide.editor.search = (!text.is_empty()).then_some(text);
                 self.find_next(true);
             }
+            PromptFor::SyncFolder => self.start_sync(expand_home(&text)),
         }
     }
 
@@ -496,6 +739,7 @@ impl App {
             ConfirmFor::DeletePath(path) => self.session(Command::Delete(path)),
             ConfirmFor::QuitWithUnsaved => self.quit = true,
             ConfirmFor::LeaveWithUnsaved => self.leave_project(),
+            ConfirmFor::SyncDeletions => self.effect(Effect::Sync(Control::AllowDeletions)),
             ConfirmFor::Overwrite => {
                 let Some(buffer) = self.ide.as_mut().and_then(|ide| ide.editor.current()) else {
                     return;
@@ -516,6 +760,9 @@ impl App {
     }
 
     fn on_ide_key(&mut self, key: KeyEvent) {
+        if self.on_sync_view_key(key) {
+            return;
+        }
         let Some(ide) = self.ide.as_mut() else { return };
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
@@ -576,6 +823,7 @@ impl App {
                 self.notify(format!("copied {count} characters"));
                 return;
             }
+            KeyCode::F(4) => return self.sync_key(),
             KeyCode::F(5) => return self.run_project(),
             KeyCode::F(6) => {
                 ide.focus_next_terminal = true;
@@ -1277,6 +1525,17 @@ pub fn run_command(language: &str) -> Vec<String> {
 
 fn starter_file(language: &str) -> &'static str {
     Language::parse(language).unwrap_or(Language::Python).entry_file()
+}
+
+/// `~/x` is the home directory's `x`, as a shell would read it.
+fn expand_home(text: &str) -> PathBuf {
+    match text.strip_prefix("~/").or((text == "~").then_some("")) {
+        Some(rest) => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(rest),
+            None => PathBuf::from(text),
+        },
+        None => PathBuf::from(text),
+    }
 }
 
 fn regex_escape(text: &str) -> String {

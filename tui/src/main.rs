@@ -8,6 +8,7 @@ use cloudcode_tui::api::ApiClient;
 use cloudcode_tui::app::{App, Effect, Input};
 use cloudcode_tui::remote::{ControlPlane, Session, Update};
 use cloudcode_tui::settings::{LocalServer, Origin, Server};
+use cloudcode_tui::sync::task::{SyncTask, Update as SyncUpdate};
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, EventStream,
 };
@@ -36,6 +37,10 @@ struct Args {
     /// Open this project straight away.
     #[arg(long)]
     project: Option<String>,
+    /// Keep this local folder and the project's sandbox equal while the IDE
+    /// is open (as `cloudcode-tui sync DIR` does); F4 shows its conflicts.
+    #[arg(long, value_name = "DIR")]
+    sync: Option<std::path::PathBuf>,
     /// Leave the mouse to the terminal (its own selection and copy), and
     /// use the keyboard only.
     #[arg(long, env = "CLOUDCODE_TUI_NO_MOUSE")]
@@ -125,6 +130,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = find_server(&args).await?;
     let mut app = App::new(server.api.base().to_string());
     app.open_on_start = args.project.clone();
+    app.sync_on_start = args.sync.clone();
+    app.default_sync_dir = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     if let Origin::StartedLocal { pid, log } = &server.origin {
         app.notify(format!(
             "started a local server (pid {pid}, log {}); it keeps running after you quit",
@@ -187,11 +196,32 @@ fn restore_terminal(mouse: bool) {
 /// drawn once, not once per frame of it.
 const BATCH: usize = 256;
 
+/// How long a quitting TUI waits for its folder sync to write its state.
+const SYNC_STOP_PATIENCE: Duration = Duration::from_secs(5);
+
 async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyhow::Result<()> {
+    let mut sync: Option<(u64, SyncTask)> = None;
+    let result = ui_loop(app, screen, api, &mut sync).await;
+    // The sync writes its state before the TUI goes.
+    if let Some((_, task)) = sync.take() {
+        task.stop(SYNC_STOP_PATIENCE).await;
+    }
+    result
+}
+
+async fn ui_loop(
+    app: &mut App,
+    screen: &mut Screen,
+    api: ApiClient,
+    sync: &mut Option<(u64, SyncTask)>,
+) -> anyhow::Result<()> {
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let (session_tx, mut session_updates) = mpsc::unbounded_channel::<(u64, Update)>();
     let mut session: Option<(u64, Session)> = None;
     let mut generation = 0u64;
+    let (sync_tx, mut sync_updates) = mpsc::unbounded_channel::<(u64, SyncUpdate)>();
+    let mut sync_generation = 0u64;
+    let sync_state_dir = std::env::var_os("CLOUDCODE_SYNC_STATE_DIR").map(std::path::PathBuf::from);
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -215,6 +245,14 @@ async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyho
             Some((from, update)) = session_updates.recv() => {
                 if session.as_ref().is_some_and(|(current, _)| *current == from) {
                     app.handle(Input::Session(update));
+                }
+            }
+            Some((from, update)) = sync_updates.recv() => {
+                if sync.as_ref().is_some_and(|(current, _)| *current == from) {
+                    if matches!(update, SyncUpdate::Ended(_)) {
+                        *sync = None;
+                    }
+                    app.handle(Input::Sync(update));
                 }
             }
             _ = tick.tick() => {
@@ -275,6 +313,35 @@ async fn event_loop(app: &mut App, screen: &mut Screen, api: ApiClient) -> anyho
                     session = Some((generation, handle));
                 }
                 Effect::CloseProject => session = None,
+                Effect::StartSync { project, dir } => {
+                    sync_generation += 1;
+                    let args = cloudcode_tui::sync::task::args(dir, project.clone(), sync_state_dir.clone());
+                    let (task, mut updates) = SyncTask::spawn(
+                        args,
+                        ControlPlane {
+                            api: api.clone(),
+                            project,
+                        },
+                    );
+                    let (tx, id) = (sync_tx.clone(), sync_generation);
+                    tokio::spawn(async move {
+                        while let Some(update) = updates.recv().await {
+                            if tx.send((id, update)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    // A sync of another project still stopping goes on
+                    // stopping on its own.
+                    if let Some((_, previous)) = sync.replace((sync_generation, task)) {
+                        tokio::spawn(previous.stop(SYNC_STOP_PATIENCE));
+                    }
+                }
+                Effect::Sync(control) => {
+                    if let Some((_, task)) = sync.as_ref() {
+                        task.send(control);
+                    }
+                }
                 Effect::Session(command) => {
                     if let Some((_, session)) = &session {
                         session.send(command);

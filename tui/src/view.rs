@@ -8,10 +8,13 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 
-use crate::app::{App, Focus, Ide, LANGUAGES, Modal};
+use crate::app::{App, Focus, Ide, LANGUAGES, Modal, SyncPane};
 use crate::highlight::Language;
 use crate::keymap::KEYMAP;
 use crate::remote::Connection;
+use crate::sync::conflicts::{Conflict, Content, DiffTag};
+use crate::sync::reconcile::Side;
+use crate::sync::report::Phase;
 
 pub fn draw(app: &mut App, frame: &mut Frame) {
     let area = frame.area();
@@ -283,6 +286,17 @@ fn draw_ide(app: &mut App, frame: &mut Frame) {
         );
     }
 
+    if let Some(sync) = ide.sync.as_ref().filter(|s| s.open) {
+        // Over the editor and the terminal: the tree stays in view.
+        let area = Rect::new(
+            layout.editor.x,
+            layout.editor.y,
+            layout.editor.width,
+            layout.terminal.bottom().saturating_sub(layout.editor.y),
+        );
+        draw_sync_view(sync, &ide.project.id, area, frame);
+        cursor = None;
+    }
     draw_status(ide, notice, layout.status, frame);
     if let Some(at) = cursor
         && app.modal.is_none()
@@ -290,6 +304,169 @@ fn draw_ide(app: &mut App, frame: &mut Frame) {
     {
         frame.set_cursor_position(at);
     }
+}
+
+/// The sync's state for the status bar, and its style.
+fn sync_status(sync: &SyncPane, bar: Style) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    let (text, style) = match (&sync.status.phase, &sync.ended) {
+        (_, Some(Err(_))) => (
+            "⇅ sync failed (F4)".to_string(),
+            bar.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        (_, Some(Ok(()))) | (Phase::Stopped, _) => ("⇅ sync stopped".to_string(), bar.fg(Color::DarkGray)),
+        (Phase::Starting, _) => ("⇅ sync: reading…".to_string(), bar.fg(Color::Yellow)),
+        (Phase::Reconciling, _) => ("⇅ sync: reconciling…".to_string(), bar.fg(Color::Yellow)),
+        (Phase::Reconnecting, _) => ("⇅ sync: reconnecting…".to_string(), bar.fg(Color::Yellow)),
+        (Phase::Held { .. }, _) => (
+            "⇅ sync held: F4 to decide".to_string(),
+            bar.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        (Phase::Watching, _) if sync.status.pending > 0 => {
+            (format!("⇅ {} pending", sync.status.pending), bar.fg(Color::Yellow))
+        }
+        (Phase::Watching, _) => (
+            format!("⇅ watching{}", if sync.status.polling { " (polling)" } else { "" }),
+            bar.fg(Color::Green),
+        ),
+    };
+    spans.push(Span::styled(text, style));
+    if !sync.conflicts.is_empty() {
+        let n = sync.conflicts.len();
+        spans.push(Span::styled(
+            format!(" ⚠ {n} conflict{} (F4)", if n == 1 { "" } else { "s" }),
+            bar.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    spans.push(Span::styled(" │ ", bar));
+    spans
+}
+
+fn draw_sync_view(sync: &SyncPane, project: &str, area: Rect, frame: &mut Frame) {
+    frame.render_widget(Clear, area);
+    let title = format!(" sync · {} ⇄ {project} · Esc closes ", sync.dir.display());
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .border_style(Style::default().fg(Color::Cyan))
+        .title(Span::styled(title, Style::default().add_modifier(Modifier::BOLD)));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let list_height = (sync.conflicts.len().max(1) as u16 + 1).min(inner.height / 3).max(2);
+    let rows = Layout::vertical([
+        Constraint::Length(list_height),
+        Constraint::Min(3),
+        Constraint::Length(4),
+        Constraint::Length(1),
+    ])
+    .split(inner);
+    let dim = Style::default().fg(Color::DarkGray);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+
+    // The conflicts, one a line.
+    let mut lines = vec![Line::from(Span::styled(
+        match sync.conflicts.len() {
+            0 => "No conflicts: both sides agree.".to_string(),
+            1 => "1 conflict: changed in the folder and in the sandbox".to_string(),
+            n => format!("{n} conflicts: changed in the folder and in the sandbox"),
+        },
+        bold,
+    ))];
+    let visible = rows[0].height.saturating_sub(1) as usize;
+    let top = sync.selected.saturating_sub(visible.saturating_sub(1));
+    for (i, conflict) in sync.conflicts.iter().enumerate().skip(top).take(visible) {
+        let style = if i == sync.selected {
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        let other = match conflict.copy_from {
+            Side::Remote => "the sandbox's",
+            Side::Local => "the folder's",
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {} ", conflict.path), style),
+            Span::styled(format!("  {other} version is in {}", conflict.copy), dim),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), rows[0]);
+
+    // The chosen conflict's diff.
+    let diff_block = Block::default().borders(Borders::TOP).border_style(dim);
+    let diff_area = diff_block.inner(rows[1]);
+    frame.render_widget(diff_block, rows[1]);
+    if let Some(conflict) = sync.selected_conflict() {
+        frame.render_widget(
+            Paragraph::new(diff_text(conflict, sync.scroll, diff_area.height)),
+            diff_area,
+        );
+    }
+
+    // The latest lines of the sync.
+    let log_block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(dim)
+        .title(" activity ");
+    let log_area = log_block.inner(rows[2]);
+    frame.render_widget(log_block, rows[2]);
+    let shown = log_area.height as usize;
+    let log: Vec<Line> = sync
+        .log
+        .iter()
+        .skip(sync.log.len().saturating_sub(shown))
+        .map(|(text, warn)| {
+            let style = if *warn { Style::default().fg(Color::Red) } else { dim };
+            Line::from(Span::styled(text.clone(), style))
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(log), log_area);
+
+    let help = if sync.running() {
+        "↑↓ choose · l keep local · r keep remote · b keep both · PgUp/PgDn scroll · S stop syncing · Esc close"
+    } else {
+        "the sync has stopped: F4 starts it again · Esc close"
+    };
+    frame.render_widget(Paragraph::new(help).style(dim), rows[3]);
+}
+
+fn diff_text(conflict: &Conflict, scroll: usize, height: u16) -> Vec<Line<'static>> {
+    let remote = Style::default().fg(Color::Red);
+    let local = Style::default().fg(Color::Green);
+    let mut lines = vec![
+        Line::from(Span::styled(format!("--- sandbox  {}", conflict.remote_path()), remote)),
+        Line::from(Span::styled(format!("+++ folder   {}", conflict.local_path()), local)),
+    ];
+    let describe = |content: &Content| match content {
+        Content::Text(_) => None,
+        Content::Binary { size } => Some(format!("binary, {size} bytes")),
+        Content::TooLarge { size } => Some(format!("{size} bytes: too large to show")),
+        Content::Link { target } => Some(format!("a link to {target}")),
+        Content::Dir => Some("a directory".to_string()),
+        Content::Missing => Some("gone".to_string()),
+        Content::Unreadable(why) => Some(format!("unreadable: {why}")),
+    };
+    match (describe(&conflict.remote), describe(&conflict.local)) {
+        (None, None) => {
+            let body = height.saturating_sub(2) as usize;
+            for line in conflict.diff.iter().skip(scroll).take(body) {
+                let (mark, style) = match line.tag {
+                    DiffTag::Same => (' ', Style::default()),
+                    DiffTag::Remote => ('-', remote),
+                    DiffTag::Local => ('+', local),
+                };
+                lines.push(Line::from(Span::styled(format!("{mark} {}", line.text), style)));
+            }
+        }
+        (r, l) => {
+            let text = |c: Option<String>| c.unwrap_or_else(|| "text".to_string());
+            lines.push(Line::from(Span::styled(
+                format!("- the sandbox's: {}", text(r)),
+                remote,
+            )));
+            lines.push(Line::from(Span::styled(format!("+ the folder's: {}", text(l)), local)));
+        }
+    }
+    lines
 }
 
 fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mut Frame) {
@@ -311,6 +488,9 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
         Span::styled(connection, connection_style),
         Span::styled(" │ ", bar),
     ];
+    if let Some(sync) = &ide.sync {
+        spans.extend(sync_status(sync, bar));
+    }
     // Saves are acknowledged only once durable: while storage fails they
     // wait, and the user should know why.
     if let Some(storage) = ide.storage.as_ref().filter(|s| !s.healthy) {

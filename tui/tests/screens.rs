@@ -858,3 +858,191 @@ fn the_browser_url_logs_in_through_the_fragment() {
     assert_eq!(api.browser_url("demo"), "http://127.0.0.1:8080/p/demo#token=tok");
     assert!(!api.browser_url_without_token("demo").contains("tok"));
 }
+
+// ----- the folder sync -----
+
+mod sync {
+    use super::*;
+    use cloudcode_tui::sync::conflicts::{Conflict, Content, Resolution, diff_lines};
+    use cloudcode_tui::sync::model::Node;
+    use cloudcode_tui::sync::reconcile::Side;
+    use cloudcode_tui::sync::report::{Control, Phase, Status};
+    use cloudcode_tui::sync::task::Update as SyncUpdate;
+
+    fn status(phase: Phase, pending: usize) -> SyncUpdate {
+        SyncUpdate::Status(Status {
+            phase,
+            pending,
+            polling: false,
+        })
+    }
+
+    fn conflict() -> Conflict {
+        let node = |h: &str| Node::File {
+            hash: h.into(),
+            executable: false,
+        };
+        Conflict {
+            path: p("notes.txt"),
+            copy: p("notes.conflict-remote-1f2e3d4c.txt"),
+            copy_from: Side::Remote,
+            at_path: Some(node("aaaa")),
+            in_copy: node("1f2e3d4c"),
+            local: Content::Text("shared\nmine\n".into()),
+            remote: Content::Text("shared\ntheirs\n".into()),
+            diff: diff_lines("shared\ntheirs\n", "shared\nmine\n"),
+        }
+    }
+
+    fn syncing() -> App {
+        let mut app = ide();
+        key(&mut app, KeyCode::F(4));
+        key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
+        type_text(&mut app, "/home/u/work");
+        key(&mut app, KeyCode::Enter);
+        let effects = app.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::StartSync { project, dir }]
+                if project == "demo" && dir == std::path::Path::new("/home/u/work")),
+            "{effects:?}"
+        );
+        app
+    }
+
+    fn sync_update(app: &mut App, update: SyncUpdate) {
+        app.handle(Input::Sync(update));
+    }
+
+    fn controls(effects: Vec<Effect>) -> Vec<Control> {
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Sync(control) => Some(control),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sync_flag_starts_a_sync_with_the_project_and_the_status_bar_follows_it() {
+        let mut app = App::new("http://127.0.0.1:8080".into());
+        app.sync_on_start = Some("/home/u/work".into());
+        app.open_on_start = Some("demo".into());
+        app.take_effects();
+        app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
+        let effects = app.take_effects();
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::StartSync { project, .. } if project == "demo")),
+            "{effects:?}"
+        );
+        let bar = |app: &mut App| screen(app, 120, 30).last().cloned().unwrap();
+        assert!(bar(&mut app).contains("⇅ sync: reading…"), "{}", bar(&mut app));
+        sync_update(&mut app, status(Phase::Watching, 0));
+        assert!(bar(&mut app).contains("⇅ watching"), "{}", bar(&mut app));
+        sync_update(&mut app, status(Phase::Watching, 3));
+        assert!(bar(&mut app).contains("⇅ 3 pending"), "{}", bar(&mut app));
+        sync_update(&mut app, status(Phase::Watching, 0));
+        sync_update(&mut app, SyncUpdate::Conflicts(vec![conflict()]));
+        let line = bar(&mut app);
+        assert!(
+            line.contains("⇅ watching") && line.contains("⚠ 1 conflict (F4)"),
+            "{line}"
+        );
+        sync_update(&mut app, SyncUpdate::Conflicts(vec![]));
+        assert!(!bar(&mut app).contains("conflict"));
+        sync_update(
+            &mut app,
+            SyncUpdate::Ended(Err("the folder /x cannot be opened".into())),
+        );
+        let line = bar(&mut app);
+        assert!(line.contains("⇅ sync failed"), "{line}");
+        assert!(line.contains("the folder /x cannot be opened"), "{line}");
+    }
+
+    #[test]
+    fn the_sync_view_shows_each_conflict_with_a_diff_and_sends_the_choice_to_the_sync() {
+        let mut app = syncing();
+        sync_update(&mut app, status(Phase::Watching, 0));
+        let mut second = conflict();
+        second.path = p("src/b.py");
+        second.copy = p("src/b.conflict-remote-99887766.py");
+        sync_update(&mut app, SyncUpdate::Conflicts(vec![conflict(), second]));
+        sync_update(
+            &mut app,
+            SyncUpdate::Line {
+                text: "conflict: notes.txt changed on both sides".into(),
+                warn: true,
+            },
+        );
+        key(&mut app, KeyCode::F(4));
+        let lines = screen(&mut app, 120, 36);
+        for needle in [
+            "2 conflicts",
+            "notes.txt",
+            "the sandbox's version is in notes.conflict-remote-1f2e3d4c.txt",
+            "src/b.py",
+            "--- sandbox  notes.conflict-remote-1f2e3d4c.txt",
+            "+++ folder   notes.txt",
+            "  shared",
+            "- theirs",
+            "+ mine",
+            "conflict: notes.txt changed on both sides",
+            "l keep local · r keep remote · b keep both",
+        ] {
+            assert!(shows(&lines, needle), "{needle} missing: {lines:#?}");
+        }
+        // Keys go to the view, not the editor behind it.
+        key(&mut app, KeyCode::Char('b'));
+        let sent = controls(app.take_effects());
+        assert!(
+            matches!(&sent[..], [Control::Resolve { conflict, resolution: Resolution::KeepBoth }]
+                if conflict.path.as_str() == "notes.txt"),
+            "{sent:?}"
+        );
+        assert!(!app.ide.as_ref().unwrap().editor.current_ref().unwrap().is_modified());
+        key(&mut app, KeyCode::Down);
+        key(&mut app, KeyCode::Char('r'));
+        key(&mut app, KeyCode::Char('l'));
+        let sent = controls(app.take_effects());
+        assert!(
+            matches!(&sent[..], [
+                Control::Resolve { conflict: a, resolution: Resolution::KeepRemote },
+                Control::Resolve { conflict: b, resolution: Resolution::KeepLocal },
+            ] if a.path.as_str() == "src/b.py" && b.path.as_str() == "src/b.py"),
+            "{sent:?}"
+        );
+        // Resolved one goes: the chosen one stays chosen.
+        let mut left = conflict();
+        left.path = p("src/b.py");
+        left.copy = p("src/b.conflict-remote-99887766.py");
+        sync_update(&mut app, SyncUpdate::Conflicts(vec![left]));
+        assert_eq!(app.ide.as_ref().unwrap().sync.as_ref().unwrap().selected, 0);
+        key(&mut app, KeyCode::Char('S'));
+        assert_eq!(controls(app.take_effects()), [Control::Stop]);
+        key(&mut app, KeyCode::Esc);
+        let lines = screen(&mut app, 120, 36);
+        assert!(!shows(&lines, "--- sandbox"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_held_round_asks_before_deleting_and_yes_lets_the_sync_go_on() {
+        let mut app = syncing();
+        let why = "this sync would delete 80 of 100 files in the sandbox";
+        sync_update(&mut app, status(Phase::Held { why: why.into() }, 0));
+        let lines = screen(&mut app, 120, 36);
+        assert!(shows(&lines, "The sync held a round"), "{lines:#?}");
+        assert!(shows(&lines, "⇅ sync held: F4 to decide"), "{lines:#?}");
+        key(&mut app, KeyCode::Char('n'));
+        assert!(controls(app.take_effects()).is_empty());
+        // F4 asks again.
+        key(&mut app, KeyCode::F(4));
+        key(&mut app, KeyCode::Char('y'));
+        assert_eq!(controls(app.take_effects()), [Control::AllowDeletions]);
+        // Leaving the project stops its sync.
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::F(10));
+        assert!(controls(app.take_effects()).contains(&Control::Stop));
+    }
+}

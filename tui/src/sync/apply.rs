@@ -57,7 +57,7 @@ pub struct Executor<'a> {
     pub index: &'a mut LocalIndex,
     pub remote: &'a mut RemoteView,
     /// Called after each change (progress bars).
-    pub on_done: &'a mut dyn FnMut(),
+    pub on_done: &'a mut (dyn FnMut() + Send),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,11 @@ impl Executor<'_> {
             }
         }
         for wave in waves {
-            let results: Vec<(&Change, Result<Recorded, Skip>)> = futures_util::stream::iter(wave)
+            // The futures are made first, not in a stream's closure: a
+            // closure there makes the future not Send (rust#102211), and the
+            // TUI runs the sync as a task.
+            let jobs: Vec<_> = wave
+                .into_iter()
                 .map(|change| {
                     let job = RemoteJob {
                         root: self.root,
@@ -184,6 +188,8 @@ impl Executor<'_> {
                     };
                     async move { (change, job.apply(change).await) }
                 })
+                .collect();
+            let results: Vec<(&Change, Result<Recorded, Skip>)> = futures_util::stream::iter(jobs)
                 .buffer_unordered(PARALLEL)
                 .collect()
                 .await;

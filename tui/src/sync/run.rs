@@ -5,7 +5,7 @@
 //! and a round of reconcile and apply follows.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -100,23 +100,32 @@ impl Dialer for DirectRunner {
     }
 }
 
-/// Where the sync's lines go: standard output, or a test's buffer.
-pub trait Report: Send {
-    fn line(&mut self, text: &str);
+pub use super::report::{Control, Phase, Report, Status, Stdout};
+
+/// A round held back because it would delete a lot (or empty a side), and
+/// no one could be asked on a terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{why}: stopped, nothing was changed. Run with --dry-run to see the plan, and --allow-deletes if it is right.")]
+pub struct Held {
+    pub why: String,
 }
 
-pub struct Stdout;
-
-impl Report for Stdout {
-    fn line(&mut self, text: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    }
-}
-
-/// Runs the sync; returns the process exit code.
+/// Runs the sync from the command line, until Ctrl-C; returns the process
+/// exit code.
 pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -> anyhow::Result<i32> {
+    run_with(args, dialer, report, None).await
+}
+
+/// Runs the sync; with `controls` (the TUI) it is stopped and steered
+/// through them instead of Ctrl-C and the terminal, and a held round waits
+/// for [`Control::AllowDeletions`] instead of ending the sync.
+pub async fn run_with(
+    args: SyncArgs,
+    dialer: &dyn Dialer,
+    report: &mut dyn Report,
+    mut controls: Option<mpsc::UnboundedReceiver<Control>>,
+) -> anyhow::Result<i32> {
+    let controlled = controls.is_some();
     let folder = args
         .dir
         .canonicalize()
@@ -145,7 +154,16 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         state_dirty: false,
         saved_at: Instant::now(),
         saving: None,
+        controlled,
+        allow_once: false,
+        shown_conflicts: None,
+        status: Status {
+            phase: Phase::Starting,
+            pending: 0,
+            polling: false,
+        },
     };
+    sync.report.status(&sync.status);
     sync.full_scan()?;
     for warning in std::mem::take(&mut sync.rules.warnings) {
         sync.report.line(&format!("warning: {warning}"));
@@ -156,7 +174,30 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
         handle.request(Op::WatchFs).await?;
     }
     sync.load_remote(&handle).await?;
-    let settled = sync.settle(&handle).await?;
+    sync.set_phase(Phase::Reconciling);
+    let settled = loop {
+        match sync.settle(&handle).await {
+            Ok(code) => break code,
+            // Under the TUI a held first round waits for the user.
+            Err(e) if controlled && e.downcast_ref::<Held>().is_some() => {
+                let why = e.downcast_ref::<Held>().map(|h| h.why.clone()).unwrap_or_default();
+                sync.set_phase(Phase::Held { why });
+                match next_control(&mut controls).await {
+                    Control::AllowDeletions => sync.allow_once = true,
+                    Control::Resolve { .. } => {}
+                    Control::Stop => {
+                        sync.set_phase(Phase::Stopped);
+                        return Ok(0);
+                    }
+                }
+                sync.set_phase(Phase::Reconciling);
+                sync.full_scan()?;
+                sync.remote.load(&handle, &WorkspacePath::root()).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    sync.report_conflicts();
     if sync.args.dry_run || sync.args.once {
         return Ok(settled);
     }
@@ -171,11 +212,14 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
     let mut rescan_all = true;
     let mut first_event: Option<Instant> = Some(Instant::now());
     sync.report.line(&format!(
-        "watching {} ({} entries{}); Ctrl-C to stop",
+        "watching {} ({} entries{}){}",
         sync.folder.display(),
         sync.index.len(),
-        if watcher.polling() { ", polling every 2 s" } else { "" }
+        if watcher.polling() { ", polling every 2 s" } else { "" },
+        if controlled { "" } else { "; Ctrl-C to stop" }
     ));
+    sync.status.polling = watcher.polling();
+    sync.set_phase(Phase::Watching);
     let mut events_open = true;
     let mut dirty_local: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut dirty_remote: BTreeSet<WorkspacePath> = BTreeSet::new();
@@ -191,13 +235,36 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
             tokio::time::Instant::from_std(quiet.min(latest))
         });
         tokio::select! {
-            _ = &mut ctrl_c => {
-                sync.state_dirty = true;
-                sync.save()?;
-                sync.finish_saving()?;
-                sync.report.line("stopped; the next run resumes from here");
+            _ = &mut ctrl_c, if !controlled => {
+                sync.stop()?;
                 return Ok(0);
             }
+            control = next_control(&mut controls), if controlled => match control {
+                Control::Stop => {
+                    sync.stop()?;
+                    return Ok(0);
+                }
+                Control::AllowDeletions => {
+                    sync.allow_once = true;
+                    rescan_all = true;
+                    dirty_remote.insert(WorkspacePath::root());
+                }
+                Control::Resolve { conflict, resolution } => {
+                    match super::conflicts::resolve(&sync.folder, &conflict, resolution) {
+                        Ok(resolved) => {
+                            sync.report.line(&format!("resolved {}", resolved.message));
+                            dirty_local.extend(resolved.touched);
+                        }
+                        Err(e) => {
+                            sync.report.warn(&format!("not resolved: {e}"));
+                            // What changed is looked at again, and shown anew.
+                            dirty_local.insert(conflict.copy.clone());
+                            dirty_local.insert(conflict.path.clone());
+                            sync.shown_conflicts = None;
+                        }
+                    }
+                }
+            },
             event = events.recv(), if events_open => match event {
                 Some(LocalEvent::Paths(paths)) => {
                     for path in paths {
@@ -208,8 +275,9 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
                 }
                 Some(LocalEvent::Rescan) => rescan_all = true,
                 Some(LocalEvent::LimitReached) => {
-                    sync.report.line(&watch_limit_message());
+                    sync.report.warn(&watch_limit_message());
                     watcher.fall_back_to_polling();
+                    sync.status.polling = true;
                 }
                 // The watcher is gone (polling now): nothing more comes.
                 None => {
@@ -223,8 +291,10 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
                     dirty_remote.extend(changes.into_iter().map(|c| c.path));
                 }
                 Some(Incoming::Closed(_)) | None => {
-                    sync.report.line("the connection to the sandbox dropped; reconnecting");
+                    sync.report.warn("the connection to the sandbox dropped; reconnecting");
+                    sync.set_phase(Phase::Reconnecting);
                     (handle, incoming) = reconnect(dialer, sync.report).await;
+                    sync.set_phase(Phase::Watching);
                     handle.request(Op::WatchFs).await?;
                     dirty_remote.insert(WorkspacePath::root());
                     rescan_all = true;
@@ -240,17 +310,36 @@ pub async fn run(args: SyncArgs, dialer: &dyn Dialer, report: &mut dyn Report) -
             }
             _ = sleep_until(deadline) => {
                 first_event = None;
+                let pending = dirty_local.len() + dirty_remote.len();
+                sync.set_pending(pending.max(1));
                 let result = sync
                     .catch_up(&handle, &mut dirty_local, &mut dirty_remote, &mut rescan_all, &mut watcher)
                     .await;
-                if let Err(e) = result {
-                    sync.report.line(&format!("error: {e:#}"));
+                match result {
+                    Ok(()) => sync.set_phase(Phase::Watching),
+                    Err(e) => match e.downcast_ref::<Held>() {
+                        Some(held) if controlled => sync.set_phase(Phase::Held { why: held.why.clone() }),
+                        _ => sync.report.warn(&format!("error: {e:#}")),
+                    },
                 }
+                sync.set_pending(0);
+                sync.report_conflicts();
                 continue;
             }
         }
         last_event = Instant::now();
         first_event.get_or_insert(last_event);
+        if sync.status.pending == 0 {
+            sync.set_pending(dirty_local.len() + dirty_remote.len() + rescan_all as usize);
+        }
+    }
+}
+
+/// The next control; a closed channel (the TUI gone) means stop.
+async fn next_control(controls: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Control {
+    match controls {
+        Some(controls) => controls.recv().await.unwrap_or(Control::Stop),
+        None => std::future::pending().await,
     }
 }
 
@@ -318,9 +407,68 @@ struct Sync<'r> {
     state_dirty: bool,
     saved_at: Instant,
     saving: Option<std::thread::JoinHandle<Result<(), super::state::StateError>>>,
+    /// Run by the TUI: no questions on the terminal, no progress bars.
+    controlled: bool,
+    /// The user allowed the held round's deletions.
+    allow_once: bool,
+    /// The conflicts last reported, as (copy, its node, the path's node).
+    shown_conflicts: Option<Vec<(WorkspacePath, Node, Option<Node>)>>,
+    status: Status,
 }
 
 impl Sync<'_> {
+    fn set_phase(&mut self, phase: Phase) {
+        if self.status.phase != phase {
+            self.status.phase = phase;
+            self.report.status(&self.status);
+        }
+    }
+
+    fn set_pending(&mut self, pending: usize) {
+        if self.status.pending != pending {
+            self.status.pending = pending;
+            self.report.status(&self.status);
+        }
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        self.state_dirty = true;
+        self.save()?;
+        self.finish_saving()?;
+        self.report.line("stopped; the next run resumes from here");
+        self.set_phase(Phase::Stopped);
+        Ok(())
+    }
+
+    /// Tells the conflicts, when they are not the ones told last.
+    fn report_conflicts(&mut self) {
+        let now: Vec<(WorkspacePath, Node, Option<Node>)> = self
+            .index
+            .iter()
+            .filter(|(p, _)| is_conflict_copy(p))
+            .map(|(copy, entry)| {
+                let at_path = super::conflicts::original_of(copy)
+                    .and_then(|(path, _)| self.index.get(&path))
+                    .map(|e| e.node.clone());
+                (copy.clone(), entry.node.clone(), at_path)
+            })
+            .collect();
+        if self.shown_conflicts.as_ref() == Some(&now) {
+            return;
+        }
+        let conflicts = super::conflicts::find(&self.folder, &self.index);
+        self.report.conflicts(&conflicts);
+        self.shown_conflicts = Some(now);
+    }
+
+    fn bar(&self, bar: ProgressBar) -> ProgressBar {
+        if self.report.owns_terminal() {
+            bar
+        } else {
+            ProgressBar::hidden()
+        }
+    }
+
     fn relative(&self, abs: &Path) -> Option<WorkspacePath> {
         let rel = abs.strip_prefix(&self.folder).ok()?;
         WorkspacePath::parse(rel.to_str()?).ok()
@@ -328,7 +476,7 @@ impl Sync<'_> {
 
     fn scan(&mut self, top: &WorkspacePath) -> anyhow::Result<ScanStats> {
         let bar = if top.is_root() && self.index.is_empty() {
-            let bar = ProgressBar::new_spinner();
+            let bar = self.bar(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} reading the folder: {binary_bytes} hashed ({binary_bytes_per_sec})",
@@ -365,7 +513,7 @@ impl Sync<'_> {
     }
 
     async fn load_remote(&mut self, handle: &RunnerHandle) -> anyhow::Result<()> {
-        let spinner = ProgressBar::new_spinner();
+        let spinner = self.bar(ProgressBar::new_spinner());
         spinner.set_message("reading the sandbox's manifest");
         spinner.enable_steady_tick(Duration::from_millis(100));
         let loaded = self.remote.load(handle, &WorkspacePath::root()).await;
@@ -524,7 +672,7 @@ impl Sync<'_> {
     ) -> anyhow::Result<bool> {
         self.last_conflicts = plan.conflicts();
         for notice in &plan.notices {
-            self.report.line(&describe_notice(notice));
+            self.report.warn(&describe_notice(notice));
         }
         if plan.is_empty() {
             self.advance(scope)?;
@@ -533,7 +681,7 @@ impl Sync<'_> {
         self.check_deletions(&plan)?;
         let total = plan.local.len() + plan.remote.len() + plan.copies.len();
         let bar = (total >= BAR_AT).then(|| {
-            let bar = ProgressBar::new(total as u64);
+            let bar = self.bar(ProgressBar::new(total as u64));
             bar.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} changes ({per_sec}, {eta} left)")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -587,6 +735,10 @@ impl Sync<'_> {
         if self.args.allow_deletes || plan.deletions(Side::Local) + plan.deletions(Side::Remote) == 0 {
             return Ok(());
         }
+        if std::mem::take(&mut self.allow_once) {
+            self.report.line("deleting as allowed");
+            return Ok(());
+        }
         let (local, remote, _) = self.views();
         for (side, tree) in [(Side::Local, &local), (Side::Remote, &remote)] {
             let deletions = plan.deletions(side);
@@ -607,7 +759,7 @@ impl Sync<'_> {
                 "this sync would delete {deletions} of {files} files {place}{}",
                 if empties { ", emptying it" } else { "" }
             );
-            if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            if !self.controlled && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
                 eprint!("{why}. Go ahead? [y/N] ");
                 let mut answer = String::new();
                 std::io::stdin().read_line(&mut answer)?;
@@ -615,9 +767,7 @@ impl Sync<'_> {
                     continue;
                 }
             }
-            anyhow::bail!(
-                "{why}: stopped, nothing was changed. Run with --dry-run to see the plan, and --allow-deletes if it is right."
-            );
+            return Err(Held { why }.into());
         }
         Ok(())
     }
