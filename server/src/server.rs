@@ -34,6 +34,8 @@ pub struct Server {
     public_port: u16,
     api_token: String,
     storage_gateway: Option<(tokio::net::TcpListener, Arc<storage_gateway::GatewayState>)>,
+    /// The local sandboxes a previous server left, being taken over.
+    adoption: Option<crate::orchestrator::local::Adoption>,
     idle_timeout: std::time::Duration,
 }
 
@@ -50,19 +52,20 @@ impl Server {
         }
         let kubernetes = config.backend == BackendKind::Kubernetes;
         let mut storage_gateway = None;
+        let mut adoption = None;
         let backend: Arc<dyn SandboxBackend> = if kubernetes {
             let (backend, gateway) = kubernetes_backend(&config, store, &data_dir).await?;
             storage_gateway = gateway;
             backend
         } else {
             let backend = local_backend(&config, &data_dir, mirror_to)?;
-            let adopted = backend.adopt(&credentials.issuer.verifier().public_base64()).await;
-            if !adopted.is_empty() {
-                tracing::info!(
-                    count = adopted.len(),
-                    "took over the sandboxes the previous server left running"
-                );
-            }
+            // Finished while serving: a sandbox slow to answer (or an S3
+            // mirror catching up) never delays the API.
+            adoption = Some(
+                backend
+                    .begin_adoption(&credentials.issuer.verifier().public_base64())
+                    .await,
+            );
             Arc::new(backend)
         };
         let mut orchestrator = Orchestrator::new(backend, Arc::new(credentials.issuer));
@@ -92,6 +95,7 @@ impl Server {
             public_port,
             api_token: credentials.api_token.clone(),
             storage_gateway,
+            adoption,
             idle_timeout: std::time::Duration::from_secs(config.idle_timeout_secs),
         })
     }
@@ -127,7 +131,19 @@ impl Server {
                 }
             })
         };
+        if let Some(adoption) = self.adoption {
+            tokio::spawn(async move {
+                let adopted = adoption.finish().await;
+                if !adopted.is_empty() {
+                    tracing::info!(
+                        count = adopted.len(),
+                        "took over the sandboxes the previous server left running"
+                    );
+                }
+            });
+        }
         {
+            // Projects being adopted are waited for, not started twice.
             let state = state.clone();
             tokio::spawn(async move { state.orchestrator.resume().await });
         }

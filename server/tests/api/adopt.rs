@@ -129,10 +129,10 @@ async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int)
     assert!(alive(bwrap) && alive(runner), "the sandbox ended with the server");
 
     let again = TestServer::restart(&server);
-    // Adopted before the new server answers anything.
+    // A start waits for the adoption under way (never launches another).
+    let started = again.start_project(id).await;
     let (_, status) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
     assert_eq!(status["state"], "running", "{status}");
-    let started = again.start_project(id).await;
     let (mut client, instance_again) = connect(&again, id, &started).await;
     assert_eq!(instance_again, instance, "a new runner, not the adopted one");
     assert_eq!(
@@ -176,6 +176,50 @@ async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int)
     assert!(record(&again, id).is_none(), "the stopped sandbox's record left behind");
     let (_, body) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
     assert_eq!(body["state"], "stopped");
+}
+
+/// A sandbox slow to answer (its runner stopped, here) does not keep the
+/// next server from serving: the API answers at once and says the project
+/// is starting; once the runner answers, the same sandbox is adopted, under
+/// the new server's limits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_server_serves_while_a_slow_sandbox_is_being_adopted() {
+    let id = "slow-adopt";
+    let mut server = TestServer::binary(&[]);
+    server.create(id, "python").await;
+    let started = server.start_project(id).await;
+    let (_, instance) = connect(&server, id, &started).await;
+    let sandbox = record(&server, id).unwrap();
+    let runner = pid_of(&sandbox, "runner");
+    server.kill();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(runner, libc::SIGSTOP);
+    }
+
+    let again = TestServer::restart_with(&server, &["--sandbox-pids", "77"]);
+    let (code, list) = again.api("GET", "/api/projects", None).await;
+    assert_eq!(code, 200, "{list}");
+    let (_, status) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
+    assert_eq!(status["state"], "starting", "{status}");
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(runner, libc::SIGCONT);
+    }
+    let started = again.start_project(id).await;
+    let (_, instance_again) = connect(&again, id, &started).await;
+    assert_eq!(instance_again, instance, "a new runner, not the adopted one");
+    assert_eq!(record(&again, id).unwrap(), sandbox, "not the same sandbox");
+    let caps: Vec<String> = cgroup_dirs(&sandbox)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("pids.max")).ok())
+        .map(|cap| cap.trim().to_string())
+        .collect();
+    assert_eq!(
+        caps,
+        ["77"],
+        "the new server's process cap is not the adopted sandbox's"
+    );
 }
 
 /// Runners of `id` on this machine.

@@ -95,6 +95,12 @@ impl TestServer {
         }
     }
 
+    /// The binary again on the same directories, with other settings.
+    pub fn restart_with(old: &TestServer, extra: &[&str]) -> Self {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_in(old.root.clone(), extra, Stdio::inherit())
+    }
+
     fn start_in_process(root: PathBuf, extra: Vec<String>) -> Self {
         use clap::Parser;
         become_subreaper();

@@ -49,11 +49,9 @@ impl CgroupVersion {
                     std::fs::create_dir_all(&dir)?;
                     let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids +cpu");
                     std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
-                    std::fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
-                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
-                    std::fs::write(dir.join("pids.max"), limits.max_pids.to_string())?;
-                    std::fs::write(dir.join("cpu.max"), format!("{} 100000", limits.cpu_percent * 1000))?;
-                    Ok(Cgroup { dirs: vec![dir] })
+                    let cgroup = Cgroup { dirs: vec![dir] };
+                    cgroup.set_limits(limits)?;
+                    Ok(cgroup)
                 })()
             }
             CgroupVersion::V1 => (|| -> std::io::Result<Cgroup> {
@@ -66,18 +64,9 @@ impl CgroupVersion {
                     std::fs::create_dir_all(&dir)?;
                     dirs.push(dir);
                 }
-                std::fs::write(dirs[0].join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
-                let _ = std::fs::write(
-                    dirs[0].join("memory.memsw.limit_in_bytes"),
-                    limits.memory_bytes.to_string(),
-                );
-                std::fs::write(dirs[1].join("pids.max"), limits.max_pids.to_string())?;
-                std::fs::write(dirs[2].join("cpu.cfs_period_us"), "100000")?;
-                std::fs::write(
-                    dirs[2].join("cpu.cfs_quota_us"),
-                    (limits.cpu_percent * 1000).to_string(),
-                )?;
-                Ok(Cgroup { dirs })
+                let cgroup = Cgroup { dirs };
+                cgroup.set_limits(limits)?;
+                Ok(cgroup)
             })(),
             CgroupVersion::Unavailable => {
                 tracing::warn!(%project, "no usable cgroups: memory, process and CPU limits are rlimits only");
@@ -95,6 +84,31 @@ impl CgroupVersion {
 }
 
 impl Cgroup {
+    /// Writes the limits: at creation, and again when a server adopts the
+    /// sandbox, so one started with other limits applies its own to the
+    /// sandboxes it takes over (cgroup limits change live).
+    pub(super) fn set_limits(&self, limits: &Limits) -> std::io::Result<()> {
+        match self.dirs.as_slice() {
+            [dir] => {
+                std::fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                std::fs::write(dir.join("pids.max"), limits.max_pids.to_string())?;
+                std::fs::write(dir.join("cpu.max"), format!("{} 100000", limits.cpu_percent * 1000))
+            }
+            [memory, pids, cpu] => {
+                std::fs::write(memory.join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
+                let _ = std::fs::write(
+                    memory.join("memory.memsw.limit_in_bytes"),
+                    limits.memory_bytes.to_string(),
+                );
+                std::fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
+                std::fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
+                std::fs::write(cpu.join("cpu.cfs_quota_us"), (limits.cpu_percent * 1000).to_string())
+            }
+            other => Err(std::io::Error::other(format!("not a sandbox's cgroup: {other:?}"))),
+        }
+    }
+
     pub(super) fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }

@@ -156,26 +156,47 @@ impl LocalBackend {
     /// runner asked to flush first if it still runs). Returns the adopted
     /// projects.
     pub async fn adopt(&self, token_public_key: &str) -> Vec<ProjectId> {
+        self.begin_adoption(token_public_key).await.finish().await
+    }
+
+    /// Reserves every recorded project for its adoption (each one's
+    /// lifecycle lock taken, its state `starting`) and returns; the
+    /// adoptions themselves (a runner's readiness, an S3 mirror's catching
+    /// up) go on in the background, so the server can listen at once. A
+    /// start, stop or status of a project meanwhile waits for its adoption
+    /// (or sees it starting), and never launches a second sandbox beside
+    /// the one being adopted.
+    pub async fn begin_adoption(&self, token_public_key: &str) -> Adoption {
         let records = {
             let os = self.inner.os.clone();
             tokio::task::spawn_blocking(move || os.load_records())
                 .await
                 .unwrap_or_default()
         };
-        let adoptions = records.into_iter().map(|record| {
+        let mut tasks = Vec::with_capacity(records.len());
+        for record in records {
             let project = record.project.clone();
-            let key = token_public_key.to_owned();
-            async move {
-                let adopted = self
-                    .serialised(&project, move |inner| inner.adopt_one(record, key))
-                    .await;
-                matches!(adopted, Ok(true)).then_some(project)
-            }
-        });
-        futures_util::future::join_all(adoptions)
+            let held = self.inner.lifecycle(&project).lock_owned().await;
+            self.inner.projects().entry(project.clone()).or_insert(Phase::Starting);
+            let (inner, key) = (self.inner.clone(), token_public_key.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let _held = held;
+                inner.adopt_one(record, key).await.then_some(project)
+            }));
+        }
+        Adoption(tasks)
+    }
+}
+
+/// Adoptions under way: [`Adoption::finish`] says which were adopted.
+pub struct Adoption(Vec<tokio::task::JoinHandle<Option<ProjectId>>>);
+
+impl Adoption {
+    pub async fn finish(self) -> Vec<ProjectId> {
+        futures_util::future::join_all(self.0)
             .await
             .into_iter()
-            .flatten()
+            .filter_map(|adopted| adopted.ok().flatten())
             .collect()
     }
 }
@@ -426,7 +447,9 @@ impl Inner {
     /// when adopted.
     async fn adopt_one(self: Arc<Self>, mut record: Record, token_public_key: String) -> bool {
         let project = record.project.clone();
-        if self.projects().contains_key(&project) {
+        // Reserved as starting by `begin_adoption`; anything else means the
+        // project is already this server's.
+        if !matches!(self.projects().get(&project), None | Some(Phase::Starting)) {
             return false;
         }
         // Held even when the record is not this version's: the sandbox is
@@ -491,6 +514,7 @@ impl Inner {
         if let Some(why) = refused {
             tracing::warn!(%project, "not adopting the sandbox a previous server left ({why}): ending it");
             self.end(&project, sandbox).await;
+            self.projects().remove(&project);
             return false;
         }
         // A network helper that ended while no server ran is started again:
@@ -501,6 +525,9 @@ impl Inner {
         {
             tracing::warn!(%project, "the sandbox's network helper had ended: started again");
             sandbox.network = self.os.start_network(pid).await;
+        }
+        if let Some(cgroup) = &sandbox.cgroup {
+            self.os.apply_limits(cgroup);
         }
         record.runner = sandbox.runner;
         record.network = self.recorded(sandbox.network.as_deref());
@@ -825,6 +852,8 @@ mod tests {
         dead_runners: Mutex<Vec<u32>>,
         /// Projects whose runner runs but never answers.
         deaf: Mutex<Vec<ProjectId>>,
+        /// Projects whose runner answers only once `gate` opens.
+        slow_ready: Mutex<Vec<ProjectId>>,
         /// Sandboxes (by pid) whose bwrap was killed while their runner and
         /// their namespace's init live on: how each of those two ended.
         orphans: Mutex<HashMap<u32, (Exit, Exit)>>,
@@ -960,6 +989,9 @@ mod tests {
         fn kill_cgroup(&self, cgroup: &Cgroup) {
             self.note(format!("kill-cgroup {}", cgroup.dirs[0].display()));
         }
+        fn apply_limits(&self, cgroup: &Cgroup) {
+            self.note(format!("limits {}", cgroup.dirs[0].display()));
+        }
         fn remove_cgroup(&self, cgroup: &Cgroup) -> bool {
             if self
                 .busy_cgroup
@@ -999,6 +1031,14 @@ mod tests {
             Some(Box::new(FakeProcess { pid: pid.pid, exit }))
         }
         async fn runner_ready(&self, ide: &Upstream) -> bool {
+            let slow = self.slow_ready.lock().unwrap().clone();
+            if slow
+                .iter()
+                .any(|project| *ide == Upstream::Unix(format!("/sockets/{project}/run/ide.sock").into()))
+            {
+                let mut open = self.gate.as_ref().unwrap().subscribe();
+                let _ = open.wait_for(|open| *open).await;
+            }
             let sandboxes = self.sandboxes.lock().unwrap().clone();
             sandboxes.iter().rev().any(|(project, pid, exit)| {
                 *ide == Upstream::Unix(format!("/sockets/{project}/run/ide.sock").into())
@@ -1263,7 +1303,12 @@ mod tests {
 
         let second = restarted(&os);
         assert_eq!(second.adopt("key").await, vec![id("alpha")]);
-        assert!(os.log().is_empty(), "adoption touched the sandbox: {:?}", os.log());
+        assert_eq!(
+            os.log(),
+            ["limits /fake/alpha"],
+            "adoption did more than set this server's limits"
+        );
+        os.log.lock().unwrap().clear();
         assert!(matches!(second.state(&id("alpha")).await, SandboxState::Running(_)));
         assert_eq!(second.running().await, vec![id("alpha")]);
         // A start finds it running.
@@ -1283,6 +1328,34 @@ mod tests {
         );
         assert!(os.record("alpha").is_none());
         assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+    }
+
+    /// The server listens while it adopts: a runner slow to answer delays
+    /// nobody, and a start of that project meanwhile waits for the adoption
+    /// instead of launching a second sandbox beside it.
+    #[tokio::test]
+    async fn adoption_goes_on_in_the_background_and_a_start_meanwhile_waits_for_it() {
+        let os = Arc::new(FakeOs {
+            gate: Some(watch::channel(false).0),
+            ..Default::default()
+        });
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        os.slow_ready.lock().unwrap().push(id("alpha"));
+        let second = Arc::new(restarted(&os));
+        let adoption = second.begin_adoption("key").await;
+        assert_eq!(second.state(&id("alpha")).await, SandboxState::Starting);
+        let mut start = tokio::spawn({
+            let second = second.clone();
+            async move { second.ensure_running(&spec("alpha")).await }
+        });
+        assert!(
+            timeout(Duration::from_millis(50), &mut start).await.is_err(),
+            "the start did not wait for the adoption under way"
+        );
+        os.gate.as_ref().unwrap().send_replace(true);
+        start.await.unwrap().unwrap();
+        assert_eq!(adoption.finish().await, vec![id("alpha")]);
+        assert_eq!(os.count("spawn alpha"), 0, "a second sandbox was launched");
     }
 
     #[tokio::test]
@@ -1479,7 +1552,8 @@ mod tests {
             Some(alpha_helper),
             "alpha's helper replaced"
         );
-        assert_eq!(os.log(), ["network beta"], "only beta's ended helper is started again");
+        let started: Vec<String> = os.log().into_iter().filter(|l| l.starts_with("network")).collect();
+        assert_eq!(started, ["network beta"], "only beta's ended helper is started again");
         let new = os.record("beta").unwrap().network.expect("beta left without network");
         assert_ne!(new, beta_helper);
 

@@ -33,7 +33,7 @@ mod record;
 use std::path::PathBuf;
 
 pub use cgroup::{Cgroup, CgroupVersion};
-pub use lifecycle::{LocalBackend, LocalBackendError};
+pub use lifecycle::{Adoption, LocalBackend, LocalBackendError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {

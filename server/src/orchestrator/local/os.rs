@@ -69,6 +69,9 @@ pub(super) trait Os: Send + Sync + 'static {
     fn gives_network(&self) -> bool;
     /// SIGKILLs everything left in the cgroup.
     fn kill_cgroup(&self, cgroup: &Cgroup);
+    /// Sets this server's limits on an adopted sandbox's cgroup (logged when
+    /// it cannot).
+    fn apply_limits(&self, cgroup: &Cgroup);
     /// One attempt at removing the cgroup: true once it is gone.
     fn remove_cgroup(&self, cgroup: &Cgroup) -> bool;
     /// When the live process `pid` started (clock ticks after boot): with
@@ -349,6 +352,12 @@ impl Os for HostOs {
 
     fn kill_cgroup(&self, cgroup: &Cgroup) {
         cgroup.kill_all();
+    }
+
+    fn apply_limits(&self, cgroup: &Cgroup) {
+        if let Err(e) = cgroup.set_limits(&self.config.limits) {
+            tracing::warn!("setting this server's limits on the adopted sandbox's cgroup {cgroup:?}: {e}");
+        }
     }
 
     fn remove_cgroup(&self, cgroup: &Cgroup) -> bool {
