@@ -648,6 +648,15 @@ impl App {
                 list.loading = true;
                 self.effect(Effect::ListProjects);
             }
+            KeyCode::Char('s') => {
+                if let Some(project) = list.projects.get(list.selected) {
+                    self.modal = Some(Modal::Prompt {
+                        title: format!("Open {} synced with a local folder (its path)", project.id),
+                        text: self.default_sync_dir.clone(),
+                        purpose: PromptFor::SyncFolder,
+                    });
+                }
+            }
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
             _ => {}
         }
@@ -729,7 +738,14 @@ impl App {
                 ide.editor.search = (!text.is_empty()).then_some(text);
                 self.find_next(true);
             }
-            PromptFor::SyncFolder => self.start_sync(expand_home(&text)),
+            PromptFor::SyncFolder if self.ide.is_some() => self.start_sync(expand_home(&text)),
+            // From the project list: open the chosen project synced.
+            PromptFor::SyncFolder => {
+                if let Some(project) = self.projects.projects.get(self.projects.selected).cloned() {
+                    self.sync_on_start = Some(expand_home(&text));
+                    self.open_project(project);
+                }
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub const KEYMAP: &[Binding] = &[
     b("Everywhere", "Ctrl-Q", "quit (asks when files are unsaved)"),
     b("Projects", "↑ ↓ / Enter", "choose / open a project"),
     b("Projects", "n / d / r", "new project / delete / refresh"),
+    b("Projects", "s", "open it synced with a local folder"),
     b(
         "IDE",
         "Alt-1 Alt-2 Alt-3 / F2",

@@ -97,7 +97,7 @@ fn draw_projects(app: &App, frame: &mut Frame) {
         ]);
         frame.render_widget(Paragraph::new(line), Rect::new(list.x, y, list.width, 1));
     }
-    let keys = "Enter open · n new · d delete · r refresh · F1 help · q quit";
+    let keys = "Enter open · s open synced · n new · d delete · r refresh · q quit";
     let footer = Rect::new(
         outer.x + 2,
         outer.bottom().saturating_sub(2),
@@ -422,7 +422,7 @@ fn draw_sync_view(sync: &SyncPane, project: &str, area: Rect, frame: &mut Frame)
     frame.render_widget(Paragraph::new(log), log_area);
 
     let help = if sync.running() {
-        "↑↓ choose · l keep local · r keep remote · b keep both · PgUp/PgDn scroll · S stop syncing · Esc close"
+        "↑↓ choose · l keep local · r keep remote · b keep both · PgUp PgDn scroll · S stop · Esc close"
     } else {
         "the sync has stopped: F4 starts it again · Esc close"
     };

@@ -500,3 +500,121 @@ fn after_a_sandbox_restart_the_terminal_shows_it_ended_and_a_new_shell_works() {
     drop(tmux);
     drop(server);
 }
+
+/// Reads a file in a project's sandbox workspace, as its terminals see it.
+fn in_sandbox(root: &Path, project: &str, rel: &str) -> Option<String> {
+    std::fs::read_to_string(root.join("data/sandboxes").join(project).join("workspace").join(rel)).ok()
+}
+
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_tui_syncs_a_folder_and_resolves_a_conflict_keeping_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port, token) = start_server(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = ApiClient::new(&format!("http://127.0.0.1:{port}"), &token).unwrap();
+    runtime.block_on(api.create("e2e-sync", "python")).unwrap();
+    let folder = dir.path().join("work");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("notes.txt"), "first\n").unwrap();
+    let state = dir.path().join("sync-state");
+
+    let tmux = Tmux::start(120, 36, "bash --norc --noprofile");
+    let launch = format!(
+        "PS1='$ ' CLOUDCODE_SYNC_STATE_DIR={} {} --server http://127.0.0.1:{port} --token {token} --project e2e-sync --sync {}",
+        state.display(),
+        binary("cloudcode-tui").display(),
+        folder.display()
+    );
+    tmux.type_text(&launch);
+    tmux.press(&["Enter"]);
+    tmux.wait_for("the project open and the folder watched", |s| {
+        s.contains("● connected") && s.contains("⇅ watching")
+    });
+    // The first sync merged both: the starter came down, notes.txt went up.
+    assert!(folder.join("main.py").exists());
+    assert_eq!(
+        in_sandbox(dir.path(), "e2e-sync", "notes.txt").as_deref(),
+        Some("first\n")
+    );
+
+    // A save in the folder (by another editor) shows in the sandbox, and in
+    // the IDE's tree.
+    std::fs::write(folder.join("saved-here.txt"), "saved locally\n").unwrap();
+    wait_until("the save in the sandbox", || {
+        in_sandbox(dir.path(), "e2e-sync", "saved-here.txt").as_deref() == Some("saved locally\n")
+    });
+    tmux.wait_text("saved-here.txt");
+
+    // Quit; both sides change notes.txt while no sync runs.
+    tmux.press(&["C-q"]);
+    tmux.wait_for("the TUI gone", |s| !s.contains("F1 help"));
+    std::fs::write(folder.join("notes.txt"), "first\nmine\n").unwrap();
+    let sandbox_notes = dir.path().join("data/sandboxes/e2e-sync/workspace/notes.txt");
+    std::fs::write(&sandbox_notes, "first\ntheirs\n").unwrap();
+
+    // Back: the restart reconciles against the agreed state, and finds
+    // the conflict.
+    tmux.type_text("clear");
+    tmux.press(&["Enter"]);
+    tmux.type_text(&launch);
+    tmux.press(&["Enter"]);
+    tmux.wait_for("the conflict in the status bar", |s| {
+        s.contains("● connected") && s.contains("⚠ 1 conflict (F4)")
+    });
+    tmux.press(&["F4"]);
+    let screen = tmux.wait_for("the conflicts view with the diff", |s| {
+        s.contains("1 conflict: changed in the folder and in the sandbox") && s.contains("+ mine")
+    });
+    for needle in [
+        "notes.txt",
+        "the sandbox's version is in notes.conflict-remote-",
+        "--- sandbox  notes.conflict-remote-",
+        "+++ folder   notes.txt",
+        "  first",
+        "- theirs",
+        "+ mine",
+    ] {
+        assert!(screen.contains(needle), "{needle} missing:\n{screen}");
+    }
+
+    // Keep both: nothing pending, both contents on both sides.
+    tmux.press(&["b"]);
+    tmux.wait_for("the conflict resolved", |s| {
+        s.contains("No conflicts: both sides agree.") && s.contains("⇅ watching") && !s.contains("⚠")
+    });
+    for (path, content) in [
+        ("notes.txt", "first\nmine\n"),
+        ("notes.from-sandbox.txt", "first\ntheirs\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(folder.join(path)).unwrap(),
+            content,
+            "{path} in the folder"
+        );
+        wait_until(&format!("{path} in the sandbox"), || {
+            in_sandbox(dir.path(), "e2e-sync", path).as_deref() == Some(content)
+        });
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("conflict"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    tmux.press(&["Escape"]);
+    tmux.wait_for("the view closed", |s| !s.contains("No conflicts"));
+
+    tmux.press(&["C-q"]);
+    tmux.wait_for("the TUI gone", |s| !s.contains("F1 help"));
+    drop(tmux);
+    drop(server);
+}

@@ -1046,3 +1046,23 @@ mod sync {
         assert!(controls(app.take_effects()).contains(&Control::Stop));
     }
 }
+
+#[test]
+fn s_on_the_project_list_opens_the_project_synced_with_a_folder() {
+    let mut app = App::new("http://127.0.0.1:8080".into());
+    app.default_sync_dir = "/home/u".into();
+    app.take_effects();
+    app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
+    key(&mut app, KeyCode::Char('s'));
+    let lines = screen(&mut app, 100, 30);
+    assert!(shows(&lines, "Open demo synced with a local folder"), "{lines:#?}");
+    assert!(shows(&lines, "/home/u"), "{lines:#?}");
+    type_text(&mut app, "/work");
+    key(&mut app, KeyCode::Enter);
+    let effects = app.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::OpenProject(p), Effect::StartSync { project, dir }]
+            if p.id == "demo" && project == "demo" && dir == std::path::Path::new("/home/u/work")),
+        "{effects:?}"
+    );
+}

@@ -643,9 +643,12 @@ impl Sync<'_> {
         }
         let remaining = self.conflicts_remaining();
         if remaining > 0 {
-            self.report.line(&format!(
-                "{remaining} conflict(s) remain: resolve them and delete the conflict copies"
-            ));
+            let how = if self.controlled {
+                "F4 shows them"
+            } else {
+                "resolve them and delete the conflict copies"
+            };
+            self.report.line(&format!("{remaining} conflict(s) remain: {how}"));
             Ok(EXIT_CONFLICTS)
         } else {
             self.report.line("in sync");
