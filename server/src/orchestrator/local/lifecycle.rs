@@ -68,6 +68,7 @@ struct Inner {
     storage_dir: PathBuf,
     mirror_to: Option<Arc<dyn cloudcode_proto::storage::ObjectStore>>,
     stop_grace: Duration,
+    isolation: super::Isolation,
     ready_timeout: Duration,
     /// Every project's state. Short critical sections only, never across
     /// an await.
@@ -139,6 +140,7 @@ impl LocalBackend {
                 storage_dir: config.storage_dir,
                 mirror_to: config.mirror_to,
                 stop_grace,
+                isolation: config.isolation,
                 ready_timeout: READY_TIMEOUT,
                 projects: Mutex::new(HashMap::new()),
                 lifecycles: Mutex::new(HashMap::new()),
@@ -357,6 +359,7 @@ impl Inner {
                     sandbox,
                     cgroup.as_ref().map(|c| c.dirs.clone()).unwrap_or_default(),
                     spec.token_public_key.clone(),
+                    self.isolation,
                 )
             });
         if let Some(record) = &record {
@@ -495,6 +498,11 @@ impl Inner {
         };
         let refused = if !record.is_current() {
             Some("it was recorded by another version of the server".to_string())
+        } else if record.isolation != Some(self.isolation) {
+            Some(format!(
+                "it runs with isolation {:?}, this server's is {:?}",
+                record.isolation, self.isolation
+            ))
         } else if sandbox.process.id().is_none() {
             Some("its sandbox is gone".to_string())
         } else if sandbox.runner.is_none() {
@@ -1511,6 +1519,27 @@ mod tests {
         assert_eq!(os.count("terminate alpha"), 1);
         assert!(!os.alive(bwrap), "the sandbox was left running");
         assert!(os.record("alpha").is_none());
+        second.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(os.count("spawn alpha"), 1);
+    }
+
+    /// A runner started without a sandbox (`--insecure-no-sandbox`) is
+    /// never taken over by a server that sandboxes: it would go on running
+    /// users' code unconfined.
+    #[tokio::test]
+    async fn an_unsandboxed_runner_is_not_adopted_by_a_server_that_sandboxes() {
+        let os = Arc::new(FakeOs::default());
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        let mut record = os.record("alpha").unwrap();
+        assert_eq!(record.isolation, Some(Isolation::Bubblewrap));
+        record.isolation = Some(Isolation::Insecure);
+        let bwrap = record.sandbox.pid;
+        os.save_record(&record);
+
+        let second = restarted(&os);
+        assert!(second.adopt("key").await.is_empty());
+        assert_eq!(os.count("terminate alpha"), 1, "not asked to flush first");
+        assert!(!os.alive(bwrap), "the unsandboxed runner was left running");
         second.ensure_running(&spec("alpha")).await.unwrap();
         assert_eq!(os.count("spawn alpha"), 1);
     }

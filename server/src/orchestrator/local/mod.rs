@@ -35,7 +35,8 @@ use std::path::PathBuf;
 pub use cgroup::{Cgroup, CgroupVersion};
 pub use lifecycle::{Adoption, LocalBackend, LocalBackendError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     Bubblewrap,
     /// No sandbox at all: only with an explicit, loudly logged option.

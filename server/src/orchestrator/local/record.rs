@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::command;
+use super::{Isolation, command};
 use crate::projects::ProjectId;
 
 const FILE: &str = "sandbox.json";
 /// Bumped when a record's meaning changes: an older server's records are
 /// then cleaned up rather than misread.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// A process named so that a later process given the same pid is never
 /// taken for it.
@@ -44,6 +44,10 @@ pub(super) struct Record {
     /// The public key the runner checks project tokens with: a server with
     /// another signing key cannot use this runner.
     pub token_public_key: String,
+    /// How the sandbox is confined: a server that sandboxes never takes
+    /// over a runner started without a sandbox. (Absent in version 1.)
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,13 @@ fn project_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Proje
 }
 
 impl Record {
-    pub fn new(project: ProjectId, sandbox: Pid, cgroup: Vec<PathBuf>, token_public_key: String) -> Self {
+    pub fn new(
+        project: ProjectId,
+        sandbox: Pid,
+        cgroup: Vec<PathBuf>,
+        token_public_key: String,
+        isolation: Isolation,
+    ) -> Self {
         Self {
             version: VERSION,
             project,
@@ -70,6 +80,7 @@ impl Record {
             network: None,
             cgroup,
             token_public_key,
+            isolation: Some(isolation),
         }
     }
 
@@ -154,6 +165,7 @@ mod tests {
             Pid { pid: 10, start: 99 },
             vec!["/sys/fs/cgroup/cloudcode/x".into()],
             "key".into(),
+            Isolation::Bubblewrap,
         );
         record.runner = Some(Pid { pid: 12, start: 100 });
         record
