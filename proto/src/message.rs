@@ -76,6 +76,12 @@ pub enum Op {
         path: WorkspacePath,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         recursive: bool,
+        /// Refuse with `conflict` unless the path is a file of this version
+        /// (checked in the same step as the delete, so a write since the
+        /// client looked is never deleted unseen).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        base_version: Option<String>,
     },
     /// Starts [`Event::FsChanged`] events for this connection.
     WatchFs,
@@ -463,6 +469,26 @@ mod tests {
                 create_new: false
             }
         );
+        let del: Request =
+            serde_json::from_str(r#"{"id":8,"op":"delete","path":"a.txt","base_version":"v1"}"#).unwrap();
+        assert_eq!(
+            del.op,
+            Op::Delete {
+                path: WorkspacePath::parse("a.txt").unwrap(),
+                recursive: false,
+                base_version: Some("v1".into())
+            }
+        );
+        // Absent: no check (every client before it existed).
+        let del: Request = serde_json::from_str(r#"{"id":9,"op":"delete","path":"d","recursive":true}"#).unwrap();
+        assert!(matches!(
+            del.op,
+            Op::Delete {
+                recursive: true,
+                base_version: None,
+                ..
+            }
+        ));
         let ev = ServerMessage::Event(Event::TermExited { term: 2, code: Some(0) });
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),

@@ -408,6 +408,7 @@ async fn main() {
         .request(Op::Delete {
             path: p("bulk"),
             recursive: true,
+            base_version: None,
         })
         .await;
     let delete_in = started.elapsed();

@@ -344,11 +344,19 @@ impl Connection {
                     Err(e) => Err(e),
                 }
             }
-            Op::Delete { path, recursive } => {
+            Op::Delete {
+                path,
+                recursive,
+                base_version,
+            } => {
                 let deleted = path.clone();
                 // A recursive delete of 100,000 files takes a while: off the
                 // worker that carries terminal bytes.
-                match on_workspace(&self.state, move |ws| ws.delete(&deleted, recursive)).await {
+                match on_workspace(&self.state, move |ws| {
+                    ws.delete(&deleted, recursive, base_version.as_deref())
+                })
+                .await
+                {
                     Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
                     Err(e) => Err(e),
                 }

@@ -349,7 +349,9 @@ impl Workspace {
             .map_err(|e| FileError::io(to, e))
     }
 
-    pub fn delete(&self, path: &WorkspacePath, recursive: bool) -> FileResult<()> {
+    /// With `base_version`, only a file of that version is deleted: checked
+    /// here, next to the unlink, not a round trip earlier by the client.
+    pub fn delete(&self, path: &WorkspacePath, recursive: bool, base_version: Option<&str>) -> FileResult<()> {
         if path.is_root() {
             return Err(FileError::new(
                 ErrorCode::BadRequest,
@@ -357,6 +359,15 @@ impl Workspace {
             ));
         }
         let meta = self.symlink_metadata(path)?;
+        if let Some(base) = base_version {
+            if !meta.is_file() {
+                return Err(FileError::new(
+                    ErrorCode::Conflict,
+                    format!("{path}: no longer a file (version {base} was)"),
+                ));
+            }
+            check_base_version(path, Some(base), Some(&version_of(&meta)))?;
+        }
         let rel = path.as_relative_fs_path();
         let result = if meta.is_dir() {
             // remove_dir_all never follows symlinks: a link to elsewhere is
@@ -524,7 +535,7 @@ mod tests {
         let link = entries.iter().find(|e| e.name == "escape").unwrap();
         assert_eq!(link.kind, EntryKind::Symlink);
         // Deleting the link leaves its target alone.
-        ws.delete(&p("escape"), true).unwrap();
+        ws.delete(&p("escape"), true, None).unwrap();
         assert_eq!(
             std::fs::read_to_string(outside.path().join("secret")).unwrap(),
             "top secret"

@@ -667,7 +667,12 @@ fn perform(
         Command::Delete(path) => {
             tokio::spawn(async move {
                 let what = format!("delete {path}");
-                let result = handle.request(Op::Delete { path, recursive: true }).await;
+                let op = Op::Delete {
+                    path,
+                    recursive: true,
+                    base_version: None,
+                };
+                let result = handle.request(op).await;
                 let _ = updates.send(Update::Done {
                     what,
                     result: result.map(drop).map_err(SessionError::from),

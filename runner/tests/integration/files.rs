@@ -54,11 +54,52 @@ async fn create_list_read_rename_delete() {
     assert_eq!(runner.stored("lib/main.py").as_deref(), Some(&b"print('hi')\n"[..]));
     assert_eq!(runner.stored("src/main.py"), None, "rename left the old key in storage");
 
+    // A delete naming a version deletes only that version: a write since
+    // (another client's, or the sandbox's own) is refused, not lost.
+    let seen = client.write_file(&p("lib/other.txt"), b"x", None).await.unwrap();
+    std::fs::write(runner.workspace.join("lib/other.txt"), b"written in the sandbox since").unwrap();
+    let stale = client
+        .request(Op::Delete {
+            path: p("lib/other.txt"),
+            recursive: false,
+            base_version: Some(seen),
+        })
+        .await;
+    assert_eq!(code_of(stale), ErrorCode::Conflict);
+    assert!(runner.workspace.join("lib/other.txt").exists());
+    let refused_dir = client
+        .request(Op::Delete {
+            path: p("lib"),
+            recursive: true,
+            base_version: Some("1-1".into()),
+        })
+        .await;
+    assert_eq!(code_of(refused_dir), ErrorCode::Conflict, "a directory has no version");
+    let Reply::Entry { entry } = client
+        .request(Op::Stat {
+            path: p("lib/other.txt"),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    client
+        .request(Op::Delete {
+            path: p("lib/other.txt"),
+            recursive: false,
+            base_version: entry.version,
+        })
+        .await
+        .unwrap();
+    assert!(!runner.workspace.join("lib/other.txt").exists());
+
     client.write_file(&p("lib/other.txt"), b"x", None).await.unwrap();
     let refused = client
         .request(Op::Delete {
             path: p("lib"),
             recursive: false,
+            base_version: None,
         })
         .await;
     assert_eq!(code_of(refused), ErrorCode::DirectoryNotEmpty);
@@ -66,6 +107,7 @@ async fn create_list_read_rename_delete() {
         .request(Op::Delete {
             path: p("lib"),
             recursive: true,
+            base_version: None,
         })
         .await
         .unwrap();
@@ -161,7 +203,8 @@ async fn a_missing_file_is_an_error_not_a_crash() {
             client
                 .request(Op::Delete {
                     path: p("nope"),
-                    recursive: false
+                    recursive: false,
+                    base_version: None,
                 })
                 .await
         ),

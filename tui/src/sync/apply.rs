@@ -414,20 +414,24 @@ impl RemoteJob<'_> {
                 })
             }
             Change::Delete { path, was } => {
-                if matches!(was, Node::File { .. }) {
-                    // `delete` takes no version: check it just before.
-                    let now = self.handle.manifest(path).await?;
-                    let current = now.first().and_then(|e| e.version.clone());
-                    if current != self.version {
-                        return Err(Skip::RemoteChanged);
-                    }
-                }
+                // A file goes only as the version the plan saw: the runner
+                // checks it in the same step as the delete, so a sandbox
+                // write since is never deleted.
+                let base_version = match was {
+                    Node::File { .. } => Some(self.version.clone().ok_or(Skip::RemoteChanged)?),
+                    _ => None,
+                };
                 let op = Op::Delete {
                     path: path.clone(),
                     recursive: false,
+                    base_version,
                 };
                 match self.handle.request(op).await {
                     Ok(_) => {}
+                    Err(ClientError::Remote {
+                        code: ErrorCode::Conflict,
+                        ..
+                    }) => return Err(Skip::RemoteChanged),
                     Err(ClientError::Remote {
                         code: ErrorCode::DirectoryNotEmpty,
                         ..

@@ -9,7 +9,13 @@ base_version?: string,
 /**
  * Refuse with `already_exists` if the path exists.
  */
-create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
+create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
+/**
+ * Refuse with `conflict` unless the path is a file of this version
+ * (checked in the same step as the delete, so a write since the
+ * client looked is never deleted unseen).
+ */
+base_version?: string, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
 /**
  * Program and arguments; the user's login shell when absent.
  */
@@ -37,7 +43,13 @@ base_version?: string,
 /**
  * Refuse with `already_exists` if the path exists.
  */
-create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
+create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
+/**
+ * Refuse with `conflict` unless the path is a file of this version
+ * (checked in the same step as the delete, so a write since the
+ * client looked is never deleted unseen).
+ */
+base_version?: string, } | { "op": "watch_fs" } | { "op": "unwatch_fs" } | { "op": "term_open", cols: number, rows: number, 
 /**
  * Program and arguments; the user's login shell when absent.
  */
