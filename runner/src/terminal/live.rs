@@ -12,6 +12,8 @@
 
 use bytes::Bytes;
 
+use super::fast_forward::FastForward;
+
 /// What takes a live screen from where it was to the end of the output,
 /// collected under the terminal's lock (a copy of at most the scrollback)
 /// and applied outside it: emulating a MiB of `yes` takes tens of
@@ -28,8 +30,9 @@ pub struct CatchUp {
 pub enum Start {
     /// The last live screen, still reachable through the scrollback.
     From(LiveScreen),
-    /// The screen at the scrollback's start, with its size.
-    Base(Box<vt100::Screen>),
+    /// The screen at the scrollback's start, with its size, and what is
+    /// known of its parser's state.
+    Base(Box<(vt100::Screen, FastForward)>),
 }
 
 pub enum Step {
@@ -40,29 +43,34 @@ pub enum Step {
 /// A screen current at `seq`.
 pub struct LiveScreen {
     parser: Box<vt100::Parser>,
+    fast_forward: FastForward,
     seq: u64,
     resizes: u64,
 }
 
 impl CatchUp {
     pub fn apply(self) -> LiveScreen {
-        let mut parser = match self.start {
-            Start::From(live) => live.parser,
-            Start::Base(screen) => {
+        let (mut parser, mut fast_forward) = match self.start {
+            Start::From(live) => (live.parser, live.fast_forward),
+            Start::Base(base) => {
+                let (screen, fast_forward) = *base;
                 let (rows, cols) = screen.size();
                 let mut parser = Box::new(vt100::Parser::new(rows, cols, 0));
-                *parser.screen_mut() = *screen;
-                parser
+                *parser.screen_mut() = screen;
+                (parser, fast_forward.restarted())
             }
         };
         for step in self.steps {
             match step {
-                Step::Output(data) => parser.process(&data),
+                Step::Output(data) => {
+                    fast_forward.process(&mut parser, &data);
+                }
                 Step::Resize { rows, cols } => parser.screen_mut().set_size(rows, cols),
             }
         }
         LiveScreen {
             parser,
+            fast_forward,
             seq: self.end_seq,
             resizes: self.resizes,
         }

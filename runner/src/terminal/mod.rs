@@ -6,6 +6,7 @@
 //! `watch` channel that wakes the per-client pumps (see
 //! `connection.rs`) when output arrives or the process exits.
 
+pub mod fast_forward;
 pub mod flow;
 pub mod live;
 pub mod pty;
@@ -122,7 +123,7 @@ impl Terminal {
     }
 
     pub fn read(&self, seq: u64, max: usize) -> Output {
-        let state = self.lock();
+        let mut state = self.lock();
         Output {
             next: state.scrollback.next_for(seq, max),
             exited: state.exited,
@@ -134,7 +135,7 @@ impl Terminal {
     /// the screen as it was [`flow::SKIP_KEEP`] bytes ago (then those bytes
     /// follow: the client's scrollback gets the end of what it skipped).
     pub fn read_windowed(&self, seq: u64, max: usize, window: &Window) -> Output {
-        let state = self.lock();
+        let mut state = self.lock();
         if !window.skips_to_live(seq, state.scrollback.end_seq()) {
             return Output {
                 next: state.scrollback.next_for(seq, max),
@@ -144,7 +145,7 @@ impl Terminal {
         drop(state);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let (work, exited) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let to = state.scrollback.end_seq().saturating_sub(flow::SKIP_KEEP);
             (state.scrollback.catch_up(live.take(), to.max(seq)), state.exited)
         };

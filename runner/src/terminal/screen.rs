@@ -3,18 +3,26 @@
 //!
 //! Emulating costs about as much CPU per byte as reading the PTY does; doing
 //! it on the PTY reader's thread cut output throughput by a third. Bytes
-//! leaving the window are queued here instead (a bounded queue: if the
-//! emulator falls 4 MiB behind, the reader waits, which slows the program
-//! rather than growing memory), and a snapshot waits for the emulator to
-//! catch up with everything handed to it before (bytes and resizes).
+//! leaving the window are collected here into batches of [`BATCH`] bytes
+//! and queued (a bounded queue: if the emulator falls 4 MiB behind, the
+//! reader waits, which slows the program rather than growing memory): one
+//! wake-up of the emulator's thread per batch rather than per read, and
+//! long enough runs for [`FastForward`] to leave most of plain output
+//! unemulated. A snapshot hands over the batch begun and waits for the
+//! emulator to catch up with everything handed to it before (bytes and
+//! resizes).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Chunks of at most 64 KiB: about 4 MiB queued at most.
-const QUEUE: usize = 64;
+use super::fast_forward::FastForward;
+
+/// Bytes collected before the emulator's thread is woken for them.
+const BATCH: usize = 256 * 1024;
+/// Batches queued at most: 4 MiB.
+const QUEUE: usize = 16;
 /// A snapshot never waits longer than this for the emulator.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -25,6 +33,7 @@ enum Work {
 
 struct State {
     parser: vt100::Parser,
+    fast_forward: FastForward,
     /// Pieces of work applied so far.
     applied: u64,
 }
@@ -35,12 +44,15 @@ pub struct ScreenTracker {
     queue: Option<SyncSender<Work>>,
     /// Pieces of work handed over so far.
     submitted: AtomicU64,
+    /// Bytes not handed over yet.
+    batch: Vec<u8>,
 }
 
 impl ScreenTracker {
     pub fn new(rows: u16, cols: u16) -> Self {
         let state = State {
             parser: vt100::Parser::new(rows.max(1), cols.max(1), 0),
+            fast_forward: FastForward::default(),
             applied: 0,
         };
         let shared = Arc::new((Mutex::new(state), Condvar::new()));
@@ -61,15 +73,30 @@ impl ScreenTracker {
             shared,
             queue,
             submitted: AtomicU64::new(0),
+            batch: Vec::new(),
         }
     }
 
-    pub fn feed(&self, data: Vec<u8>) {
-        self.submit(Work::Bytes(data));
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.batch.is_empty() {
+            self.batch.reserve_exact(BATCH.max(data.len()));
+        }
+        self.batch.extend_from_slice(data);
+        if self.batch.len() >= BATCH {
+            self.hand_over();
+        }
     }
 
-    pub fn resize(&self, rows: u16, cols: u16) {
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        self.hand_over();
         self.submit(Work::Resize { rows, cols });
+    }
+
+    fn hand_over(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.submit(Work::Bytes(batch));
+        }
     }
 
     fn submit(&self, work: Work) {
@@ -97,36 +124,37 @@ impl ScreenTracker {
         apply(&self.shared, work);
     }
 
-    /// Bytes that redraw the screen, as of everything handed over so far,
-    /// on a reset terminal.
-    pub fn snapshot(&self) -> Vec<u8> {
+    /// Bytes that redraw the screen, as of everything fed so far, on a
+    /// reset terminal.
+    pub fn snapshot(&mut self) -> Vec<u8> {
         let mut out = b"\x1bc".to_vec();
-        out.extend_from_slice(&self.caught_up(|screen| screen.state_formatted()));
+        out.extend_from_slice(&self.caught_up(|state| state.parser.screen().state_formatted()));
         out
     }
 
-    /// The screen as of everything handed over so far, to emulate further
-    /// from.
-    pub fn screen(&self) -> vt100::Screen {
-        self.caught_up(vt100::Screen::clone)
+    /// The screen as of everything fed so far, with what is known of its
+    /// parser's state, to emulate further from.
+    pub fn screen(&mut self) -> (vt100::Screen, FastForward) {
+        self.caught_up(|state| (state.parser.screen().clone(), state.fast_forward.clone()))
     }
 
     #[cfg(test)]
-    pub fn size(&self) -> (u16, u16) {
-        self.caught_up(vt100::Screen::size)
+    pub fn size(&mut self) -> (u16, u16) {
+        self.caught_up(|state| state.parser.screen().size())
     }
 
-    /// `f` of the screen once the emulator has done all work handed over
-    /// before this call. Counting work, not bytes: a resize handed over
-    /// after the last bytes counts too.
-    fn caught_up<T>(&self, f: impl FnOnce(&vt100::Screen) -> T) -> T {
+    /// `f` of the emulator once it has done all work fed before this call.
+    /// Counting work, not bytes: a resize handed over after the last bytes
+    /// counts too.
+    fn caught_up<T>(&mut self, f: impl FnOnce(&State) -> T) -> T {
+        self.hand_over();
         let target = self.submitted.load(Ordering::Acquire);
         let (lock, caught_up) = &*self.shared;
         let state = lock.lock().unwrap_or_else(|e| e.into_inner());
         let (state, _) = caught_up
             .wait_timeout_while(state, CATCH_UP_LIMIT, |s| s.applied < target)
             .unwrap_or_else(|e| e.into_inner());
-        f(state.parser.screen())
+        f(&state)
     }
 }
 
@@ -140,7 +168,12 @@ fn apply(shared: &(Mutex<State>, Condvar), work: Work) {
     let (lock, caught_up) = shared;
     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
     match work {
-        Work::Bytes(data) => state.parser.process(&data),
+        Work::Bytes(data) => {
+            let State {
+                parser, fast_forward, ..
+            } = &mut *state;
+            fast_forward.process(parser, &data);
+        }
         Work::Resize { rows, cols } => state.parser.screen_mut().set_size(rows, cols),
     }
     state.applied += 1;

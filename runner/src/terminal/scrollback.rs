@@ -100,7 +100,7 @@ impl Scrollback {
             }
             let upto = upto.max(offset);
             if upto > offset {
-                self.screen.feed(bytes[offset..upto].to_vec());
+                self.screen.feed(&bytes[offset..upto]);
             }
             offset = upto;
             self.screen.resize(rows, cols);
@@ -108,7 +108,7 @@ impl Scrollback {
         }
         self.start_seq += bytes.len() as u64;
         if offset < bytes.len() {
-            self.screen.feed(bytes[offset..].to_vec());
+            self.screen.feed(&bytes[offset..]);
         }
     }
 
@@ -119,7 +119,7 @@ impl Scrollback {
     }
 
     /// Up to `max` bytes for a reader whose next byte is `seq`.
-    pub fn next_for(&self, seq: u64, max: usize) -> Next {
+    pub fn next_for(&mut self, seq: u64, max: usize) -> Next {
         if seq >= self.end_seq() {
             return Next::UpToDate;
         }
@@ -138,7 +138,7 @@ impl Scrollback {
 
     /// Bytes that draw the screen as of `start_seq` on a freshly reset
     /// terminal: clear, contents, attributes, cursor, modes.
-    fn snapshot(&self) -> Bytes {
+    fn snapshot(&mut self) -> Bytes {
         Bytes::from(self.screen.snapshot())
     }
 
@@ -146,7 +146,7 @@ impl Scrollback {
     /// as near as it can: not before `live` itself, nor outside the
     /// window): the output since it, or, once that is no longer all here,
     /// the start screen and the window up to there.
-    pub fn catch_up(&self, live: Option<LiveScreen>, to: u64) -> CatchUp {
+    pub fn catch_up(&mut self, live: Option<LiveScreen>, to: u64) -> CatchUp {
         // The ordinal of `pending_resizes[0]`: older resizes are in
         // `screen` and nowhere else.
         let first_pending = self.resizes - self.pending_resizes.len() as u64;
@@ -342,5 +342,78 @@ mod tests {
         assert_eq!(replayed(&end, 6, 30), real.screen().contents_formatted());
         // Never backwards.
         assert_eq!(sb.catch_up(Some(end), 0).end_seq, sb.end_seq());
+    }
+
+    #[test]
+    fn snapshots_after_long_plain_runs_are_the_eagerly_emulated_screen() {
+        // Coloured prompts and plain output by the megabyte, in reads of
+        // every size, with resizes: the snapshot of what left the window
+        // (mostly never emulated) and the live screen both draw what an
+        // emulator fed every byte shows.
+        let mut sb = Scrollback::new(100_000, 24, 80);
+        let mut all = Vec::new();
+        let mut resizes = Vec::new();
+        let mut live = None;
+        for round in 0..12u32 {
+            let mut out = format!("\x1b[01;32muser@host\x1b[00m:\x1b[01;34m~\x1b[00m$ cat {round}\r\n").into_bytes();
+            if round % 4 == 3 {
+                // One long line, as `base64 -w 0` prints.
+                out.extend((0..700_000u32).map(|i| b'A' + ((i * 7 + round) % 26) as u8));
+            } else {
+                for i in 0..9_000u32 {
+                    out.extend(format!("{round}:{i} {}\r\n", "x".repeat((i % 97) as usize)).into_bytes());
+                }
+            }
+            let mut at = 0;
+            let mut size = 1;
+            while at < out.len() {
+                let to = (at + size).min(out.len());
+                sb.push(&out[at..to]);
+                at = to;
+                size = size * 3 % 70_001 + 1;
+            }
+            all.extend_from_slice(&out);
+            if round % 5 == 2 {
+                let (rows, cols) = (20 + round as u16, 70 + round as u16);
+                sb.resize(rows, cols);
+                resizes.push((all.len() as u64, rows, cols));
+            }
+            let eager = |upto: u64| {
+                let mut parser = vt100::Parser::new(24, 80, 0);
+                let mut from = 0;
+                for &(at, rows, cols) in resizes.iter().filter(|r| r.0 <= upto) {
+                    parser.process(&all[from..at as usize]);
+                    parser.screen_mut().set_size(rows, cols);
+                    from = at as usize;
+                }
+                parser.process(&all[from..upto as usize]);
+                parser
+            };
+            let Next::Snapshot { seq, data } = sb.next_for(0, 100) else {
+                panic!("expected a snapshot")
+            };
+            let expected = eager(seq);
+            let (rows, cols) = expected.screen().size();
+            let mut replay = vt100::Parser::new(rows, cols, 0);
+            replay.process(&data);
+            assert_eq!(
+                replay.screen().contents_formatted(),
+                expected.screen().contents_formatted(),
+                "round {round}"
+            );
+            assert_eq!(replay.screen().cursor_position(), expected.screen().cursor_position());
+            let screen = sb.catch_up(live.take(), u64::MAX).apply();
+            let expected = eager(sb.end_seq());
+            let mut replay = vt100::Parser::new(rows, cols, 0);
+            replay.process(&screen.snapshot());
+            assert_eq!(
+                replay.screen().contents_formatted(),
+                expected.screen().contents_formatted(),
+                "live, round {round}"
+            );
+            if round % 2 == 0 {
+                live = Some(screen);
+            }
+        }
     }
 }
