@@ -7,7 +7,10 @@
 //!   planned on;
 //! - a local write or deletion first checks the path's identity (size,
 //!   mtime, ctime, inode) is still the scanned one, and writes through a
-//!   temporary file renamed into place;
+//!   temporary file renamed into place; every local change (and every read
+//!   that is uploaded) goes through the path's directory opened beneath the
+//!   folder's root, so a link on the way never leads it outside
+//!   ([`super::beneath`]);
 //! - content is hashed again as it is sent or received: what travels is what
 //!   was planned, or the change is left for the next round.
 //!
@@ -15,20 +18,22 @@
 //! with what happened, so the next round decides it again.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cloudcode_proto::client::{ClientError, RunnerHandle};
 use cloudcode_proto::message::{ErrorCode, Op};
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::StreamExt;
 
+use super::beneath::{self, Parent};
 use super::model::{Node, hash_bytes};
 use super::reconcile::{Change, ConflictCopy, Plan, Side};
 use super::remote::RemoteView;
 use super::rules::TEMP_PREFIX;
-use super::scan::{Identity, LocalEntry, LocalIndex, local_path};
+use super::scan::{Identity, LocalEntry, LocalIndex};
 
 /// Uploads in flight at once: enough to hide the round trip to the runner,
 /// few enough not to hold up a user's own saves there.
@@ -223,8 +228,8 @@ impl Executor<'_> {
     }
 
     async fn make_copy(&mut self, copy: &ConflictCopy) -> Result<(), Skip> {
-        let dest = local_path(self.root, &copy.copy);
-        if std::fs::symlink_metadata(&dest).is_ok() {
+        let dest = self.parent(&copy.copy)?;
+        if dest.dir.metadata(&dest.name).is_ok() {
             // Made in an earlier round (the name carries the content).
             return Ok(());
         }
@@ -234,10 +239,12 @@ impl Executor<'_> {
                 if &hash_bytes(&bytes) != hash {
                     return Err(Skip::RemoteChanged);
                 }
+                // The folder may have changed during the download.
+                let dest = self.parent(&copy.copy)?;
                 write_atomically(&dest, &bytes, *executable, None)?;
             }
             (Node::File { hash, executable }, Side::Local) => {
-                let bytes = std::fs::read(local_path(self.root, &copy.path))?;
+                let bytes = beneath::read(self.root, &copy.path)?;
                 if &hash_bytes(&bytes) != hash {
                     return Err(Skip::LocalChanged);
                 }
@@ -249,21 +256,36 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// The directory holding `path`, opened beneath the root; a link on
+    /// the way means the folder is not what the plan was made from.
+    fn parent(&self, path: &WorkspacePath) -> Result<Parent, Skip> {
+        beneath::parent(self.root, path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
+            _ => e.into(),
+        })
+    }
+
     /// The folder still holds what the plan was made from.
     fn check_local(&self, path: &WorkspacePath, expected: Option<&Node>) -> Result<(), Skip> {
-        let abs = local_path(self.root, path);
-        let meta = match std::fs::symlink_metadata(&abs) {
-            Ok(meta) => Some(meta),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
+        let at = match beneath::parent(self.root, path) {
+            Ok(at) => Some(at),
+            // No directory to hold it: nothing is there.
+            Err(e) if e.kind() == ErrorKind::NotFound && expected.is_none() => None,
+            Err(_) => return Err(Skip::LocalChanged),
         };
-        let still = match (expected, &meta) {
-            (None, None) => true,
-            (Some(Node::Dir), Some(m)) => m.is_dir(),
-            (Some(Node::Symlink { target }), Some(m)) if m.file_type().is_symlink() => {
-                std::fs::read_link(&abs)?.to_str() == Some(target.as_str())
+        let meta = match at.as_ref().map(|at| at.dir.metadata(&at.name)) {
+            Some(Ok(meta)) => Some(meta),
+            None => None,
+            Some(Err(e)) if e.kind() == ErrorKind::NotFound => None,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let still = match (expected, &meta, &at) {
+            (None, None, _) => true,
+            (Some(Node::Dir), Some(m), _) => m.is_dir(),
+            (Some(Node::Symlink { target }), Some(m), Some(at)) if m.file_type().is_symlink() => {
+                at.dir.read_link(&at.name)? == *target
             }
-            (Some(Node::File { .. }), Some(m)) if m.is_file() => {
+            (Some(Node::File { .. }), Some(m), _) if m.is_file() => {
                 let known = self.index.get(path).and_then(|e| e.identity);
                 known == Some(Identity::of(m))
             }
@@ -274,16 +296,16 @@ impl Executor<'_> {
 
     fn delete_local(&mut self, path: &WorkspacePath, was: &Node) -> Result<(), Skip> {
         self.check_local(path, Some(was))?;
-        let abs = local_path(self.root, path);
+        let at = self.parent(path)?;
         match was {
-            Node::Dir => match std::fs::remove_dir(&abs) {
+            Node::Dir => match at.dir.remove_dir(&at.name) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {
                     return Err(because("kept: it holds files the sync ignores"));
                 }
                 Err(e) => return Err(e.into()),
             },
-            _ => std::fs::remove_file(&abs)?,
+            _ => at.dir.remove_file(&at.name)?,
         }
         self.index.retain(|p, _| !p.starts_with(path));
         Ok(())
@@ -291,7 +313,15 @@ impl Executor<'_> {
 
     fn move_local(&mut self, from: &WorkspacePath, to: &WorkspacePath) -> Result<(), Skip> {
         self.check_local(to, None)?;
-        std::fs::rename(local_path(self.root, from), local_path(self.root, to))?;
+        let (source, dest) = (self.parent(from)?, self.parent(to)?);
+        // Never over what appeared at `to` since the check.
+        source
+            .dir
+            .rename_no_replace(&source.name, &dest.dir, &dest.name)
+            .map_err(|e| match e.kind() {
+                ErrorKind::AlreadyExists => Skip::LocalChanged,
+                _ => e.into(),
+            })?;
         let moved: Vec<(WorkspacePath, LocalEntry)> = self
             .index
             .iter()
@@ -309,13 +339,16 @@ impl Executor<'_> {
 
     /// Returns whether content was downloaded.
     async fn put_local(&mut self, path: &WorkspacePath, node: &Node, was: Option<&Node>) -> Result<bool, Skip> {
-        let abs = local_path(self.root, path);
         match node {
             Node::Dir => {
                 self.check_local(path, was)?;
-                match std::fs::create_dir(&abs) {
+                let at = self.parent(path)?;
+                match at.dir.create_dir(&at.name) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists && abs.is_dir() => {}
+                    // A directory already, not a link to one.
+                    Err(e)
+                        if e.kind() == ErrorKind::AlreadyExists
+                            && at.dir.metadata(&at.name).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return Err(e.into()),
                 }
                 self.index.insert(
@@ -329,7 +362,7 @@ impl Executor<'_> {
             }
             Node::Symlink { target } => {
                 self.check_local(path, was)?;
-                link_atomically(&abs, target)?;
+                link_atomically(&self.parent(path)?, target)?;
                 self.index.insert(
                     path.clone(),
                     LocalEntry {
@@ -352,19 +385,23 @@ impl Executor<'_> {
                 };
                 // Checked after the download, right before replacing.
                 self.check_local(path, was)?;
+                let at = self.parent(path)?;
                 let identity = match bytes {
                     Some(bytes) => {
-                        let keep_mode = std::fs::symlink_metadata(&abs)
+                        let keep_mode = at
+                            .dir
+                            .metadata(&at.name)
                             .ok()
                             .filter(|m| m.is_file())
                             .map(|m| m.permissions().mode());
-                        write_atomically(&abs, &bytes, *executable, keep_mode)?
+                        write_atomically(&at, &bytes, *executable, keep_mode)?
                     }
                     // Only the executable bit changed.
                     None => {
-                        let mode = std::fs::symlink_metadata(&abs)?.permissions().mode();
-                        std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(with_exec(mode, *executable)))?;
-                        Identity::of(&std::fs::symlink_metadata(&abs)?)
+                        let file = at.dir.open_file(&at.name)?;
+                        let mode = file.metadata()?.permissions().mode();
+                        file.set_permissions(std::fs::Permissions::from_mode(with_exec(mode, *executable)))?;
+                        Identity::of(&at.dir.metadata(&at.name)?)
                     }
                 };
                 self.index.insert(
@@ -475,7 +512,10 @@ impl RemoteJob<'_> {
                         let version = if content_known {
                             self.version.clone()
                         } else {
-                            let bytes = std::fs::read(local_path(self.root, path))?;
+                            let bytes = beneath::read(self.root, path).map_err(|e| match e.raw_os_error() {
+                                Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
+                                _ => e.into(),
+                            })?;
                             if &hash_bytes(&bytes) != hash {
                                 return Err(Skip::LocalChanged);
                             }
@@ -521,7 +561,8 @@ fn with_exec(mode: u32, executable: bool) -> u32 {
     }
 }
 
-fn temporary_beside(dest: &Path) -> PathBuf {
+/// A name for a temporary entry, one the scan ignores.
+fn temporary_name() -> CString {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let name = format!(
@@ -529,34 +570,35 @@ fn temporary_beside(dest: &Path) -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    dest.with_file_name(name)
+    CString::new(name).unwrap_or_default()
 }
 
 /// Writes `bytes` to a temporary file beside `dest` and renames it over, so
 /// an editor or a build never sees half a file. Returns the new identity.
-fn write_atomically(dest: &Path, bytes: &[u8], executable: bool, mode: Option<u32>) -> std::io::Result<Identity> {
+fn write_atomically(dest: &Parent, bytes: &[u8], executable: bool, mode: Option<u32>) -> std::io::Result<Identity> {
     use std::io::Write;
-    let tmp = temporary_beside(dest);
+    let tmp = temporary_name();
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        // Umask applies, as to any new file; the mode is set after.
+        let mut file = dest.dir.create_new(&tmp, 0o666)?;
         file.write_all(bytes)?;
         let base = mode.unwrap_or_else(|| file.metadata().map(|m| m.permissions().mode()).unwrap_or(0o644));
         file.set_permissions(std::fs::Permissions::from_mode(with_exec(base & 0o7777, executable)))?;
         drop(file);
-        std::fs::rename(&tmp, dest)?;
-        std::fs::symlink_metadata(dest).map(|m| Identity::of(&m))
+        dest.dir.rename(&tmp, &dest.dir, &dest.name)?;
+        dest.dir.metadata(&dest.name).map(|m| Identity::of(&m))
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = dest.dir.remove_file(&tmp);
     }
     result
 }
 
-fn link_atomically(dest: &Path, target: &str) -> std::io::Result<()> {
-    let tmp = temporary_beside(dest);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    std::fs::rename(&tmp, dest).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
+fn link_atomically(dest: &Parent, target: &str) -> std::io::Result<()> {
+    let tmp = temporary_name();
+    dest.dir.symlink(target, &tmp)?;
+    dest.dir.rename(&tmp, &dest.dir, &dest.name).inspect_err(|_| {
+        let _ = dest.dir.remove_file(&tmp);
     })
 }
 

@@ -18,9 +18,10 @@ use std::path::Path;
 
 use cloudcode_proto::path::WorkspacePath;
 
+use super::beneath::{self, Parent};
 use super::model::{Node, is_conflict_copy};
 use super::reconcile::Side;
-use super::scan::{LocalIndex, hash_file, local_path};
+use super::scan::LocalIndex;
 
 /// Content larger than this is not shown (nor diffed).
 pub const MAX_SHOWN: u64 = 256 * 1024;
@@ -179,7 +180,8 @@ fn content(root: &Path, path: &WorkspacePath, node: Option<&Node>) -> Content {
         Some(Node::Symlink { target }) => Content::Link { target: target.clone() },
         Some(Node::File { .. }) => {
             let read = || -> std::io::Result<Content> {
-                let file = std::fs::File::open(local_path(root, path))?;
+                let at = beneath::parent(root, path)?;
+                let file = at.dir.open_file(&at.name)?;
                 let size = file.metadata()?.len();
                 if size > MAX_SHOWN {
                     return Ok(Content::TooLarge { size });
@@ -272,7 +274,8 @@ pub fn resolve(root: &Path, conflict: &Conflict, resolution: Resolution) -> Resu
         (Resolution::KeepLocal, Side::Local) | (Resolution::KeepRemote, Side::Remote) => Some(true),
         (Resolution::KeepLocal, Side::Remote) | (Resolution::KeepRemote, Side::Local) => Some(false),
     };
-    let copy_abs = local_path(root, &conflict.copy);
+    let at = |path: &WorkspacePath| beneath::parent(root, path).map_err(io(path));
+    let copy: Parent = at(&conflict.copy)?;
     let side = |s: Side| match s {
         Side::Local => "the folder's",
         Side::Remote => "the sandbox's",
@@ -283,7 +286,7 @@ pub fn resolve(root: &Path, conflict: &Conflict, resolution: Resolution) -> Resu
     };
     match keep_copy {
         Some(false) => {
-            std::fs::remove_file(&copy_abs).map_err(io(&conflict.copy))?;
+            copy.dir.remove_file(&copy.name).map_err(io(&conflict.copy))?;
             Ok(Resolved {
                 message: format!("{}: kept {} version", conflict.path, side(won)),
                 touched: vec![conflict.copy.clone()],
@@ -293,7 +296,10 @@ pub fn resolve(root: &Path, conflict: &Conflict, resolution: Resolution) -> Resu
             if conflict.at_path.as_ref().is_some_and(Node::is_dir) {
                 return Err(ResolveError::WouldReplaceDir(conflict.path.clone()));
             }
-            std::fs::rename(&copy_abs, local_path(root, &conflict.path)).map_err(io(&conflict.path))?;
+            let dest = at(&conflict.path)?;
+            copy.dir
+                .rename(&copy.name, &dest.dir, &dest.name)
+                .map_err(io(&conflict.path))?;
             Ok(Resolved {
                 message: format!("{}: kept {} version", conflict.path, side(conflict.copy_from)),
                 touched: vec![conflict.copy.clone(), conflict.path.clone()],
@@ -314,13 +320,14 @@ pub fn resolve(root: &Path, conflict: &Conflict, resolution: Resolution) -> Resu
                         source: std::io::Error::new(ErrorKind::InvalidInput, "no name to keep the copy under"),
                     });
                 };
-                match std::fs::hard_link(&copy_abs, local_path(root, &name)) {
+                let dest = at(&name)?;
+                match copy.dir.hard_link(&copy.name, &dest.dir, &dest.name) {
                     Ok(()) => break name,
                     Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 100 => n += 1,
                     Err(e) => return Err(ResolveError::Io { path: name, source: e }),
                 }
             };
-            std::fs::remove_file(&copy_abs).map_err(io(&conflict.copy))?;
+            copy.dir.remove_file(&copy.name).map_err(io(&conflict.copy))?;
             Ok(Resolved {
                 message: format!(
                     "{}: kept both; {} version is in {kept}",
@@ -351,8 +358,13 @@ fn both_name(path: &WorkspacePath, label: &str, n: usize) -> Option<WorkspacePat
 /// Whether the folder holds `expected` at `path` now (read again, not
 /// taken from the index).
 fn holds(root: &Path, path: &WorkspacePath, expected: Option<&Node>) -> std::io::Result<bool> {
-    let abs = local_path(root, path);
-    let meta = match std::fs::symlink_metadata(&abs) {
+    use std::os::unix::fs::PermissionsExt;
+    let at = match beneath::parent(root, path) {
+        Ok(at) => at,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(expected.is_none()),
+        Err(e) => return Err(e),
+    };
+    let meta = match at.dir.metadata(&at.name) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(expected.is_none()),
         Err(e) => return Err(e),
@@ -360,11 +372,14 @@ fn holds(root: &Path, path: &WorkspacePath, expected: Option<&Node>) -> std::io:
     Ok(match expected {
         None => false,
         Some(Node::Dir) => meta.is_dir(),
-        Some(Node::Symlink { target }) => {
-            meta.file_type().is_symlink() && std::fs::read_link(&abs)?.to_str() == Some(target.as_str())
-        }
+        Some(Node::Symlink { target }) => meta.file_type().is_symlink() && at.dir.read_link(&at.name)? == *target,
         Some(Node::File { hash, executable }) => {
-            meta.is_file() && hash_file(&abs)?.is_some_and(|(now, _, exec)| now == *hash && exec == *executable)
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            meta.is_file() && exec == *executable && {
+                let mut hasher = blake3::Hasher::new();
+                std::io::copy(&mut at.dir.open_file(&at.name)?, &mut hasher)?;
+                hasher.finalize().to_hex().as_str() == hash
+            }
         }
     })
 }

@@ -5,6 +5,7 @@
 //! the TUI, through [`report`]; [`conflicts`] are what it leaves the user.
 
 pub mod apply;
+pub mod beneath;
 pub mod conflicts;
 pub mod model;
 pub mod reconcile;

@@ -1,0 +1,220 @@
+//! The folder's paths, opened beneath its root and never through a link.
+//!
+//! The sandbox runs code the user does not control, and the sync carries
+//! its symlinks as links. A directory on the way to a path that is a link
+//! (`d -> ~/.ssh`, made by the sync a round earlier, or by the user) must
+//! never take a write, a rename or a deletion out of the folder. So every
+//! change the sync makes, and every read it uploads, goes through the
+//! directory that holds the path, opened from the root one component at a
+//! time with `O_NOFOLLOW` (as the runner's cap-std handle does on its side):
+//! a link on the way is an error (`ELOOP`, `ENOTDIR`), not a way out.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use cloudcode_proto::path::WorkspacePath;
+
+/// An open directory of the folder.
+pub struct Dir(OwnedFd);
+
+/// The directory that holds a path, and the path's last component.
+pub struct Parent {
+    pub dir: Dir,
+    pub name: CString,
+}
+
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl Dir {
+    /// The root itself (resolved once, when the sync starts).
+    pub fn root(root: &Path) -> io::Result<Dir> {
+        let path = CString::new(root.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a folder path with a NUL byte"))?;
+        // SAFETY: a valid C string; the descriptor returned is owned here.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC) };
+        Self::owned(fd)
+    }
+
+    fn owned(fd: libc::c_int) -> io::Result<Dir> {
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+        Ok(Dir(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn open_at(&self, name: &CStr, flags: libc::c_int, mode: libc::c_uint) -> io::Result<OwnedFd> {
+        // SAFETY: a valid descriptor and C string; the result is owned below.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        Self::owned(fd).map(|d| d.0)
+    }
+
+    /// A directory in this one; a link there is refused.
+    pub fn child_dir(&self, name: &CStr) -> io::Result<Dir> {
+        self.open_at(name, libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY, 0)
+            .map(Dir)
+    }
+
+    /// Creates a file that did not exist (never through a link).
+    pub fn create_new(&self, name: &CStr, mode: u32) -> io::Result<File> {
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW;
+        self.open_at(name, flags, mode as libc::c_uint).map(File::from)
+    }
+
+    /// Opens a regular file to read; a link is refused.
+    pub fn open_file(&self, name: &CStr) -> io::Result<File> {
+        // Non-blocking: a FIFO put there meanwhile must not hang the sync.
+        self.open_at(name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)
+            .map(File::from)
+    }
+
+    /// What is at `name`, a link not followed.
+    pub fn metadata(&self, name: &CStr) -> io::Result<std::fs::Metadata> {
+        File::from(self.open_at(name, libc::O_PATH | libc::O_NOFOLLOW, 0)?).metadata()
+    }
+
+    pub fn read_link(&self, name: &CStr) -> io::Result<String> {
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: the buffer is as long as told.
+        let n = unsafe { libc::readlinkat(self.0.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        String::from_utf8(buf)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a link target that is not UTF-8"))
+    }
+
+    pub fn create_dir(&self, name: &CStr) -> io::Result<()> {
+        // SAFETY: a valid descriptor and C string.
+        check(unsafe { libc::mkdirat(self.0.as_raw_fd(), name.as_ptr(), 0o777) })
+    }
+
+    pub fn symlink(&self, target: &str, name: &CStr) -> io::Result<()> {
+        let target = c_name(target)?;
+        // SAFETY: valid C strings and descriptor.
+        check(unsafe { libc::symlinkat(target.as_ptr(), self.0.as_raw_fd(), name.as_ptr()) })
+    }
+
+    pub fn remove_file(&self, name: &CStr) -> io::Result<()> {
+        // SAFETY: a valid descriptor and C string.
+        check(unsafe { libc::unlinkat(self.0.as_raw_fd(), name.as_ptr(), 0) })
+    }
+
+    pub fn remove_dir(&self, name: &CStr) -> io::Result<()> {
+        // SAFETY: a valid descriptor and C string.
+        check(unsafe { libc::unlinkat(self.0.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+    }
+
+    /// Renames `name` here to `to` in `dir`, replacing what is there.
+    pub fn rename(&self, name: &CStr, dir: &Dir, to: &CStr) -> io::Result<()> {
+        // SAFETY: valid descriptors and C strings.
+        check(unsafe { libc::renameat(self.0.as_raw_fd(), name.as_ptr(), dir.0.as_raw_fd(), to.as_ptr()) })
+    }
+
+    /// Renames `name` here to `to` in `dir`, failing when `to` exists.
+    pub fn rename_no_replace(&self, name: &CStr, dir: &Dir, to: &CStr) -> io::Result<()> {
+        // SAFETY: valid descriptors and C strings.
+        check(unsafe {
+            libc::renameat2(
+                self.0.as_raw_fd(),
+                name.as_ptr(),
+                dir.0.as_raw_fd(),
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        })
+    }
+
+    /// A second name for `name`'s node (a link itself, not its target),
+    /// failing when `to` exists: nothing there is ever replaced.
+    pub fn hard_link(&self, name: &CStr, dir: &Dir, to: &CStr) -> io::Result<()> {
+        // SAFETY: valid descriptors and C strings; flags 0 never follows a link.
+        check(unsafe { libc::linkat(self.0.as_raw_fd(), name.as_ptr(), dir.0.as_raw_fd(), to.as_ptr(), 0) })
+    }
+}
+
+/// Opens the directory holding `path`, from `root`, refusing any link on
+/// the way.
+pub fn parent(root: &Path, path: &WorkspacePath) -> io::Result<Parent> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the folder itself has no parent"))?;
+    let mut dir = Dir::root(root)?;
+    if let Some(up) = path.parent().filter(|p| !p.is_root()) {
+        for component in up.as_str().split('/') {
+            dir = dir.child_dir(&c_name(component)?)?;
+        }
+    }
+    Ok(Parent {
+        dir,
+        name: c_name(name)?,
+    })
+}
+
+/// Reads a whole file of the folder, never through a link.
+pub fn read(root: &Path, path: &WorkspacePath) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let at = parent(root, path)?;
+    let mut bytes = Vec::new();
+    at.dir.open_file(&at.name)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> WorkspacePath {
+        WorkspacePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_link_on_the_way_is_refused_and_nothing_outside_is_touched() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = folder.path();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("d")).unwrap();
+        std::fs::write(outside.path().join("secret"), "outside").unwrap();
+
+        let at = parent(root, &p("real/a.txt")).unwrap();
+        at.dir.create_new(&at.name, 0o644).unwrap();
+        assert!(root.join("real/a.txt").exists());
+
+        for path in ["d/new.txt", "d/secret", "d/deeper/x"] {
+            let refused = parent(root, &p(path)).err().map(|e| e.raw_os_error());
+            assert!(
+                matches!(refused, Some(Some(libc::ELOOP | libc::ENOTDIR))),
+                "{path}: {refused:?}"
+            );
+        }
+        assert!(read(root, &p("d/secret")).is_err(), "read through a link");
+        // The link itself is the folder's: its last component is handled
+        // as a link, never as what it points to.
+        let at = parent(root, &p("d")).unwrap();
+        assert!(at.dir.metadata(&at.name).unwrap().file_type().is_symlink());
+        assert!(at.dir.open_file(&at.name).is_err());
+        assert_eq!(at.dir.read_link(&at.name).unwrap(), outside.path().to_str().unwrap());
+        at.dir.remove_file(&at.name).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "outside"
+        );
+        assert!(!outside.path().join("new.txt").exists());
+    }
+}
