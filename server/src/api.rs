@@ -485,19 +485,18 @@ async fn delete(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> 
     let id = existing(&state, &raw).await?;
     state
         .orchestrator
-        .forget(&id)
+        .forget(&id, state.projects.delete(&id))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop_failed", e.to_string()))?;
-    state.projects.delete(&id).await?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop_failed", e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn do_start(state: &AppState, raw: &str) -> Result<Json<StartedProject>, ApiError> {
-    let id = existing(state, raw).await?;
+    let id = ProjectId::parse(raw).map_err(ProjectError::from)?;
     let started = state
         .orchestrator
-        .start(&id)
-        .await
+        .start_if(&id, async { existing(state, raw).await.map(drop) })
+        .await?
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "start_failed", e.to_string()))?;
     let port = state.public_port.map(|p| format!(":{p}")).unwrap_or_default();
     let ws = if state.public_scheme == "https" { "wss" } else { "ws" };

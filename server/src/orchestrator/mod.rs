@@ -215,6 +215,27 @@ impl Orchestrator {
     pub async fn start(&self, project: &ProjectId) -> Result<Started, OrchestratorError> {
         let lock = self.project_lock(project);
         let _held = lock.lock().await;
+        self.start_held(project).await
+    }
+
+    /// Starts the project if `check` passes, run under the project's
+    /// lifecycle lock: after a deletion under way (see [`Self::forget`]), so
+    /// a start asked while the project is being deleted finds it gone
+    /// rather than bringing a sandbox back for it. The outer error is the
+    /// check's.
+    pub async fn start_if<E>(
+        &self,
+        project: &ProjectId,
+        check: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<Started, OrchestratorError>, E> {
+        let lock = self.project_lock(project);
+        let _held = lock.lock().await;
+        check.await?;
+        Ok(self.start_held(project).await)
+    }
+
+    /// Under the project's lifecycle lock.
+    async fn start_held(&self, project: &ProjectId) -> Result<Started, OrchestratorError> {
         let spec = SandboxSpec {
             project: project.clone(),
             token_public_key: self.issuer.verifier().public_base64(),
@@ -254,11 +275,21 @@ impl Orchestrator {
         self.backend.state(project).await
     }
 
-    /// Stops the project and deletes its local state: for project deletion.
-    pub async fn forget(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
-        self.stop(project).await?;
+    /// For a project's deletion: stops it (its runner's last flush lands
+    /// first), deletes its local state, then runs `delete` (its storage and
+    /// record), all under the project's lifecycle lock, so no start can
+    /// bring a sandbox back for it half-way ([`Self::start_if`]).
+    pub async fn forget<T>(
+        &self,
+        project: &ProjectId,
+        delete: impl Future<Output = T>,
+    ) -> Result<T, OrchestratorError> {
+        self.set_wanted(project, false);
+        let lock = self.project_lock(project);
+        let _held = lock.lock().await;
+        self.backend.stop(project).await?;
         self.backend.forget(project).await;
-        Ok(())
+        Ok(delete.await)
     }
 
     pub async fn endpoints(&self, project: &ProjectId) -> Option<Endpoints> {

@@ -222,21 +222,6 @@ async fn the_next_server_serves_while_a_slow_sandbox_is_being_adopted() {
     );
 }
 
-/// Runners of `id` on this machine.
-fn runners_of(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                let parts: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                parts.first().is_some_and(|p| p.ends_with(b"cloudcode-runner")) && parts.contains(&id.as_bytes())
-            })
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_and_an_app_keep_running_across_a_sigterm_restart() {
     a_terminal_and_an_app_outlive_the_server("keep-term", libc::SIGTERM).await;

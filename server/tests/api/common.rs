@@ -443,3 +443,18 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runners of `id` on this machine.
+pub fn runners_of(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let parts: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                parts.first().is_some_and(|p| p.ends_with(b"cloudcode-runner")) && parts.contains(&id.as_bytes())
+            })
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}

@@ -74,6 +74,41 @@ async fn create_list_get_delete() {
     assert_eq!(status, 404);
 }
 
+/// A start asked while the project is being deleted (an IDE reconnecting,
+/// say) never brings a sandbox back for it: it waits for the deletion and
+/// finds no project, and nothing of the project is left running or stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_during_a_delete_finds_no_project_and_brings_nothing_back() {
+    let server = std::sync::Arc::new(TestServer::start(&[]));
+    server.create("doomed", "python").await;
+    server.start_project("doomed").await;
+    let deleting = tokio::spawn({
+        let server = server.clone();
+        async move { server.api("DELETE", "/api/projects/doomed", None).await }
+    });
+    // Once the deletion's stop is under way (or the deletion is done).
+    loop {
+        let (code, body) = server.api("GET", "/api/projects/doomed/status", None).await;
+        if code == 404 || body["state"] == "stopping" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let (code, body) = server.api("POST", "/api/projects/doomed/start", None).await;
+    assert_eq!((code, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (code, body) = deleting.await.unwrap();
+    assert_eq!(code, 204, "{body}");
+    assert!(
+        runners_of("doomed").is_empty(),
+        "a sandbox runs for the deleted project"
+    );
+    let code_dir = server.data.join("storage/code/doomed");
+    let left: Vec<_> = std::fs::read_dir(&code_dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "files of the deleted project came back: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_clearly() {
     let server = TestServer::start(&[]);

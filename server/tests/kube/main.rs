@@ -245,7 +245,7 @@ async fn start_creates_a_restricted_runner_and_returns_only_once_it_is_ready() {
     assert_eq!(again.endpoints, started.endpoints);
 
     // Deleting the project leaves nothing of it in the cluster.
-    orchestrator.forget(&id("alpha")).await.unwrap();
+    orchestrator.forget(&id("alpha"), async {}).await.unwrap();
     assert_eq!(by_label::<Pod>(&client, &ns, "alpha").await, 0);
     assert_eq!(by_label::<Service>(&client, &ns, "alpha").await, 0);
     assert_eq!(orchestrator.state(&id("alpha")).await, SandboxState::Stopped);
