@@ -589,14 +589,20 @@ async fn a_windowed_client_gets_its_window_and_the_terminal_goes_on_for_the_othe
     fast.term_attach(term, 0, None).await.unwrap();
     let mut everything = Screen::default();
     // 5 MB, five times the default scrollback: the slow client falls out.
-    run_in_terminal(
-        &mut fast,
-        term,
-        &mut everything,
-        "base64 -w 100 /dev/urandom | head -c 5000000",
-        "flood",
-    )
-    .await;
+    // In 100 kB steps the reading client takes in before the next one, so
+    // that only the slow client can fall behind however loaded the machine
+    // (in one go, a loaded machine's reader fell out too, and the slow
+    // client, not yet at its window, skipped ahead while it filled).
+    for step in 0..50 {
+        run_in_terminal(
+            &mut fast,
+            term,
+            &mut everything,
+            "base64 -w 100 /dev/urandom | head -c 100000",
+            &format!("step{step}"),
+        )
+        .await;
+    }
     catch_up(&mut fast, term, &mut everything).await;
     assert_eq!(everything.snapshots, 0, "the reading client must not fall behind");
     assert!(everything.next_seq > 5_000_000);
