@@ -19,7 +19,9 @@
 //! ttyd is looked up in `CLOUDCODE_TTYD`, then
 //! `/var/cache/cloudcode-ci/ttyd/ttyd.x86_64`, then PATH. Set
 //! `BENCH_ROUNDS` (default 3) and `BENCH_STALL_SECS` (default 10) to change
-//! the run.
+//! the run, `BENCH_ONLY=connect` to measure connect to first prompt alone
+//! (4 × as many connections a round), `BENCH_TRACE=1` to print when each
+//! connection was upgraded, had its terminal and got its first output.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -177,6 +179,7 @@ impl Server {
         let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("connect");
+        let t_ws = started.elapsed();
         match self.kind {
             Kind::Runner => {
                 let open = r#"{"id":1,"op":"term_open","cols":80,"rows":24}"#;
@@ -204,14 +207,22 @@ impl Server {
                 }
             }
         }
+        let t_opened = started.elapsed();
         let mut terminal = Terminal {
             kind: self.kind,
             socket,
             term,
         };
         let first = terminal.next_output().await;
+        let took = started.elapsed();
         assert!(!first.is_empty());
-        (terminal, started.elapsed())
+        if std::env::var("BENCH_TRACE").is_ok() {
+            eprintln!(
+                "{:?}: upgraded {t_ws:?}, terminal {t_opened:?}, first output {took:?}",
+                self.kind
+            );
+        }
+        (terminal, took)
     }
 }
 
@@ -477,7 +488,27 @@ async fn stalled_client(server: &Server, stall: Duration) -> (f64, f64, f64) {
     )
 }
 
+fn only_connect() -> bool {
+    std::env::var("BENCH_ONLY").is_ok_and(|v| v == "connect")
+}
+
+/// Connections, each to a new shell, so the connect figure is a median of
+/// many rather than of one per round.
+async fn connects(server: &Server, count: usize, figures: &mut Figures) {
+    for _ in 0..count {
+        let (mut terminal, connect) = server.open_terminal().await;
+        figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
+        terminal.send(b"exit\r").await;
+        drop(terminal);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
+    if only_connect() {
+        connects(server, 4 * (CONNECTS_PER_ROUND + 1), figures).await;
+        return;
+    }
     figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
     figures.idle_private_mib.push(server.private_kib() as f64 / 1024.0);
     eprintln!("  {:?}: connect", server.kind);
@@ -495,16 +526,8 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
     figures.output_cpu_ms_per_mb.push(cpu_per_mb);
     terminal.send(b"exit\r").await;
     drop(terminal);
-    // More connections, each to a new shell, so the connect figure is a
-    // median of many rather than of one per round.
     eprintln!("  {:?}: connects", server.kind);
-    for _ in 0..CONNECTS_PER_ROUND {
-        let (mut terminal, connect) = server.open_terminal().await;
-        figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
-        terminal.send(b"exit\r").await;
-        drop(terminal);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    connects(server, CONNECTS_PER_ROUND, figures).await;
     eprintln!("  {:?}: stalled client", server.kind);
     let (growth, cpu, cpu_per_mb) = stalled_client(server, stall).await;
     figures.stalled_growth_mib.push(growth);
@@ -638,6 +661,9 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             measure(&server, &source, stall, &mut ttyd_figures).await;
         }
+        if only_connect() {
+            continue;
+        }
         bare.push(
             tokio::task::spawn_blocking({
                 let source = source.clone();
@@ -646,6 +672,15 @@ async fn main() {
             .await
             .unwrap(),
         );
+    }
+    if only_connect() {
+        let m = |v: &mut Vec<f64>| median(v);
+        println!("\n{rounds} interleaved rounds, connect to first prompt, medians:");
+        println!("runner {:.2} ms", m(&mut runner_figures.connect_ms));
+        if ttyd.is_some() {
+            println!("ttyd   {:.2} ms", m(&mut ttyd_figures.connect_ms));
+        }
+        return;
     }
     let server = Server::start_runner();
     let (save_p50, save_p99) = save_to_durable(&server).await;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cloudcode_proto::message::{TermId, TermInfo, TermPurpose};
-use portable_pty::{ChildKiller, MasterPty};
+use portable_pty::ChildKiller;
 use tokio::sync::watch;
 
 use self::flow::Window;
@@ -73,11 +73,11 @@ pub struct Terminal {
     /// Bumped on every output and on exit; pumps wait on it.
     changed: watch::Sender<u64>,
     writer: Mutex<Box<dyn Write + Send>>,
-    master: Mutex<Box<dyn MasterPty + Send>>,
+    master: Mutex<pty::Master>,
     killer: Mutex<Box<dyn ChildKiller + Send + Sync>>,
     pid: Option<u32>,
     /// The master side's descriptor, to ask whether a write would block.
-    master_fd: Option<std::os::unix::io::RawFd>,
+    master_fd: std::os::fd::RawFd,
     /// Bytes of output read so far, published without a lock so that
     /// [`Terminal::write_input`] can watch for a keystroke's echo.
     output_total: AtomicU64,
@@ -203,9 +203,8 @@ impl Terminal {
     /// Whether the terminal's input queue has room now. A program that stops
     /// reading its input fills it; then a write blocks.
     fn has_room(&self) -> bool {
-        let Some(fd) = self.master_fd else { return false };
         let mut poll = libc::pollfd {
-            fd,
+            fd: self.master_fd,
             events: libc::POLLOUT,
             revents: 0,
         };
@@ -227,7 +226,7 @@ impl Terminal {
         drop(state);
         let master = self.master.lock().unwrap_or_else(|e| e.into_inner());
         // The process may have exited; the size no longer matters then.
-        let _ = master.resize(pty::size(cols, rows));
+        let _ = master.resize(cols, rows);
         Ok(())
     }
 

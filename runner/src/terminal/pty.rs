@@ -2,13 +2,15 @@
 //! process on it. Kept apart so the rest of the terminal code deals in bytes
 //! and sizes, not file descriptors.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use portable_pty::{Child, ChildKiller, ExitStatus, MasterPty, PtySize, native_pty_system};
+use portable_pty::{Child, ChildKiller, ExitStatus};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -25,43 +27,89 @@ pub struct SpawnSpec {
 pub struct SpawnedPty {
     pub reader: Box<dyn Read + Send>,
     pub writer: Box<dyn Write + Send>,
-    pub master: Box<dyn MasterPty + Send>,
+    pub master: Master,
     pub child: Box<dyn Child + Send + Sync>,
     pub killer: Box<dyn ChildKiller + Send + Sync>,
     pub pid: Option<u32>,
 }
 
-pub fn size(cols: u16, rows: u16) -> PtySize {
-    PtySize {
-        rows: rows.max(1),
-        cols: cols.max(1),
-        pixel_width: 0,
-        pixel_height: 0,
+/// The runner's side of a pseudo-terminal.
+pub struct Master {
+    fd: OwnedFd,
+}
+
+impl Master {
+    /// A new pseudo-terminal of `cols` x `rows`, and the path of its other
+    /// side, which the process opens (the runner never does: holding it
+    /// would keep the terminal open after the process exits, hiding the
+    /// end of its output).
+    fn open(cols: u16, rows: u16) -> io::Result<(Self, PathBuf)> {
+        // SAFETY: posix_openpt has no memory-safety preconditions.
+        let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just opened and owned by nothing else.
+        let master = Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        };
+        let mut name = [0 as libc::c_char; 64];
+        // SAFETY: a valid descriptor; ptsname_r writes at most `name.len()`
+        // bytes, NUL included.
+        let named = unsafe {
+            if libc::unlockpt(fd) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::ptsname_r(fd, name.as_mut_ptr(), name.len())
+        };
+        if named != 0 {
+            return Err(io::Error::from_raw_os_error(named));
+        }
+        // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated
+        // string.
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(
+            unsafe { CStr::from_ptr(name.as_ptr()) }.to_bytes(),
+        ));
+        master.resize(cols, rows)?;
+        Ok((master, path))
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        let size = libc::winsize {
+            ws_row: rows.max(1),
+            ws_col: cols.max(1),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        match unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn file(&self) -> io::Result<File> {
+        Ok(File::from(self.fd.try_clone()?))
     }
 }
 
 pub fn spawn(spec: &SpawnSpec) -> io::Result<SpawnedPty> {
-    let pair = native_pty_system()
-        .openpty(size(spec.cols, spec.rows))
-        .map_err(io::Error::other)?;
-    let tty = pair
-        .master
-        .tty_name()
-        .ok_or_else(|| io::Error::other("the pseudo-terminal has no name"))?;
+    let (master, tty) = Master::open(spec.cols, spec.rows)?;
     let child = ShellProcess {
         pid: spawn_on_terminal(&tty, spec)?,
     };
-    // The child holds its own copy of the slave; keeping ours would hold the
-    // terminal open after the child exits and hide the end of output.
-    drop(pair.slave);
-    let reader = pair.master.try_clone_reader().map_err(io::Error::other)?;
-    let writer = pair.master.take_writer().map_err(io::Error::other)?;
+    let reader = Box::new(master.file()?);
+    let writer = Box::new(master.file()?);
     let killer = child.clone_killer();
     let pid = Some(child.pid as u32);
     Ok(SpawnedPty {
         reader,
         writer,
-        master: pair.master,
+        master,
         child: Box::new(child),
         killer,
         pid,

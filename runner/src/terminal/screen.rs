@@ -40,12 +40,20 @@ struct State {
 
 pub struct ScreenTracker {
     shared: Arc<(Mutex<State>, Condvar)>,
-    /// `None` if the thread could not be started: work is done inline.
-    queue: Option<SyncSender<Work>>,
+    queue: Queue,
     /// Pieces of work handed over so far.
     submitted: AtomicU64,
     /// Bytes not handed over yet.
     batch: Vec<u8>,
+}
+
+enum Queue {
+    /// No output has left the scrollback yet (most terminals' whole life):
+    /// no thread, and resizes are applied at once.
+    NotStarted,
+    Started(SyncSender<Work>),
+    /// The thread could not be started: work is done inline.
+    Inline,
 }
 
 impl ScreenTracker {
@@ -55,26 +63,28 @@ impl ScreenTracker {
             fast_forward: FastForward::default(),
             applied: 0,
         };
-        let shared = Arc::new((Mutex::new(state), Condvar::new()));
+        Self {
+            shared: Arc::new((Mutex::new(state), Condvar::new())),
+            queue: Queue::NotStarted,
+            submitted: AtomicU64::new(0),
+            batch: Vec::new(),
+        }
+    }
+
+    fn start(&mut self) {
         let (tx, rx) = sync_channel(QUEUE);
-        let worker_shared = shared.clone();
+        let worker_shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("pty-screen".into())
             .stack_size(256 * 1024)
             .spawn(move || work(rx, worker_shared));
-        let queue = match spawned {
-            Ok(_) => Some(tx),
+        self.queue = match spawned {
+            Ok(_) => Queue::Started(tx),
             Err(e) => {
                 tracing::warn!("no screen thread, emulating inline: {e}");
-                None
+                Queue::Inline
             }
         };
-        Self {
-            shared,
-            queue,
-            submitted: AtomicU64::new(0),
-            batch: Vec::new(),
-        }
     }
 
     pub fn feed(&mut self, data: &[u8]) {
@@ -99,11 +109,14 @@ impl ScreenTracker {
         }
     }
 
-    fn submit(&self, work: Work) {
+    fn submit(&mut self, work: Work) {
         use std::sync::mpsc::TrySendError;
+        if matches!(self.queue, Queue::NotStarted) && matches!(work, Work::Bytes(_)) {
+            self.start();
+        }
         self.submitted.fetch_add(1, Ordering::AcqRel);
         let work = match &self.queue {
-            Some(queue) => match queue.try_send(work) {
+            Queue::Started(queue) => match queue.try_send(work) {
                 Ok(()) => return,
                 // The emulator is 4 MiB behind: wait for it, off the runtime.
                 Err(TrySendError::Full(work)) => {
@@ -119,7 +132,7 @@ impl ScreenTracker {
                 }
                 Err(TrySendError::Disconnected(work)) => work,
             },
-            None => work,
+            Queue::NotStarted | Queue::Inline => work,
         };
         apply(&self.shared, work);
     }
