@@ -131,21 +131,24 @@ impl Server {
                 }
             })
         };
-        if let Some(adoption) = self.adoption {
-            tokio::spawn(async move {
-                let adopted = adoption.finish().await;
-                if !adopted.is_empty() {
-                    tracing::info!(
-                        count = adopted.len(),
-                        "took over the sandboxes the previous server left running"
-                    );
-                }
-            });
-        }
         {
-            // Projects being adopted are waited for, not started twice.
+            // Resumed once the adoptions are done: what was running is then
+            // known (a sandbox whose stop was under way is stopped), and what
+            // is wanted but was not adopted is started.
             let state = state.clone();
-            tokio::spawn(async move { state.orchestrator.resume().await });
+            let adoption = self.adoption;
+            tokio::spawn(async move {
+                if let Some(adoption) = adoption {
+                    let adopted = adoption.finish().await;
+                    if !adopted.is_empty() {
+                        tracing::info!(
+                            count = adopted.len(),
+                            "took over the sandboxes the previous server left running"
+                        );
+                    }
+                }
+                state.orchestrator.resume().await
+            });
         }
         if let Some((listener, gateway)) = self.storage_gateway {
             tracing::info!(addr = ?listener.local_addr().ok(), "storage gateway for runner pods");

@@ -262,7 +262,12 @@ impl Orchestrator {
     /// Stops a project on purpose: it stays stopped across restarts.
     pub async fn stop(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
         self.set_wanted(project, false);
-        self.halt(project).await
+        let lock = self.project_lock(project);
+        let _held = lock.lock().await;
+        // Again under the lock: a start that held it meanwhile marked the
+        // project wanted, and the next server would start it again.
+        self.set_wanted(project, false);
+        self.backend.stop(project).await
     }
 
     async fn halt(&self, project: &ProjectId) -> Result<(), OrchestratorError> {
@@ -287,6 +292,7 @@ impl Orchestrator {
         self.set_wanted(project, false);
         let lock = self.project_lock(project);
         let _held = lock.lock().await;
+        self.set_wanted(project, false);
         self.backend.stop(project).await?;
         self.backend.forget(project).await;
         Ok(delete.await)

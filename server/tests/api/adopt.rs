@@ -129,10 +129,9 @@ async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int)
     assert!(alive(bwrap) && alive(runner), "the sandbox ended with the server");
 
     let again = TestServer::restart(&server);
-    // A start waits for the adoption under way (never launches another).
+    // Taken over in the background, without anyone asking.
+    wait_for_state(&again, id, "running").await;
     let started = again.start_project(id).await;
-    let (_, status) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
-    assert_eq!(status["state"], "running", "{status}");
     let (mut client, instance_again) = connect(&again, id, &started).await;
     assert_eq!(instance_again, instance, "a new runner, not the adopted one");
     assert_eq!(
@@ -176,6 +175,29 @@ async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int)
     assert!(record(&again, id).is_none(), "the stopped sandbox's record left behind");
     let (_, body) = again.api("GET", &format!("/api/projects/{id}/status"), None).await;
     assert_eq!(body["state"], "stopped");
+}
+
+/// A sandbox whose stop was under way when its server died (no longer
+/// wanted) is stopped by the next server once it has taken it over, not
+/// left running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_being_stopped_when_its_server_died_is_stopped_by_the_next() {
+    let id = "half-stopped";
+    let mut server = TestServer::binary(&[]);
+    server.create(id, "python").await;
+    server.start_project(id).await;
+    let runner = pid_of(&record(&server, id).unwrap(), "runner");
+    server.kill();
+    let wanted = server.data.join("sandboxes/wanted.list");
+    let list = std::fs::read_to_string(&wanted).unwrap();
+    assert!(list.lines().any(|l| l == id), "{list}");
+    let others: String = list.lines().filter(|l| *l != id).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&wanted, others).unwrap();
+
+    let again = TestServer::restart(&server);
+    wait_for_state(&again, id, "stopped").await;
+    eventually("the unwanted sandbox's runner ended", || !alive(runner)).await;
+    assert!(record(&again, id).is_none(), "its record left behind");
 }
 
 /// A sandbox slow to answer (its runner stopped, here) does not keep the

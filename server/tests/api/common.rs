@@ -458,3 +458,17 @@ pub fn runners_of(id: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect()
 }
+
+/// Waits until the project's status is `state` (a restarted server takes
+/// sandboxes over in the background), without starting it.
+pub async fn wait_for_state(server: &TestServer, id: &str, state: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = server.api("GET", &format!("/api/projects/{id}/status"), None).await;
+        if body["state"] == state {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never {state}: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

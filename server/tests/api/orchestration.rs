@@ -226,10 +226,21 @@ async fn a_project_named_running_starts_and_comes_back_after_a_restart() {
     server.terminate();
     assert!(server.data.join("sandboxes/running").is_dir());
     let again = TestServer::restart(&server);
-    let (_, list) = again.api("GET", "/api/projects", None).await;
-    let mut running = running_ids(&list);
-    running.sort();
-    assert_eq!(running, ["alpha", "running"], "{list}");
+    // Taken over in the background.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = again.api("GET", "/api/projects", None).await;
+        let mut running = running_ids(&list);
+        running.sort();
+        if running == ["alpha", "running"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both running after the restart: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// An old server's list of the projects to run, in the file `running`, is

@@ -86,10 +86,15 @@ async fn a_start_during_a_delete_finds_no_project_and_brings_nothing_back() {
         let server = server.clone();
         async move { server.api("DELETE", "/api/projects/doomed", None).await }
     });
-    // Once the deletion's stop is under way (or the deletion is done).
+    // Once the deletion's stop is under way (the runner's flush takes a
+    // good 100 ms; a status takes one).
     loop {
         let (code, body) = server.api("GET", "/api/projects/doomed/status", None).await;
-        if code == 404 || body["state"] == "stopping" {
+        assert_ne!(
+            code, 404,
+            "the deletion was over before its stop was seen: the test proves nothing"
+        );
+        if body["state"] == "stopping" {
             break;
         }
         tokio::task::yield_now().await;

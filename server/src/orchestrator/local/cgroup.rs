@@ -88,25 +88,31 @@ impl Cgroup {
     /// sandbox, so one started with other limits applies its own to the
     /// sandboxes it takes over (cgroup limits change live).
     pub(super) fn set_limits(&self, limits: &Limits) -> std::io::Result<()> {
-        match self.dirs.as_slice() {
+        let write = |dir: &Path, file: &str, value: String| std::fs::write(dir.join(file), value);
+        // Each limit on its own: one refused (a memory cap below what the
+        // sandbox uses now, say) leaves the others applied.
+        let written = match self.dirs.as_slice() {
             [dir] => {
-                std::fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
-                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
-                std::fs::write(dir.join("pids.max"), limits.max_pids.to_string())?;
-                std::fs::write(dir.join("cpu.max"), format!("{} 100000", limits.cpu_percent * 1000))
+                let _ = write(dir, "memory.swap.max", "0".into());
+                vec![
+                    write(dir, "memory.max", limits.memory_bytes.to_string()),
+                    write(dir, "pids.max", limits.max_pids.to_string()),
+                    write(dir, "cpu.max", format!("{} 100000", limits.cpu_percent * 1000)),
+                ]
             }
             [memory, pids, cpu] => {
-                std::fs::write(memory.join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
-                let _ = std::fs::write(
-                    memory.join("memory.memsw.limit_in_bytes"),
-                    limits.memory_bytes.to_string(),
-                );
-                std::fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
-                std::fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
-                std::fs::write(cpu.join("cpu.cfs_quota_us"), (limits.cpu_percent * 1000).to_string())
+                let memory_limit = write(memory, "memory.limit_in_bytes", limits.memory_bytes.to_string());
+                let _ = write(memory, "memory.memsw.limit_in_bytes", limits.memory_bytes.to_string());
+                vec![
+                    memory_limit,
+                    write(pids, "pids.max", limits.max_pids.to_string()),
+                    write(cpu, "cpu.cfs_period_us", "100000".into()),
+                    write(cpu, "cpu.cfs_quota_us", (limits.cpu_percent * 1000).to_string()),
+                ]
             }
-            other => Err(std::io::Error::other(format!("not a sandbox's cgroup: {other:?}"))),
-        }
+            other => return Err(std::io::Error::other(format!("not a sandbox's cgroup: {other:?}"))),
+        };
+        written.into_iter().collect()
     }
 
     pub(super) fn procs_files(&self) -> Vec<PathBuf> {

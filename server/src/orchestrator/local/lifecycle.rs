@@ -37,8 +37,8 @@ const CGROUP_REMOVAL: Duration = Duration::from_secs(1);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sandbox taken over from a previous server may take to answer:
 /// its runner was ready before, so one that does not answer by then is hung
-/// (or speaks another protocol version), and the server listens only once
-/// adoption is done.
+/// (or speaks another protocol version). Until then its project says
+/// `starting`, and a start of it waits.
 const ADOPTED_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LocalBackend {
@@ -94,6 +94,8 @@ struct Sandbox {
     process: Box<dyn Process>,
     /// Known once the runner runs.
     runner: Option<Pid>,
+    /// The init of the sandbox's pid namespace, known with the runner.
+    init: Option<Pid>,
     /// The sandbox's user-mode network stack, with `Network::Outbound`.
     network: Option<Box<dyn Process>>,
     cgroup: Option<Cgroup>,
@@ -198,7 +200,12 @@ impl Adoption {
         futures_util::future::join_all(self.0)
             .await
             .into_iter()
-            .filter_map(|adopted| adopted.ok().flatten())
+            .filter_map(|adopted| {
+                adopted
+                    .inspect_err(|e| tracing::error!("a sandbox's adoption failed: {e}"))
+                    .ok()
+                    .flatten()
+            })
             .collect()
     }
 }
@@ -372,6 +379,7 @@ impl Inner {
         let mut sandbox = Sandbox {
             process,
             runner: None,
+            init: None,
             network,
             cgroup,
             mirror,
@@ -392,8 +400,10 @@ impl Inner {
                 start: self.os.start_time(runner)?,
             })
         });
+        sandbox.init = sandbox.runner.and_then(|runner| self.os.namespace_init(runner));
         if let Some(record) = &mut record {
             record.runner = sandbox.runner;
+            record.init = sandbox.init;
             self.os.save_record(record);
         }
         Ok(sandbox)
@@ -486,9 +496,13 @@ impl Inner {
             },
             None => None,
         };
+        let init = record
+            .init
+            .or_else(|| runner.and_then(|runner| self.os.namespace_init(runner)));
         let mut sandbox = Sandbox {
             process,
             runner,
+            init,
             network,
             cgroup: (!record.cgroup.is_empty()).then(|| Cgroup {
                 dirs: record.cgroup.clone(),
@@ -498,10 +512,11 @@ impl Inner {
         };
         let refused = if !record.is_current() {
             Some("it was recorded by another version of the server".to_string())
-        } else if record.isolation != Some(self.isolation) {
+        } else if record.isolation().is_some_and(|isolation| isolation != self.isolation) {
             Some(format!(
                 "it runs with isolation {:?}, this server's is {:?}",
-                record.isolation, self.isolation
+                record.isolation(),
+                self.isolation
             ))
         } else if sandbox.process.id().is_none() {
             Some("its sandbox is gone".to_string())
@@ -538,6 +553,8 @@ impl Inner {
             self.os.apply_limits(cgroup);
         }
         record.runner = sandbox.runner;
+        record.init = sandbox.init;
+        record.isolation = Some(self.isolation);
         record.network = self.recorded(sandbox.network.as_deref());
         self.os.save_record(&record);
         tracing::info!(%project, pid = ?sandbox.process.id(), "adopted the sandbox a previous server left running");
@@ -571,18 +588,30 @@ impl Inner {
     /// does. A sandbox whose runner is not there (yet, or any more) holds
     /// nothing unsaved.
     async fn end(&self, project: &ProjectId, mut sandbox: Sandbox) {
-        let runner = sandbox
-            .runner
-            .map(|runner| runner.pid)
-            .or_else(|| sandbox.process.id().and_then(|pid| self.os.runner_pid(pid)))
+        let runner = match sandbox.runner {
             // Still the recorded process, not one that reuses its pid.
-            .filter(|pid| match sandbox.runner {
-                Some(runner) => self.os.start_time(*pid) == Some(runner.start),
-                None => self.os.start_time(*pid).is_some(),
-            });
+            Some(runner) => (self.os.start_time(runner.pid) == Some(runner.start)).then_some(runner),
+            None => sandbox
+                .process
+                .id()
+                .and_then(|pid| self.os.runner_pid(pid))
+                .and_then(|pid| {
+                    Some(Pid {
+                        pid,
+                        start: self.os.start_time(pid)?,
+                    })
+                }),
+        };
+        // Taken while the runner lives: bwrap's reaper outlives bwrap and
+        // the runner while anything in the sandbox runs (a `setsid` daemon),
+        // and only ending it ends those where there are no cgroups.
+        let init = sandbox
+            .init
+            .or_else(|| runner.and_then(|runner| self.os.namespace_init(runner)))
+            .and_then(|init| self.os.adopt(init));
         match runner {
             Some(runner) if sandbox.process.id().is_some() => {
-                self.os.terminate(runner);
+                self.os.terminate(runner.pid);
                 let grace = self.stop_grace;
                 if tokio::time::timeout(grace, sandbox.process.wait()).await.is_err() {
                     tracing::warn!(%project, "runner did not stop in {grace:?}: killing the sandbox");
@@ -592,30 +621,23 @@ impl Inner {
             Some(runner) => self.end_orphan(project, runner).await,
             None => self.kill(&mut sandbox).await,
         }
+        if let Some(mut init) = init {
+            init.kill().await;
+        }
         self.clean_up(project, sandbox).await;
     }
 
-    /// bwrap is gone (killed while no server watched) but its sandbox is
-    /// not. The runner still flushes first; then the sandbox's pid
-    /// namespace is ended through its init, which would otherwise keep the
-    /// users' processes running where there are no cgroups to sweep.
-    async fn end_orphan(&self, project: &ProjectId, runner: u32) {
-        let Some(start) = self.os.start_time(runner) else {
+    /// bwrap is gone (killed while no server watched) but its runner is
+    /// not: it still flushes first (the sandbox's init is ended after).
+    async fn end_orphan(&self, project: &ProjectId, runner: Pid) {
+        let Some(mut process) = self.os.adopt(runner) else {
             return;
         };
-        let runner = Pid { pid: runner, start };
-        let init = self.os.namespace_init(runner);
-        let mut process = self.os.adopt(runner);
         self.os.terminate(runner.pid);
-        if let Some(process) = process.as_mut() {
-            let grace = self.stop_grace;
-            if tokio::time::timeout(grace, process.wait()).await.is_err() {
-                tracing::warn!(%project, "runner did not stop in {grace:?}: killing it");
-                process.kill().await;
-            }
-        }
-        if let Some(mut init) = init {
-            init.kill().await;
+        let grace = self.stop_grace;
+        if tokio::time::timeout(grace, process.wait()).await.is_err() {
+            tracing::warn!(%project, "runner did not stop in {grace:?}: killing it");
+            process.kill().await;
         }
     }
 
@@ -969,16 +991,17 @@ mod tests {
                 }
             }
         }
-        fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>> {
+        /// Orphans' inits are "sandbox pid + 2000"; other sandboxes have
+        /// none (their bwrap ends them).
+        fn namespace_init(&self, runner: Pid) -> Option<Pid> {
             if self.start_time(runner.pid) != Some(runner.start) {
                 return None;
             }
-            let orphans = self.orphans.lock().unwrap();
-            let (_, init) = orphans.get(&(runner.pid - 1000))?;
-            Some(Box::new(FakeProcess {
-                pid: runner.pid + 1000,
-                exit: init.clone(),
-            }))
+            let pid = runner.pid + 1000;
+            Some(Pid {
+                pid,
+                start: self.start_time(pid)?,
+            })
         }
         fn gives_network(&self) -> bool {
             self.networked.load(Ordering::Relaxed)
@@ -1017,6 +1040,12 @@ mod tests {
             if self.alive(pid) || self.helper(pid).is_some_and(|exit| exit.borrow().is_none()) {
                 return Some(u64::from(pid) * 7);
             }
+            if let Some((_, init)) = pid
+                .checked_sub(2000)
+                .and_then(|s| self.orphans.lock().unwrap().get(&s).cloned())
+            {
+                return init.borrow().is_none().then_some(u64::from(pid) * 7);
+            }
             let sandbox = pid.checked_sub(1000)?;
             if let Some((runner, _)) = self.orphans.lock().unwrap().get(&sandbox) {
                 return runner.borrow().is_none().then_some(u64::from(sandbox) * 7 + 1);
@@ -1028,10 +1057,20 @@ mod tests {
             if self.start_time(pid.pid) != Some(pid.start) {
                 return None;
             }
-            let orphan = pid.pid.checked_sub(1000).and_then(|sandbox| {
+            let orphan = {
                 let orphans = self.orphans.lock().unwrap();
-                orphans.get(&sandbox).map(|(runner, _)| runner.clone())
-            });
+                let runner = pid
+                    .pid
+                    .checked_sub(1000)
+                    .and_then(|s| orphans.get(&s))
+                    .map(|(r, _)| r.clone());
+                let init = pid
+                    .pid
+                    .checked_sub(2000)
+                    .and_then(|s| orphans.get(&s))
+                    .map(|(_, i)| i.clone());
+                runner.or(init)
+            };
             let exit = match (self.project_of(pid.pid), orphan) {
                 (Some((_, exit)), _) | (None, Some(exit)) => exit,
                 (None, None) => self.helper(pid.pid)?,
@@ -1401,6 +1440,45 @@ mod tests {
         assert!(init.borrow().is_some(), "the sandbox's processes were left running");
         assert!(os.record("alpha").is_none());
         assert_eq!(second.state(&id("alpha")).await, SandboxState::Stopped);
+    }
+
+    /// bwrap's reaper outlives bwrap and the runner while anything in the
+    /// sandbox runs (a `setsid` daemon): a stop ends it too, found at the
+    /// start and recorded, so nothing is left where there are no cgroups.
+    #[tokio::test]
+    async fn a_stop_ends_the_sandboxs_namespace_init_and_what_it_still_holds() {
+        let os = Arc::new(FakeOs::default());
+        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
+        // The first sandbox's pid is 100.
+        os.orphans.lock().unwrap().insert(100, (runner, init.clone()));
+        let backend = backend(os.clone());
+        backend.ensure_running(&spec("alpha")).await.unwrap();
+        assert_eq!(
+            os.record("alpha").unwrap().init.map(|i| i.pid),
+            Some(2100),
+            "the init is not recorded"
+        );
+        backend.stop(&id("alpha")).await.unwrap();
+        assert!(init.borrow().is_some(), "the sandbox's init was left running");
+    }
+
+    /// bwrap and the runner both gone while no server ran, the users'
+    /// processes not: the recorded init ends them.
+    #[tokio::test]
+    async fn a_sandbox_whose_bwrap_and_runner_died_is_ended_through_its_recorded_init() {
+        let os = Arc::new(FakeOs::default());
+        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
+        os.orphans.lock().unwrap().insert(100, (runner.clone(), init.clone()));
+        backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
+        runner.send_replace(Some("signal: 9 (SIGKILL)".into()));
+        os.project_of(100)
+            .unwrap()
+            .1
+            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+
+        assert!(restarted(&os).adopt("key").await.is_empty());
+        assert!(init.borrow().is_some(), "the users' processes were left running");
+        assert!(os.record("alpha").is_none());
     }
 
     #[tokio::test]

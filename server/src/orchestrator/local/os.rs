@@ -57,12 +57,12 @@ pub(super) trait Os: Send + Sync + 'static {
     /// (with bubblewrap: the init of its pid namespace, whose death ends
     /// every process in it).
     fn kill_sandbox(&self, sandbox: u32);
-    /// The init of the pid namespace the live process `runner` is in, held
-    /// (a pidfd) so it can be killed after the runner has exited: with
+    /// The init of the pid namespace the live process `runner` is in: with
     /// bubblewrap, the sandbox's reaper, which lives on as long as anything
-    /// in the sandbox does, even once bwrap itself is gone. `None` without
-    /// a pid namespace of the sandbox's own.
-    fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>>;
+    /// in the sandbox does, even once bwrap and the runner are gone (kill it
+    /// through [`Os::adopt`]). `None` without a pid namespace of the
+    /// sandbox's own.
+    fn namespace_init(&self, runner: Pid) -> Option<Pid>;
     /// The sandbox's network helper, if its network needs one.
     async fn start_network(&self, sandbox: u32) -> Option<Box<dyn Process>>;
     /// Whether sandboxes get outbound network under these settings.
@@ -312,29 +312,30 @@ impl Os for HostOs {
         }
     }
 
-    fn namespace_init(&self, runner: Pid) -> Option<Box<dyn Process>> {
+    fn namespace_init(&self, runner: Pid) -> Option<Pid> {
         if self.config.isolation != Isolation::Bubblewrap {
             return None;
         }
-        let init = parent_pid(runner.pid)?;
-        let held = AdoptedProcess::open(Pid {
-            pid: init,
-            start: process_start_time(init)?,
-        })?;
-        // Read after the pidfd was opened: the runner is still the recorded
-        // one, so `init` was its parent, and that parent is its namespace's
-        // init, not this server's (or the host's) namespace.
+        let pid = parent_pid(runner.pid)?;
+        let init = Pid {
+            pid,
+            start: process_start_time(pid)?,
+        };
+        // Read after the parent's: the runner is still the recorded one, so
+        // `init` was its parent. That parent must be pid 1 of the runner's
+        // own namespace, which is not this server's (nor the host's).
         let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
         let (runner_ns, init_ns, own_ns) = (
             namespace(&runner.pid.to_string()),
-            namespace(&init.to_string()),
+            namespace(&pid.to_string()),
             namespace("self"),
         );
         let is_sandbox_init = process_start_time(runner.pid) == Some(runner.start)
             && runner_ns.is_some()
             && runner_ns == init_ns
-            && init_ns != own_ns;
-        is_sandbox_init.then(|| Box::new(held) as Box<dyn Process>)
+            && init_ns != own_ns
+            && pid_in_own_namespace(pid) == Some(1);
+        is_sandbox_init.then_some(init)
     }
 
     fn gives_network(&self) -> bool {
@@ -437,6 +438,14 @@ pub(super) fn socket_base(root: &Path) -> PathBuf {
             root.to_path_buf()
         }
     }
+}
+
+/// The pid `pid` has in its own (innermost) pid namespace: the last field
+/// of `NSpid` in `/proc/<pid>/status`.
+fn pid_in_own_namespace(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 /// `/proc/<pid>/stat` field 4.
@@ -571,9 +580,10 @@ mod tests {
         bwrap.kill().unwrap();
         bwrap.wait().unwrap();
 
-        let mut init = os
+        let init = os
             .namespace_init(runner)
             .expect("the sandbox's init, found through its runner");
+        let mut init = os.adopt(init).expect("the init, held");
         signal(runner.pid, libc::SIGKILL);
         until("the runner gone", || !running("4758"));
         assert!(

@@ -16,7 +16,7 @@ use crate::projects::ProjectId;
 const FILE: &str = "sandbox.json";
 /// Bumped when a record's meaning changes: an older server's records are
 /// then cleaned up rather than misread.
-const VERSION: u32 = 2;
+const VERSION: u32 = 1;
 
 /// A process named so that a later process given the same pid is never
 /// taken for it.
@@ -37,6 +37,12 @@ pub(super) struct Record {
     pub sandbox: Pid,
     /// Known once the runner runs.
     pub runner: Option<Pid>,
+    /// The init of the sandbox's pid namespace (bubblewrap's reaper), known
+    /// with the runner: it outlives bwrap and the runner as long as anything
+    /// in the sandbox runs, so ending it ends the sandbox where there are no
+    /// cgroups to sweep.
+    #[serde(default)]
+    pub init: Option<Pid>,
     /// slirp4netns, with outbound network.
     pub network: Option<Pid>,
     /// The sandbox's control-group directories (empty without cgroups).
@@ -45,7 +51,8 @@ pub(super) struct Record {
     /// another signing key cannot use this runner.
     pub token_public_key: String,
     /// How the sandbox is confined: a server that sandboxes never takes
-    /// over a runner started without a sandbox. (Absent in version 1.)
+    /// over a runner started without a sandbox. Absent from records written
+    /// before it was recorded: see [`Record::isolation`].
     #[serde(default)]
     pub isolation: Option<Isolation>,
 }
@@ -77,6 +84,7 @@ impl Record {
             project,
             sandbox,
             runner: None,
+            init: None,
             network: None,
             cgroup,
             token_public_key,
@@ -153,6 +161,19 @@ impl Record {
     pub fn is_current(&self) -> bool {
         self.version == VERSION
     }
+
+    /// How the sandbox is confined, as recorded or, in an older record, as
+    /// its processes show: without a sandbox the runner is the sandbox's
+    /// process itself. `None` while that is not known yet (no runner).
+    pub fn isolation(&self) -> Option<Isolation> {
+        self.isolation.or_else(|| {
+            let runner = self.runner?;
+            Some(match runner.pid == self.sandbox.pid {
+                true => Isolation::Insecure,
+                false => Isolation::Bubblewrap,
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +190,26 @@ mod tests {
         );
         record.runner = Some(Pid { pid: 12, start: 100 });
         record
+    }
+
+    /// A record written before isolation and the init were recorded is
+    /// still read (an upgrade adopts what the previous release left), its
+    /// isolation told by its processes.
+    #[test]
+    fn an_older_record_is_read_and_its_isolation_told_by_its_processes() {
+        let text = r#"{"version":1,"project":"alpha","sandbox":{"pid":10,"start":99},
+            "runner":{"pid":12,"start":100},"network":null,"cgroup":[],"token_public_key":"key"}"#;
+        let record: Record = serde_json::from_str(text).unwrap();
+        assert!(record.is_current());
+        assert_eq!((record.isolation, record.init), (None, None));
+        assert_eq!(record.isolation(), Some(Isolation::Bubblewrap));
+        let bare = Record {
+            runner: Some(record.sandbox),
+            ..record.clone()
+        };
+        assert_eq!(bare.isolation(), Some(Isolation::Insecure));
+        let starting = Record { runner: None, ..record };
+        assert_eq!(starting.isolation(), None);
     }
 
     #[test]
