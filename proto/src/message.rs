@@ -22,6 +22,31 @@ pub struct Request {
     pub op: Op,
 }
 
+impl Request {
+    /// A client's request, from its text: a path it names that the
+    /// protocol refuses is told apart, by type, from any other mistake.
+    pub fn from_json(text: &str) -> Result<Self, RequestError> {
+        crate::path::refusal_behind(|| serde_json::from_str(text)).map_err(|(source, refusal)| match refusal {
+            Some(refusal) => RequestError::InvalidPath { refusal, source },
+            None => RequestError::Malformed(source),
+        })
+    }
+}
+
+/// Why a client's text is not a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Well formed, but a path in it is refused (`invalid_path`).
+    #[error("{source}")]
+    InvalidPath {
+        refusal: crate::path::PathError,
+        source: serde_json::Error,
+    },
+    /// Not JSON, or not a request (`bad_request`).
+    #[error("{0}")]
+    Malformed(serde_json::Error),
+}
+
 /// Everything a client can ask of a runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -456,6 +481,37 @@ impl ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The code a server answers comes from the error's type: a refused
+    /// path, however the text reads, and nothing else, even on a thread
+    /// whose previous parse refused one.
+    #[test]
+    fn a_refused_path_is_told_from_other_bad_input_by_type() {
+        let refused = Request::from_json(r#"{"id":1,"op":"read","path":"../etc/passwd"}"#);
+        assert!(
+            matches!(
+                refused,
+                Err(RequestError::InvalidPath {
+                    refusal: crate::path::PathError::ParentComponent,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        for malformed in [
+            "{",
+            r#"{"id":1,"op":"no_such_op"}"#,
+            r#"{"id":1,"op":"read"}"#,
+            r#"{"id":1,"op":"read","path":7}"#,
+        ] {
+            assert!(
+                matches!(Request::from_json(malformed), Err(RequestError::Malformed(_))),
+                "{malformed}"
+            );
+        }
+        // A name that merely reads like the refusal's text is a fine path.
+        assert!(Request::from_json(r#"{"id":1,"op":"read","path":"invalid path: a"}"#).is_ok());
+    }
 
     #[test]
     fn wire_shapes_are_stable() {

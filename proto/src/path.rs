@@ -20,9 +20,19 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 /// clients may neither create nor see them.
 pub const RESERVED_PREFIX: &str = ".cloudcode-tmp-";
 
-/// Deserialisation errors caused by a refused path start with this, so a
-/// server can answer them as `invalid_path` rather than `bad_request`.
-pub const INVALID_PATH_PREFIX: &str = "invalid path: ";
+thread_local! {
+    /// The refusal behind this thread's last failed [`WorkspacePath`]
+    /// deserialisation: serde's errors carry only text, and a server tells
+    /// a refused path from other bad input by type ([`refusal_behind`]).
+    static REFUSED: std::cell::Cell<Option<PathError>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `deserialise` and, when it fails because a path was refused, gives
+/// that refusal with its error.
+pub fn refusal_behind<T, E>(deserialise: impl FnOnce() -> Result<T, E>) -> Result<T, (E, Option<PathError>)> {
+    REFUSED.with(|r| r.take());
+    deserialise().map_err(|e| (e, REFUSED.with(|r| r.take())))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -208,7 +218,10 @@ impl Serialize for WorkspacePath {
 impl<'de> Deserialize<'de> for WorkspacePath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        WorkspacePath::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{INVALID_PATH_PREFIX}{e}")))
+        WorkspacePath::parse(&raw).map_err(|e| {
+            REFUSED.with(|r| r.set(Some(e.clone())));
+            serde::de::Error::custom(format!("invalid path: {e}"))
+        })
     }
 }
 

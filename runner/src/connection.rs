@@ -17,8 +17,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
 use cloudcode_proto::PROTOCOL_VERSION;
 use cloudcode_proto::frame::{Frame, encode_term_output};
-use cloudcode_proto::message::{ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, ServerMessage, TermId};
-use cloudcode_proto::path::{INVALID_PATH_PREFIX, WorkspacePath};
+use cloudcode_proto::message::{
+    ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, RequestError, ServerMessage, TermId,
+};
+use cloudcode_proto::path::WorkspacePath;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -269,19 +271,17 @@ async fn write_loop(
 
 impl Connection {
     async fn handle_text(&mut self, text: &str) {
-        match serde_json::from_str::<Request>(text) {
+        match Request::from_json(text) {
             Ok(request) => self.handle_request(request).await,
             Err(e) => {
                 let id = serde_json::from_str::<serde_json::Value>(text)
                     .ok()
                     .and_then(|v| v.get("id")?.as_u64());
-                let message = e.to_string();
-                let code = if message.contains(INVALID_PATH_PREFIX) {
-                    ErrorCode::InvalidPath
-                } else {
-                    ErrorCode::BadRequest
+                let code = match &e {
+                    RequestError::InvalidPath { .. } => ErrorCode::InvalidPath,
+                    RequestError::Malformed(_) => ErrorCode::BadRequest,
                 };
-                self.out.send(ServerMessage::error(id, code, message)).await;
+                self.out.send(ServerMessage::error(id, code, e.to_string())).await;
             }
         }
     }
