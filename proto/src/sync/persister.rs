@@ -181,8 +181,6 @@ struct SyncState {
     last_error: Option<String>,
     /// Changes that cannot be stored, by path.
     skipped: BTreeMap<String, String>,
-    /// Completed file actions, for the drain rate.
-    drained: VecDeque<(Instant, u64)>,
     /// What the workspace's modes, links and empty directories are, and
     /// what storage last received of them.
     manifest: Manifest,
@@ -191,26 +189,38 @@ struct SyncState {
     manifest_file: Option<Stamp>,
 }
 
-impl SyncState {
-    fn record_drained(&mut self, n: u64) {
+/// Completed file actions over the last [`RATE_WINDOW`], for the drain
+/// rate. Apart from [`SyncState`], so that reading the status never waits
+/// for a bulk round that holds the state: the status is read on the runtime
+/// that carries terminal bytes. (Taken after the state's lock when both are
+/// held, never before.)
+#[derive(Default)]
+struct Drained(Mutex<VecDeque<(Instant, u64)>>);
+
+impl Drained {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(Instant, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, n: u64) {
         if n == 0 {
             return;
         }
         let now = Instant::now();
-        self.drained.push_back((now, n));
-        while self
-            .drained
+        let mut drained = self.lock();
+        drained.push_back((now, n));
+        while drained
             .front()
             .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
         {
-            self.drained.pop_front();
+            drained.pop_front();
         }
     }
 
-    fn drain_rate(&self) -> u64 {
+    fn rate(&self) -> u64 {
         let now = Instant::now();
         let total: u64 = self
-            .drained
+            .lock()
             .iter()
             .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
             .map(|(_, n)| n)
@@ -226,6 +236,7 @@ pub struct Persister {
     root: PathBuf,
     debounce: Duration,
     state: Mutex<SyncState>,
+    drained: Drained,
     wake_priority: Notify,
     wake_bulk: Notify,
     /// A claimed file was released.
@@ -359,6 +370,7 @@ impl Persister {
             root,
             debounce,
             state: Mutex::new(SyncState::default()),
+            drained: Drained::default(),
             wake_priority: Notify::new(),
             wake_bulk: Notify::new(),
             released: Notify::new(),
@@ -422,7 +434,7 @@ impl Persister {
     pub fn current_status(&self) -> StorageStatus {
         let mut status = self.status.borrow().clone();
         // The rate decays while nothing drains; recompute it on request.
-        status.drain_rate = self.lock().drain_rate();
+        status.drain_rate = self.drained.rate();
         status
     }
 
@@ -864,7 +876,7 @@ impl Persister {
             healthy: state.backoff.is_none(),
             pending: (state.dirty.len() + state.urgent.len() + state.in_flight) as u64,
             saves_pending: state.urgent.len() as u64 + state.waiters.values().map(|w| w.len() as u64).sum::<u64>(),
-            drain_rate: state.drain_rate(),
+            drain_rate: self.drained.rate(),
             skipped: state.skipped.len() as u64,
             skipped_changes: state
                 .skipped
@@ -1004,7 +1016,7 @@ impl Persister {
                 {
                     let mut state = self.lock();
                     state.in_flight -= batch.len();
-                    state.record_drained(done);
+                    self.drained.record(done);
                     self.publish(&state);
                 }
                 for ((_, owners), step) in batch.into_iter().zip(steps) {
