@@ -411,8 +411,11 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
 }
 
 /// The storage runtime's threads (watcher batches, the bulk lane, storage
-/// calls) run at a lower CPU priority than the rest of the runner, so an
-/// `npm install`'s backlog yields to the threads that carry keystrokes.
+/// calls) and the watchers' inotify readers run only when nothing else of
+/// the runner wants the CPU (`SCHED_IDLE`), so an `npm install`'s backlog
+/// yields at once to the threads that carry keystrokes; those ask for a
+/// short slice, so that they preempt whatever runs when they wake; and
+/// neither is passed on to the shell.
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     let runner = TestRunner::start();
@@ -424,30 +427,75 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     eventually("the files in storage", || runner.stored("200").is_some()).await;
 
     let pid = runner.child.id();
-    let nice_of = |tid: &str| -> i64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        // Fields from the third (state) on; the nice value is the 19th.
-        after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
-    };
-    let main_nice = nice_of(&pid.to_string());
+    let custom_slices = kernel_grants_custom_slices();
     let mut storage = 0;
+    let mut main_runtime = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name().into_string().unwrap();
-        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
-        let nice = nice_of(&tid);
-        // The storage runtime's threads and the watchers' inotify readers.
+        let task = format!("/proc/{pid}/task/{tid}");
+        let name = std::fs::read_to_string(format!("{task}/comm")).unwrap();
+        let (policy, slice) = scheduling_of(&task);
         if name.trim() == "storage" || name.starts_with("notify-rs") {
             storage += 1;
-            assert!(
-                nice > main_nice,
-                "storage thread {tid} at nice {nice}, the runner at {main_nice}"
+            assert_eq!(
+                policy,
+                libc::SCHED_IDLE as u64,
+                "storage thread {tid} ({})",
+                name.trim()
             );
         } else {
-            assert_eq!(nice, main_nice, "thread {tid} ({}) lowered", name.trim());
+            assert_eq!(
+                policy,
+                libc::SCHED_OTHER as u64,
+                "thread {tid} ({}) lowered",
+                name.trim()
+            );
+        }
+        if custom_slices && name.trim() == "tokio-rt-worker" {
+            main_runtime += 1;
+            assert_eq!(slice, Some(100_000), "main runtime thread {tid}");
         }
     }
     assert!(storage > 0, "no storage thread found");
+    assert!(!custom_slices || main_runtime > 0, "no main runtime thread found");
+    // The shell, started by a main runtime thread, has the defaults.
+    let shells: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default())
+        .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(!shells.is_empty(), "no shell found");
+    for shell in shells {
+        let (policy, slice) = scheduling_of(&format!("/proc/{shell}"));
+        assert_eq!(policy, libc::SCHED_OTHER as u64, "the shell {shell}");
+        assert_ne!(slice, Some(100_000), "the shell {shell} inherited the short slice");
+    }
+}
+
+/// A thread's policy and, where the kernel says, its slice in nanoseconds.
+fn scheduling_of(task: &str) -> (u64, Option<u64>) {
+    let sched = std::fs::read_to_string(format!("{task}/sched")).unwrap();
+    let field = |name: &str| {
+        sched.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().parse::<u64>().ok())?
+        })
+    };
+    (field("policy").unwrap(), field("se.slice"))
+}
+
+/// Whether this kernel lets a normal thread choose its slice (Linux 6.12+).
+fn kernel_grants_custom_slices() -> bool {
+    std::thread::spawn(|| {
+        // SAFETY: sched_attr is plain data; all zeroes is a valid value.
+        let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+        attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
+        attr.sched_runtime = 100_000;
+        // SAFETY: a valid sched_attr; pid 0 is this short-lived thread.
+        unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) == 0 }
+    })
+    .join()
+    .unwrap()
 }
 
 /// Exchanges two paths atomically (`renameat2(RENAME_EXCHANGE)`).
