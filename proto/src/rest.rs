@@ -102,6 +102,51 @@ pub struct ProjectSummary {
     pub detail: Option<String>,
 }
 
+/// A sandbox's state, with why it failed when it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SandboxStatus {
+    pub state: SandboxPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub detail: Option<String>,
+}
+
+/// `GET /api/projects/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ProjectDetail {
+    pub project: ProjectRecord,
+    pub sandbox: SandboxStatus,
+}
+
+/// The `service` a cloudcode server names in [`ApiIndex`].
+pub const SERVICE: &str = "cloudcode-server";
+
+/// `GET /api`: what a client checks it reached a cloudcode server with a
+/// good token, and where things are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ApiIndex {
+    /// [`SERVICE`].
+    pub service: String,
+    pub version: String,
+    pub projects: Vec<String>,
+    /// Endpoint name to how it is called, for people.
+    pub api: std::collections::BTreeMap<String, String>,
+    pub ide_domain: String,
+    pub preview_domain: String,
+}
+
+/// What the seed's `POST /project` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SeedCreated {
+    #[serde(rename = "replId")]
+    pub repl_id: String,
+    pub language: Language,
+}
+
 /// `GET /api/projects`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]

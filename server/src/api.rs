@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloudcode_proto::rest::{
-    ApiErrorBody, CSRF_HEADER, CreateProject, ProjectList, ProjectStatus, ProjectSummary, SandboxPhase, SessionInfo,
-    StartedProject,
+    ApiErrorBody, ApiIndex, CSRF_HEADER, CreateProject, ProjectDetail, ProjectList, ProjectStatus, ProjectSummary,
+    SERVICE, SandboxPhase, SandboxStatus, SeedCreated, SessionInfo, StartedProject,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::gateway::{self, Route};
 use crate::orchestrator::{Orchestrator, SandboxState};
@@ -380,23 +379,27 @@ struct SeedStart {
 
 /// What the URL printed at start-up shows: where things are, and the
 /// projects there are.
-async fn index(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn index(State(state): State<Arc<AppState>>) -> Result<Json<ApiIndex>, ApiError> {
     let projects: Vec<String> = state.projects.list().await?.into_iter().map(|p| p.id).collect();
-    Ok(Json(json!({
-        "service": "cloudcode-server",
-        "version": env!("CARGO_PKG_VERSION"),
-        "projects": projects,
-        "api": {
-            "create": "POST /api/projects {\"id\", \"language\": \"node-js\" | \"python\"}",
-            "list": "GET /api/projects",
-            "start": "POST /api/projects/{id}/start",
-            "stop": "POST /api/projects/{id}/stop",
-            "status": "GET /api/projects/{id}/status",
-            "delete": "DELETE /api/projects/{id}",
-        },
-        "ide_domain": state.ide_domain,
-        "preview_domain": state.preview_domain,
-    })))
+    let api = [
+        (
+            "create",
+            "POST /api/projects {\"id\", \"language\": \"node-js\" | \"python\"}",
+        ),
+        ("list", "GET /api/projects"),
+        ("start", "POST /api/projects/{id}/start"),
+        ("stop", "POST /api/projects/{id}/stop"),
+        ("status", "GET /api/projects/{id}/status"),
+        ("delete", "DELETE /api/projects/{id}"),
+    ];
+    Ok(Json(ApiIndex {
+        service: SERVICE.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        projects,
+        api: api.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        ide_domain: state.ide_domain.clone(),
+        preview_domain: state.preview_domain.clone(),
+    }))
 }
 
 async fn seed_create(
@@ -406,7 +409,10 @@ async fn seed_create(
     let record = state.projects.create(&body.repl_id, &body.language).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "replId": record.id, "language": record.language })),
+        Json(SeedCreated {
+            repl_id: record.id,
+            language: record.language,
+        }),
     )
         .into_response())
 }
@@ -462,23 +468,18 @@ fn phase(state: &SandboxState) -> (SandboxPhase, Option<String>) {
     }
 }
 
-fn state_json(state: &SandboxState) -> Value {
-    let (phase, detail) = phase(state);
-    match detail {
-        Some(detail) => json!({ "state": phase, "detail": detail }),
-        None => json!({ "state": phase }),
-    }
-}
-
-async fn show(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Json<ProjectDetail>, ApiError> {
     let id = ProjectId::parse(&raw).map_err(ProjectError::from)?;
     let record = state
         .projects
         .get(&id)
         .await?
         .ok_or_else(|| ProjectError::NotFound(id.to_string()))?;
-    let sandbox = state.orchestrator.state(&id).await;
-    Ok(Json(json!({ "project": record, "sandbox": state_json(&sandbox) })))
+    let (phase, detail) = phase(&state.orchestrator.state(&id).await);
+    Ok(Json(ProjectDetail {
+        project: record,
+        sandbox: SandboxStatus { state: phase, detail },
+    }))
 }
 
 async fn delete(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
@@ -522,14 +523,18 @@ async fn start(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> R
     do_start(&state, &raw).await
 }
 
-async fn stop(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn stop(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Json<ProjectStatus>, ApiError> {
     let id = existing(&state, &raw).await?;
     state
         .orchestrator
         .stop(&id)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop_failed", e.to_string()))?;
-    Ok(Json(json!({ "replId": id.as_str(), "state": "stopped" })))
+    Ok(Json(ProjectStatus {
+        repl_id: id.to_string(),
+        state: SandboxPhase::Stopped,
+        detail: None,
+    }))
 }
 
 async fn status(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Json<ProjectStatus>, ApiError> {

@@ -155,8 +155,8 @@ impl ApiClient {
     /// Answers whether this is a cloudcode server that accepts the token.
     pub async fn check(&self) -> Result<(), ApiError> {
         let value = self.call(Method::GET, "/api", None).await?;
-        match value["service"].as_str() {
-            Some("cloudcode-server") => Ok(()),
+        match serde_json::from_value::<cloudcode_proto::rest::ApiIndex>(value) {
+            Ok(index) if index.service == cloudcode_proto::rest::SERVICE => Ok(()),
             _ => Err(ApiError::Unreadable(format!("{} is not a cloudcode server", self.base))),
         }
     }

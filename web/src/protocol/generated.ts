@@ -186,6 +186,22 @@ export type CreateProject = { id: string, language: string, };
 
 export type ProjectStatus = { replId: string, state: SandboxPhase, detail?: string, };
 
+export type SandboxStatus = { state: SandboxPhase, detail?: string, };
+
+export type ProjectDetail = { project: ProjectRecord, sandbox: SandboxStatus, };
+
+export type ApiIndex = { 
+/**
+ * [`SERVICE`].
+ */
+service: string, version: string, projects: Array<string>, 
+/**
+ * Endpoint name to how it is called, for people.
+ */
+api: { [key in string]?: string }, ide_domain: string, preview_domain: string, };
+
+export type SeedCreated = { replId: string, language: Language, };
+
 export type StartedProject = { replId: string, ideUrl: string, wsUrl: string, previewUrl: string, token: string, 
 /**
  * Unix seconds.
