@@ -54,6 +54,8 @@ pub struct Outcome {
     /// again before the next round.
     pub stale_local: Vec<WorkspacePath>,
     pub stale_remote: Vec<WorkspacePath>,
+    /// Uploads in flight: path, number and content (see [`Deferred`]).
+    pub deferred: Vec<(WorkspacePath, u64, Node)>,
 }
 
 pub struct Executor<'a> {
@@ -63,6 +65,8 @@ pub struct Executor<'a> {
     pub remote: &'a mut RemoteView,
     /// Called after each change (progress bars).
     pub on_done: &'a mut (dyn FnMut() + Send),
+    /// While watching: small uploads are answered later (see [`Deferred`]).
+    pub defer: Option<&'a mut Deferred>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,36 @@ struct Recorded {
     path: WorkspacePath,
     node: Option<Node>,
     version: Option<String>,
+    /// An upload whose answer comes later, as a [`WriteDone`] of this number.
+    deferred: Option<u64>,
+}
+
+/// Waves of at most this many uploads have their answers awaited off the
+/// sync's loop (more are awaited as they go, PARALLEL at a time).
+const DEFER_AT_MOST: usize = 8;
+
+/// Where the answers of uploads awaited off the loop go.
+///
+/// The runner answers a write once the file is durable in storage, which
+/// can take a while after the file is in the sandbox; a save should not wait
+/// for the previous save's storage. Until its answer, such an upload is
+/// "in flight": the sandbox's view holds its content without a version, and
+/// the agreed state does not count it (so a refusal still ends in a
+/// conflict, never in the sandbox's content winning over the user's).
+pub struct Deferred {
+    pub tx: tokio::sync::mpsc::UnboundedSender<WriteDone>,
+    /// The last upload's number.
+    pub next: u64,
+}
+
+#[derive(Debug)]
+pub struct WriteDone {
+    pub path: WorkspacePath,
+    pub seq: u64,
+    /// What was uploaded.
+    pub node: Node,
+    /// The new version, or why not.
+    pub result: Result<String, ClientError>,
 }
 
 impl Executor<'_> {
@@ -180,16 +214,46 @@ impl Executor<'_> {
             }
         }
         for wave in waves {
+            // A few small uploads (a save) are not held up by the previous
+            // one's storage: their answers are awaited off the loop.
+            let uploads = wave
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Change::Put {
+                            node: Node::File { .. },
+                            ..
+                        }
+                    )
+                })
+                .count();
+            let defer = uploads <= DEFER_AT_MOST;
             // The futures are made first, not in a stream's closure: a
-            // closure there makes the future not Send (rust#102211), and the
-            // TUI runs the sync as a task.
+            // closure there makes the future not Send (a higher-ranked
+            // lifetime the compiler cannot prove), and the TUI runs the
+            // sync as a task.
             let jobs: Vec<_> = wave
                 .into_iter()
                 .map(|change| {
+                    let defer = match (&mut self.defer, change) {
+                        (
+                            Some(deferred),
+                            Change::Put {
+                                node: Node::File { executable: false, .. },
+                                ..
+                            },
+                        ) if defer => {
+                            deferred.next += 1;
+                            Some((deferred.tx.clone(), deferred.next))
+                        }
+                        _ => None,
+                    };
                     let job = RemoteJob {
                         root: self.root,
                         handle: self.handle,
                         version: self.remote.versions.get(change.path()).cloned(),
+                        defer,
                     };
                     async move { (change, job.apply(change).await) }
                 })
@@ -201,6 +265,9 @@ impl Executor<'_> {
             for (change, result) in results {
                 match result {
                     Ok(recorded) => {
+                        if let (Some(seq), Some(node)) = (recorded.deferred, &recorded.node) {
+                            outcome.deferred.push((recorded.path.clone(), seq, node.clone()));
+                        }
                         match change {
                             Change::Delete { .. } => outcome.deleted_remote += 1,
                             Change::Put { node: Node::Dir, .. } => {}
@@ -425,6 +492,8 @@ struct RemoteJob<'a> {
     handle: &'a RunnerHandle,
     /// The version the plan saw, for files.
     version: Option<String>,
+    /// Send an upload's answer here instead of awaiting it.
+    defer: Option<(tokio::sync::mpsc::UnboundedSender<WriteDone>, u64)>,
 }
 
 impl RemoteJob<'_> {
@@ -448,6 +517,7 @@ impl RemoteJob<'_> {
                     path: to.clone(),
                     node: None,
                     version: None,
+                    deferred: None,
                 })
             }
             Change::Delete { path, was } => {
@@ -483,9 +553,11 @@ impl RemoteJob<'_> {
                     path: path.clone(),
                     node: None,
                     version: None,
+                    deferred: None,
                 })
             }
             Change::Put { path, node, was } => {
+                let mut deferred = None;
                 let version = match node {
                     Node::Dir => {
                         match self.handle.request(Op::CreateDir { path: path.clone() }).await {
@@ -520,16 +592,36 @@ impl RemoteJob<'_> {
                                 return Err(Skip::LocalChanged);
                             }
                             let (base, create_new) = match was {
-                                Some(Node::File { .. }) => (self.version.clone(), false),
+                                // Never a blind overwrite: without the version
+                                // replaced, look again first.
+                                Some(Node::File { .. }) => {
+                                    (Some(self.version.clone().ok_or(Skip::RemoteChanged)?), false)
+                                }
                                 _ => (None, true),
                             };
-                            match self.handle.write_file_with(path, &bytes, base, create_new).await {
-                                Ok(version) => Some(version),
-                                Err(ClientError::Remote {
-                                    code: ErrorCode::Conflict | ErrorCode::AlreadyExists,
-                                    ..
-                                }) => return Err(Skip::RemoteChanged),
-                                Err(e) => return Err(e.into()),
+                            if let Some((tx, seq)) = &self.defer {
+                                let (handle, path, node, tx, seq) =
+                                    (self.handle.clone(), path.clone(), node.clone(), tx.clone(), *seq);
+                                tokio::spawn(async move {
+                                    let result = handle.write_file_with(&path, &bytes, base, create_new).await;
+                                    let _ = tx.send(WriteDone {
+                                        path,
+                                        seq,
+                                        node,
+                                        result,
+                                    });
+                                });
+                                deferred = Some(seq);
+                                None
+                            } else {
+                                match self.handle.write_file_with(path, &bytes, base, create_new).await {
+                                    Ok(version) => Some(version),
+                                    Err(ClientError::Remote {
+                                        code: ErrorCode::Conflict | ErrorCode::AlreadyExists,
+                                        ..
+                                    }) => return Err(Skip::RemoteChanged),
+                                    Err(e) => return Err(e.into()),
+                                }
                             }
                         };
                         // A write makes a new file without the bit.
@@ -547,6 +639,7 @@ impl RemoteJob<'_> {
                     path: path.clone(),
                     node: Some(node.clone()),
                     version,
+                    deferred,
                 })
             }
         }

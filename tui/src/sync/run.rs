@@ -4,7 +4,7 @@
 //! hash where the identity changed; a manifest of the path in the sandbox),
 //! and a round of reconcile and apply follows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,9 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use super::apply::{Executor, Outcome};
+use super::apply::{Deferred, Executor, Outcome, WriteDone};
 use super::model::{Node, Tree, is_conflict_copy};
-use super::reconcile::{Mode, Notice, Plan, Side, advance_base, reconcile};
+use super::reconcile::{Change, Mode, Notice, Plan, Side, advance_base, reconcile};
 use super::remote::RemoteView;
 use super::rules::Rules;
 use super::scan::{LocalIndex, ScanStats, Scanner, tree_of};
@@ -157,6 +157,9 @@ pub async fn run_with(
         controlled,
         allow_once: false,
         shown_conflicts: None,
+        deferred: None,
+        in_flight: HashMap::new(),
+        first_look: true,
         status: Status {
             phase: Phase::Starting,
             pending: 0,
@@ -203,6 +206,8 @@ pub async fn run_with(
     }
 
     // Watching.
+    let (writes_tx, mut writes) = mpsc::unbounded_channel::<WriteDone>();
+    sync.deferred = Some(Deferred { tx: writes_tx, next: 0 });
     let (events_tx, mut events) = mpsc::unbounded_channel::<LocalEvent>();
     let mut watcher = LocalWatcher::start(&sync.folder, events_tx, sync.args.poll);
     if let Err(message) = watcher.watch_dirs(&sync.folder, sync.index.iter().filter(|(_, e)| e.node.is_dir())) {
@@ -236,11 +241,13 @@ pub async fn run_with(
         });
         tokio::select! {
             _ = &mut ctrl_c, if !controlled => {
+                sync.finish_uploads(&mut writes).await?;
                 sync.stop()?;
                 return Ok(0);
             }
             control = next_control(&mut controls), if controlled => match control {
                 Control::Stop => {
+                    sync.finish_uploads(&mut writes).await?;
                     sync.stop()?;
                     return Ok(0);
                 }
@@ -286,6 +293,11 @@ pub async fn run_with(
                     continue;
                 }
             },
+            Some(done) = writes.recv() => {
+                if !sync.write_done(done, &mut dirty_remote) {
+                    continue;
+                }
+            }
             message = incoming.recv() => match message {
                 Some(Incoming::Event(Event::FsChanged { changes })) => {
                     dirty_remote.extend(changes.into_iter().map(|c| c.path));
@@ -313,7 +325,7 @@ pub async fn run_with(
                 let pending = dirty_local.len() + dirty_remote.len();
                 sync.set_pending(pending.max(1));
                 let result = sync
-                    .catch_up(&handle, &mut dirty_local, &mut dirty_remote, &mut rescan_all, &mut watcher)
+                    .catch_up(&handle, &mut dirty_local, &mut dirty_remote, &mut rescan_all, &mut watcher, &mut writes)
                     .await;
                 match result {
                     Ok(()) => sync.set_phase(Phase::Watching),
@@ -324,6 +336,11 @@ pub async fn run_with(
                 }
                 sync.set_pending(0);
                 sync.report_conflicts();
+                // Answers that came during the round may ask for a look.
+                if !dirty_local.is_empty() || !dirty_remote.is_empty() {
+                    last_event = Instant::now();
+                    first_event = Some(last_event);
+                }
                 continue;
             }
         }
@@ -414,9 +431,113 @@ struct Sync<'r> {
     /// The conflicts last reported, as (copy, its node, the path's node).
     shown_conflicts: Option<Vec<(WorkspacePath, Node, Option<Node>)>>,
     status: Status,
+    /// While watching, where small uploads' answers go (see [`Deferred`]).
+    deferred: Option<Deferred>,
+    /// Uploads whose answer has not come: their number and content.
+    in_flight: HashMap<WorkspacePath, (u64, Node)>,
+    /// The next full rescan is the first one after the watches started.
+    first_look: bool,
 }
 
 impl Sync<'_> {
+    /// An upload's answer came. Returns whether the sync must look again.
+    fn write_done(&mut self, done: WriteDone, dirty_remote: &mut BTreeSet<WorkspacePath>) -> bool {
+        let current = self.in_flight.get(&done.path).is_some_and(|(seq, _)| *seq == done.seq);
+        match done.result {
+            Ok(version) if current => {
+                self.in_flight.remove(&done.path);
+                // Both sides held it when the runner took it: agreed (a
+                // newer local save since is a change against it).
+                self.base.insert(done.path.clone(), done.node.clone());
+                self.state_dirty = true;
+                self.remote.record(&done.path, Some(done.node), Some(version));
+                // Looked at again: a sandbox change after the commit may
+                // have been seen before this answer.
+                dirty_remote.insert(done.path);
+                true
+            }
+            // A later upload of the path is in flight.
+            Ok(_) => false,
+            Err(e) => {
+                if current {
+                    self.in_flight.remove(&done.path);
+                }
+                // A conflict (the sandbox changed first) is decided again:
+                // the agreed state never counted this upload.
+                self.report
+                    .line(&format!("{}: not uploaded ({e}); looking again", done.path));
+                dirty_remote.insert(done.path);
+                true
+            }
+        }
+    }
+
+    /// Before a round changes a path whose upload is in flight, its
+    /// version must be known (the next upload or deletion names it): from
+    /// a manifest when the runner has the file already, else from the
+    /// upload's answer. Returns whether the views changed.
+    async fn await_in_flight(
+        &mut self,
+        handle: &RunnerHandle,
+        plan: &Plan,
+        writes: &mut mpsc::UnboundedReceiver<WriteDone>,
+        dirty_remote: &mut BTreeSet<WorkspacePath>,
+    ) -> anyhow::Result<bool> {
+        if self.in_flight.is_empty() {
+            return Ok(false);
+        }
+        let mut touched: Vec<&WorkspacePath> = Vec::new();
+        for change in plan.local.iter().chain(&plan.remote) {
+            if let Change::Move { from, .. } = change {
+                touched.push(from);
+            }
+            touched.push(change.path());
+        }
+        let waiting: BTreeSet<WorkspacePath> = self
+            .in_flight
+            .keys()
+            .filter(|p| touched.iter().any(|t| p.starts_with(t)))
+            .cloned()
+            .collect();
+        if waiting.is_empty() {
+            return Ok(false);
+        }
+        self.remote.refresh(handle, &waiting).await?;
+        let unknown = |s: &Self, p: &WorkspacePath| {
+            s.in_flight
+                .get(p)
+                .is_some_and(|(_, node)| s.remote.tree.get(p) != Some(node))
+        };
+        while waiting.iter().any(|p| unknown(self, p)) {
+            match writes.recv().await {
+                Some(done) => {
+                    self.write_done(done, dirty_remote);
+                }
+                None => break,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits (a while) for the uploads in flight, and records them.
+    async fn finish_uploads(&mut self, writes: &mut mpsc::UnboundedReceiver<WriteDone>) -> anyhow::Result<()> {
+        let mut answered = BTreeSet::new();
+        let patience = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(patience);
+        while !self.in_flight.is_empty() {
+            tokio::select! {
+                Some(done) = writes.recv() => {
+                    self.write_done(done, &mut answered);
+                }
+                _ = &mut patience => break,
+            }
+        }
+        if !answered.is_empty() {
+            self.advance(Some(&answered))?;
+        }
+        Ok(())
+    }
+
     fn set_phase(&mut self, phase: Phase) {
         if self.status.phase != phase {
             self.status.phase = phase;
@@ -556,7 +677,15 @@ impl Sync<'_> {
     }
 
     fn plan_in(&self, scope: Option<&BTreeSet<WorkspacePath>>) -> Plan {
-        let (local, remote, base) = self.views_in(scope);
+        let (local, remote, mut base) = self.views_in(scope);
+        // An upload in flight is decided on as agreed (a newer save of the
+        // file is a plain upload, not a conflict with our own content); it
+        // is recorded as agreed only once answered.
+        for (path, (_, node)) in &self.in_flight {
+            if local.contains_key(path) || remote.contains_key(path) {
+                base.insert(path.clone(), node.clone());
+            }
+        }
         reconcile(&local, &remote, &base, self.args.mode)
     }
 
@@ -569,6 +698,12 @@ impl Sync<'_> {
         // Ignored paths leave the agreed state: when they come back, both
         // sides are compared afresh (never a deletion).
         let next = advance_base(&local, &remote, &base);
+        // An upload in flight is not agreed on until its answer.
+        let unanswered: Vec<(WorkspacePath, Option<Node>)> = self
+            .in_flight
+            .keys()
+            .map(|p| (p.clone(), self.base.get(p).cloned()))
+            .collect();
         match scope {
             None => self.base = next,
             Some(scope) => {
@@ -577,6 +712,12 @@ impl Sync<'_> {
                 }
                 self.base.extend(next);
             }
+        }
+        for (path, was) in unanswered {
+            match was {
+                Some(node) => self.base.insert(path, node),
+                None => self.base.remove(&path),
+            };
         }
         self.state_dirty = true;
         if self.args.once || self.saved_at.elapsed() >= SAVE_EVERY {
@@ -702,6 +843,7 @@ impl Sync<'_> {
             index: &mut self.index,
             remote: &mut self.remote,
             on_done: &mut on_done,
+            defer: self.deferred.as_mut(),
         }
         .run(&plan)
         .await
@@ -718,6 +860,9 @@ impl Sync<'_> {
             self.scan(copy)?;
         }
         self.last_copies = outcome.copies.clone();
+        for (path, seq, node) in &outcome.deferred {
+            self.in_flight.insert(path.clone(), (*seq, node.clone()));
+        }
         // What turned out to have changed is looked at again now, so the
         // next round decides with what is there (an event for it may have
         // been merged into one already handled).
@@ -814,8 +959,14 @@ impl Sync<'_> {
     /// Scans `top`, watches the directories found that are not watched
     /// yet, and looks at those once more: what was created in them before
     /// their watch existed sends no event and would be missed.
-    fn scan_and_watch(&mut self, top: &WorkspacePath, watcher: &mut LocalWatcher) -> anyhow::Result<()> {
+    /// Returns the paths found changed.
+    fn scan_and_watch(
+        &mut self,
+        top: &WorkspacePath,
+        watcher: &mut LocalWatcher,
+    ) -> anyhow::Result<Vec<WorkspacePath>> {
         let mut stats = self.scan(top)?;
+        let mut changed = std::mem::take(&mut stats.changed);
         for _ in 0..MAX_ROUNDS {
             let fresh = watcher.unwatched(&stats.dirs);
             if fresh.is_empty() {
@@ -828,12 +979,13 @@ impl Sync<'_> {
             for dir in fresh {
                 let more = self.scan(&dir)?;
                 stats.dirs.extend(more.dirs);
+                changed.extend(more.changed);
             }
         }
         if top.is_root() {
             watcher.keep_only(|d| self.index.get(d).is_some_and(|e| e.node.is_dir()));
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Looks again at what events named, then reconciles until quiet.
@@ -844,6 +996,7 @@ impl Sync<'_> {
         dirty_remote: &mut BTreeSet<WorkspacePath>,
         rescan_all: &mut bool,
         watcher: &mut LocalWatcher,
+        writes: &mut mpsc::UnboundedReceiver<WriteDone>,
     ) -> anyhow::Result<()> {
         let local = std::mem::take(dirty_local);
         // The sandbox's changes below ignored paths (an `npm install` in
@@ -866,7 +1019,16 @@ impl Sync<'_> {
         let mut full = std::mem::take(rescan_all);
         let mut scanned: Vec<WorkspacePath> = Vec::new();
         if full {
-            self.scan_and_watch(&WorkspacePath::root(), watcher)?;
+            let changed = self.scan_and_watch(&WorkspacePath::root(), watcher)?;
+            // The first look after the watches exist is for what changed
+            // between the first reconcile's scan and them: only that is
+            // reconciled (the sandbox's events were on all along), so the
+            // first save after starting does not wait for a whole-tree
+            // round.
+            if std::mem::take(&mut self.first_look) {
+                full = false;
+                scanned = changed;
+            }
         } else {
             let done = &mut scanned;
             for path in local {
@@ -901,7 +1063,10 @@ impl Sync<'_> {
             false => Some(scanned.into_iter().chain(remote).collect()),
         };
         for _ in 0..MAX_ROUNDS {
-            let plan = self.plan_in(scope.as_ref());
+            let mut plan = self.plan_in(scope.as_ref());
+            if self.await_in_flight(handle, &plan, writes, dirty_remote).await? {
+                plan = self.plan_in(scope.as_ref());
+            }
             if !self.round(handle, plan, scope.as_ref()).await? {
                 break;
             }

@@ -67,6 +67,9 @@ pub struct ScanStats {
     pub skipped: Vec<String>,
     /// Directories scanned (what a watcher watches).
     pub dirs: Vec<WorkspacePath>,
+    /// Paths whose node is not what the index held before: new, changed
+    /// or gone (also newly ignored ones).
+    pub changed: Vec<WorkspacePath>,
 }
 
 pub struct Scanner<'a> {
@@ -107,9 +110,13 @@ impl Scanner<'_> {
                 }
                 Some(entry) => {
                     index.insert(top.clone(), entry);
+                    changed_below(top, &previous, index, &mut stats.changed);
                     return Ok(stats);
                 }
-                None => return Ok(stats),
+                None => {
+                    changed_below(top, &previous, index, &mut stats.changed);
+                    return Ok(stats);
+                }
             }
         }
         let mut stack = vec![top.clone()];
@@ -149,6 +156,7 @@ impl Scanner<'_> {
                 index.insert(path, entry);
             }
         }
+        changed_below(top, &previous, index, &mut stats.changed);
         Ok(stats)
     }
 
@@ -260,6 +268,27 @@ pub fn hash_file(path: &Path) -> io::Result<Option<(String, Identity, bool)>> {
         }
     }
     Ok(None)
+}
+
+/// What differs at or below `top` between the index before a scan and after.
+fn changed_below(top: &WorkspacePath, previous: &LocalIndex, index: &LocalIndex, out: &mut Vec<WorkspacePath>) {
+    let node = |i: &LocalIndex, p: &WorkspacePath| i.get(p).map(|e| e.node.clone());
+    for path in previous.keys() {
+        if node(index, path) != node(previous, path) {
+            out.push(path.clone());
+        }
+    }
+    // Below `top` sorts from `top` to before `top0` ('/' is just below '0').
+    let end = format!("{}0", top.as_str());
+    let below = index
+        .range(top.clone()..)
+        .take_while(|(p, _)| top.is_root() || p.as_str() < end.as_str())
+        .filter(|(p, _)| top.is_root() || p.starts_with(top));
+    for (path, _) in below {
+        if !previous.contains_key(path) {
+            out.push(path.clone());
+        }
+    }
 }
 
 /// The absolute path of a workspace path in the folder.
