@@ -177,6 +177,24 @@ async fn a_terminal_and_an_app_outlive_the_server(id: &str, signal: libc::c_int)
     assert_eq!(body["state"], "stopped");
 }
 
+/// Idle stopping resumes for what the next server took over: an adopted
+/// sandbox nobody uses is stopped (its files flushed) after the new
+/// server's idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_sandbox_nobody_uses_is_stopped_when_idle() {
+    let id = "idle-adopted";
+    let mut server = TestServer::binary(&[]);
+    server.create(id, "python").await;
+    server.start_project(id).await;
+    let runner = pid_of(&record(&server, id).unwrap(), "runner");
+    server.kill();
+
+    let again = TestServer::restart_with(&server, &["--idle-timeout-secs", "1"]);
+    wait_for_state(&again, id, "stopped").await;
+    eventually("the idle runner ended", || !alive(runner)).await;
+    assert!(record(&again, id).is_none(), "its record left behind");
+}
+
 /// A sandbox whose stop was under way when its server died (no longer
 /// wanted) is stopped by the next server once it has taken it over, not
 /// left running.
