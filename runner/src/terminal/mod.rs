@@ -30,8 +30,15 @@ use self::scrollback::{Next, Scrollback};
 
 /// Largest read from a PTY, and so the largest output frame.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Between SIGHUP and SIGKILL when a terminal is closed.
-const HANGUP_GRACE: Duration = Duration::from_millis(500);
+/// Between the hangup and SIGKILL when a terminal is closed: what ignores
+/// SIGHUP is killed then.
+const HANGUP_GRACE: Duration = Duration::from_secs(1);
+/// How often the hangup is repeated meanwhile while the shell lives. Bash
+/// misses a SIGHUP that comes as it goes back to its prompt (its handler
+/// only sets a flag, and readline then waits for input), and was killed
+/// at the grace's end without writing its history: about one close in
+/// five under load. Another SIGHUP makes it handle the first at once.
+const HANGUP_REPEAT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct TerminalConfig {
@@ -254,25 +261,44 @@ impl Terminal {
         }
     }
 
-    /// Hangs up the terminal, then kills whatever in its session ignored the
+    /// Hangs up the terminal (again every [`HANGUP_REPEAT`] until its
+    /// process is gone), then kills whatever in its session ignored the
     /// hangup.
-    fn close(&self) {
+    fn close(self: &Arc<Self>) {
         let Some(pid) = self.pid else {
             let _ = self.killer.lock().unwrap_or_else(|e| e.into_inner()).kill();
             return;
         };
         pty::signal_group(pid, libc::SIGHUP);
-        let killer = self.killer.lock().unwrap_or_else(|e| e.into_inner()).clone_killer();
-        std::thread::spawn(move || {
-            std::thread::sleep(HANGUP_GRACE);
+        let terminal = self.clone();
+        let hangup = move || {
+            let deadline = Instant::now() + HANGUP_GRACE;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(HANGUP_REPEAT));
+                // Until it is reaped the pid is the shell's, not another
+                // process's.
+                if terminal.lock().exited.is_none() && Instant::now() < deadline {
+                    pty::signal_group(pid, libc::SIGHUP);
+                }
+            }
             pty::kill_session(pid);
-            let mut killer = killer;
-            let _ = killer.kill();
-        });
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("pty-hangup-{}", self.id))
+            .stack_size(64 * 1024)
+            .spawn(hangup);
+        if let Err(e) = spawned {
+            tracing::error!(term = self.id, "could not start the hangup thread: {e}");
+            pty::kill_session(pid);
+        }
     }
 
     /// Closes now and waits until every process of the session is gone.
-    fn close_and_wait(&self) {
+    fn close_and_wait(self: &Arc<Self>) {
         self.close();
         let Some(pid) = self.pid else { return };
         let deadline = Instant::now() + HANGUP_GRACE + Duration::from_secs(2);

@@ -1003,3 +1003,51 @@ async fn a_restarted_runner_names_a_new_instance_and_the_old_terminal_ids_are_no
     assert_eq!(terms.len(), 1);
     assert_eq!((terms[0].term, terms[0].attached_clients), (term, 1));
 }
+
+/// What the shell's history file holds (empty if there is none).
+fn history(home: &std::path::Path) -> String {
+    std::fs::read_to_string(home.join(".bash_history")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_or_stopped_shell_has_written_its_history() {
+    // Closing a terminal hangs its shell up, as closing a terminal window
+    // does, and bash writes its history then; so does stopping the runner.
+    // A SIGHUP that came as bash went back to its prompt was missed, and
+    // bash was killed at the grace's end with its history unwritten (about
+    // one close in five under load, so many closes here).
+    let home = tempfile::tempdir().unwrap();
+    let home_dir = home.path().join("user");
+    let mut runner = TestRunner::start_with(Options {
+        args: vec!["--home".into(), home_dir.display().to_string()],
+        ..Options::default()
+    });
+    let mut client = runner.client().await;
+    for round in 0..24 {
+        let term = open_terminal(&client).await;
+        let mut screen = Screen::default();
+        run_in_terminal(&mut client, term, &mut screen, &format!("echo closed-{round}"), "typed").await;
+        client.request(Op::TermClose { term }).await.unwrap();
+        eventually("the closed shell's history", || {
+            history(&home_dir).contains(&format!("echo closed-{round}"))
+        })
+        .await;
+    }
+    // Stopping: the runner exits once its terminals' processes are gone.
+    let open = 4;
+    for i in 0..open {
+        let term = open_terminal(&client).await;
+        let mut screen = Screen::default();
+        run_in_terminal(&mut client, term, &mut screen, &format!("echo stopped-{i}"), "typed").await;
+    }
+    drop(client);
+    runner.signal(libc::SIGTERM);
+    assert!(runner.wait_exit().success());
+    let written = history(&home_dir);
+    for i in 0..open {
+        assert!(
+            written.contains(&format!("echo stopped-{i}")),
+            "stopped-{i} missing: {written:?}"
+        );
+    }
+}
