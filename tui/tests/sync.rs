@@ -526,3 +526,26 @@ fn a_renamed_directory_is_moved_not_deleted_and_copied() {
     assert!(!s.remote().join("old").exists());
     assert_eq!(snapshot(&s.local()), snapshot(&s.remote()));
 }
+
+/// Two syncs of one folder with one project (two terminals, or the TUI's
+/// `--sync` beside the command) would race each other: the second is
+/// refused, and can run once the first has stopped.
+#[test]
+fn a_second_sync_of_the_same_folder_is_refused() {
+    let s = Setup::new();
+    write(&s.local(), "a.txt", "a");
+    let watching = s.watch(&[]);
+    let second = s.once(&[]);
+    assert_eq!(second.code, 1, "{}", second.stdout);
+    assert!(
+        second
+            .stderr
+            .contains("another sync of this folder with this project is running"),
+        "{}",
+        second.stderr
+    );
+    let dry = s.once(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "a dry run changes nothing and may look: {}", dry.stderr);
+    watching.stop();
+    assert_eq!(s.once(&[]).code, 0);
+}

@@ -23,7 +23,7 @@ use super::reconcile::{Change, Mode, Notice, Plan, Side, advance_base, reconcile
 use super::remote::RemoteView;
 use super::rules::Rules;
 use super::scan::{LocalIndex, ScanStats, Scanner, tree_of};
-use super::state::{SyncState, state_path};
+use super::state::{StateLock, SyncState, state_path};
 use crate::remote::Dialer;
 
 /// Events are collected until the folder has been quiet this long...
@@ -138,6 +138,10 @@ pub async fn run_with(
             .context("no data directory for the sync's state: set CLOUDCODE_SYNC_STATE_DIR")?,
     };
     let state_file = state_path(&data_dir, &args.project, &folder);
+    let _lock = match args.dry_run {
+        true => None,
+        false => Some(StateLock::acquire(&state_file)?),
+    };
     let state = SyncState::load(&state_file, &args.project, &folder)?;
     let rules = Rules::new(&folder);
     let mut sync = Sync {

@@ -36,6 +36,42 @@ pub enum StateError {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("writing the sync state {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("another sync of this folder with this project is running (it holds {path}): stop it first")]
+    Busy { path: PathBuf },
+    #[error("locking the sync state {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+}
+
+/// Held while a sync runs. A second sync of the same folder and project
+/// (another terminal, the TUI's `--sync`) would race the first one's
+/// writes and agreed state, so it is refused; the lock goes with the
+/// process, however it ends.
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    pub fn acquire(state_file: &Path) -> Result<Self, StateError> {
+        let path = state_file.with_extension("lock");
+        let err = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy { path }),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        }
+    }
 }
 
 /// Where the state of syncing `folder` (canonical) with `project` lives.
@@ -98,6 +134,18 @@ mod tests {
     use super::*;
     use crate::sync::model::Node;
     use cloudcode_proto::path::WorkspacePath;
+
+    #[test]
+    fn one_sync_at_a_time_holds_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_path(dir.path(), "p", Path::new("/some/folder"));
+        let held = StateLock::acquire(&state).unwrap();
+        assert!(matches!(StateLock::acquire(&state), Err(StateError::Busy { .. })));
+        let other = state_path(dir.path(), "p", Path::new("/another/folder"));
+        assert!(StateLock::acquire(&other).is_ok(), "another folder is another sync");
+        drop(held);
+        assert!(StateLock::acquire(&state).is_ok());
+    }
 
     #[test]
     fn state_round_trips_and_a_missing_one_is_fresh() {
