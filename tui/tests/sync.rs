@@ -549,3 +549,41 @@ fn a_second_sync_of_the_same_folder_is_refused() {
     watching.stop();
     assert_eq!(s.once(&[]).code, 0);
 }
+
+/// A save reaches the sandbox (its terminals, Run, preview) at once, even
+/// while the runner cannot store it yet: the sync does not wait for the
+/// previous save's storage before carrying the next. Once storage is back
+/// both are stored and agreed, with no conflict.
+#[test]
+fn saves_reach_the_sandbox_while_storage_is_down() {
+    let s = Setup::new();
+    write(&s.local(), "notes.txt", "v0\n");
+    assert_eq!(s.once(&[]).code, 0);
+    let watching = s.watch(&[]);
+    // Storage down: where the project's objects go is a file now.
+    let code = s.runner.storage().join("code");
+    let away = s.runner.storage().join("code.away");
+    std::fs::rename(&code, &away).unwrap();
+    std::fs::write(&code, "not a directory").unwrap();
+
+    for v in ["v1\n", "v2\n", "v3\n"] {
+        write(&s.local(), "notes.txt", v);
+        wait_for(&format!("{v:?} in the sandbox while storage is down"), || {
+            read(&s.remote(), "notes.txt").as_deref() == Some(v)
+        });
+    }
+    std::fs::remove_file(&code).unwrap();
+    std::fs::rename(&away, &code).unwrap();
+    wait_for("the last save in storage", || {
+        std::fs::read_to_string(code.join("alpha/notes.txt")).ok().as_deref() == Some("v3\n")
+    });
+    let output = watching.stop();
+    assert!(!output.contains("conflict"), "{output}");
+    let again = s.once(&[]);
+    assert_eq!(again.code, 0, "{}", again.stdout);
+    assert!(
+        !again.stdout.contains("synced:"),
+        "agreed once answered: {}",
+        again.stdout
+    );
+}

@@ -89,6 +89,11 @@ impl Runner {
         (child, addr)
     }
 
+    /// Where the runner's local storage keeps the project.
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
