@@ -20,7 +20,8 @@
 //! `/var/cache/cloudcode-ci/ttyd/ttyd.x86_64`, then PATH. Set
 //! `BENCH_ROUNDS` (default 3) and `BENCH_STALL_SECS` (default 10) to change
 //! the run, `BENCH_ONLY=connect` to measure connect to first prompt alone
-//! (4 × as many connections a round), `BENCH_TRACE=1` to print when each
+//! (4 × as many connections a round), `BENCH_ONLY=echo` the echo alone (4 ×
+//! 300 keystrokes a round), `BENCH_TRACE=1` to print when each
 //! connection was upgraded, had its terminal and got its first output.
 
 use std::io::{BufRead, BufReader, Read};
@@ -488,8 +489,12 @@ async fn stalled_client(server: &Server, stall: Duration) -> (f64, f64, f64) {
     )
 }
 
+fn only(phase: &str) -> bool {
+    std::env::var("BENCH_ONLY").is_ok_and(|v| v == phase)
+}
+
 fn only_connect() -> bool {
-    std::env::var("BENCH_ONLY").is_ok_and(|v| v == "connect")
+    only("connect")
 }
 
 /// Connections, each to a new shell, so the connect figure is a median of
@@ -507,6 +512,16 @@ async fn connects(server: &Server, count: usize, figures: &mut Figures) {
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
     if only_connect() {
         connects(server, 4 * (CONNECTS_PER_ROUND + 1), figures).await;
+        return;
+    }
+    if only("echo") {
+        let (mut terminal, _) = server.open_terminal().await;
+        terminal.ready("echo").await;
+        for _ in 0..4 {
+            let (p50, p99) = echo_round_trips(&mut terminal).await;
+            figures.echo_p50_ms.push(p50);
+            figures.echo_p99_ms.push(p99);
+        }
         return;
     }
     figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
@@ -661,7 +676,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             measure(&server, &source, stall, &mut ttyd_figures).await;
         }
-        if only_connect() {
+        if only_connect() || only("echo") {
             continue;
         }
         bare.push(
@@ -673,12 +688,24 @@ async fn main() {
             .unwrap(),
         );
     }
-    if only_connect() {
-        let m = |v: &mut Vec<f64>| median(v);
-        println!("\n{rounds} interleaved rounds, connect to first prompt, medians:");
-        println!("runner {:.2} ms", m(&mut runner_figures.connect_ms));
+    if only_connect() || only("echo") {
+        let (what, pick): (&str, fn(&mut Figures) -> String) = if only_connect() {
+            ("connect to first prompt", |f| {
+                format!("{:.2} ms", median(&mut f.connect_ms))
+            })
+        } else {
+            ("echo p50 / p99 of 4 x 300 keystrokes", |f| {
+                format!(
+                    "{:.3} / {:.3} ms",
+                    median(&mut f.echo_p50_ms),
+                    median(&mut f.echo_p99_ms)
+                )
+            })
+        };
+        println!("\n{rounds} interleaved rounds, {what}, medians:");
+        println!("runner {}", pick(&mut runner_figures));
         if ttyd.is_some() {
-            println!("ttyd   {:.2} ms", m(&mut ttyd_figures.connect_ms));
+            println!("ttyd   {}", pick(&mut ttyd_figures));
         }
         return;
     }
