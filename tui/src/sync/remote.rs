@@ -63,18 +63,50 @@ impl RemoteView {
     /// manifest of each (the runner hashes only what changed). Our own
     /// writes come back with the version and hash we recorded, so they
     /// change nothing.
-    pub async fn refresh(&mut self, handle: &RunnerHandle, paths: &BTreeSet<WorkspacePath>) -> Result<(), ClientError> {
+    /// Returns the paths whose node the refresh changed (new, different
+    /// or gone): what the sandbox changed, as opposed to the echoes of the
+    /// sync's own writes, which change nothing.
+    pub async fn refresh(
+        &mut self,
+        handle: &RunnerHandle,
+        paths: &BTreeSet<WorkspacePath>,
+    ) -> Result<Vec<WorkspacePath>, ClientError> {
         let mut done: Vec<&WorkspacePath> = Vec::new();
+        let mut changed = Vec::new();
         for path in paths {
             // A path below one just loaded is already fresh (sorted: a
             // parent comes before its children).
             if done.iter().any(|d| path.starts_with(d)) {
                 continue;
             }
+            let before = self.subtree(path);
             self.load(handle, path).await?;
+            let after = self.subtree(path);
+            changed.extend(
+                before
+                    .iter()
+                    .filter(|(p, n)| after.get(*p) != Some(n))
+                    .map(|(p, _)| p.clone()),
+            );
+            changed.extend(after.keys().filter(|p| !before.contains_key(*p)).cloned());
             done.push(path);
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// `top` and what is below it.
+    fn subtree(&self, top: &WorkspacePath) -> Tree {
+        if top.is_root() {
+            return self.tree.clone();
+        }
+        // Below `top` sorts from it to before `top0` ('/' is just below '0').
+        let end = format!("{}0", top.as_str());
+        self.tree
+            .range(top.clone()..)
+            .take_while(|(p, _)| p.as_str() < end.as_str())
+            .filter(|(p, _)| p.starts_with(top))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect()
     }
 
     /// Records one of our own moves: what was below `from` is below `to`,

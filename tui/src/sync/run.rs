@@ -1022,14 +1022,16 @@ impl Sync<'_> {
         }
         let mut full = std::mem::take(rescan_all);
         let mut scanned: Vec<WorkspacePath> = Vec::new();
+        // The first look after the watches exist is for what changed
+        // between the first reconcile and them: only what it finds changed
+        // on either side is reconciled (the first sync's own writes come
+        // back from the sandbox as a flood of events that change nothing),
+        // so the first save after starting does not wait for a whole-tree
+        // round.
+        let first_look = full && std::mem::take(&mut self.first_look);
         if full {
             let changed = self.scan_and_watch(&WorkspacePath::root(), watcher)?;
-            // The first look after the watches exist is for what changed
-            // between the first reconcile's scan and them: only that is
-            // reconciled (the sandbox's events were on all along), so the
-            // first save after starting does not wait for a whole-tree
-            // round.
-            if std::mem::take(&mut self.first_look) {
+            if first_look {
                 full = false;
                 scanned = changed;
             }
@@ -1061,10 +1063,13 @@ impl Sync<'_> {
                 done.push(top);
             }
         }
-        self.remote.refresh(handle, &remote).await?;
-        let mut scope: Option<BTreeSet<WorkspacePath>> = match full || remote.contains(&WorkspacePath::root()) {
-            true => None,
-            false => Some(scanned.into_iter().chain(remote).collect()),
+        let remote_changed = self.remote.refresh(handle, &remote).await?;
+        let mut scope: Option<BTreeSet<WorkspacePath>> = if first_look {
+            Some(scanned.into_iter().chain(remote_changed).collect())
+        } else if full || remote.contains(&WorkspacePath::root()) {
+            None
+        } else {
+            Some(scanned.into_iter().chain(remote).collect())
         };
         for _ in 0..MAX_ROUNDS {
             let mut plan = self.plan_in(scope.as_ref());
