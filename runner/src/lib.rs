@@ -8,6 +8,7 @@ pub mod connection;
 pub mod files;
 pub mod manifest;
 pub mod preview;
+pub mod sched;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -14,6 +14,7 @@ use cloudcode_proto::sync::persister::Persister;
 use cloudcode_proto::token::TokenVerifier;
 use cloudcode_runner::config::{Config, SECRET_ENV, StorageKind};
 use cloudcode_runner::files::Workspace;
+use cloudcode_runner::sched;
 use cloudcode_runner::shutdown::Shutdown;
 use cloudcode_runner::state::{Limits, RunnerState};
 use cloudcode_runner::terminal::{TerminalConfig, Terminals};
@@ -58,14 +59,17 @@ fn main() -> anyhow::Result<()> {
     let storage = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("storage")
-        .on_thread_start(lower_thread_priority)
+        // Background storage work only: it yields to the rest at once.
+        .on_thread_start(|| sched::make_idle(0))
         .enable_all()
         .build()
         .context("starting the storage runtime")?;
-    shorten_thread_slice();
+    // This thread and the main runtime's carry terminal bytes and clients'
+    // requests: they preempt whatever runs when they wake.
+    sched::shorten_slice(0);
     let served = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .on_thread_start(shorten_thread_slice)
+        .on_thread_start(|| sched::shorten_slice(0))
         .enable_all()
         .build()
         .context("starting the async runtime")?
@@ -73,56 +77,6 @@ fn main() -> anyhow::Result<()> {
     // Dropped here, outside any runtime, once `run` has flushed.
     drop(storage);
     served
-}
-
-/// Makes a thread (0: the calling one) one that runs only when nothing else
-/// of the runner wants its CPU (`SCHED_IDLE`). A nice value was not enough:
-/// a running nice-10 thread keeps its slice when a thread that carries a
-/// keystroke wakes, and the keystroke then waits for the next tick (4 ms at
-/// 250 Hz, several ticks in a row behind several such threads), while an
-/// idle-class thread is preempted at once. Alone on the CPU it runs at full
-/// speed; against the user's own CPU-bound programs it gets little, which
-/// delays only the backlog: clients' saves have their own lane, and the
-/// final flush runs on the main runtime. (Without privileges this cannot
-/// be undone: these threads only ever do storage work.)
-fn make_idle(tid: libc::pid_t) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a valid sched_param; no memory-safety preconditions.
-    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } != 0 {
-        tracing::debug!(
-            "cannot lower a storage thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-fn lower_thread_priority() {
-    make_idle(0);
-}
-
-/// The slice, in nanoseconds, that the runner's main threads (those that
-/// carry terminal bytes and clients' requests) ask the scheduler for: the
-/// shortest it grants. A waking thread whose slice is shorter than the
-/// running one's preempts it at once; with the default slice it waits until
-/// the running thread has used its own up, checked at the next tick.
-const LATENCY_SLICE_NS: u64 = 100_000;
-
-/// Asks for [`LATENCY_SLICE_NS`] for the calling thread, without passing it
-/// on (`SCHED_FLAG_RESET_ON_FORK`): the shell, the user's programs and the
-/// threads this one starts get the default.
-fn shorten_thread_slice() {
-    // SAFETY: sched_attr is plain data; all zeroes is a valid value.
-    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
-    attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
-    attr.sched_policy = libc::SCHED_OTHER as u32;
-    attr.sched_flags = libc::SCHED_FLAG_RESET_ON_FORK as u64;
-    attr.sched_runtime = LATENCY_SLICE_NS;
-    // SAFETY: a valid sched_attr of the size it says; pid 0 is this thread.
-    let set = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) };
-    if set != 0 {
-        // Before Linux 6.12 a normal thread cannot choose its slice.
-        tracing::debug!("cannot shorten a thread's slice: {}", std::io::Error::last_os_error());
-    }
 }
 
 /// The watchers' inotify readers are notify's own threads, not the
@@ -138,7 +92,7 @@ fn lower_watcher_threads() {
         };
         let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if name.starts_with("notify-rs") {
-            make_idle(tid);
+            sched::make_idle(tid);
         }
     }
 }
