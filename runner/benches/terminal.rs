@@ -23,6 +23,8 @@
 //! (4 × as many connections a round), `BENCH_ONLY=echo` the echo alone (4 ×
 //! 300 keystrokes a round), `BENCH_TRACE=1` to print when each
 //! connection was upgraded, had its terminal and got its first output.
+//! `BENCH_BASELINE=path` adds another build of the runner to every round
+//! (before and after a change, in the same run).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -65,11 +67,15 @@ struct Server {
 
 impl Server {
     fn start_runner() -> Self {
+        Self::start_runner_binary(Path::new(env!("CARGO_BIN_EXE_cloudcode-runner")))
+    }
+
+    fn start_runner_binary(exe: &Path) -> Self {
         let workspace = tempfile::tempdir().unwrap();
         let storage = tempfile::tempdir().unwrap();
         let home = user_home();
         let issuer = TokenIssuer::generate().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
+        let mut child = Command::new(exe)
             .args(["--listen", "127.0.0.1:0", "--project", "bench"])
             .args(["--token-public-key", &issuer.verifier().public_base64()])
             .arg("--workspace")
@@ -661,7 +667,9 @@ async fn main() {
     if ttyd.is_none() {
         println!("ttyd not found (see README): measuring the runner alone");
     }
+    let baseline = std::env::var_os("BENCH_BASELINE").map(PathBuf::from);
     let mut runner_figures = Figures::default();
+    let mut baseline_figures = Figures::default();
     let mut ttyd_figures = Figures::default();
     let mut bare = Vec::new();
     for round in 1..=rounds {
@@ -670,6 +678,11 @@ async fn main() {
             let server = Server::start_runner();
             tokio::time::sleep(Duration::from_millis(300)).await;
             measure(&server, &source, stall, &mut runner_figures).await;
+        }
+        if let Some(exe) = &baseline {
+            let server = Server::start_runner_binary(exe);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            measure(&server, &source, stall, &mut baseline_figures).await;
         }
         if let Some(binary) = &ttyd {
             let server = Server::start_ttyd(binary);
@@ -704,6 +717,9 @@ async fn main() {
         };
         println!("\n{rounds} interleaved rounds, {what}, medians:");
         println!("runner {}", pick(&mut runner_figures));
+        if baseline.is_some() {
+            println!("baseline {}", pick(&mut baseline_figures));
+        }
         if ttyd.is_some() {
             println!("ttyd   {}", pick(&mut ttyd_figures));
         }
@@ -718,6 +734,9 @@ async fn main() {
         OUTPUT_SOURCE_BYTES as f64 * 4.0 / 3.0 / 1e6
     );
     report("runner", &runner_figures);
+    if baseline.is_some() {
+        report("baseline", &baseline_figures);
+    }
     if ttyd.is_some() {
         report("ttyd", &ttyd_figures);
     }

@@ -478,6 +478,19 @@ impl Terminals {
     }
 }
 
+/// Whether a read of `fd` would return at once.
+fn readable_now(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor stays open
+    // while the terminal holds its master.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 1 && poll.revents & libc::POLLIN != 0
+}
+
 fn spawn_reader(
     terminal: Arc<Terminal>,
     mut reader: Box<dyn Read + Send>,
@@ -493,7 +506,18 @@ fn spawn_reader(
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => {
+                    Ok(mut n) => {
+                        // What the program wrote meanwhile goes with it: one
+                        // push, one wake-up of the pumps and one frame for
+                        // all of it, not one per write (the program keeps
+                        // writing while the pump sends). Only what is there
+                        // already: an echo waits for nothing.
+                        while n < buf.len() && readable_now(terminal.master_fd) {
+                            match reader.read(&mut buf[n..]) {
+                                Ok(0) | Err(_) => break,
+                                Ok(more) => n += more,
+                            }
+                        }
                         let mut state = terminal.lock();
                         state.scrollback.push(&buf[..n]);
                         let seq = state.scrollback.end_seq();
