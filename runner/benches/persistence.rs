@@ -3,10 +3,11 @@
 //!
 //! `cargo bench -p cloudcode-runner --bench persistence` prints:
 //! - a 9-byte save's acknowledgement latency (p50/p99 over `BENCH_SAVES`,
-//!   default 50), idle and while a program creates `BENCH_BURST` (50,000)
-//!   empty files in the workspace;
-//! - the time until `BENCH_FILES` (100,000) new small files are durable in
-//!   storage, against `rsync -a` of the same tree;
+//!   default 50), idle and while a program in a terminal creates
+//!   `BENCH_BURST` (50,000) empty files in the workspace;
+//! - the time until `BENCH_FILES` (100,000) new small files, made by a
+//!   program in a terminal, are durable in storage, against `rsync -a` of
+//!   the same tree;
 //! - keystroke echo p50/p99 in a terminal meanwhile;
 //! - a recursive `delete` of those files over the protocol, with the echo
 //!   meanwhile;
@@ -15,6 +16,13 @@
 //! - with `--features s3` (and `CLOUDCODE_S3S_FS`), a second column: S3
 //!   against the tests' S3 server, `BENCH_S3_FILES` (10,000) files until
 //!   durable and their restore.
+//!
+//! `BENCH_RUNNER=path` measures another build of the runner.
+//!
+//! The program that makes the files is this benchmark's own executable
+//! (`persistence make-tree DIR COUNT SIZE`), run in a terminal of the
+//! runner as `npm install` would be: in the terminal's session, not in the
+//! process of the client that measures.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -62,7 +70,9 @@ impl Runner {
         env: Vec<(String, String)>,
     ) -> Self {
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcode-runner"))
+        // `BENCH_RUNNER`: another build to measure (before and after a change).
+        let exe = std::env::var_os("BENCH_RUNNER").unwrap_or_else(|| env!("CARGO_BIN_EXE_cloudcode-runner").into());
+        let mut child = Command::new(exe)
             .args(["--listen", "127.0.0.1:0", "--project", PROJECT])
             .args(["--token-public-key", &issuer.verifier().public_base64()])
             .arg("--workspace")
@@ -154,6 +164,54 @@ fn make_tree(root: &Path, dir: &str, count: usize, size: usize) {
             std::fs::create_dir_all(&sub).unwrap();
         }
         std::fs::write(sub.join(format!("file{i}.js")), &body).unwrap();
+    }
+}
+
+/// The maker's line once it is done: `tree made in <ms> ms`.
+const MADE_MARKER: &str = "tree made in ";
+
+/// `persistence make-tree DIR COUNT SIZE`: makes the tree under the current
+/// directory and says how long it took; what the terminal runs.
+fn make_tree_command(args: &[String]) {
+    let [dir, count, size] = args else {
+        panic!("usage: make-tree DIR COUNT SIZE");
+    };
+    let started = Instant::now();
+    make_tree(Path::new("."), dir, count.parse().unwrap(), size.parse().unwrap());
+    println!("{MADE_MARKER}{} ms", started.elapsed().as_millis());
+}
+
+/// Runs the maker in a new terminal of `runner`, in the workspace; the task
+/// ends once it is done, with the time it says it took.
+fn spawn_maker(runner: &Runner, dir: &str, count: usize, size: usize) -> tokio::task::JoinHandle<Duration> {
+    let (url, token) = (runner.url.clone(), runner.token.clone());
+    let command = format!(
+        "'{}' make-tree {dir} {count} {size}\r",
+        std::env::current_exe().unwrap().display()
+    );
+    tokio::spawn(async move {
+        let client = RunnerClient::connect(&url, &token).await.unwrap();
+        let term = client.term_open(200, 24, None, None).await.unwrap();
+        client.send_input(term, command.as_bytes()).unwrap();
+        wait_for_maker(client, term).await
+    })
+}
+
+async fn wait_for_maker(mut client: RunnerClient, term: TermId) -> Duration {
+    let mut seen = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(600), client.next_incoming()).await {
+            Ok(Some(Incoming::Frame(Frame::TermOutput { term: t, data, .. }))) if t == term => {
+                seen.push_str(&String::from_utf8_lossy(&data));
+                if let Some(at) = seen.find(MADE_MARKER)
+                    && let Some((ms, _)) = seen[at + MADE_MARKER.len()..].split_once(" ms")
+                {
+                    return Duration::from_millis(ms.trim().parse().unwrap());
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("the maker did not finish: {seen}"),
+        }
     }
 }
 
@@ -259,6 +317,10 @@ async fn saves(client: &RunnerClient, n: usize, pause: Duration) -> Vec<Duration
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("make-tree") {
+        return make_tree_command(&args[1..]);
+    }
     let n_saves = env_usize("BENCH_SAVES", 50);
     let burst = env_usize("BENCH_BURST", 50_000);
     let files = env_usize("BENCH_FILES", 100_000);
@@ -277,17 +339,8 @@ async fn main() {
     let client = runner.client().await;
     let idle = saves(&client, n_saves, Duration::from_millis(20)).await;
     println!("save of 9 bytes, idle:                        {}", stats(&idle));
-    let done = Arc::new(AtomicBool::new(false));
-    let maker = {
-        let (root, done) = (workspace.clone(), done.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            make_tree(&root, "node_modules", burst, 0);
-            done.store(true, Ordering::Relaxed);
-            started.elapsed()
-        })
-    };
     let burst_started = Instant::now();
+    let maker = spawn_maker(&runner, "node_modules", burst, 0);
     let mut busy = Vec::new();
     let mut max_pending = 0;
     while busy.len() < n_saves {
@@ -296,7 +349,7 @@ async fn main() {
             max_pending = max_pending.max(pending(&client).await);
         }
     }
-    let made_in = maker.join().unwrap();
+    let made_in = maker.await.unwrap();
     println!(
         "save of 9 bytes, while {burst} empty files are made: {} (pending up to {max_pending})",
         stats(&busy)
@@ -358,14 +411,7 @@ async fn main() {
     let (echo_client, term) = open_echo_terminal(&runner).await;
     let echo = tokio::spawn(echo_loop(echo_client, term, stop.clone()));
     let started = Instant::now();
-    let made = {
-        let root = workspace.clone();
-        tokio::task::spawn_blocking(move || {
-            make_tree(&root, "bulk", files, 200);
-        })
-    };
-    made.await.unwrap();
-    let made_in = started.elapsed();
+    let made_in = spawn_maker(&runner, "bulk", files, 200).await.unwrap();
     loop {
         if pending(&client).await == 0 && count_files(&storage) >= files {
             break;
