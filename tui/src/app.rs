@@ -99,6 +99,8 @@ pub enum ConfirmFor {
     LeaveWithUnsaved,
     /// The sync holds a round that would delete a lot.
     SyncDeletions,
+    /// Syncing the home directory (or the root) was asked for.
+    SyncFolder(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -738,14 +740,34 @@ impl App {
                 ide.editor.search = (!text.is_empty()).then_some(text);
                 self.find_next(true);
             }
-            PromptFor::SyncFolder if self.ide.is_some() => self.start_sync(expand_home(&text)),
-            // From the project list: open the chosen project synced.
             PromptFor::SyncFolder => {
-                if let Some(project) = self.projects.projects.get(self.projects.selected).cloned() {
-                    self.sync_on_start = Some(expand_home(&text));
-                    self.open_project(project);
+                let dir = expand_home(&text);
+                // The whole home directory (or the root) is one Enter away
+                // from a prompt that offers the working directory: it would
+                // copy every private file into the sandbox. Asked first.
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                if dir.parent().is_none() || Some(&dir) == home.as_ref() {
+                    self.modal = Some(Modal::Confirm {
+                        message: format!(
+                            "Sync all of {} with the sandbox? Every file in it, hidden ones too, is copied there.",
+                            dir.display()
+                        ),
+                        purpose: ConfirmFor::SyncFolder(dir),
+                    });
+                } else {
+                    self.sync_folder(dir);
                 }
             }
+        }
+    }
+
+    fn sync_folder(&mut self, dir: PathBuf) {
+        if self.ide.is_some() {
+            self.start_sync(dir);
+        } else if let Some(project) = self.projects.projects.get(self.projects.selected).cloned() {
+            // From the project list: open the chosen project synced.
+            self.sync_on_start = Some(dir);
+            self.open_project(project);
         }
     }
 
@@ -756,6 +778,7 @@ impl App {
             ConfirmFor::QuitWithUnsaved => self.quit = true,
             ConfirmFor::LeaveWithUnsaved => self.leave_project(),
             ConfirmFor::SyncDeletions => self.effect(Effect::Sync(Control::AllowDeletions)),
+            ConfirmFor::SyncFolder(dir) => self.sync_folder(dir),
             ConfirmFor::Overwrite => {
                 let Some(buffer) = self.ide.as_mut().and_then(|ide| ide.editor.current()) else {
                     return;
@@ -1547,6 +1570,7 @@ fn starter_file(language: &str) -> &'static str {
 fn expand_home(text: &str) -> PathBuf {
     match text.strip_prefix("~/").or((text == "~").then_some("")) {
         Some(rest) => match std::env::var_os("HOME") {
+            Some(home) if rest.is_empty() => PathBuf::from(home),
             Some(home) => PathBuf::from(home).join(rest),
             None => PathBuf::from(text),
         },

@@ -1066,3 +1066,31 @@ fn s_on_the_project_list_opens_the_project_synced_with_a_folder() {
         "{effects:?}"
     );
 }
+
+#[test]
+fn syncing_the_whole_home_directory_asks_first() {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+    let mut app = ide();
+    key(&mut app, KeyCode::F(4));
+    key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
+    type_text(&mut app, "~");
+    key(&mut app, KeyCode::Enter);
+    assert!(app.take_effects().is_empty(), "nothing started before the answer");
+    let lines = screen(&mut app, 120, 36);
+    assert!(
+        shows(&lines, &format!("Sync all of {home} with the sandbox?")),
+        "{lines:#?}"
+    );
+    key(&mut app, KeyCode::Char('n'));
+    assert!(app.take_effects().is_empty());
+    key(&mut app, KeyCode::F(4));
+    key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
+    type_text(&mut app, "/");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('y'));
+    let effects = app.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::StartSync { dir, .. }] if dir == std::path::Path::new("/")),
+        "{effects:?}"
+    );
+}
