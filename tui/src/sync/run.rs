@@ -183,7 +183,7 @@ pub async fn run_with(
     sync.load_remote(&handle).await?;
     sync.set_phase(Phase::Reconciling);
     let settled = loop {
-        match sync.settle(&handle).await {
+        match sync.settle(&handle, &mut incoming).await {
             Ok(code) => break code,
             // Under the TUI a held first round waits for the user.
             Err(e) if controlled && e.downcast_ref::<Held>().is_some() => {
@@ -361,6 +361,20 @@ async fn next_control(controls: &mut Option<mpsc::UnboundedReceiver<Control>>) -
     match controls {
         Some(controls) => controls.recv().await.unwrap_or(Control::Stop),
         None => std::future::pending().await,
+    }
+}
+
+/// Drops the `fs_changed` events already received; a closed connection is
+/// an error, as the next request would be.
+fn drain_changes(incoming: &mut mpsc::UnboundedReceiver<Incoming>) -> anyhow::Result<()> {
+    loop {
+        match incoming.try_recv() {
+            Ok(Incoming::Closed(_)) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                anyhow::bail!("the connection to the sandbox dropped")
+            }
+            Ok(_) => {}
+            Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+        }
     }
 }
 
@@ -770,10 +784,19 @@ impl Sync<'_> {
 
     /// Rounds until nothing is left to do; returns the exit code `--once`
     /// means.
-    async fn settle(&mut self, handle: &RunnerHandle) -> anyhow::Result<i32> {
+    async fn settle(
+        &mut self,
+        handle: &RunnerHandle,
+        incoming: &mut mpsc::UnboundedReceiver<Incoming>,
+    ) -> anyhow::Result<i32> {
         for round in 0..MAX_ROUNDS {
             if round > 0 {
                 self.full_scan()?;
+                // What the sandbox said changed so far (mostly the echoes
+                // of this reconcile's own uploads: tens of thousands after a
+                // first sync) happened before the manifest asked for next,
+                // which sees it all: not looked at again while watching.
+                drain_changes(incoming)?;
                 self.remote.load(handle, &WorkspacePath::root()).await?;
             }
             let plan = self.plan_in(None);
