@@ -201,12 +201,22 @@ pub enum Update {
     Storage(StorageStatus),
 }
 
+/// Why a runner could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("starting the project: {0}")]
+    Start(#[from] crate::api::ApiError),
+    #[error("connecting to its runner: {0}")]
+    Connect(#[from] ClientError),
+}
+
 /// How the session reaches a runner: the real control plane, or in tests a
 /// fixed runner.
 #[async_trait::async_trait]
 pub trait Dialer: Send + Sync + 'static {
-    /// Makes sure the project runs and connects to its runner.
-    async fn dial(&self) -> Result<(RunnerClient, String), String>;
+    /// Makes sure the project runs and connects to its runner; with the
+    /// preview's URL (empty when there is none).
+    async fn dial(&self) -> Result<(RunnerClient, String), DialError>;
 }
 
 /// Dials through the control plane: `start` the project (idempotent), then
@@ -218,11 +228,9 @@ pub struct ControlPlane {
 
 #[async_trait::async_trait]
 impl Dialer for ControlPlane {
-    async fn dial(&self) -> Result<(RunnerClient, String), String> {
-        let started = self.api.start(&self.project).await.map_err(|e| e.to_string())?;
-        let client = connect_runner(self.api.base(), &started)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn dial(&self) -> Result<(RunnerClient, String), DialError> {
+        let started = self.api.start(&self.project).await?;
+        let client = connect_runner(self.api.base(), &started).await?;
         Ok((client, started.preview_url))
     }
 }
@@ -314,7 +322,7 @@ async fn run(
                     Ended::Lost(reason) => reason,
                 }
             }
-            Err(reason) => reason,
+            Err(e) => e.to_string(),
         };
         let retry_in = (FIRST_RETRY * 2u32.saturating_pow(attempt.min(6))).min(LAST_RETRY);
         let lost = Connection::Lost { reason, retry_in };

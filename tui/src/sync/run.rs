@@ -24,7 +24,7 @@ use super::remote::RemoteView;
 use super::rules::Rules;
 use super::scan::{LocalIndex, ScanStats, Scanner, tree_of};
 use super::state::{StateLock, SyncState, state_path};
-use crate::remote::Dialer;
+use crate::remote::{DialError, Dialer};
 
 /// Events are collected until the folder has been quiet this long...
 const QUIET: Duration = Duration::from_millis(15);
@@ -92,10 +92,8 @@ pub struct DirectRunner {
 
 #[async_trait::async_trait]
 impl Dialer for DirectRunner {
-    async fn dial(&self) -> Result<(RunnerClient, String), String> {
-        let client = RunnerClient::connect(&self.url, &self.token)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn dial(&self) -> Result<(RunnerClient, String), DialError> {
+        let client = RunnerClient::connect(&self.url, &self.token).await?;
         Ok((client, String::new()))
     }
 }
