@@ -297,9 +297,9 @@ impl Terminal {
         }
     }
 
-    /// Closes now and waits until every process of the session is gone.
-    fn close_and_wait(self: &Arc<Self>) {
-        self.close();
+    /// Waits, after [`Terminal::close`], until every process of the
+    /// session is gone.
+    fn wait_gone(&self) {
         let Some(pid) = self.pid else { return };
         let deadline = Instant::now() + HANGUP_GRACE + Duration::from_secs(2);
         while Instant::now() < deadline && !pty::session_members(pid).is_empty() {
@@ -445,11 +445,12 @@ impl Terminals {
     /// Closes every terminal and waits for their processes to be gone.
     pub fn close_all(&self) {
         let all: Vec<_> = self.map().drain().map(|(_, t)| t).collect();
+        // One hangup each (closing twice hung every shell up twice at once).
         for t in &all {
             t.close();
         }
         for t in &all {
-            t.close_and_wait();
+            t.wait_gone();
         }
     }
 

@@ -1034,11 +1034,14 @@ async fn a_closed_or_stopped_shell_has_written_its_history() {
         .await;
     }
     // Stopping: the runner exits once its terminals' processes are gone.
+    // These shells write their history at the same moment: appending, as
+    // Debian's ~/.bashrc has them do (without it the last one's list wins).
     let open = 4;
     for i in 0..open {
         let term = open_terminal(&client).await;
         let mut screen = Screen::default();
-        run_in_terminal(&mut client, term, &mut screen, &format!("echo stopped-{i}"), "typed").await;
+        let command = format!("shopt -s histappend; echo stopped-{i}");
+        run_in_terminal(&mut client, term, &mut screen, &command, "typed").await;
     }
     drop(client);
     runner.signal(libc::SIGTERM);
