@@ -56,10 +56,16 @@ enum Queue {
     Inline,
 }
 
+/// The smallest screen the emulator is given, whatever the terminal's
+/// size: vt100 underflows (a panic, which took the terminal's reader down)
+/// wrapping a line on a 1-row screen or placing a wide character on a
+/// 1-column one. A 1-row terminal's snapshot then draws two rows.
+pub const EMULATOR_MIN_SIZE: u16 = 2;
+
 impl ScreenTracker {
     pub fn new(rows: u16, cols: u16) -> Self {
         let state = State {
-            parser: vt100::Parser::new(rows.max(1), cols.max(1), 0),
+            parser: vt100::Parser::new(rows.max(EMULATOR_MIN_SIZE), cols.max(EMULATOR_MIN_SIZE), 0),
             fast_forward: FastForward::default(),
             applied: 0,
         };

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::live::{CatchUp, LiveScreen, Start, Step};
-use super::screen::ScreenTracker;
+use super::screen::{EMULATOR_MIN_SIZE, ScreenTracker};
 
 pub struct Scrollback {
     /// One byte ring rather than a list of chunks: a program that prints a
@@ -114,7 +114,7 @@ impl Scrollback {
 
     pub fn resize(&mut self, rows: u16, cols: u16) {
         self.pending_resizes
-            .push_back((self.end_seq(), rows.max(1), cols.max(1)));
+            .push_back((self.end_seq(), rows.max(EMULATOR_MIN_SIZE), cols.max(EMULATOR_MIN_SIZE)));
         self.resizes += 1;
     }
 
@@ -212,6 +212,23 @@ mod tests {
         match next {
             Next::Data { seq, data } => (seq, data.to_vec()),
             other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    /// vt100 underflows wrapping a line on a 1-row screen and placing a
+    /// wide character on a 1-column one: a client may size a terminal 1x1,
+    /// and its emulator must survive whatever the program prints.
+    #[test]
+    fn a_one_row_or_one_column_terminal_survives_long_lines_and_wide_characters() {
+        for (rows, cols) in [(1, 80), (24, 1), (1, 1)] {
+            let mut scrollback = Scrollback::new(64, rows, cols);
+            scrollback.resize(rows, cols);
+            for _ in 0..8 {
+                scrollback.push("a line far longer than the screen is wide, 漢字 and more\r\n".as_bytes());
+            }
+            let live = scrollback.catch_up(None, scrollback.end_seq()).apply();
+            assert_eq!(live.seq(), scrollback.end_seq());
+            assert!(matches!(scrollback.next_for(0, 1024), Next::Snapshot { .. }));
         }
     }
 
