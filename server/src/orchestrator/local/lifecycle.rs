@@ -948,6 +948,23 @@ mod tests {
         fn record(&self, project: &str) -> Option<Record> {
             self.records.lock().unwrap().get(&id(project)).cloned()
         }
+        /// Gives the sandbox `bwrap` (a pid) a runner and a namespace init
+        /// whose ends are tracked apart from bwrap's: how each ended.
+        fn with_init(&self, bwrap: u32) -> (Exit, Exit) {
+            let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
+            self.orphans
+                .lock()
+                .unwrap()
+                .insert(bwrap, (runner.clone(), init.clone()));
+            (runner, init)
+        }
+        /// bwrap itself is killed; what it started is not.
+        fn kill_bwrap(&self, bwrap: u32) {
+            self.project_of(bwrap)
+                .unwrap()
+                .1
+                .send_replace(Some("signal: 9 (SIGKILL)".into()));
+        }
         /// The newest sandbox of `project` dies by itself.
         fn crash(&self, project: &str) {
             let sandboxes = self.sandboxes.lock().unwrap();
@@ -1426,12 +1443,8 @@ mod tests {
         let bwrap = os.record("alpha").unwrap().sandbox.pid;
         // While no server runs, bwrap is killed; the runner and the users'
         // processes under the namespace's init are not.
-        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
-        os.orphans.lock().unwrap().insert(bwrap, (runner.clone(), init.clone()));
-        os.project_of(bwrap)
-            .unwrap()
-            .1
-            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+        let (runner, init) = os.with_init(bwrap);
+        os.kill_bwrap(bwrap);
 
         let second = restarted(&os);
         assert!(second.adopt("key").await.is_empty());
@@ -1448,9 +1461,8 @@ mod tests {
     #[tokio::test]
     async fn a_stop_ends_the_sandboxs_namespace_init_and_what_it_still_holds() {
         let os = Arc::new(FakeOs::default());
-        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
         // The first sandbox's pid is 100.
-        os.orphans.lock().unwrap().insert(100, (runner, init.clone()));
+        let (_, init) = os.with_init(100);
         let backend = backend(os.clone());
         backend.ensure_running(&spec("alpha")).await.unwrap();
         assert_eq!(
@@ -1467,14 +1479,10 @@ mod tests {
     #[tokio::test]
     async fn a_sandbox_whose_bwrap_and_runner_died_is_ended_through_its_recorded_init() {
         let os = Arc::new(FakeOs::default());
-        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
-        os.orphans.lock().unwrap().insert(100, (runner.clone(), init.clone()));
+        let (runner, init) = os.with_init(100);
         backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
         runner.send_replace(Some("signal: 9 (SIGKILL)".into()));
-        os.project_of(100)
-            .unwrap()
-            .1
-            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+        os.kill_bwrap(100);
 
         assert!(restarted(&os).adopt("key").await.is_empty());
         assert!(init.borrow().is_some(), "the users' processes were left running");
@@ -1487,12 +1495,8 @@ mod tests {
         backend(os.clone()).ensure_running(&spec("alpha")).await.unwrap();
         os.stubborn.lock().unwrap().push(id("alpha"));
         let bwrap = os.record("alpha").unwrap().sandbox.pid;
-        let (runner, init) = (Arc::new(watch::channel(None).0), Arc::new(watch::channel(None).0));
-        os.orphans.lock().unwrap().insert(bwrap, (runner.clone(), init.clone()));
-        os.project_of(bwrap)
-            .unwrap()
-            .1
-            .send_replace(Some("signal: 9 (SIGKILL)".into()));
+        let (runner, init) = os.with_init(bwrap);
+        os.kill_bwrap(bwrap);
 
         assert!(restarted(&os).adopt("key").await.is_empty());
         assert_eq!(runner.borrow().as_deref(), Some("signal: 9 (SIGKILL)"));

@@ -529,6 +529,24 @@ mod tests {
         }
     }
 
+    /// bwrap with a pid namespace of its own around `script`.
+    fn pid_sandbox(script: &str) -> std::process::Child {
+        std::process::Command::new("bwrap")
+            .args([
+                "--unshare-pid",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+            ])
+            .args(["--", "sh", "-c", script])
+            .spawn()
+            .expect("bwrap")
+    }
+
     fn host_os() -> HostOs {
         HostOs {
             config: LocalConfig {
@@ -556,20 +574,7 @@ mod tests {
     /// while the runner lived, does.
     #[tokio::test]
     async fn a_sandbox_whose_bwrap_is_gone_is_ended_through_its_namespace_init() {
-        let mut bwrap = std::process::Command::new("bwrap")
-            .args([
-                "--unshare-pid",
-                "--ro-bind",
-                "/",
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-            ])
-            .args(["--", "sh", "-c", "setsid sleep 4757 & exec sleep 4758"])
-            .spawn()
-            .expect("bwrap");
+        let mut bwrap = pid_sandbox("setsid sleep 4757 & exec sleep 4758");
         until("the sandbox's processes", || running("4757") && running("4758"));
         let os = host_os();
         let runner = os.runner_pid(bwrap.id()).expect("the sandbox's first process");
@@ -612,20 +617,7 @@ mod tests {
     /// nothing is left even where no cgroup can be swept.
     #[test]
     fn killing_a_sandbox_ends_every_process_in_its_namespace() {
-        let mut bwrap = std::process::Command::new("bwrap")
-            .args([
-                "--unshare-pid",
-                "--ro-bind",
-                "/",
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-            ])
-            .args(["--", "sh", "-c", "sleep 4747 & exec sleep 4748"])
-            .spawn()
-            .expect("bwrap");
+        let mut bwrap = pid_sandbox("sleep 4747 & exec sleep 4748");
         until("the sandbox's processes", || running("4747") && running("4748"));
         let os = host_os();
         os.kill_sandbox(bwrap.id());
