@@ -19,6 +19,7 @@ use crate::keys;
 use crate::layout::IdeLayout;
 use crate::remote::{Command, Connection, SessionError, TermPurpose, Update};
 use crate::sync::conflicts::{Conflict, Resolution};
+use crate::sync::reconcile::Mode;
 use crate::sync::report::{Control, Phase, Status};
 use crate::sync::task::Update as SyncUpdate;
 use cloudcode_proto::rest::Language;
@@ -52,6 +53,7 @@ pub enum Effect {
     StartSync {
         project: String,
         dir: PathBuf,
+        mode: Mode,
     },
     /// Tell the running sync (`Control::Stop` ends it).
     Sync(Control),
@@ -101,6 +103,11 @@ pub enum ConfirmFor {
     SyncDeletions,
     /// Syncing the home directory (or the root) was asked for.
     SyncFolder(PathBuf),
+    /// Keep one side's version of a conflict, deleting the other's.
+    Resolve {
+        conflict: Box<Conflict>,
+        resolution: Resolution,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +124,11 @@ pub enum Modal {
     Confirm {
         message: String,
         purpose: ConfirmFor,
+    },
+    /// How to sync the folder just chosen.
+    ChooseSyncMode {
+        dir: PathBuf,
+        selected: Mode,
     },
 }
 
@@ -164,6 +176,7 @@ pub struct Ide {
 /// conflicts in the sync view (F4).
 pub struct SyncPane {
     pub dir: PathBuf,
+    pub mode: Mode,
     pub status: Status,
     pub conflicts: Vec<Conflict>,
     /// The conflict chosen in the view, and how far its diff is scrolled.
@@ -210,8 +223,9 @@ pub struct App {
     pub size: Rect,
     /// A project to open as soon as the list arrives (`--project`).
     pub open_on_start: Option<String>,
-    /// A folder to sync with the first project opened (`--sync`).
-    pub sync_on_start: Option<PathBuf>,
+    /// A folder to sync with the first project opened, and how
+    /// (`--sync`, `--sync-mode`).
+    pub sync_on_start: Option<(PathBuf, Mode)>,
     /// What F4's folder prompt offers first (the working directory).
     pub default_sync_dir: String,
     effects: Vec<Effect>,
@@ -385,8 +399,8 @@ impl App {
             sync: None,
         });
         self.effect(Effect::OpenProject(project));
-        if let Some(dir) = self.sync_on_start.take() {
-            self.start_sync(dir);
+        if let Some((dir, mode)) = self.sync_on_start.take() {
+            self.start_sync(dir, mode);
         }
     }
 
@@ -406,13 +420,14 @@ impl App {
 
     // ----- the folder sync -----
 
-    fn start_sync(&mut self, dir: PathBuf) {
+    fn start_sync(&mut self, dir: PathBuf, mode: Mode) {
         let Some(ide) = self.ide.as_mut() else { return };
         if ide.sync.as_ref().is_some_and(SyncPane::running) {
             return;
         }
         ide.sync = Some(SyncPane {
             dir: dir.clone(),
+            mode,
             status: Status {
                 phase: Phase::Starting,
                 pending: 0,
@@ -427,8 +442,8 @@ impl App {
             asked: false,
         });
         let project = ide.project.id.clone();
-        self.notify(format!("syncing {} with {project}", dir.display()));
-        self.effect(Effect::StartSync { project, dir });
+        self.notify(format!("syncing {} with {project} ({})", dir.display(), mode.name()));
+        self.effect(Effect::StartSync { project, dir, mode });
     }
 
     fn on_sync(&mut self, update: SyncUpdate) {
@@ -552,12 +567,27 @@ impl App {
                     _ => Resolution::KeepBoth,
                 };
                 match sync.selected_conflict().cloned() {
+                    // Keeping both loses nothing: done at once.
+                    Some(conflict) if sync.running() && resolution == Resolution::KeepBoth => {
+                        self.resolve(conflict, resolution)
+                    }
+                    // Keeping one side deletes the other's version on both
+                    // sides: asked first.
                     Some(conflict) if sync.running() => {
-                        self.notify(format!("resolving {}…", conflict.path));
-                        self.effect(Effect::Sync(Control::Resolve {
-                            conflict: Box::new(conflict),
-                            resolution,
-                        }));
+                        let (kept, lost) = match resolution {
+                            Resolution::KeepLocal => ("folder's", "sandbox's"),
+                            _ => ("sandbox's", "folder's"),
+                        };
+                        self.modal = Some(Modal::Confirm {
+                            message: format!(
+                                "Keep the {kept} version of {}? The {lost} version is deleted, in the folder and in the sandbox.",
+                                conflict.path
+                            ),
+                            purpose: ConfirmFor::Resolve {
+                                conflict: Box::new(conflict),
+                                resolution,
+                            },
+                        });
                     }
                     Some(_) => self.error("the sync has stopped: F4 starts it again"),
                     None => self.notify("no conflicts"),
@@ -571,6 +601,14 @@ impl App {
             _ => {}
         }
         true
+    }
+
+    fn resolve(&mut self, conflict: Conflict, resolution: Resolution) {
+        self.notify(format!("resolving {}…", conflict.path));
+        self.effect(Effect::Sync(Control::Resolve {
+            conflict: Box::new(conflict),
+            resolution,
+        }));
     }
 
     // ----- keys -----
@@ -705,6 +743,25 @@ impl App {
                 }
                 _ => self.modal = Some(Modal::ChooseLanguage { id, selected }),
             },
+            Modal::ChooseSyncMode { dir, selected } => {
+                let modes = Mode::all();
+                let at = modes.iter().position(|m| *m == selected).unwrap_or(0);
+                let step = |by: usize| modes[(at + by) % modes.len()];
+                match key.code {
+                    KeyCode::Esc => {}
+                    KeyCode::Enter => self.sync_folder(dir, selected),
+                    KeyCode::Down | KeyCode::Tab | KeyCode::Char('j') => {
+                        self.modal = Some(Modal::ChooseSyncMode { dir, selected: step(1) })
+                    }
+                    KeyCode::Up | KeyCode::BackTab | KeyCode::Char('k') => {
+                        self.modal = Some(Modal::ChooseSyncMode {
+                            dir,
+                            selected: step(modes.len() - 1),
+                        })
+                    }
+                    _ => self.modal = Some(Modal::ChooseSyncMode { dir, selected }),
+                }
+            }
             Modal::Confirm { message, purpose } => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => self.confirmed(purpose),
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {}
@@ -755,18 +812,29 @@ impl App {
                         purpose: ConfirmFor::SyncFolder(dir),
                     });
                 } else {
-                    self.sync_folder(dir);
+                    self.choose_sync_mode(dir);
                 }
             }
         }
     }
 
-    fn sync_folder(&mut self, dir: PathBuf) {
+    /// Asks how to sync `dir`, offering the mode this project's last sync
+    /// had (else two-way-safe, which loses nothing).
+    fn choose_sync_mode(&mut self, dir: PathBuf) {
+        let selected = self
+            .ide
+            .as_ref()
+            .and_then(|ide| ide.sync.as_ref())
+            .map_or(Mode::TwoWaySafe, |sync| sync.mode);
+        self.modal = Some(Modal::ChooseSyncMode { dir, selected });
+    }
+
+    fn sync_folder(&mut self, dir: PathBuf, mode: Mode) {
         if self.ide.is_some() {
-            self.start_sync(dir);
+            self.start_sync(dir, mode);
         } else if let Some(project) = self.projects.projects.get(self.projects.selected).cloned() {
             // From the project list: open the chosen project synced.
-            self.sync_on_start = Some(dir);
+            self.sync_on_start = Some((dir, mode));
             self.open_project(project);
         }
     }
@@ -778,7 +846,8 @@ impl App {
             ConfirmFor::QuitWithUnsaved => self.quit = true,
             ConfirmFor::LeaveWithUnsaved => self.leave_project(),
             ConfirmFor::SyncDeletions => self.effect(Effect::Sync(Control::AllowDeletions)),
-            ConfirmFor::SyncFolder(dir) => self.sync_folder(dir),
+            ConfirmFor::SyncFolder(dir) => self.choose_sync_mode(dir),
+            ConfirmFor::Resolve { conflict, resolution } => self.resolve(*conflict, resolution),
             ConfirmFor::Overwrite => {
                 let Some(buffer) = self.ide.as_mut().and_then(|ide| ide.editor.current()) else {
                     return;

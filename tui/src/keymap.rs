@@ -51,7 +51,7 @@ pub const KEYMAP: &[Binding] = &[
     b(
         "Sync",
         "l / r / b / S",
-        "keep local / remote / both (nothing lost) / stop",
+        "keep local / remote (asks first) / both / stop",
     ),
     b("Terminal", "any key", "goes to the program in the terminal"),
     b("Terminal", "Shift-PgUp Shift-PgDn", "scroll back / forward"),

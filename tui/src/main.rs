@@ -8,6 +8,7 @@ use cloudcode_tui::api::ApiClient;
 use cloudcode_tui::app::{App, Effect, Input};
 use cloudcode_tui::remote::{ControlPlane, Session, Update};
 use cloudcode_tui::settings::{LocalServer, Origin, Server};
+use cloudcode_tui::sync::reconcile::Mode;
 use cloudcode_tui::sync::task::{SyncTask, Update as SyncUpdate};
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, EventStream,
@@ -41,6 +42,9 @@ struct Args {
     /// is open (as `cloudcode-tui sync DIR` does); F4 shows its conflicts.
     #[arg(long, value_name = "DIR")]
     sync: Option<std::path::PathBuf>,
+    /// How `--sync` syncs (F4 and `s` ask).
+    #[arg(long, value_enum, value_name = "MODE", requires = "sync", default_value_t = Mode::TwoWaySafe)]
+    sync_mode: Mode,
     /// Leave the mouse to the terminal (its own selection and copy), and
     /// use the keyboard only.
     #[arg(long, env = "CLOUDCODE_TUI_NO_MOUSE")]
@@ -130,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = find_server(&args).await?;
     let mut app = App::new(server.api.base().to_string());
     app.open_on_start = args.project.clone();
-    app.sync_on_start = args.sync.clone();
+    app.sync_on_start = args.sync.clone().map(|dir| (dir, args.sync_mode));
     app.default_sync_dir = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
@@ -313,9 +317,9 @@ async fn ui_loop(
                     session = Some((generation, handle));
                 }
                 Effect::CloseProject => session = None,
-                Effect::StartSync { project, dir } => {
+                Effect::StartSync { project, dir, mode } => {
                     sync_generation += 1;
-                    let args = cloudcode_tui::sync::task::args(dir, project.clone(), sync_state_dir.clone());
+                    let args = cloudcode_tui::sync::task::args(dir, project.clone(), mode, sync_state_dir.clone());
                     let (task, mut updates) = SyncTask::spawn(
                         args,
                         ControlPlane {

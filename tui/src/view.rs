@@ -13,7 +13,7 @@ use crate::highlight::Language;
 use crate::keymap::KEYMAP;
 use crate::remote::Connection;
 use crate::sync::conflicts::{Conflict, Content, DiffTag};
-use crate::sync::reconcile::Side;
+use crate::sync::reconcile::{Mode, Side};
 use crate::sync::report::Phase;
 
 pub fn draw(app: &mut App, frame: &mut Frame) {
@@ -306,31 +306,42 @@ fn draw_ide(app: &mut App, frame: &mut Frame) {
     }
 }
 
+/// Which way a sync carries changes: both ways, or from the folder only.
+fn direction(mode: Mode) -> &'static str {
+    if mode.one_way() { "→" } else { "⇅" }
+}
+
 /// The sync's state for the status bar, and its style.
 fn sync_status(sync: &SyncPane, bar: Style) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     let (text, style) = match (&sync.status.phase, &sync.ended) {
         (_, Some(Err(_))) => (
-            "⇅ sync failed (F4)".to_string(),
+            "sync failed (F4)".to_string(),
             bar.fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
-        (_, Some(Ok(()))) | (Phase::Stopped, _) => ("⇅ sync stopped".to_string(), bar.fg(Color::DarkGray)),
-        (Phase::Starting, _) => ("⇅ sync: reading…".to_string(), bar.fg(Color::Yellow)),
-        (Phase::Reconciling, _) => ("⇅ sync: reconciling…".to_string(), bar.fg(Color::Yellow)),
-        (Phase::Reconnecting, _) => ("⇅ sync: reconnecting…".to_string(), bar.fg(Color::Yellow)),
+        (_, Some(Ok(()))) | (Phase::Stopped, _) => ("sync stopped".to_string(), bar.fg(Color::DarkGray)),
+        (Phase::Starting, _) => ("sync: reading…".to_string(), bar.fg(Color::Yellow)),
+        (Phase::Reconciling, _) => ("sync: reconciling…".to_string(), bar.fg(Color::Yellow)),
+        (Phase::Reconnecting, _) => ("sync: reconnecting…".to_string(), bar.fg(Color::Yellow)),
         (Phase::Held { .. }, _) => (
-            "⇅ sync held: F4 to decide".to_string(),
+            "sync held: F4 to decide".to_string(),
             bar.fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
         (Phase::Watching, _) if sync.status.pending > 0 => {
-            (format!("⇅ {} pending", sync.status.pending), bar.fg(Color::Yellow))
+            (format!("{} pending", sync.status.pending), bar.fg(Color::Yellow))
         }
         (Phase::Watching, _) => (
-            format!("⇅ watching{}", if sync.status.polling { " (polling)" } else { "" }),
+            format!("watching{}", if sync.status.polling { " (polling)" } else { "" }),
             bar.fg(Color::Green),
         ),
     };
-    spans.push(Span::styled(text, style));
+    // The default is said by the arrow alone; a one-way mode by name.
+    let mode = if sync.mode.one_way() {
+        format!(" · {}", sync.mode.name())
+    } else {
+        String::new()
+    };
+    spans.push(Span::styled(format!("{} {text}{mode}", direction(sync.mode)), style));
     if !sync.conflicts.is_empty() {
         let n = sync.conflicts.len();
         spans.push(Span::styled(
@@ -344,7 +355,12 @@ fn sync_status(sync: &SyncPane, bar: Style) -> Vec<Span<'static>> {
 
 fn draw_sync_view(sync: &SyncPane, project: &str, area: Rect, frame: &mut Frame) {
     frame.render_widget(Clear, area);
-    let title = format!(" sync · {} ⇄ {project} · Esc closes ", sync.dir.display());
+    let arrow = if sync.mode.one_way() { "→" } else { "⇄" };
+    let title = format!(
+        " sync · {} {arrow} {project} · {} · Esc closes ",
+        sync.dir.display(),
+        sync.mode.name()
+    );
     let block = Block::default()
         .borders(Borders::ALL)
         .border_type(BorderType::Double)
@@ -531,6 +547,9 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
 }
 
 fn draw_modal(modal: &Modal, frame: &mut Frame) {
+    if let Modal::ChooseSyncMode { dir, selected } = modal {
+        return draw_choose_sync_mode(dir, *selected, frame);
+    }
     let area = centered(frame.area(), 64, 8);
     frame.render_widget(Clear, area);
     let block = Block::default()
@@ -589,7 +608,46 @@ fn draw_modal(modal: &Modal, frame: &mut Frame) {
             );
             frame.render_widget(Paragraph::new("y yes · n no"), rows[2]);
         }
+        Modal::ChooseSyncMode { .. } => {}
     }
+}
+
+fn draw_choose_sync_mode(dir: &std::path::Path, selected: Mode, frame: &mut Frame) {
+    let modes = Mode::all();
+    let area = centered(frame.area(), 84, modes.len() as u16 + 6);
+    frame.render_widget(Clear, area);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .border_style(Style::default().fg(Color::Yellow));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let name_width = modes.iter().map(|m| m.name().len()).max().unwrap_or(0);
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("Sync {} with the sandbox: how?", dir.display()),
+            bold,
+        )),
+        Line::default(),
+    ];
+    for mode in modes {
+        let style = if *mode == selected {
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {} {:<name_width$} ", direction(*mode), mode.name()), style),
+            Span::raw(format!("  {}", mode.summary())),
+        ]));
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled(
+        "↑↓ choose · Enter start · Esc cancel",
+        Style::default().fg(Color::DarkGray),
+    )));
+    frame.render_widget(Paragraph::new(lines), inner);
 }
 
 fn draw_help(frame: &mut Frame) {

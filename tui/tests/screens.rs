@@ -865,7 +865,7 @@ mod sync {
     use super::*;
     use cloudcode_tui::sync::conflicts::{Conflict, Content, Resolution, diff_lines};
     use cloudcode_tui::sync::model::Node;
-    use cloudcode_tui::sync::reconcile::Side;
+    use cloudcode_tui::sync::reconcile::{Mode, Side};
     use cloudcode_tui::sync::report::{Control, Phase, Status};
     use cloudcode_tui::sync::task::Update as SyncUpdate;
 
@@ -900,9 +900,12 @@ mod sync {
         key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
         type_text(&mut app, "/home/u/work");
         key(&mut app, KeyCode::Enter);
+        assert!(app.take_effects().is_empty(), "the mode is asked first");
+        // Enter takes the offered mode: two-way-safe.
+        key(&mut app, KeyCode::Enter);
         let effects = app.take_effects();
         assert!(
-            matches!(&effects[..], [Effect::StartSync { project, dir }]
+            matches!(&effects[..], [Effect::StartSync { project, dir, mode: Mode::TwoWaySafe }]
                 if project == "demo" && dir == std::path::Path::new("/home/u/work")),
             "{effects:?}"
         );
@@ -926,7 +929,7 @@ mod sync {
     #[test]
     fn the_sync_flag_starts_a_sync_with_the_project_and_the_status_bar_follows_it() {
         let mut app = App::new("http://127.0.0.1:8080".into());
-        app.sync_on_start = Some("/home/u/work".into());
+        app.sync_on_start = Some(("/home/u/work".into(), Mode::TwoWaySafe));
         app.open_on_start = Some("demo".into());
         app.take_effects();
         app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
@@ -1002,9 +1005,29 @@ mod sync {
             "{sent:?}"
         );
         assert!(!app.ide.as_ref().unwrap().editor.current_ref().unwrap().is_modified());
+        // Keeping one side deletes the other's version: asked first, and
+        // no is nothing.
         key(&mut app, KeyCode::Down);
         key(&mut app, KeyCode::Char('r'));
+        assert!(controls(app.take_effects()).is_empty(), "nothing before the answer");
+        let lines = screen(&mut app, 120, 36);
+        assert!(
+            shows(&lines, "Keep the sandbox's version of src/b.py? The folder's version")
+                && shows(&lines, "is deleted, in the folder and in the sandbox."),
+            "{lines:#?}"
+        );
+        key(&mut app, KeyCode::Char('n'));
+        assert!(controls(app.take_effects()).is_empty());
+        assert!(app.modal.is_none());
+        key(&mut app, KeyCode::Char('r'));
+        key(&mut app, KeyCode::Char('y'));
         key(&mut app, KeyCode::Char('l'));
+        let lines = screen(&mut app, 120, 36);
+        assert!(
+            shows(&lines, "Keep the folder's version of src/b.py? The sandbox's version"),
+            "{lines:#?}"
+        );
+        key(&mut app, KeyCode::Char('y'));
         let sent = controls(app.take_effects());
         assert!(
             matches!(&sent[..], [
@@ -1024,6 +1047,67 @@ mod sync {
         key(&mut app, KeyCode::Esc);
         let lines = screen(&mut app, 120, 36);
         assert!(!shows(&lines, "--- sandbox"), "{lines:#?}");
+    }
+
+    #[test]
+    fn the_sync_mode_is_chosen_when_starting_and_shown_while_it_runs() {
+        let mut app = ide();
+        key(&mut app, KeyCode::F(4));
+        key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
+        type_text(&mut app, "/home/u/site");
+        key(&mut app, KeyCode::Enter);
+        let lines = screen(&mut app, 120, 36);
+        for needle in [
+            "Sync /home/u/site with the sandbox: how?",
+            "⇅ two-way-safe",
+            "→ one-way-safe",
+            "→ one-way-replica",
+            "the sandbox becomes a copy, extras deleted",
+            "↑↓ choose · Enter start · Esc cancel",
+        ] {
+            assert!(shows(&lines, needle), "{needle} missing: {lines:#?}");
+        }
+        // Esc starts nothing.
+        key(&mut app, KeyCode::Esc);
+        assert!(app.take_effects().is_empty());
+        key(&mut app, KeyCode::F(4));
+        type_text(&mut app, "/home/u/site");
+        key(&mut app, KeyCode::Enter);
+        // Up from the first wraps to the last.
+        key(&mut app, KeyCode::Up);
+        key(&mut app, KeyCode::Enter);
+        let effects = app.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::StartSync { dir, mode: Mode::OneWayReplica, .. }]
+                if dir == std::path::Path::new("/home/u/site")),
+            "{effects:?}"
+        );
+        sync_update(&mut app, status(Phase::Watching, 0));
+        let bar = screen(&mut app, 120, 36).last().cloned().unwrap();
+        assert!(bar.contains("→ watching · one-way-replica"), "{bar}");
+        key(&mut app, KeyCode::F(4));
+        let lines = screen(&mut app, 120, 36);
+        assert!(
+            shows(&lines, "sync · /home/u/site → demo · one-way-replica"),
+            "{lines:#?}"
+        );
+        // Stopped and started again: the same mode is offered.
+        sync_update(&mut app, SyncUpdate::Ended(Ok(())));
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::F(4));
+        key(&mut app, KeyCode::Enter);
+        key(&mut app, KeyCode::Enter);
+        let effects = app.take_effects();
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::StartSync {
+                    mode: Mode::OneWayReplica,
+                    ..
+                }]
+            ),
+            "{effects:?}"
+        );
     }
 
     #[test]
@@ -1049,6 +1133,7 @@ mod sync {
 
 #[test]
 fn s_on_the_project_list_opens_the_project_synced_with_a_folder() {
+    use cloudcode_tui::sync::reconcile::Mode;
     let mut app = App::new("http://127.0.0.1:8080".into());
     app.default_sync_dir = "/home/u".into();
     app.take_effects();
@@ -1059,9 +1144,13 @@ fn s_on_the_project_list_opens_the_project_synced_with_a_folder() {
     assert!(shows(&lines, "/home/u"), "{lines:#?}");
     type_text(&mut app, "/work");
     key(&mut app, KeyCode::Enter);
+    let lines = screen(&mut app, 100, 30);
+    assert!(shows(&lines, "Sync /home/u/work with the sandbox: how?"), "{lines:#?}");
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
     let effects = app.take_effects();
     assert!(
-        matches!(&effects[..], [Effect::OpenProject(p), Effect::StartSync { project, dir }]
+        matches!(&effects[..], [Effect::OpenProject(p), Effect::StartSync { project, dir, mode: Mode::OneWaySafe }]
             if p.id == "demo" && project == "demo" && dir == std::path::Path::new("/home/u/work")),
         "{effects:?}"
     );
@@ -1088,6 +1177,7 @@ fn syncing_the_whole_home_directory_asks_first() {
     type_text(&mut app, "/");
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Char('y'));
+    key(&mut app, KeyCode::Enter);
     let effects = app.take_effects();
     assert!(
         matches!(&effects[..], [Effect::StartSync { dir, .. }] if dir == std::path::Path::new("/")),

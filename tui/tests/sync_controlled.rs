@@ -8,6 +8,7 @@ mod sync_support;
 use std::time::{Duration, Instant};
 
 use cloudcode_tui::sync::conflicts::{Conflict, Resolution};
+use cloudcode_tui::sync::reconcile::Mode;
 use cloudcode_tui::sync::report::{Control, Phase};
 use cloudcode_tui::sync::run::DirectRunner;
 use cloudcode_tui::sync::task::{SyncTask, Update, args};
@@ -31,11 +32,15 @@ struct Running {
 
 impl Running {
     fn start(s: &Setup) -> Running {
+        Self::start_in(s, Mode::TwoWaySafe)
+    }
+
+    fn start_in(s: &Setup, mode: Mode) -> Running {
         let dialer = DirectRunner {
             url: s.runner.url(),
             token: s.runner.token(),
         };
-        let args = args(s.local(), PROJECT.into(), Some(s.state.path().to_path_buf()));
+        let args = args(s.local(), PROJECT.into(), mode, Some(s.state.path().to_path_buf()));
         let (task, updates) = SyncTask::spawn(args, dialer);
         Running {
             task: Some(task),
@@ -199,4 +204,46 @@ async fn a_large_deletion_waits_for_the_user_instead_of_ending_the_sync() {
     sync.stop().await;
     sync.until("the end", |seen| seen.ended.is_some()).await;
     assert_eq!(sync.seen.ended, Some(Ok(())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mode_chosen_in_the_tui_is_the_one_synced() {
+    let s = Setup::new();
+    write(&s.local(), "app.py", "mine\n");
+    write(&s.remote(), "theirs.txt", "only in the sandbox\n");
+
+    // One-way-safe: the folder goes up, nothing comes down.
+    let mut sync = Running::start_in(&s, Mode::OneWaySafe);
+    sync.until("watching", |seen| seen.phase == Some(Phase::Watching)).await;
+    assert_eq!(read(&s.remote(), "app.py").as_deref(), Some("mine\n"));
+    assert!(
+        !s.local().join("theirs.txt").exists(),
+        "one-way never writes the folder"
+    );
+    sync.stop().await;
+    // What the sandbox changed meanwhile is left as it is, both ways.
+    write(&s.remote(), "app.py", "changed in the sandbox\n");
+    let mut sync = Running::start_in(&s, Mode::OneWaySafe);
+    sync.until("watching", |seen| seen.phase == Some(Phase::Watching)).await;
+    assert_eq!(read(&s.local(), "app.py").as_deref(), Some("mine\n"));
+    assert_eq!(read(&s.remote(), "app.py").as_deref(), Some("changed in the sandbox\n"));
+    assert!(!s.local().join("theirs.txt").exists());
+    assert!(s.remote().join("theirs.txt").exists());
+    // Saves go up while watching.
+    write(&s.local(), "second.py", "2\n");
+    wait_for("a save in the sandbox", || {
+        read(&s.remote(), "second.py").as_deref() == Some("2\n")
+    });
+    sync.stop().await;
+
+    // One-way-replica: the sandbox becomes the folder's copy.
+    let mut sync = Running::start_in(&s, Mode::OneWayReplica);
+    sync.until("watching", |seen| seen.phase == Some(Phase::Watching)).await;
+    let expected: Vec<(String, String)> = [("app.py", "mine\n"), ("second.py", "2\n")]
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(snapshot(&s.remote()), expected);
+    assert_eq!(snapshot(&s.local()), expected);
+    sync.stop().await;
 }

@@ -29,6 +29,35 @@ pub enum Mode {
     OneWayReplica,
 }
 
+impl Mode {
+    /// Every mode, in the order offered.
+    pub fn all() -> &'static [Mode] {
+        <Mode as clap::ValueEnum>::value_variants()
+    }
+
+    /// The name the command line takes (`--mode`, `--sync-mode`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::TwoWaySafe => "two-way-safe",
+            Mode::OneWaySafe => "one-way-safe",
+            Mode::OneWayReplica => "one-way-replica",
+        }
+    }
+
+    /// What it does, in a line a user choosing it reads.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Mode::TwoWaySafe => "both ways; changed on both sides: a conflict, nothing lost",
+            Mode::OneWaySafe => "folder to sandbox; the sandbox's own changes stay",
+            Mode::OneWayReplica => "folder to sandbox; the sandbox becomes a copy, extras deleted",
+        }
+    }
+
+    pub fn one_way(self) -> bool {
+        self != Mode::TwoWaySafe
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Local,
@@ -550,6 +579,14 @@ mod tests {
 
     fn p(s: &str) -> WorkspacePath {
         WorkspacePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_mode_is_named_as_the_command_line_takes_it() {
+        use clap::ValueEnum;
+        for mode in Mode::all() {
+            assert_eq!(mode.to_possible_value().unwrap().get_name(), mode.name());
+        }
     }
 
     fn f(hash: &str) -> Node {

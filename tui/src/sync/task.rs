@@ -25,12 +25,13 @@ pub enum Update {
     Ended(Result<(), String>),
 }
 
-/// The settings the TUI syncs with: the command line's defaults.
-pub fn args(dir: PathBuf, project: String, state_dir: Option<PathBuf>) -> SyncArgs {
+/// The settings the TUI syncs with: the command line's defaults in the
+/// mode the user chose.
+pub fn args(dir: PathBuf, project: String, mode: Mode, state_dir: Option<PathBuf>) -> SyncArgs {
     SyncArgs {
         dir,
         project,
-        mode: Mode::TwoWaySafe,
+        mode,
         once: false,
         dry_run: false,
         max_deletes: 50,
