@@ -3,11 +3,13 @@
 //! The sandbox runs code the user does not control, and the sync carries
 //! its symlinks as links. A directory on the way to a path that is a link
 //! (`d -> ~/.ssh`, made by the sync a round earlier, or by the user) must
-//! never take a write, a rename or a deletion out of the folder. So every
-//! change the sync makes, and every read it uploads, goes through the
-//! directory that holds the path, opened from the root one component at a
-//! time with `O_NOFOLLOW` (as the runner's cap-std handle does on its side):
-//! a link on the way is an error (`ELOOP`, `ENOTDIR`), not a way out.
+//! never take a write, a rename or a deletion out of the folder, nor bring
+//! what is out there in. So every change the sync makes, and every read
+//! (the scanner's listings, `lstat`s and hashes, the ignore files, what is
+//! uploaded), goes through the directory that holds the path, opened from
+//! the root one component at a time with `O_NOFOLLOW` (as the runner's
+//! cap-std handle does on its side): a link on the way is an error
+//! (`ELOOP`, `ENOTDIR`), not a way out.
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -27,7 +29,8 @@ pub struct Parent {
     pub name: CString,
 }
 
-fn c_name(name: &str) -> io::Result<CString> {
+/// A name of the folder as the calls below take it.
+pub fn c_name(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
 }
 
@@ -85,6 +88,48 @@ impl Dir {
     /// What is at `name`, a link not followed.
     pub fn metadata(&self, name: &CStr) -> io::Result<std::fs::Metadata> {
         File::from(self.open_at(name, libc::O_PATH | libc::O_NOFOLLOW, 0)?).metadata()
+    }
+
+    /// The names in this directory (`.` and `..` left out), unsorted.
+    pub fn list(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStringExt;
+        // A descriptor of its own: the stream owns and closes it.
+        let fd = self.open_at(c".", libc::O_DIRECTORY | libc::O_RDONLY, 0)?;
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // SAFETY: `raw` is an open directory; on success its ownership
+        // passes to the stream (closed by closedir below, also on error).
+        let stream = unsafe { libc::fdopendir(raw) };
+        if stream.is_null() {
+            let error = io::Error::last_os_error();
+            // SAFETY: not taken by a stream: still ours to close.
+            unsafe { libc::close(raw) };
+            return Err(error);
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // SAFETY: errno is this thread's; readdir's NULL is the end only
+            // while errno stays 0.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: a stream opened above and not closed yet.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                let error = io::Error::last_os_error();
+                break if error.raw_os_error() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(error)
+                };
+            }
+            // SAFETY: readdir returned a valid entry whose name is a C
+            // string, valid until the next readdir on the stream.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsString::from_vec(name.to_vec()));
+            }
+        };
+        // SAFETY: closed once; the descriptor goes with it.
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
     }
 
     pub fn read_link(&self, name: &CStr) -> io::Result<String> {
@@ -148,22 +193,36 @@ impl Dir {
     }
 }
 
+/// Opens the directory at `path` (the root for the root), from `root`,
+/// refusing any link on the way and at its end.
+pub fn open(root: &Path, path: &WorkspacePath) -> io::Result<Dir> {
+    let mut dir = Dir::root(root)?;
+    if !path.is_root() {
+        for component in path.as_str().split('/') {
+            dir = dir.child_dir(&c_name(component)?)?;
+        }
+    }
+    Ok(dir)
+}
+
 /// Opens the directory holding `path`, from `root`, refusing any link on
 /// the way.
 pub fn parent(root: &Path, path: &WorkspacePath) -> io::Result<Parent> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the folder itself has no parent"))?;
-    let mut dir = Dir::root(root)?;
-    if let Some(up) = path.parent().filter(|p| !p.is_root()) {
-        for component in up.as_str().split('/') {
-            dir = dir.child_dir(&c_name(component)?)?;
-        }
-    }
+    let dir = open(root, &path.parent().unwrap_or_default())?;
     Ok(Parent {
         dir,
         name: c_name(name)?,
     })
+}
+
+/// Whether an error opening a path beneath the root means it is not
+/// there as asked: gone, or a file or a link where a directory was.
+pub fn is_gone(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+        || error.raw_os_error() == Some(libc::ELOOP)
 }
 
 /// Reads a whole file of the folder, never through a link.

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use cloudcode_proto::path::WorkspacePath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
+use super::beneath;
 use super::model::ancestors;
 
 /// The per-directory ignore files, in increasing precedence.
@@ -74,15 +75,11 @@ impl Rules {
 
     /// Re-reads `.git/info/exclude`.
     pub fn reload_exclude(&mut self) {
-        let path = self.root.join(".git/info/exclude");
-        self.exclude = if path.exists() {
-            let mut builder = GitignoreBuilder::new(&self.root);
-            if let Some(e) = builder.add(&path) {
-                self.warnings.push(format!("{}: {e}", path.display()));
-            }
-            builder.build().unwrap_or_else(|_| Gitignore::empty())
-        } else {
-            Gitignore::empty()
+        let mut builder = GitignoreBuilder::new(&self.root);
+        let exclude = WorkspacePath::parse(".git/info/exclude").ok();
+        self.exclude = match exclude.and_then(|path| self.add_file(&mut builder, &path)) {
+            Some(()) => builder.build().unwrap_or_else(|_| Gitignore::empty()),
+            None => Gitignore::empty(),
         };
     }
 
@@ -93,12 +90,8 @@ impl Rules {
         let mut builder = GitignoreBuilder::new(&abs);
         let mut any = false;
         for name in IGNORE_FILES {
-            let file = abs.join(name);
-            if file.is_file() {
-                any = true;
-                if let Some(e) = builder.add(&file) {
-                    self.warnings.push(format!("{}: {e}", file.display()));
-                }
+            if let Ok(file) = dir.join(name) {
+                any |= self.add_file(&mut builder, &file).is_some();
             }
         }
         if any {
@@ -111,6 +104,30 @@ impl Rules {
         } else {
             self.dirs.remove(dir);
         }
+    }
+
+    /// Adds an ignore file's lines to `builder`, read through the folder's
+    /// directories, never through a link (`GitignoreBuilder::add` opens a
+    /// plain path); `None` when there is no such file.
+    fn add_file(&mut self, builder: &mut GitignoreBuilder, path: &WorkspacePath) -> Option<()> {
+        let abs = self.root.join(path.as_relative_fs_path());
+        let bytes = match beneath::read(&self.root, path) {
+            Ok(bytes) => bytes,
+            Err(e) if beneath::is_gone(&e) || e.raw_os_error() == Some(libc::EISDIR) => return None,
+            Err(e) => {
+                self.warnings.push(format!("{}: {e}", abs.display()));
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        // As git reads one: a byte-order mark before the first line is not
+        // part of it.
+        for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+            if let Err(e) = builder.add_line(Some(abs.clone()), line) {
+                self.warnings.push(format!("{}:{}: {e}", abs.display(), n + 1));
+            }
+        }
+        Some(())
     }
 
     /// Forgets the matchers of a directory and everything below it (it is
@@ -221,5 +238,23 @@ mod tests {
         assert!(!rules.is_ignored(&p("sub/local-only"), false));
         assert!(Rules::is_rule_file(&p("sub/.gitignore")));
         assert!(Rules::is_rule_file(&p(".cloudcodeignore")));
+    }
+
+    #[test]
+    fn an_ignore_file_beyond_a_link_is_not_read() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = folder.path();
+        std::fs::create_dir_all(outside.path().join("sub")).unwrap();
+        std::fs::write(outside.path().join("sub/.gitignore"), "*.log\n").unwrap();
+        std::fs::create_dir_all(outside.path().join(".git/info")).unwrap();
+        std::fs::write(outside.path().join(".git/info/exclude"), "*.tmp\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join(".git"), root.join(".git")).unwrap();
+        let mut rules = Rules::new(root);
+        rules.load_dir(&p("d/sub"));
+        assert!(!rules.is_ignored(&p("d/sub/a.log"), false));
+        assert!(!rules.is_ignored(&p("a.tmp"), false));
+        assert!(rules.warnings.is_empty(), "{:?}", rules.warnings);
     }
 }

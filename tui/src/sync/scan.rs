@@ -4,18 +4,24 @@
 //! folder is 10,000 `lstat`s, not 10,000 reads. ctime is in the identity
 //! because a tool can put an mtime back; nothing can put a ctime back.
 //!
-//! Symlinks are recorded as links and never followed. Names that cannot
-//! exist in the sandbox (not UTF-8, control characters, the runner's
-//! reserved prefix) are reported and left out.
+//! Symlinks are recorded as links and never followed, also on the way:
+//! every directory is listed, and every entry looked at and read, through
+//! descriptors opened from the root one component at a time ([`beneath`]),
+//! so a directory swapped for a link to elsewhere mid-scan brings nothing
+//! of elsewhere in. Names that cannot exist in the sandbox (not UTF-8,
+//! control characters, the runner's reserved prefix) are reported and left
+//! out.
 
 use std::collections::BTreeMap;
+use std::ffi::CStr;
 use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cloudcode_proto::path::WorkspacePath;
 use serde::{Deserialize, Serialize};
 
+use super::beneath::{self, Dir};
 use super::model::{Node, Tree};
 use super::rules::Rules;
 
@@ -104,7 +110,12 @@ impl Scanner<'_> {
         // The top itself (a subtree scan of a path that is now a file, a
         // link, or gone).
         if !top.is_root() {
-            match self.entry(top, &previous, &mut stats)? {
+            let found = match beneath::parent(self.root, top) {
+                Ok(at) => self.entry(&at.dir, &at.name, top, &previous, &mut stats)?,
+                Err(e) if beneath::is_gone(&e) => None,
+                Err(e) => return Err(self.context(top, e)),
+            };
+            match found {
                 Some(entry) if entry.node.is_dir() => {
                     index.insert(top.clone(), entry);
                 }
@@ -124,30 +135,36 @@ impl Scanner<'_> {
             self.rules.load_dir(&dir);
             stats.dirs.push(dir.clone());
             let abs = self.root.join(dir.as_relative_fs_path());
-            let listing = match std::fs::read_dir(&abs) {
-                Ok(listing) => listing,
-                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", abs.display()))),
+            // Gone, or no longer a directory (a link now): its parent's
+            // entry says what it is.
+            let (handle, listing) = match beneath::open(self.root, &dir).and_then(|d| {
+                let names = d.list()?;
+                Ok((d, names))
+            }) {
+                Ok(found) => found,
+                Err(e) if beneath::is_gone(&e) => continue,
+                Err(e) => return Err(self.context(&dir, e)),
             };
             let mut names = Vec::new();
-            for entry in listing {
-                let entry = entry?;
-                let name = entry.file_name();
+            for name in listing {
                 let Some(name) = name.to_str() else {
-                    stats.skipped.push(format!(
-                        "{}: the name is not UTF-8",
-                        abs.join(entry.file_name()).display()
-                    ));
+                    stats
+                        .skipped
+                        .push(format!("{}: the name is not UTF-8", abs.join(&name).display()));
                     continue;
                 };
-                match dir.join(name) {
-                    Ok(path) => names.push(path),
+                let named = dir
+                    .join(name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|path| Ok((path, beneath::c_name(name).map_err(|e| e.to_string())?)));
+                match named {
+                    Ok(named) => names.push(named),
                     Err(e) => stats.skipped.push(format!("{}: {e}", abs.join(name).display())),
                 }
             }
             names.sort();
-            for path in names {
-                let Some(entry) = self.entry(&path, &previous, &mut stats)? else {
+            for (path, name) in names {
+                let Some(entry) = self.entry(&handle, &name, &path, &previous, &mut stats)? else {
                     continue;
                 };
                 if entry.node.is_dir() {
@@ -160,18 +177,26 @@ impl Scanner<'_> {
         Ok(stats)
     }
 
-    /// One path's entry; `None` when it is gone, ignored or not syncable.
+    fn context(&self, path: &WorkspacePath, e: io::Error) -> io::Error {
+        let abs = self.root.join(path.as_relative_fs_path());
+        io::Error::new(e.kind(), format!("{}: {e}", abs.display()))
+    }
+
+    /// One path's entry, `name` in `dir`; `None` when it is gone, ignored
+    /// or not syncable.
     fn entry(
         &mut self,
+        dir: &Dir,
+        name: &CStr,
         path: &WorkspacePath,
         previous: &LocalIndex,
         stats: &mut ScanStats,
     ) -> io::Result<Option<LocalEntry>> {
         let abs = self.root.join(path.as_relative_fs_path());
-        let meta = match std::fs::symlink_metadata(&abs) {
+        let meta = match dir.metadata(name) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => return Ok(None),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", abs.display()))),
+            Err(e) if beneath::is_gone(&e) => return Ok(None),
+            Err(e) => return Err(self.context(path, e)),
         };
         let ft = meta.file_type();
         if self.rules.is_ignored(path, ft.is_dir()) {
@@ -185,17 +210,22 @@ impl Scanner<'_> {
             }));
         }
         if ft.is_symlink() {
-            let target = std::fs::read_link(&abs)?;
-            let Some(target) = target.to_str() else {
-                stats
-                    .skipped
-                    .push(format!("{}: the link's target is not UTF-8", abs.display()));
-                return Ok(None);
+            let target = match dir.read_link(name) {
+                Ok(target) => target,
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    stats
+                        .skipped
+                        .push(format!("{}: the link's target is not UTF-8", abs.display()));
+                    return Ok(None);
+                }
+                // Replaced by something else since: looked at once settled.
+                Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(self.context(path, e)),
             };
             return Ok(Some(LocalEntry {
-                node: Node::Symlink {
-                    target: target.to_owned(),
-                },
+                node: Node::Symlink { target },
                 identity: None,
             }));
         }
@@ -219,7 +249,7 @@ impl Scanner<'_> {
                 identity: Some(identity),
             }));
         }
-        match hash_file(&abs)? {
+        match hash_file(dir, name).map_err(|e| self.context(path, e))? {
             Some((hash, identity, executable)) => {
                 stats.hashed += 1;
                 stats.hashed_bytes += identity.size;
@@ -234,18 +264,24 @@ impl Scanner<'_> {
     }
 }
 
-/// Hashes a file and returns the identity the hash is of: taken from the
-/// open file before and after reading, and retried while they differ (the
-/// file is being written). `None` when the file vanished or never held
-/// still (it is picked up when it settles).
-pub fn hash_file(path: &Path) -> io::Result<Option<(String, Identity, bool)>> {
+/// Hashes the file `name` in `dir` and returns the identity the hash is
+/// of: taken from the open file before and after reading, and retried while
+/// they differ (the file is being written). `None` when the file vanished,
+/// was replaced by a link, or never held still (it is picked up when it
+/// settles).
+pub fn hash_file(dir: &Dir, name: &CStr) -> io::Result<Option<(String, Identity, bool)>> {
     for _ in 0..HASH_TRIES {
-        let mut file = match std::fs::File::open(path) {
+        let mut file = match dir.open_file(name) {
             Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Err(e) if beneath::is_gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
         };
+        // Opened without blocking (a FIFO put there meanwhile): a regular
+        // file reads the same either way.
         let before = file.metadata()?;
+        if !before.is_file() {
+            return Ok(None);
+        }
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -260,8 +296,8 @@ pub fn hash_file(path: &Path) -> io::Result<Option<(String, Identity, bool)>> {
         }
         let after = file.metadata()?;
         let identity = Identity::of(&before);
-        // Also the path: a rename over it while we read means another file.
-        let now = std::fs::symlink_metadata(path).map(|m| Identity::of(&m)).ok();
+        // Also the name: a rename over it while we read means another file.
+        let now = dir.metadata(name).map(|m| Identity::of(&m)).ok();
         if Identity::of(&after) == identity && now == Some(identity) {
             let executable = after.mode() & 0o111 != 0;
             return Ok(Some((hasher.finalize().to_hex().to_string(), identity, executable)));
@@ -289,11 +325,6 @@ fn changed_below(top: &WorkspacePath, previous: &LocalIndex, index: &LocalIndex,
             out.push(path.clone());
         }
     }
-}
-
-/// The absolute path of a workspace path in the folder.
-pub fn local_path(root: &Path, path: &WorkspacePath) -> PathBuf {
-    root.join(path.as_relative_fs_path())
 }
 
 #[cfg(test)]
@@ -354,5 +385,46 @@ mod tests {
         std::fs::remove_dir_all(root.join("src")).unwrap();
         scan(root, &mut rules, &p("src"), &mut index);
         assert_eq!(index.len(), 2, "{index:?}");
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_on_the_way_brings_nothing_from_outside() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = folder.path();
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/sub/x.txt"), "mine").unwrap();
+        std::fs::create_dir_all(outside.path().join("sub")).unwrap();
+        std::fs::write(outside.path().join("sub/x.txt"), "outside x").unwrap();
+        std::fs::write(outside.path().join("sub/secret.txt"), "secret").unwrap();
+        let mut rules = Rules::new(root);
+        let mut index = LocalIndex::new();
+        scan(root, &mut rules, &WorkspacePath::root(), &mut index);
+        assert!(index.contains_key(&p("d/sub/x.txt")));
+
+        // `d` becomes a link out of the folder; the events that follow
+        // name paths below it, each looked at on its own.
+        std::fs::remove_dir_all(root.join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("d")).unwrap();
+        for top in ["d/sub/x.txt", "d/sub/secret.txt", "d/sub"] {
+            let stats = scan(root, &mut rules, &p(top), &mut index);
+            assert_eq!(stats.hashed, 0, "{top}: read through the link");
+            let below = |k: &WorkspacePath| k.starts_with(&p("d/sub")) && k.as_str() != "d/sub";
+            assert!(!index.keys().any(below), "{top}: {index:?}");
+        }
+        assert!(!index.contains_key(&p("d/sub")), "{index:?}");
+        scan(root, &mut rules, &WorkspacePath::root(), &mut index);
+        assert_eq!(
+            index[&p("d")].node,
+            Node::Symlink {
+                target: outside.path().to_str().unwrap().into()
+            }
+        );
+        let outside_hashes = [b"outside x".as_slice(), b"secret"].map(super::super::model::hash_bytes);
+        assert!(
+            !index.iter().any(|(path, e)| path.starts_with(&p("d/sub"))
+                || matches!(&e.node, Node::File { hash, .. } if outside_hashes.contains(hash))),
+            "{index:?}"
+        );
     }
 }
