@@ -35,9 +35,18 @@ use super::remote::RemoteView;
 use super::rules::TEMP_PREFIX;
 use super::scan::{Identity, LocalEntry, LocalIndex};
 
-/// Uploads in flight at once: enough to hide the round trip to the runner,
-/// few enough not to hold up a user's own saves there.
-const PARALLEL: usize = 64;
+/// Changes in flight at once. The runner answers an upload once the file
+/// is in storage, and commits what is waiting as one batch of up to 512
+/// files: a window of 64 left its commits small and storage idle between
+/// them (a first sync of 10,000 files: 8.4 s of uploads at 64, 3.5 s at
+/// 512; 1,024 was no faster, and a save of the user's own would wait
+/// behind more).
+const PARALLEL: usize = 512;
+/// Content in flight at once, read into memory until answered: so a window
+/// of large files does not hold gigabytes.
+const BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
+/// The unit the byte budget is counted in (a semaphore's permits).
+const BUDGET_UNIT: u64 = 1024;
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -233,9 +242,15 @@ impl Executor<'_> {
             // closure there makes the future not Send (a higher-ranked
             // lifetime the compiler cannot prove), and the TUI runs the
             // sync as a task.
+            let budget = std::sync::Arc::new(tokio::sync::Semaphore::new((BYTES_IN_FLIGHT / BUDGET_UNIT) as usize));
             let jobs: Vec<_> = wave
                 .into_iter()
                 .map(|change| {
+                    let size = self
+                        .index
+                        .get(change.path())
+                        .and_then(|e| e.identity)
+                        .map_or(0, |identity| identity.size);
                     let defer = match (&mut self.defer, change) {
                         (
                             Some(deferred),
@@ -254,6 +269,8 @@ impl Executor<'_> {
                         handle: self.handle,
                         version: self.remote.versions.get(change.path()).cloned(),
                         defer,
+                        size,
+                        budget: budget.clone(),
                     };
                     async move { (change, job.apply(change).await) }
                 })
@@ -494,6 +511,9 @@ struct RemoteJob<'a> {
     version: Option<String>,
     /// Send an upload's answer here instead of awaiting it.
     defer: Option<(tokio::sync::mpsc::UnboundedSender<WriteDone>, u64)>,
+    /// The file's size as scanned, and the wave's budget of bytes in flight.
+    size: u64,
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl RemoteJob<'_> {
@@ -584,6 +604,15 @@ impl RemoteJob<'_> {
                         let version = if content_known {
                             self.version.clone()
                         } else {
+                            // Held until answered; a file larger than the
+                            // whole budget waits until it is all free.
+                            let units = self.size.div_ceil(BUDGET_UNIT).clamp(1, BYTES_IN_FLIGHT / BUDGET_UNIT);
+                            let _held = self
+                                .budget
+                                .clone()
+                                .acquire_many_owned(units as u32)
+                                .await
+                                .map_err(|_| because("the sync is stopping"))?;
                             let bytes = beneath::read(self.root, path).map_err(|e| match e.raw_os_error() {
                                 Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
                                 _ => e.into(),
