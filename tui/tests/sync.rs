@@ -320,6 +320,33 @@ fn a_burst_of_ten_thousand_creates_all_arrive() {
 }
 
 #[test]
+fn changes_made_while_the_first_sync_runs_all_arrive() {
+    let s = Setup::new();
+    for i in 0..3_000 {
+        write(&s.local(), &format!("tree/{}/{i}.txt", i % 30), "x");
+    }
+    let watching = s.start_watching(&[], &[]);
+    // New files in new directories and edits, while the first reconcile
+    // scans, uploads and looks again, until it watches, and once after.
+    let mut n = 0;
+    while !watching.output().contains("watching") {
+        write(&s.local(), &format!("during/{}/{n}.txt", n % 7), &format!("{n}"));
+        write(&s.local(), "tree/0/0.txt", &format!("edit {n}"));
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    write(&s.local(), &format!("during/{}/{n}.txt", n % 7), &format!("{n}"));
+    write(&s.local(), "tree/0/0.txt", &format!("edit {n}"));
+    wait_for("every change in the sandbox", || {
+        read(&s.remote(), "tree/0/0.txt").as_deref() == Some(&format!("edit {n}"))
+            && (0..=n)
+                .all(|i| read(&s.remote(), &format!("during/{}/{i}.txt", i % 7)).as_deref() == Some(&format!("{i}")))
+    });
+    wait_for("both sides equal", || snapshot(&s.local()) == snapshot(&s.remote()));
+    drop(watching);
+}
+
+#[test]
 fn at_the_watch_limit_it_says_how_to_raise_it_and_polls() {
     let s = Setup::new();
     write(&s.local(), "d1/a", "1");

@@ -180,8 +180,16 @@ pub async fn run_with(
     }
     sync.load_remote(&handle).await?;
     sync.set_phase(Phase::Reconciling);
+    // Watched from the first reconcile on (its last look follows the
+    // watches), so watching starts without a whole-folder look of its own
+    // that the user's first change would wait behind.
+    let mut watch = (!sync.args.once && !sync.args.dry_run).then(|| {
+        let (events_tx, events) = mpsc::unbounded_channel::<LocalEvent>();
+        (LocalWatcher::start(&sync.folder, events_tx, sync.args.poll), events)
+    });
     let settled = loop {
-        match sync.settle(&handle, &mut incoming).await {
+        let watched = watch.as_mut().map(|(watcher, events)| (watcher, events));
+        match sync.settle(&handle, &mut incoming, watched).await {
             Ok(code) => break code,
             // Under the TUI a held first round waits for the user.
             Err(e) if controlled && e.downcast_ref::<Held>().is_some() => {
@@ -208,16 +216,18 @@ pub async fn run_with(
     }
 
     // Watching.
+    let Some((mut watcher, mut events)) = watch else {
+        return Ok(settled);
+    };
     let (writes_tx, mut writes) = mpsc::unbounded_channel::<WriteDone>();
     sync.deferred = Some(Deferred { tx: writes_tx, next: 0 });
-    let (events_tx, mut events) = mpsc::unbounded_channel::<LocalEvent>();
-    let mut watcher = LocalWatcher::start(&sync.folder, events_tx, sync.args.poll);
     if let Err(message) = watcher.watch_dirs(&sync.folder, sync.index.iter().filter(|(_, e)| e.node.is_dir())) {
         sync.report.line(&message);
     }
-    // What changed between the first look and the watches: look again.
-    let mut rescan_all = true;
-    let mut first_event: Option<Instant> = Some(Instant::now());
+    // Unless the last look came after the watches: what changed between
+    // it and them, looked at now.
+    let mut rescan_all = sync.first_look;
+    let mut first_event: Option<Instant> = rescan_all.then(Instant::now);
     sync.report.line(&format!(
         "watching {} ({} entries{}){}",
         sync.folder.display(),
@@ -241,6 +251,12 @@ pub async fn run_with(
             let latest = first + MAX_DELAY;
             tokio::time::Instant::from_std(quiet.min(latest))
         });
+        // A change in the folder waits only for the folder to be quiet (an
+        // editor's save is a burst of events), not for the runner: the
+        // previous save's answer, or the sandbox's echo of it, arriving
+        // meanwhile held a save back by a second quiet time. The sandbox's
+        // own bursts are still taken together.
+        let mut from_folder = false;
         tokio::select! {
             _ = &mut ctrl_c, if !controlled => {
                 sync.finish_uploads(&mut writes).await?;
@@ -276,6 +292,7 @@ pub async fn run_with(
             },
             event = events.recv(), if events_open => match event {
                 Some(LocalEvent::Paths(paths)) => {
+                    from_folder = true;
                     for path in paths {
                         if let Some(p) = sync.relative(&path) {
                             dirty_local.insert(p);
@@ -346,8 +363,11 @@ pub async fn run_with(
                 continue;
             }
         }
-        last_event = Instant::now();
-        first_event.get_or_insert(last_event);
+        let now = Instant::now();
+        if from_folder || first_event.is_none() || dirty_local.is_empty() {
+            last_event = now;
+        }
+        first_event.get_or_insert(now);
         if sync.status.pending == 0 {
             sync.set_pending(dirty_local.len() + dirty_remote.len() + rescan_all as usize);
         }
@@ -451,7 +471,8 @@ struct Sync<'r> {
     deferred: Option<Deferred>,
     /// Uploads whose answer has not come: their number and content.
     in_flight: HashMap<WorkspacePath, (u64, Node)>,
-    /// The next full rescan is the first one after the watches started.
+    /// No look at the whole folder has followed the watches yet: the next
+    /// full rescan is the first that does.
     first_look: bool,
 }
 
@@ -782,14 +803,24 @@ impl Sync<'_> {
 
     /// Rounds until nothing is left to do; returns the exit code `--once`
     /// means.
+    ///
+    /// With `watch` (the sync goes on watching), every look at the folder
+    /// comes after the watches of what it holds: when nothing is left to
+    /// do, whatever changes next sends an event.
     async fn settle(
         &mut self,
         handle: &RunnerHandle,
         incoming: &mut mpsc::UnboundedReceiver<Incoming>,
+        mut watch: Option<(&mut LocalWatcher, &mut mpsc::UnboundedReceiver<LocalEvent>)>,
     ) -> anyhow::Result<i32> {
+        self.first_look = true;
         for round in 0..MAX_ROUNDS {
-            if round > 0 {
+            if let Some((watcher, events)) = watch.as_mut() {
+                self.watch_then_look(watcher, events)?;
+            } else if round > 0 {
                 self.full_scan()?;
+            }
+            if round > 0 {
                 // What the sandbox said changed so far (mostly the echoes
                 // of this reconcile's own uploads: tens of thousands after a
                 // first sync) happened before the manifest asked for next,
@@ -804,6 +835,8 @@ impl Sync<'_> {
             }
             let did = self.round(handle, plan, None).await?;
             if !did {
+                // Agreed as of a look the watches cover.
+                self.first_look = watch.is_none();
                 break;
             }
         }
@@ -981,6 +1014,43 @@ impl Sync<'_> {
         ));
     }
 
+    /// Watches every directory the folder is known to hold, then looks at
+    /// all of it (and watches what is new): what changed before is in the
+    /// look, what changes after sends an event. The events so far are
+    /// dropped, the look sees all they name.
+    fn watch_then_look(
+        &mut self,
+        watcher: &mut LocalWatcher,
+        events: &mut mpsc::UnboundedReceiver<LocalEvent>,
+    ) -> anyhow::Result<()> {
+        let dirs: Vec<WorkspacePath> = std::iter::once(WorkspacePath::root())
+            .chain(
+                self.index
+                    .iter()
+                    .filter(|(_, e)| e.node.is_dir())
+                    .map(|(p, _)| p.clone()),
+            )
+            .collect();
+        let fresh = watcher.unwatched(&dirs);
+        if let Err(message) = watcher.watch_paths(&self.folder, &fresh) {
+            self.report.line(&message);
+        }
+        loop {
+            match events.try_recv() {
+                Ok(LocalEvent::LimitReached) => {
+                    self.report.warn(&watch_limit_message());
+                    watcher.fall_back_to_polling();
+                }
+                Ok(LocalEvent::Paths(_) | LocalEvent::Rescan) => {}
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // The watcher is gone: the loop polls.
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        self.scan_and_watch(&WorkspacePath::root(), watcher)?;
+        Ok(())
+    }
+
     /// Scans `top`, watches the directories found that are not watched
     /// yet, and looks at those once more: what was created in them before
     /// their watch existed sends no event and would be missed.
@@ -1097,7 +1167,8 @@ impl Sync<'_> {
             if self.await_in_flight(handle, &plan, writes, dirty_remote).await? {
                 plan = self.plan_in(scope.as_ref());
             }
-            if !self.round(handle, plan, scope.as_ref()).await? {
+            let more = self.round(handle, plan, scope.as_ref()).await?;
+            if !more {
                 break;
             }
             // The executor kept both views current; only conflict copies

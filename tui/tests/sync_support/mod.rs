@@ -89,6 +89,10 @@ impl Runner {
         (child, addr)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where the runner's local storage keeps the project.
     pub fn storage(&self) -> &Path {
         &self.storage
@@ -178,6 +182,13 @@ impl Setup {
     }
 
     pub fn watch_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Watching {
+        let watching = self.start_watching(extra, env);
+        watching.wait_line("watching");
+        watching
+    }
+
+    /// `sync` started, not waited on.
+    pub fn start_watching(&self, extra: &[&str], env: &[(&str, &str)]) -> Watching {
         let mut cmd = self.command(extra);
         cmd.envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -197,9 +208,7 @@ impl Setup {
                 }
             });
         }
-        let watching = Watching { child, lines };
-        watching.wait_line("watching");
-        watching
+        Watching { child, lines }
     }
 }
 
