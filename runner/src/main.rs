@@ -97,6 +97,20 @@ fn lower_watcher_threads() {
     }
 }
 
+/// Runs the accept loop on the runtime's worker, not on the thread that
+/// `block_on` runs `run` on: there every new connection cost two wake-ups
+/// of sleeping threads before its first byte was read (the worker's poll
+/// woke this thread, which accepted and handed the connection back to the
+/// worker), most of a WebSocket upgrade's time on an idle runner.
+async fn serve_on_worker(
+    serve: impl std::future::IntoFuture<Output = std::io::Result<()>, IntoFuture: Send + 'static>,
+) -> anyhow::Result<()> {
+    tokio::spawn(serve.into_future())
+        .await
+        .context("the server task failed")?
+        .context("serving")
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match config.storage {
         StorageKind::Local => {
@@ -321,10 +335,8 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
         let listener = bind_unix(path)?;
         println!("cloudcode-runner listening on unix:{}", path.display());
         tracing::info!(project = %config.project, "listening on {}", path.display());
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("serving")?;
+        serve_on_worker(axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }))
+            .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -340,10 +352,8 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
                 tracing::debug!("TCP_NODELAY: {e}");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("serving")?;
+        serve_on_worker(axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }))
+            .await?;
     }
 
     // Programs get their hangup first, so what they write on the way out is
