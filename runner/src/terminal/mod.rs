@@ -30,6 +30,19 @@ use self::scrollback::{Next, Scrollback};
 
 /// Largest read from a PTY, and so the largest output frame.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads of this many bytes are of a stream of output (not an echo, not a
+/// prompt): after one, the reader lets the program write on for
+/// [`STREAM_GATHER`] before it reads again. A PTY hands over at most 4 KiB
+/// a read, and each read wakes a kernel worker to refill it; a reader that
+/// read as soon as anything was there got 1-2 KiB a read from `base64`
+/// (some 900 context switches per MB, and each read woke the pumps and
+/// made a frame). Gathering delays what follows a stream by at most that
+/// long, and neither an echo nor the first output after a pause, which
+/// are read at once. From 32 KiB a read on, the program writes faster than
+/// a pause lets through without filling the PTY's buffer (about 64 KiB),
+/// and the reader reads on.
+const STREAM_READS: std::ops::Range<usize> = 1024..32 * 1024;
+const STREAM_GATHER: Duration = Duration::from_micros(300);
 /// Between the hangup and SIGKILL when a terminal is closed: what ignores
 /// SIGHUP is killed then.
 const HANGUP_GRACE: Duration = Duration::from_secs(1);
@@ -503,8 +516,18 @@ fn spawn_reader(
         .stack_size(256 * 1024)
         .name(format!("pty-read-{id}"))
         .spawn(move || {
+            // The first thread on the way of every output byte, a keystroke's
+            // echo included: with the default slice a kworker or the program
+            // itself preempts it at the end of a read, and once woken it
+            // waits out whatever runs. (Not passed on: it starts nothing.)
+            crate::sched::shorten_slice(0);
             let mut buf = vec![0u8; READ_CHUNK];
+            // Set after a read of a stream of output (see STREAM_READS).
+            let mut streaming = false;
             loop {
+                if streaming {
+                    std::thread::sleep(STREAM_GATHER);
+                }
                 match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(mut n) => {
@@ -519,6 +542,7 @@ fn spawn_reader(
                                 Ok(more) => n += more,
                             }
                         }
+                        streaming = STREAM_READS.contains(&n);
                         let mut state = terminal.lock();
                         state.scrollback.push(&buf[..n]);
                         let seq = state.scrollback.end_seq();
