@@ -21,7 +21,9 @@
 //! `BENCH_ROUNDS` (default 3) and `BENCH_STALL_SECS` (default 10) to change
 //! the run, `BENCH_ONLY=connect` to measure connect to first prompt alone
 //! (4 × as many connections a round), `BENCH_ONLY=echo` the echo alone (4 ×
-//! 300 keystrokes a round), `BENCH_TRACE=1` to print when each
+//! 300 keystrokes a round), `BENCH_ONLY=output` the output alone (4 × 20 MB
+//! a round), `BENCH_ONLY=upgrade` the WebSocket upgrade alone (200
+//! connections a round, no terminal), `BENCH_TRACE=1` to print when each
 //! connection was upgraded, had its terminal and got its first output.
 //! `BENCH_BASELINE=path` adds another build of the runner to every round
 //! (before and after a change, in the same run).
@@ -49,6 +51,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const SHELL: &[&str] = &["/bin/bash"];
 const ECHO_KEYS: usize = 300;
 const CONNECTS_PER_ROUND: usize = 15;
+/// WebSocket upgrades a round with `BENCH_ONLY=upgrade`.
+const UPGRADES_PER_ROUND: usize = 200;
 const OUTPUT_SOURCE_BYTES: usize = 15 * 1024 * 1024; // base64: 20.2 MB of output
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,6 +63,8 @@ enum Kind {
 
 struct Server {
     kind: Kind,
+    /// How the figures name it: runner, baseline or ttyd.
+    name: &'static str,
     child: Child,
     url: String,
     token: String,
@@ -67,10 +73,10 @@ struct Server {
 
 impl Server {
     fn start_runner() -> Self {
-        Self::start_runner_binary(Path::new(env!("CARGO_BIN_EXE_cloudcode-runner")))
+        Self::start_runner_binary(Path::new(env!("CARGO_BIN_EXE_cloudcode-runner")), "runner")
     }
 
-    fn start_runner_binary(exe: &Path) -> Self {
+    fn start_runner_binary(exe: &Path, name: &'static str) -> Self {
         let workspace = tempfile::tempdir().unwrap();
         let storage = tempfile::tempdir().unwrap();
         let home = user_home();
@@ -101,6 +107,7 @@ impl Server {
         });
         Self {
             kind: Kind::Runner,
+            name,
             child,
             url: format!("ws://{addr}/v1/ws"),
             token,
@@ -130,6 +137,7 @@ impl Server {
         }
         Self {
             kind: Kind::Ttyd,
+            name: "ttyd",
             child,
             url: format!("ws://127.0.0.1:{port}/ws"),
             token: String::new(),
@@ -166,10 +174,8 @@ impl Server {
         field("Private_Dirty:") + field("Private_Clean:")
     }
 
-    /// Connects and opens a terminal; returns the socket once the first
-    /// output byte (the prompt) arrived, and the time that took.
-    async fn open_terminal(&self) -> (Terminal, Duration) {
-        let started = Instant::now();
+    /// A new WebSocket connection, as each server's own page opens it.
+    async fn upgrade(&self) -> Socket {
         let mut request = self.url.as_str().into_client_request().unwrap();
         match self.kind {
             Kind::Runner => {
@@ -183,9 +189,17 @@ impl Server {
                     .insert("sec-websocket-protocol", "tty".parse().unwrap());
             }
         }
-        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("connect");
+        socket
+    }
+
+    /// Connects and opens a terminal; returns the socket once the first
+    /// output byte (the prompt) arrived, and when each step was done.
+    async fn open_terminal(&self) -> (Terminal, Opened) {
+        let started = Instant::now();
+        let mut socket = self.upgrade().await;
         let t_ws = started.elapsed();
         match self.kind {
             Kind::Runner => {
@@ -225,11 +239,16 @@ impl Server {
         assert!(!first.is_empty());
         if std::env::var("BENCH_TRACE").is_ok() {
             eprintln!(
-                "{:?}: upgraded {t_ws:?}, terminal {t_opened:?}, first output {took:?}",
-                self.kind
+                "{}: upgraded {t_ws:?}, terminal {t_opened:?}, first output {took:?}",
+                self.name
             );
         }
-        (terminal, took)
+        let opened = Opened {
+            upgraded: t_ws,
+            answered: t_opened,
+            first_output: took,
+        };
+        (terminal, opened)
     }
 }
 
@@ -237,6 +256,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         cloudcode_proto::testing::terminate(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Since the connection began: the WebSocket upgrade done, the terminal
+/// open answered (ttyd answers nothing: its hello sent), its first output
+/// received.
+#[derive(Clone, Copy)]
+struct Opened {
+    upgraded: Duration,
+    answered: Duration,
+    first_output: Duration,
 }
 
 struct Terminal {
@@ -419,10 +448,21 @@ struct Figures {
     stall_cpu_s: Vec<f64>,
     stall_cpu_ms_per_mb: Vec<f64>,
     connect_ms: Vec<f64>,
+    upgraded_ms: Vec<f64>,
+    answered_ms: Vec<f64>,
     idle_rss_mib: Vec<f64>,
     idle_private_mib: Vec<f64>,
     one_terminal_rss_mib: Vec<f64>,
     stalled_growth_mib: Vec<f64>,
+}
+
+impl Figures {
+    fn record_connect(&mut self, opened: Opened) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        self.connect_ms.push(ms(opened.first_output));
+        self.upgraded_ms.push(ms(opened.upgraded));
+        self.answered_ms.push(ms(opened.answered));
+    }
 }
 
 async fn echo_round_trips(terminal: &mut Terminal) -> (f64, f64) {
@@ -507,8 +547,8 @@ fn only_connect() -> bool {
 /// many rather than of one per round.
 async fn connects(server: &Server, count: usize, figures: &mut Figures) {
     for _ in 0..count {
-        let (mut terminal, connect) = server.open_terminal().await;
-        figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
+        let (mut terminal, opened) = server.open_terminal().await;
+        figures.record_connect(opened);
         terminal.send(b"exit\r").await;
         drop(terminal);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -516,8 +556,26 @@ async fn connects(server: &Server, count: usize, figures: &mut Figures) {
 }
 
 async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut Figures) {
+    if only("upgrade") {
+        for _ in 0..UPGRADES_PER_ROUND {
+            let started = Instant::now();
+            let socket = server.upgrade().await;
+            figures.upgraded_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            drop(socket);
+        }
+        return;
+    }
     if only_connect() {
         connects(server, 4 * (CONNECTS_PER_ROUND + 1), figures).await;
+        return;
+    }
+    if only("output") {
+        let (mut terminal, _) = server.open_terminal().await;
+        for _ in 0..4 {
+            let (mb_s, cpu_per_mb) = output_throughput(server, &mut terminal, source).await;
+            figures.output_mb_s.push(mb_s);
+            figures.output_cpu_ms_per_mb.push(cpu_per_mb);
+        }
         return;
     }
     if only("echo") {
@@ -532,14 +590,14 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
     }
     figures.idle_rss_mib.push(server.rss_kib() as f64 / 1024.0);
     figures.idle_private_mib.push(server.private_kib() as f64 / 1024.0);
-    eprintln!("  {:?}: connect", server.kind);
-    let (mut terminal, connect) = server.open_terminal().await;
-    figures.connect_ms.push(connect.as_secs_f64() * 1000.0);
+    eprintln!("  {}: connect", server.name);
+    let (mut terminal, opened) = server.open_terminal().await;
+    figures.record_connect(opened);
     terminal.ready("echo").await;
     figures.one_terminal_rss_mib.push(server.rss_kib() as f64 / 1024.0);
-    eprintln!("  {:?}: echo", server.kind);
+    eprintln!("  {}: echo", server.name);
     let (p50, p99) = echo_round_trips(&mut terminal).await;
-    eprintln!("  {:?}: output", server.kind);
+    eprintln!("  {}: output", server.name);
     figures.echo_p50_ms.push(p50);
     figures.echo_p99_ms.push(p99);
     let (mb_s, cpu_per_mb) = output_throughput(server, &mut terminal, source).await;
@@ -547,9 +605,9 @@ async fn measure(server: &Server, source: &Path, stall: Duration, figures: &mut 
     figures.output_cpu_ms_per_mb.push(cpu_per_mb);
     terminal.send(b"exit\r").await;
     drop(terminal);
-    eprintln!("  {:?}: connects", server.kind);
+    eprintln!("  {}: connects", server.name);
     connects(server, CONNECTS_PER_ROUND, figures).await;
-    eprintln!("  {:?}: stalled client", server.kind);
+    eprintln!("  {}: stalled client", server.name);
     let (growth, cpu, cpu_per_mb) = stalled_client(server, stall).await;
     figures.stalled_growth_mib.push(growth);
     figures.stall_cpu_s.push(cpu);
@@ -680,7 +738,7 @@ async fn main() {
             measure(&server, &source, stall, &mut runner_figures).await;
         }
         if let Some(exe) = &baseline {
-            let server = Server::start_runner_binary(exe);
+            let server = Server::start_runner_binary(exe, "baseline");
             tokio::time::sleep(Duration::from_millis(300)).await;
             measure(&server, &source, stall, &mut baseline_figures).await;
         }
@@ -689,7 +747,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             measure(&server, &source, stall, &mut ttyd_figures).await;
         }
-        if only_connect() || only("echo") {
+        if only_connect() || only("echo") || only("output") || only("upgrade") {
             continue;
         }
         bare.push(
@@ -701,10 +759,33 @@ async fn main() {
             .unwrap(),
         );
     }
-    if only_connect() || only("echo") {
-        let (what, pick): (&str, fn(&mut Figures) -> String) = if only_connect() {
-            ("connect to first prompt", |f| {
-                format!("{:.2} ms", median(&mut f.connect_ms))
+    if only_connect() || only("echo") || only("output") || only("upgrade") {
+        let (what, pick): (&str, fn(&mut Figures) -> String) = if only("upgrade") {
+            ("WebSocket upgrade of 200 connections", |f| {
+                format!(
+                    "{:.3} ms (p90 {:.3})",
+                    median(&mut f.upgraded_ms),
+                    percentile(&f.upgraded_ms, 90.0)
+                )
+            })
+        } else if only_connect() {
+            ("connect to first prompt (upgraded, terminal answered)", |f| {
+                format!(
+                    "{:.2} ms ({:.3}, {:.3})",
+                    median(&mut f.connect_ms),
+                    median(&mut f.upgraded_ms),
+                    median(&mut f.answered_ms)
+                )
+            })
+        } else if only("output") {
+            ("output of 4 x 20 MB", |f| {
+                let all = f.output_mb_s.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>();
+                format!(
+                    "{:.1} MB/s, CPU {:.1} ms/MB (per run: {} MB/s)",
+                    median(&mut f.output_mb_s),
+                    median(&mut f.output_cpu_ms_per_mb),
+                    all.join(" / ")
+                )
             })
         } else {
             ("echo p50 / p99 of 4 x 300 keystrokes", |f| {
