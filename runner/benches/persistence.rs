@@ -8,7 +8,10 @@
 //! - the time until `BENCH_FILES` (100,000) new small files, made by a
 //!   program in a terminal, are durable in storage, against `rsync -a` of
 //!   the same tree;
-//! - keystroke echo p50/p99 in a terminal meanwhile;
+//! - keystroke echo p50/p99 in a terminal meanwhile, split into while the
+//!   program makes them and after it, and beside the same program making
+//!   the same tree outside the workspace (nothing to persist: the floor the
+//!   user's own program sets on this machine);
 //! - a recursive `delete` of those files over the protocol, with the echo
 //!   meanwhile;
 //! - the restore of those files by a new runner (start until it listens),
@@ -17,7 +20,10 @@
 //!   against the tests' S3 server, `BENCH_S3_FILES` (10,000) files until
 //!   durable and their restore.
 //!
-//! `BENCH_RUNNER=path` measures another build of the runner.
+//! `BENCH_RUNNER=path` measures another build of the runner;
+//! `BENCH_ONLY=save` runs only the saves, `BENCH_ONLY=bulk` all but them
+//! (and the S3 column); `BENCH_NO_CGROUP=1` leaves the runner in the
+//! benchmark's own CPU cgroup (see [`SandboxCgroup`]).
 //!
 //! The program that makes the files is this benchmark's own executable
 //! (`persistence make-tree DIR COUNT SIZE`), run in a terminal of the
@@ -44,8 +50,52 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A CPU control group for the runner, as the local backend gives every
+/// sandbox one (and Kubernetes every pod): the runner, its shells and their
+/// programs then share one run queue, where the storage threads'
+/// `SCHED_IDLE` yields to a waking shell at once. A runner left in the root
+/// group would have each terminal in an autogroup of its own, against which
+/// the idle class counts for nothing: not the way any user meets it.
+/// `None` without the rights to make one (`BENCH_NO_CGROUP` asks for none).
+struct SandboxCgroup {
+    dir: PathBuf,
+}
+
+impl SandboxCgroup {
+    fn create() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if std::env::var_os("BENCH_NO_CGROUP").is_some() {
+            return None;
+        }
+        let name = format!(
+            "cloudcode-bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let parent = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/cpu")
+        };
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).ok().map(|()| Self { dir })
+    }
+
+    fn join(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("moving the runner into its cgroup");
+    }
+}
+
+impl Drop for SandboxCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 struct Runner {
     child: Child,
+    _cgroup: Option<SandboxCgroup>,
     url: String,
     token: String,
     started: Instant,
@@ -85,6 +135,10 @@ impl Runner {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting the runner");
+        let cgroup = SandboxCgroup::create();
+        if let Some(cgroup) = &cgroup {
+            cgroup.join(child.id());
+        }
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -97,6 +151,7 @@ impl Runner {
         });
         Self {
             child,
+            _cgroup: cgroup,
             url: format!("ws://{addr}/v1/ws"),
             token,
             started,
@@ -263,13 +318,20 @@ async fn pending(client: &RunnerClient) -> u64 {
     }
 }
 
+/// One keystroke's round trip, and when it was typed.
+#[derive(Clone, Copy)]
+struct Echo {
+    typed: Instant,
+    took: Duration,
+}
+
 /// Types a key and waits for its echo, over and over, until `stop`;
 /// returns the round trips. A second key erases it again (not timed).
-async fn echo_loop(mut client: RunnerClient, term: TermId, stop: Arc<AtomicBool>) -> Vec<Duration> {
+async fn echo_loop(mut client: RunnerClient, term: TermId, stop: Arc<AtomicBool>) -> Vec<Echo> {
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for (key, timed) in [(&b"x"[..], true), (&b"\x7f"[..], false)] {
-            let started = Instant::now();
+            let typed = Instant::now();
             client.send_input(term, key).unwrap();
             loop {
                 match tokio::time::timeout(Duration::from_secs(30), client.next_incoming()).await {
@@ -279,12 +341,22 @@ async fn echo_loop(mut client: RunnerClient, term: TermId, stop: Arc<AtomicBool>
                 }
             }
             if timed {
-                samples.push(started.elapsed());
+                samples.push(Echo {
+                    typed,
+                    took: typed.elapsed(),
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     samples
+}
+
+/// The round trips of the keystrokes typed before `at`, and of those after.
+fn split_at(samples: &[Echo], at: Instant) -> (Vec<Duration>, Vec<Duration>) {
+    let (before, after): (Vec<&Echo>, Vec<&Echo>) = samples.iter().partition(|e| e.typed < at);
+    let took = |v: Vec<&Echo>| v.into_iter().map(|e| e.took).collect();
+    (took(before), took(after))
 }
 
 async fn open_echo_terminal(runner: &Runner) -> (RunnerClient, TermId) {
@@ -321,6 +393,7 @@ async fn main() {
     if args.first().map(String::as_str) == Some("make-tree") {
         return make_tree_command(&args[1..]);
     }
+    let only = std::env::var("BENCH_ONLY").ok();
     let n_saves = env_usize("BENCH_SAVES", 50);
     let burst = env_usize("BENCH_BURST", 50_000);
     let files = env_usize("BENCH_FILES", 100_000);
@@ -332,63 +405,76 @@ async fn main() {
     };
     let issuer = TokenIssuer::generate().unwrap();
     println!("persistence benchmark: local storage; rsync -a of the same trees in the same run");
+    println!(
+        "the runner runs in a CPU cgroup of its own, as a sandbox does: {}",
+        if let Some(cgroup) = SandboxCgroup::create() {
+            format!("yes ({})", cgroup.dir.display())
+        } else {
+            "no (BENCH_NO_CGROUP, or no rights to make one): each terminal is an autogroup".into()
+        }
+    );
 
     // 1. A save, idle and during a burst of empty files.
-    let (workspace, storage) = (dir("ws1"), dir("st1"));
-    let runner = Runner::start(&issuer, &workspace, &storage);
-    let client = runner.client().await;
-    let idle = saves(&client, n_saves, Duration::from_millis(20)).await;
-    println!("save of 9 bytes, idle:                        {}", stats(&idle));
-    let burst_started = Instant::now();
-    let maker = spawn_maker(&runner, "node_modules", burst, 0);
-    let mut busy = Vec::new();
-    let mut max_pending = 0;
-    while busy.len() < n_saves {
-        busy.extend(saves(&client, 1, Duration::from_millis(50)).await);
-        if busy.len() % 5 == 0 {
-            max_pending = max_pending.max(pending(&client).await);
+    if only.as_deref().is_none_or(|o| o == "save") {
+        let (workspace, storage) = (dir("ws1"), dir("st1"));
+        let runner = Runner::start(&issuer, &workspace, &storage);
+        let client = runner.client().await;
+        let idle = saves(&client, n_saves, Duration::from_millis(20)).await;
+        println!("save of 9 bytes, idle:                        {}", stats(&idle));
+        let burst_started = Instant::now();
+        let maker = spawn_maker(&runner, "node_modules", burst, 0);
+        let mut busy = Vec::new();
+        let mut max_pending = 0;
+        while busy.len() < n_saves {
+            busy.extend(saves(&client, 1, Duration::from_millis(50)).await);
+            if busy.len() % 5 == 0 {
+                max_pending = max_pending.max(pending(&client).await);
+            }
         }
-    }
-    let made_in = maker.await.unwrap();
-    println!(
-        "save of 9 bytes, while {burst} empty files are made: {} (pending up to {max_pending})",
-        stats(&busy)
-    );
-    loop {
-        let left = pending(&client).await;
-        if left == 0 && count_files(&storage) > burst {
-            break;
+        let made_in = maker.await.unwrap();
+        println!(
+            "save of 9 bytes, while {burst} empty files are made: {} (pending up to {max_pending})",
+            stats(&busy)
+        );
+        loop {
+            let left = pending(&client).await;
+            if left == 0 && count_files(&storage) > burst {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "  the {burst} files: made in {}, durable after {}",
-        ms(made_in),
-        ms(burst_started.elapsed())
-    );
-    drop(client);
-    runner.stop();
-    // The disk's own floor for a durable save under the same burst: write a
-    // temporary file, fsync it, rename it over the file, fsync the
-    // directory (what the runner and local storage do), with no runner.
-    let floor = {
-        let (root, done) = (dir("floor"), Arc::new(AtomicBool::new(false)));
-        let maker = {
-            let (root, done) = (root.clone(), done.clone());
-            std::thread::spawn(move || {
-                make_tree(&root, "node_modules", burst, 0);
-                done.store(true, Ordering::Relaxed);
-            })
+        println!(
+            "  the {burst} files: made in {}, durable after {}",
+            ms(made_in),
+            ms(burst_started.elapsed())
+        );
+        drop(client);
+        runner.stop();
+        // The disk's own floor for a durable save under the same burst: write a
+        // temporary file, fsync it, rename it over the file, fsync the
+        // directory (what the runner and local storage do), with no runner.
+        let floor = {
+            let (root, done) = (dir("floor"), Arc::new(AtomicBool::new(false)));
+            let maker = {
+                let (root, done) = (root.clone(), done.clone());
+                std::thread::spawn(move || {
+                    make_tree(&root, "node_modules", burst, 0);
+                    done.store(true, Ordering::Relaxed);
+                })
+            };
+            let mut samples = Vec::new();
+            while samples.len() < n_saves {
+                samples.push(bare_durable_write(&root));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            maker.join().unwrap();
+            samples
         };
-        let mut samples = Vec::new();
-        while samples.len() < n_saves {
-            samples.push(bare_durable_write(&root));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        maker.join().unwrap();
-        samples
-    };
-    println!("  bare write+fsync+rename+fsync, same burst: {}", stats(&floor));
+        println!("  bare write+fsync+rename+fsync, same burst: {}", stats(&floor));
+    }
+    if only.as_deref() == Some("save") {
+        return;
+    }
 
     // 2. Bulk: 100,000 small files until durable, echo meanwhile; rsync of
     // the same tree for reference.
@@ -400,18 +486,35 @@ async fn main() {
     let client = runner.client().await;
     let (echo_client, term) = open_echo_terminal(&runner).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let echo_idle = {
+    let echo_idle: Vec<Duration> = {
         let stop2 = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(echo_loop(echo_client, term, stop2.clone()));
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop2.store(true, Ordering::Relaxed);
-        task.await.unwrap()
+        task.await.unwrap().iter().map(|e| e.took).collect()
     };
     println!("keystroke echo, idle:                         {}", stats(&echo_idle));
+    // The floor: the same program making the same tree outside the
+    // workspace, so nothing is persisted; what a user's own program costs
+    // the echo on this machine.
+    let (echo_client, term) = open_echo_terminal(&runner).await;
+    let floor_stop = Arc::new(AtomicBool::new(false));
+    let echo = tokio::spawn(echo_loop(echo_client, term, floor_stop.clone()));
+    let outside = dir("outside");
+    spawn_maker(&runner, &outside.join("bulk").display().to_string(), files, 200)
+        .await
+        .unwrap();
+    floor_stop.store(true, Ordering::Relaxed);
+    let echo_floor: Vec<Duration> = echo.await.unwrap().iter().map(|e| e.took).collect();
+    println!(
+        "keystroke echo, while they are made outside the workspace (no persistence): {}",
+        stats(&echo_floor)
+    );
     let (echo_client, term) = open_echo_terminal(&runner).await;
     let echo = tokio::spawn(echo_loop(echo_client, term, stop.clone()));
     let started = Instant::now();
     let made_in = spawn_maker(&runner, "bulk", files, 200).await.unwrap();
+    let made_at = Instant::now();
     loop {
         if pending(&client).await == 0 && count_files(&storage) >= files {
             break;
@@ -428,14 +531,30 @@ async fn main() {
         ms(rsync_bulk),
         durable_in.as_secs_f64() / rsync_bulk.as_secs_f64()
     );
-    println!("keystroke echo, while they are persisted:     {}", stats(&echo_bulk));
+    let all: Vec<Duration> = echo_bulk.iter().map(|e| e.took).collect();
+    let (while_made, after_made) = split_at(&echo_bulk, made_at);
+    println!("keystroke echo, while they are persisted:     {}", stats(&all));
+    println!("  while the program makes them:               {}", stats(&while_made));
+    println!("  after it, until storage has them all:       {}", stats(&after_made));
     drop(client);
-    runner.stop();
 
-    // 3. Restore by a new runner over the same storage.
+    // 3. A restore of the same tree by a new runner (from a copy of the
+    // storage, as another project's sandbox starting on this machine), with
+    // the echo meanwhile in the first runner's terminal: a restore runs
+    // before its own runner listens, so it is felt in the others.
     let rsync_restore = rsync(&storage, &dir("rsync-restore"));
+    let copy = dir("st3");
+    rsync(&storage, &copy);
+    let (echo_client, term) = open_echo_terminal(&runner).await;
+    let restore_stop = Arc::new(AtomicBool::new(false));
+    let echo = tokio::spawn(echo_loop(echo_client, term, restore_stop.clone()));
     let workspace = dir("ws3");
-    let runner = Runner::start(&issuer, &workspace, &storage);
+    // The echo goes on on the runtime's other worker.
+    let restorer = tokio::task::block_in_place(|| Runner::start(&issuer, &workspace, &copy));
+    restore_stop.store(true, Ordering::Relaxed);
+    let echo_restore: Vec<Duration> = echo.await.unwrap().iter().map(|e| e.took).collect();
+    runner.stop();
+    let runner = restorer;
     let restored = count_files(&workspace);
     println!(
         "restore of {files} files (start to listening): {} ({restored} files); rsync -a: {} ({:.1}x)",
@@ -443,6 +562,7 @@ async fn main() {
         ms(rsync_restore),
         runner.listening_after.as_secs_f64() / rsync_restore.as_secs_f64()
     );
+    println!("keystroke echo, in another runner meanwhile:  {}", stats(&echo_restore));
 
     // 4. A recursive delete of them over the protocol, echo meanwhile.
     let client = runner.client().await;
@@ -459,7 +579,7 @@ async fn main() {
         .await;
     let delete_in = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let echo_delete = echo.await.unwrap();
+    let echo_delete: Vec<Duration> = echo.await.unwrap().iter().map(|e| e.took).collect();
     println!(
         "recursive delete of {files} files, until durable: {} ({})",
         ms(delete_in),
@@ -474,7 +594,9 @@ async fn main() {
     runner.stop();
 
     #[cfg(feature = "s3")]
-    s3_column(&issuer, dir).await;
+    if only.is_none() {
+        s3_column(&issuer, dir).await;
+    }
 }
 
 /// The S3 backend against the tests' S3 server (s3s-fs, `CLOUDCODE_S3S_FS`):
