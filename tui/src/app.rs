@@ -604,6 +604,15 @@ impl App {
     }
 
     fn resolve(&mut self, conflict: Conflict, resolution: Resolution) {
+        // Asked before the sync ended: nothing there to carry it out.
+        let running = self
+            .ide
+            .as_ref()
+            .and_then(|ide| ide.sync.as_ref())
+            .is_some_and(SyncPane::running);
+        if !running {
+            return self.error("the sync has stopped: F4 starts it again");
+        }
         self.notify(format!("resolving {}…", conflict.path));
         self.effect(Effect::Sync(Control::Resolve {
             conflict: Box::new(conflict),

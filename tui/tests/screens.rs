@@ -1111,6 +1111,19 @@ mod sync {
     }
 
     #[test]
+    fn a_resolution_confirmed_after_the_sync_ended_is_not_sent() {
+        let mut app = syncing();
+        sync_update(&mut app, SyncUpdate::Conflicts(vec![conflict()]));
+        key(&mut app, KeyCode::F(4));
+        key(&mut app, KeyCode::Char('l'));
+        sync_update(&mut app, SyncUpdate::Ended(Err("the connection dropped".into())));
+        key(&mut app, KeyCode::Char('y'));
+        assert!(controls(app.take_effects()).is_empty());
+        let bar = screen(&mut app, 200, 36).last().cloned().unwrap();
+        assert!(bar.contains("the sync has stopped: F4 starts it again"), "{bar}");
+    }
+
+    #[test]
     fn a_held_round_asks_before_deleting_and_yes_lets_the_sync_go_on() {
         let mut app = syncing();
         let why = "this sync would delete 80 of 100 files in the sandbox";
