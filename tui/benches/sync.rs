@@ -113,6 +113,7 @@ fn first_sync_and_saves(first: bool, saves: bool) {
     println!("tree: {FILES} files, {} MB", FILES * FILE_BYTES / 1_000_000);
 
     let rsync_dest = tempfile::tempdir().unwrap();
+    let rsync_cpu = children_cpu();
     let started = Instant::now();
     let status = std::process::Command::new("rsync")
         .arg("-a")
@@ -122,10 +123,15 @@ fn first_sync_and_saves(first: bool, saves: bool) {
         .expect("rsync is needed for the comparison");
     assert!(status.success());
     let rsync = started.elapsed();
+    let rsync_cpu = children_cpu() - rsync_cpu;
 
     let started = Instant::now();
+    let cpu_before = (children_cpu(), cpu_ticks(s.runner.pid()));
     let first_run = s.once(&[]);
     let first_time = started.elapsed();
+    let ticks = clock_ticks();
+    let sync_cpu = children_cpu() - cpu_before.0;
+    let runner_cpu = (cpu_ticks(s.runner.pid()) - cpu_before.1) as f64 / ticks;
     assert_eq!(first_run.code, 0, "{}", first_run.stderr);
     let started = Instant::now();
     let second = s.once(&[]);
@@ -133,10 +139,14 @@ fn first_sync_and_saves(first: bool, saves: bool) {
     assert_eq!(second.code, 0);
     if first {
         println!(
-            "first sync: {:.2} s (rsync -a of the same tree: {:.2} s, {:.1}x); second run, unchanged: {:.3} s ({})",
+            "first sync: {:.2} s (rsync -a of the same tree: {:.2} s, {:.1}x; CPU: the sync {:.2} s, the runner {:.2} s, rsync {:.2} s); \
+             second run, unchanged: {:.3} s ({})",
             first_time.as_secs_f64(),
             rsync.as_secs_f64(),
             first_time.as_secs_f64() / rsync.as_secs_f64(),
+            sync_cpu,
+            runner_cpu,
+            rsync_cpu,
             second_time.as_secs_f64(),
             load()
         );
@@ -246,7 +256,7 @@ fn idle_watching_a_large_tree() {
     let idle = Duration::from_secs(10);
     std::thread::sleep(idle);
     let used = (cpu_ticks(sync_pid) - before.0, cpu_ticks(runner_pid) - before.1);
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = clock_ticks();
     let percent = |t: u64| t as f64 / ticks / idle.as_secs_f64() * 100.0;
     let entries = files + dirs + 97 + 1;
     println!(
@@ -260,6 +270,23 @@ fn idle_watching_a_large_tree() {
         load()
     );
     drop(watching);
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// CPU seconds (user and system) of this process's children that ended.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
