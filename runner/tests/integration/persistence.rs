@@ -360,7 +360,14 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
     let mut runner = TestRunner::start_with(options());
     let client = runner.client().await;
     make_files(workspace.path(), "bulk", FILES);
-    eventually("a backlog in flight", || count_stored(&runner, "bulk") < FILES).await;
+    // Some stored, most not: the storage threads yield to every other
+    // thread, so on a busy machine nothing may be stored yet when the
+    // files are made (and there is no directory to take away).
+    eventually("a backlog in flight", || {
+        let stored = count_stored(&runner, "bulk");
+        stored > 0 && stored < FILES
+    })
+    .await;
 
     // Storage down with the backlog in flight: the save waits, then lands.
     let prefix = runner.storage.join("code").join(PROJECT);
