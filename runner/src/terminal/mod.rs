@@ -30,18 +30,21 @@ use self::scrollback::{Next, Scrollback};
 
 /// Largest read from a PTY, and so the largest output frame.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Reads of this many bytes are of a stream of output (not an echo, not a
-/// prompt): after one, the reader lets the program write on for
-/// [`STREAM_GATHER`] before it reads again. A PTY hands over at most 4 KiB
-/// a read, and each read wakes a kernel worker to refill it; a reader that
-/// read as soon as anything was there got 1-2 KiB a read from `base64`
-/// (some 900 context switches per MB, and each read woke the pumps and
-/// made a frame). Gathering delays what follows a stream by at most that
-/// long, and neither an echo nor the first output after a pause, which
-/// are read at once. From 32 KiB a read on, the program writes faster than
-/// a pause lets through without filling the PTY's buffer (about 64 KiB),
-/// and the reader reads on.
-const STREAM_READS: std::ops::Range<usize> = 1024..32 * 1024;
+/// A take of this many bytes (a read and those that follow it at once) is
+/// of a stream of output written a little at a time (not an echo, not a
+/// prompt): after one, the reader lets the
+/// program write on for [`STREAM_GATHER`] before it reads again. A PTY
+/// hands over at most 4 KiB a read, and each read wakes a kernel worker to
+/// refill it; a reader that read as soon as anything was there got 1-2 KiB
+/// a read from `base64` (some 900 context switches per MB, and each read
+/// woke the pumps and made a frame). Gathering delays what follows such a
+/// read by at most that long, and neither an echo nor the first output
+/// after a pause, which are read at once. A take of 4 KiB or more found
+/// the PTY full: the program writes faster than it is read, a pause would
+/// stop it (the PTY holds some 12 KiB of a program writing large blocks),
+/// and the reader reads on. (With 32 KiB as the bound, `cat urandom |
+/// base64 -w 0` ran at half its speed.)
+const STREAM_READS: std::ops::Range<usize> = 1024..4 * 1024;
 const STREAM_GATHER: Duration = Duration::from_micros(300);
 /// Between the hangup and SIGKILL when a terminal is closed: what ignores
 /// SIGHUP is killed then.
