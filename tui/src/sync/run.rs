@@ -1041,7 +1041,18 @@ impl Sync<'_> {
                     self.report.warn(&watch_limit_message());
                     watcher.fall_back_to_polling();
                 }
-                Ok(LocalEvent::Paths(_) | LocalEvent::Rescan) => {}
+                // A directory an event names may be a new one at an old
+                // name (`rm -rf build && mkdir build` while the first sync
+                // ran): the look below watches it afresh, as the watching
+                // loop does.
+                Ok(LocalEvent::Paths(paths)) => {
+                    for path in paths {
+                        if let Some(path) = self.relative(&path) {
+                            watcher.forget_below(&path);
+                        }
+                    }
+                }
+                Ok(LocalEvent::Rescan) => {}
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 // The watcher is gone: the loop polls.
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
