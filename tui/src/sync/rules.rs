@@ -113,7 +113,17 @@ impl Rules {
         let abs = self.root.join(path.as_relative_fs_path());
         let bytes = match beneath::read(&self.root, path) {
             Ok(bytes) => bytes,
-            Err(e) if beneath::is_gone(&e) || e.raw_os_error() == Some(libc::EISDIR) => return None,
+            Err(e) if beneath::is_gone(&e) || e.raw_os_error() == Some(libc::EISDIR) => {
+                // Git itself would follow a linked `.git`: what the file
+                // excludes is synced, and the user is told.
+                if link_on_the_way(&self.root, path) {
+                    self.warnings.push(format!(
+                        "{}: not read, it is a link or under one (the sync never follows links); what it ignores is synced",
+                        abs.display()
+                    ));
+                }
+                return None;
+            }
             Err(e) => {
                 self.warnings.push(format!("{}: {e}", abs.display()));
                 return None;
@@ -180,6 +190,21 @@ impl Rules {
     pub fn is_rule_file(path: &WorkspacePath) -> bool {
         path.file_name().is_some_and(|n| IGNORE_FILES.contains(&n)) || path.as_str() == ".git/info/exclude"
     }
+}
+
+/// Whether `path`, or a directory on the way to it, is a symbolic link
+/// (looked at with `lstat` from the root down, so no link is followed).
+fn link_on_the_way(root: &std::path::Path, path: &WorkspacePath) -> bool {
+    let mut at = root.to_path_buf();
+    for component in path.as_relative_fs_path().components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -255,6 +280,13 @@ mod tests {
         rules.load_dir(&p("d/sub"));
         assert!(!rules.is_ignored(&p("d/sub/a.log"), false));
         assert!(!rules.is_ignored(&p("a.tmp"), false));
-        assert!(rules.warnings.is_empty(), "{:?}", rules.warnings);
+        // Said, not passed over in silence: what they ignore is synced.
+        for file in ["d/sub/.gitignore", ".git/info/exclude"] {
+            assert!(
+                rules.warnings.iter().any(|w| w.contains(file) && w.contains("link")),
+                "no warning for {file}: {:?}",
+                rules.warnings
+            );
+        }
     }
 }
