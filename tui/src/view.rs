@@ -551,13 +551,7 @@ fn draw_modal(modal: &Modal, frame: &mut Frame) {
         return draw_choose_sync_mode(dir, *selected, frame);
     }
     let area = centered(frame.area(), 64, 8);
-    frame.render_widget(Clear, area);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .border_style(Style::default().fg(Color::Yellow));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = modal_box(area, frame);
     let rows = Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(0)]).split(inner);
     match modal {
         Modal::Prompt { title, text, .. } => {
@@ -612,9 +606,8 @@ fn draw_modal(modal: &Modal, frame: &mut Frame) {
     }
 }
 
-fn draw_choose_sync_mode(dir: &std::path::Path, selected: Mode, frame: &mut Frame) {
-    let modes = Mode::all();
-    let area = centered(frame.area(), 84, modes.len() as u16 + 6);
+/// A modal's frame over whatever is below it; returns the space inside.
+fn modal_box(area: Rect, frame: &mut Frame) -> Rect {
     frame.render_widget(Clear, area);
     let block = Block::default()
         .borders(Borders::ALL)
@@ -622,6 +615,13 @@ fn draw_choose_sync_mode(dir: &std::path::Path, selected: Mode, frame: &mut Fram
         .border_style(Style::default().fg(Color::Yellow));
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    inner
+}
+
+fn draw_choose_sync_mode(dir: &std::path::Path, selected: Mode, frame: &mut Frame) {
+    let modes = Mode::all();
+    let area = centered(frame.area(), 84, modes.len() as u16 + 6);
+    let inner = modal_box(area, frame);
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let name_width = modes.iter().map(|m| m.name().len()).max().unwrap_or(0);
     let mut lines = vec![
