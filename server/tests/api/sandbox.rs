@@ -341,6 +341,8 @@ async fn a_server_killed_with_9_loses_nothing_and_its_sandbox_is_taken_over() {
         .unwrap();
     let term = open_terminal(&client).await;
     run(&mut client, term, "echo typed > typed.txt; sleep 7272 & disown").await;
+    // The marker can come back before the background job has exec'd.
+    eventually("the background job started", || process_running("7272")).await;
     let before = runners("phoenix");
     server.kill();
     assert_eq!(runners("phoenix"), before, "the sandbox died with the server");
