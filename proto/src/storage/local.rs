@@ -12,6 +12,8 @@
 //! they are renamed into place and a second `syncfs` makes the renames
 //! durable. A batch is acknowledged only after that second sync, so an `Ok`
 //! still means durable, at two syncs per batch instead of two per object.
+//! Deletes change only directories: each directory whose entry went is
+//! fsynced, and nothing else is written back.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,24 @@ fn sync_all(root: &Path, fallback: &mut dyn Iterator<Item = PathBuf>) -> std::io
     let _ = root;
     for path in fallback {
         std::fs::File::open(&path)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Makes the entries of `dirs` durable, one directory at a time; one gone
+/// since (emptied by a later delete) has nothing left to sync. A delete
+/// changes only its directories, so unlike a batch of writes it has no
+/// file contents to commit: a whole-filesystem `syncfs` would also write
+/// back every file the sandbox's programs have dirtied (an `npm install`'s
+/// tree), which made a recursive delete of 100,000 files take 14 s instead
+/// of 3, and held a terminal's echo up to 100 ms meanwhile.
+fn sync_dirs(dirs: impl IntoIterator<Item = PathBuf>) -> std::io::Result<()> {
+    for dir in dirs {
+        match std::fs::File::open(&dir) {
+            Ok(handle) => handle.sync_all()?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -202,6 +222,9 @@ impl LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unavailable("delete", key, e)),
         }
+        // Drop directories the delete left empty, so a later object may take
+        // their name. `remove_dir` refuses non-empty ones, which ends the
+        // walk; the directory it ends at is the one whose entry changed.
         let mut dir = path.parent();
         let mut last = dir.map(Path::to_path_buf);
         while let Some(d) = dir {
@@ -224,9 +247,7 @@ impl LocalStore {
                 })
             })
             .collect();
-        if !dirs.is_empty()
-            && let Err(e) = sync_all(&self.root, &mut dirs.into_iter().filter(|d| d.exists()))
-        {
+        if let Err(e) = sync_dirs(dirs) {
             for (result, key) in results.iter_mut().zip(&keys) {
                 if result.is_ok() {
                     *result = Err(unavailable("delete", key, std::io::Error::new(e.kind(), e.to_string())));
@@ -373,22 +394,12 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        let path = self.path_of(key);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(unavailable("delete", key, e)),
-        }
-        // Drop directories the delete left empty, so a later object may take
-        // their name. `remove_dir` refuses non-empty ones, which ends the walk.
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
-        Ok(())
+        let key = key.clone();
+        let this = self.clone();
+        blocking("delete", move || this.delete_many_blocking(vec![key]))
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
     async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>, StorageError> {
