@@ -55,8 +55,9 @@ const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 const SMALL_FILE: u64 = 256 * 1024;
 /// Open files (the large ones) per batch.
 const BATCH_OPEN_FILES: usize = 64;
-/// Batches a lane keeps in flight: one being prepared while one commits.
-const PARALLEL_BATCHES: usize = 2;
+/// Batches a restore keeps in flight: one being read while one is written
+/// out. Nothing else runs in the sandbox yet.
+const PARALLEL_RESTORES: usize = 2;
 /// The drain rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Skipped changes listed in the status (the count is always complete).
@@ -540,7 +541,7 @@ impl Persister {
                 let this = self.clone();
                 async move { this.restore_batch(chunk).await }
             })
-            .buffered(PARALLEL_BATCHES);
+            .buffered(PARALLEL_RESTORES);
         while let Some(result) = chunks.next().await {
             let stamps = result?;
             restored += stamps.len();
@@ -995,22 +996,23 @@ impl Persister {
                 .chunks(BATCH_FILES)
                 .map(<[_]>::to_vec)
                 .collect();
-            let mut results = futures_util::stream::iter(batches)
-                .map(|batch| {
-                    let this = self.clone();
-                    async move {
-                        let paths: Vec<WorkspacePath> = batch.iter().map(|(p, _)| p.clone()).collect();
-                        let steps = match action {
-                            Action::Delete => this.delete_batch(lane, paths).await,
-                            Action::Upload => this.upload_batch(lane, paths).await,
-                        };
-                        (batch, steps)
-                    }
-                })
-                .buffer_unordered(match lane {
-                    Lane::Priority => 1,
-                    Lane::Bulk => PARALLEL_BATCHES,
-                });
+            // One batch at a time in each lane. Creating a file in storage
+            // is one syscall the kernel does not preempt (ext4's inode
+            // allocation can run for milliseconds, SCHED_IDLE or not, on the
+            // usual non-preemptible server kernels), so two bulk batches at
+            // once could hold both CPUs of a small sandbox while a keystroke
+            // waited for either.
+            let mut results = std::pin::pin!(futures_util::stream::iter(batches).then(|batch| {
+                let this = self.clone();
+                async move {
+                    let paths: Vec<WorkspacePath> = batch.iter().map(|(p, _)| p.clone()).collect();
+                    let steps = match action {
+                        Action::Delete => this.delete_batch(lane, paths).await,
+                        Action::Upload => this.upload_batch(lane, paths).await,
+                    };
+                    (batch, steps)
+                }
+            }));
             while let Some((batch, steps)) = results.next().await {
                 let done = steps.iter().filter(|s| matches!(s, Step::Done)).count() as u64;
                 {
