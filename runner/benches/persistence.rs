@@ -22,7 +22,7 @@
 //!
 //! `BENCH_RUNNER=path` measures another build of the runner;
 //! `BENCH_ONLY=save` runs only the saves, `BENCH_ONLY=bulk` all but them
-//! (and the S3 column); `BENCH_NO_CGROUP=1` leaves the runner in the
+//! (and the S3 column), `BENCH_ONLY=s3` only the S3 column; `BENCH_NO_CGROUP=1` leaves the runner in the
 //! benchmark's own CPU cgroup (see [`SandboxCgroup`]).
 //!
 //! The program that makes the files is this benchmark's own executable
@@ -473,6 +473,11 @@ async fn main() {
         println!("  bare write+fsync+rename+fsync, same burst: {}", stats(&floor));
     }
     if only.as_deref() == Some("save") {
+        return;
+    }
+    if only.as_deref() == Some("s3") {
+        #[cfg(feature = "s3")]
+        s3_column(&issuer, dir).await;
         return;
     }
 
