@@ -22,8 +22,9 @@
 //!
 //! `BENCH_RUNNER=path` measures another build of the runner;
 //! `BENCH_ONLY=save` runs only the saves, `BENCH_ONLY=bulk` all but them
-//! (and the S3 column), `BENCH_ONLY=s3` only the S3 column; `BENCH_NO_CGROUP=1` leaves the runner in the
-//! benchmark's own CPU cgroup (see [`SandboxCgroup`]).
+//! (and the S3 column), `BENCH_ONLY=s3` only the S3 column;
+//! `BENCH_NO_CGROUP=1` leaves the runner in the benchmark's own CPU cgroup
+//! (see [`SandboxCgroup`]).
 //!
 //! The program that makes the files is this benchmark's own executable
 //! (`persistence make-tree DIR COUNT SIZE`), run in a terminal of the
@@ -478,6 +479,8 @@ async fn main() {
     if only.as_deref() == Some("s3") {
         #[cfg(feature = "s3")]
         s3_column(&issuer, dir).await;
+        #[cfg(not(feature = "s3"))]
+        println!("BENCH_ONLY=s3 measures nothing without --features s3");
         return;
     }
 
