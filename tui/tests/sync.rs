@@ -536,6 +536,60 @@ fn a_file_written_for_a_while_arrives_whole() {
     assert!(!output.contains("conflict"), "{output}");
 }
 
+/// A synced file rewritten for longer than the sync's reads of it (a long
+/// copy over it, a log being written) is never taken for deleted: the
+/// sandbox keeps the last agreed content until the file holds still, then
+/// gets the new one.
+#[test]
+fn a_file_that_never_holds_still_is_not_deleted_in_the_sandbox() {
+    use std::io::Write;
+    let s = Setup::new();
+    let base: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.local().join("data.bin"), &base).unwrap();
+    // Other files, so one deletion is not "emptying the sandbox", which
+    // stops the sync for its own reasons.
+    for i in 0..20 {
+        write(&s.local(), &format!("src/{i}.txt"), &i.to_string());
+    }
+    assert_eq!(s.once(&[]).code, 0);
+    let watching = s.watch(&[]);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.local().join("data.bin"))
+        .unwrap();
+    // Appends every half millisecond: every read of the 16 MiB file sees
+    // it change, until the sync says so (then a while longer).
+    let mut appended = 0usize;
+    let mut said_at: Option<usize> = None;
+    while said_at.is_none_or(|at| appended < at + 2000) {
+        file.write_all(&[b'x'; 4096]).unwrap();
+        appended += 1;
+        assert!(
+            s.remote().join("data.bin").exists(),
+            "the sandbox's copy went while the file was being written: {}",
+            watching.output()
+        );
+        if said_at.is_none() && watching.output().contains("data.bin: still being written") {
+            said_at = Some(appended);
+        }
+        assert!(
+            appended < 20_000,
+            "the sync never found the file changing: {}",
+            watching.output()
+        );
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    drop(file);
+    let expected = std::fs::read(s.local().join("data.bin")).unwrap();
+    wait_for("the settled file in the sandbox", || {
+        std::fs::read(s.remote().join("data.bin")).is_ok_and(|b| b == expected)
+    });
+    let output = watching.stop();
+    assert!(!output.contains("deleted in the sandbox"), "{output}");
+    assert!(!output.contains("conflict"), "{output}");
+    assert!(!output.contains("error"), "{output}");
+}
+
 /// A renamed directory is one rename in the sandbox: no re-upload, and no
 /// deletion threshold to trip.
 #[test]

@@ -42,8 +42,12 @@ const MAX_ROUNDS: usize = 5;
 const MANY_PATHS: usize = 256;
 /// Plans at least this large get a progress bar.
 const BAR_AT: usize = 200;
+/// A file still being written when looked at is looked at again after this
+/// (a long copy: each look reads it whole, so not at every event).
+const UNSETTLED_RETRY: Duration = Duration::from_millis(500);
 
-/// Exit code of `--once` when conflicts remain for the user to resolve.
+/// Exit code of `--once` when conflicts remain for the user to resolve, or
+/// files were still being written and were left as they were.
 pub const EXIT_CONFLICTS: i32 = 2;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -162,6 +166,7 @@ pub async fn run_with(
         deferred: None,
         in_flight: HashMap::new(),
         first_look: true,
+        unsettled: BTreeSet::new(),
         status: Status {
             phase: Phase::Starting,
             pending: 0,
@@ -241,11 +246,15 @@ pub async fn run_with(
     let mut dirty_local: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut dirty_remote: BTreeSet<WorkspacePath> = BTreeSet::new();
     let mut last_event = Instant::now();
+    let mut retry_unsettled: Option<tokio::time::Instant> = None;
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
+        if retry_unsettled.is_none() && !sync.unsettled.is_empty() {
+            retry_unsettled = Some(tokio::time::Instant::now() + UNSETTLED_RETRY);
+        }
         let deadline = first_event.map(|first| {
             let quiet = last_event + QUIET;
             let latest = first + MAX_DELAY;
@@ -294,7 +303,9 @@ pub async fn run_with(
                 Some(LocalEvent::Paths(paths)) => {
                     from_folder = true;
                     for path in paths {
-                        if let Some(p) = sync.relative(&path) {
+                        // A file still being written is looked at when
+                        // the retry comes, not at each of its writes.
+                        if let Some(p) = sync.relative(&path).filter(|p| !sync.unsettled.contains(p)) {
                             dirty_local.insert(p);
                         }
                     }
@@ -338,6 +349,11 @@ pub async fn run_with(
                     continue;
                 }
                 rescan_all = true;
+            }
+            _ = sleep_until(retry_unsettled) => {
+                retry_unsettled = None;
+                dirty_local.extend(sync.unsettled.iter().cloned());
+                from_folder = true;
             }
             _ = sleep_until(deadline) => {
                 first_event = None;
@@ -474,6 +490,9 @@ struct Sync<'r> {
     /// No look at the whole folder has followed the watches yet: the next
     /// full rescan is the first that does.
     first_look: bool,
+    /// Files that were still being written at the last look: left as they
+    /// were on both sides until they hold still.
+    unsettled: BTreeSet<WorkspacePath>,
 }
 
 impl Sync<'_> {
@@ -663,6 +682,16 @@ impl Sync<'_> {
         for skipped in &stats.skipped {
             self.report.line(&format!("skipped: {skipped}"));
         }
+        let before = std::mem::take(&mut self.unsettled);
+        let (_, kept): (BTreeSet<_>, BTreeSet<_>) = before.iter().cloned().partition(|p| p.starts_with(top));
+        self.unsettled = kept;
+        for path in &stats.unsettled {
+            if !before.contains(path) {
+                self.report
+                    .line(&format!("{path}: still being written; synced once it holds still"));
+            }
+            self.unsettled.insert(path.clone());
+        }
         Ok(stats)
     }
 
@@ -840,6 +869,19 @@ impl Sync<'_> {
                 break;
             }
         }
+        if !self.unsettled.is_empty() {
+            let names: Vec<&str> = self.unsettled.iter().take(3).map(WorkspacePath::as_str).collect();
+            self.report.line(&format!(
+                "{} file(s) still being written, left as they were on both sides: {}{}",
+                self.unsettled.len(),
+                names.join(", "),
+                if self.unsettled.len() > names.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
         let remaining = self.conflicts_remaining();
         if remaining > 0 {
             let how = if self.controlled {
@@ -848,6 +890,8 @@ impl Sync<'_> {
                 "resolve them and delete the conflict copies"
             };
             self.report.line(&format!("{remaining} conflict(s) remain: {how}"));
+            Ok(EXIT_CONFLICTS)
+        } else if !self.unsettled.is_empty() {
             Ok(EXIT_CONFLICTS)
         } else {
             self.report.line("in sync");

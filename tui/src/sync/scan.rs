@@ -25,8 +25,8 @@ use super::beneath::{self, Dir};
 use super::model::{Node, Tree};
 use super::rules::Rules;
 
-/// A file that keeps changing while it is read is left for the next round
-/// after this many tries (a long copy in progress).
+/// A file that keeps changing while it is read is left for a later look
+/// after this many tries (a long copy in progress), as it was last seen.
 const HASH_TRIES: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,10 @@ pub struct ScanStats {
     /// Paths whose node is not what the index held before: new, changed
     /// or gone (also newly ignored ones).
     pub changed: Vec<WorkspacePath>,
+    /// Files that changed during every read: kept in the index as they
+    /// were last seen (or left out if new), never taken for deleted, and to
+    /// be looked at again once they may have settled.
+    pub unsettled: Vec<WorkspacePath>,
 }
 
 pub struct Scanner<'a> {
@@ -250,7 +254,11 @@ impl Scanner<'_> {
             }));
         }
         match hash_file(dir, name).map_err(|e| self.context(path, e))? {
-            Some((hash, identity, executable)) => {
+            Hashed::File {
+                hash,
+                identity,
+                executable,
+            } => {
                 stats.hashed += 1;
                 stats.hashed_bytes += identity.size;
                 (self.on_hashed)(identity.size);
@@ -259,28 +267,50 @@ impl Scanner<'_> {
                     identity: Some(identity),
                 }))
             }
-            None => Ok(None),
+            Hashed::Gone => Ok(None),
+            // Half-written content is no version of the file, and its
+            // absence would read as a deletion: what was last agreed stands
+            // until it holds still.
+            Hashed::Unsettled => {
+                stats.unsettled.push(path.clone());
+                Ok(previous
+                    .get(path)
+                    .filter(|known| matches!(known.node, Node::File { .. }))
+                    .cloned())
+            }
         }
     }
 }
 
+/// What reading a file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hashed {
+    File {
+        hash: String,
+        identity: Identity,
+        executable: bool,
+    },
+    /// Vanished, or replaced by something that is not a file.
+    Gone,
+    /// Changed during every read: still being written.
+    Unsettled,
+}
+
 /// Hashes the file `name` in `dir` and returns the identity the hash is
 /// of: taken from the open file before and after reading, and retried while
-/// they differ (the file is being written). `None` when the file vanished,
-/// was replaced by a link, or never held still (it is picked up when it
-/// settles).
-pub fn hash_file(dir: &Dir, name: &CStr) -> io::Result<Option<(String, Identity, bool)>> {
+/// they differ (the file is being written).
+pub fn hash_file(dir: &Dir, name: &CStr) -> io::Result<Hashed> {
     for _ in 0..HASH_TRIES {
         let mut file = match dir.open_file(name) {
             Ok(file) => file,
-            Err(e) if beneath::is_gone(&e) => return Ok(None),
+            Err(e) if beneath::is_gone(&e) => return Ok(Hashed::Gone),
             Err(e) => return Err(e),
         };
         // Opened without blocking (a FIFO put there meanwhile): a regular
         // file reads the same either way.
         let before = file.metadata()?;
         if !before.is_file() {
-            return Ok(None);
+            return Ok(Hashed::Gone);
         }
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -299,11 +329,14 @@ pub fn hash_file(dir: &Dir, name: &CStr) -> io::Result<Option<(String, Identity,
         // Also the name: a rename over it while we read means another file.
         let now = dir.metadata(name).map(|m| Identity::of(&m)).ok();
         if Identity::of(&after) == identity && now == Some(identity) {
-            let executable = after.mode() & 0o111 != 0;
-            return Ok(Some((hasher.finalize().to_hex().to_string(), identity, executable)));
+            return Ok(Hashed::File {
+                hash: hasher.finalize().to_hex().to_string(),
+                identity,
+                executable: after.mode() & 0o111 != 0,
+            });
         }
     }
-    Ok(None)
+    Ok(Hashed::Unsettled)
 }
 
 /// What differs at or below `top` between the index before a scan and after.
