@@ -1,7 +1,8 @@
 //! Folder sync figures against a real runner on this machine:
 //!
 //! - first sync of 10,000 files / 100 MB, beside `rsync -a` of the same
-//!   tree into a local directory in the same run;
+//!   tree into a local directory in the same run, and meanwhile how long
+//!   another client's saves (an editor's, every 20 ms) take to be answered;
 //! - the second run on the unchanged folder;
 //! - save to readable in the sandbox, p50 / p99 over 200 saves of a small
 //!   file while watching;
@@ -24,9 +25,12 @@
 mod sync_support;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use cloudcode_proto::client::RunnerClient;
+use cloudcode_proto::path::WorkspacePath;
 use notify::Watcher;
 use sync_support::{PATIENCE, Setup, read, write};
 
@@ -110,6 +114,8 @@ fn first_sync_and_saves(first: bool, saves: bool) {
         content[..8].copy_from_slice(&(i as u64).to_le_bytes());
         std::fs::write(path, content).unwrap();
     }
+    // The editor's file, saved by another client during the first sync.
+    std::fs::write(local.join(".cloudcodeignore"), "/editor.py\n").unwrap();
     println!("tree: {FILES} files, {} MB", FILES * FILE_BYTES / 1_000_000);
 
     let rsync_dest = tempfile::tempdir().unwrap();
@@ -127,8 +133,10 @@ fn first_sync_and_saves(first: bool, saves: bool) {
 
     let started = Instant::now();
     let cpu_before = (children_cpu(), cpu_ticks(s.runner.pid()));
+    let editor = Editor::start(&s);
     let first_run = s.once(&[]);
     let first_time = started.elapsed();
+    let editor_saves = editor.stop();
     let ticks = clock_ticks();
     let sync_cpu = children_cpu() - cpu_before.0;
     let runner_cpu = (cpu_ticks(s.runner.pid()) - cpu_before.1) as f64 / ticks;
@@ -150,6 +158,7 @@ fn first_sync_and_saves(first: bool, saves: bool) {
             second_time.as_secs_f64(),
             load()
         );
+        println!("  another client's saves meanwhile, until answered: {editor_saves}");
     }
     if !saves {
         return;
@@ -312,4 +321,62 @@ fn inotify_watches(pid: u32) -> usize {
                 .count()
         })
         .sum()
+}
+
+/// Another client (the TUI's editor, the browser's) saving one file every
+/// 20 ms, over a connection of its own, as a user editing while a first
+/// sync runs; each save timed until the runner answers (durable).
+struct Editor {
+    stop: Arc<AtomicBool>,
+    saving: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl Editor {
+    fn start(s: &Setup) -> Editor {
+        let (url, token) = (s.runner.url(), s.runner.token());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let saving = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let client = RunnerClient::connect(&url, &token)
+                    .await
+                    .expect("connecting the editor");
+                let path = WorkspacePath::parse("editor.py").expect("a path");
+                let mut took = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    let content = format!("print({})\n", took.len());
+                    let started = Instant::now();
+                    client
+                        .write_file(&path, content.as_bytes(), None)
+                        .await
+                        .expect("a save");
+                    took.push(started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                took
+            })
+        });
+        Editor { stop, saving }
+    }
+
+    fn stop(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut took = self.saving.join().expect("the editor's thread");
+        took.sort();
+        if took.is_empty() {
+            return "none made".into();
+        }
+        let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} saves",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            took.len()
+        )
+    }
 }
