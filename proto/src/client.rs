@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::frame::Frame;
-use crate::message::{ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId};
+use crate::message::{ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId, WriteOptions};
 use crate::path::WorkspacePath;
 
 /// Bytes per upload chunk; below the runner's default frame limit.
@@ -238,17 +238,19 @@ impl RunnerHandle {
         data: &[u8],
         base_version: Option<String>,
     ) -> Result<String, ClientError> {
-        self.write_file_with(path, data, base_version, false).await
+        let options = WriteOptions {
+            base_version,
+            ..WriteOptions::default()
+        };
+        self.write_file_with(path, data, options).await
     }
 
-    /// [`RunnerHandle::write_file`], refused with `already_exists` when
-    /// `create_new` and the path exists.
+    /// [`RunnerHandle::write_file`] with the write's other options.
     pub async fn write_file_with(
         &self,
         path: &WorkspacePath,
         data: &[u8],
-        base_version: Option<String>,
-        create_new: bool,
+        options: WriteOptions,
     ) -> Result<String, ClientError> {
         let (id, rx) = self.register();
         self.send_request(
@@ -256,8 +258,9 @@ impl RunnerHandle {
             Op::Write {
                 path: path.clone(),
                 size: data.len() as u64,
-                base_version,
-                create_new,
+                base_version: options.base_version,
+                create_new: options.create_new,
+                bulk: options.bulk,
             },
         )?;
         for (i, chunk) in data.chunks(UPLOAD_CHUNK).enumerate() {

@@ -82,6 +82,12 @@ pub enum Op {
         /// Refuse with `already_exists` if the path exists.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         create_new: bool,
+        /// One of many writes (a first sync, a folder upload): persisted
+        /// with the backlog, in its batches, instead of ahead of it, so a
+        /// save made meanwhile does not wait behind them. Still answered
+        /// once durable.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bulk: bool,
     },
     CreateDir {
         #[cfg_attr(feature = "ts", ts(type = "string"))]
@@ -478,6 +484,18 @@ impl ServerMessage {
     }
 }
 
+/// A write's options beside its path and size: the fields of
+/// [`Op::Write`], for code that passes them along.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Refuse with `conflict` if the file's current version differs.
+    pub base_version: Option<String>,
+    /// Refuse with `already_exists` if the path exists.
+    pub create_new: bool,
+    /// One of many writes: persisted with the backlog (see [`Op::Write`]).
+    pub bulk: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,9 +540,16 @@ mod tests {
                 path: WorkspacePath::parse("a.txt").unwrap(),
                 size: 3,
                 base_version: None,
-                create_new: false
+                create_new: false,
+                bulk: false
             }
         );
+        // `bulk` is sent only when set, so older runners see a plain write.
+        let plain = serde_json::to_value(&req.op).unwrap();
+        assert_eq!(plain.get("bulk"), None);
+        let bulk: Request =
+            serde_json::from_str(r#"{"id":9,"op":"write","path":"a.txt","size":3,"bulk":true}"#).unwrap();
+        assert!(matches!(bulk.op, Op::Write { bulk: true, .. }), "{:?}", bulk.op);
         let del: Request =
             serde_json::from_str(r#"{"id":8,"op":"delete","path":"a.txt","base_version":"v1"}"#).unwrap();
         assert_eq!(

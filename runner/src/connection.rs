@@ -18,7 +18,7 @@ use bytes::Bytes;
 use cloudcode_proto::PROTOCOL_VERSION;
 use cloudcode_proto::frame::{Frame, encode_term_output};
 use cloudcode_proto::message::{
-    ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, RequestError, ServerMessage, TermId,
+    ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, RequestError, ServerMessage, TermId, WriteOptions,
 };
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::stream::SplitSink;
@@ -104,6 +104,8 @@ struct Upload {
     pending: PendingWrite,
     size: u64,
     received: u64,
+    /// Persisted with the backlog rather than ahead of it.
+    bulk: bool,
 }
 
 struct Attachment {
@@ -331,8 +333,14 @@ impl Connection {
                 size,
                 base_version,
                 create_new,
+                bulk,
             } => {
-                return self.start_upload(id, path, size, base_version, create_new).await;
+                let options = WriteOptions {
+                    base_version,
+                    create_new,
+                    bulk,
+                };
+                return self.start_upload(id, path, size, options).await;
             }
             Op::CreateDir { path } => on_workspace(&self.state, move |ws| ws.create_dir(&path))
                 .await
@@ -558,7 +566,7 @@ impl Connection {
         });
     }
 
-    async fn start_upload(&mut self, id: u64, path: WorkspacePath, size: u64, base: Option<String>, create_new: bool) {
+    async fn start_upload(&mut self, id: u64, path: WorkspacePath, size: u64, options: WriteOptions) {
         if self.uploads.contains_key(&id) {
             let err = FileError::new(
                 ErrorCode::BadRequest,
@@ -567,8 +575,13 @@ impl Connection {
             return self.out.reply(id, Err(err)).await;
         }
         let max = self.state.limits.max_file_size;
+        let WriteOptions {
+            base_version,
+            create_new,
+            bulk,
+        } = options;
         let begun = on_workspace(&self.state, move |ws| {
-            ws.begin_write(&path, size, max, base.as_deref(), create_new)
+            ws.begin_write(&path, size, max, base_version.as_deref(), create_new)
         })
         .await;
         match begun {
@@ -577,6 +590,7 @@ impl Connection {
                     pending,
                     size,
                     received: 0,
+                    bulk,
                 };
                 if size == 0 {
                     self.finish_upload(id, upload);
@@ -653,6 +667,7 @@ impl Connection {
         let out = self.out.clone();
         tokio::spawn(async move {
             let target = upload.pending.target().clone();
+            let bulk = upload.bulk;
             let committed = tokio::task::spawn_blocking({
                 let state = state.clone();
                 move || upload.pending.commit(&state.workspace)
@@ -667,7 +682,11 @@ impl Connection {
                         .await;
                 }
             };
-            match state.persister.persist(target).await {
+            let durable = match bulk {
+                true => state.persister.persist_bulk(target).await,
+                false => state.persister.persist(target).await,
+            };
+            match durable {
                 Ok(()) => out.reply(id, Ok(Reply::Written { version })).await,
                 Err(e) => {
                     out.reply(id, Err(FileError::new(ErrorCode::Storage, e.to_string())))

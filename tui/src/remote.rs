@@ -638,6 +638,7 @@ fn perform(
                     size: 0,
                     base_version: None,
                     create_new: true,
+                    bulk: false,
                 };
                 let result = handle.request(empty).await;
                 let _ = updates.send(Update::Done {

@@ -156,23 +156,37 @@ struct Dirty {
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The persister's queues, most urgent first. A path waits in one of them:
+/// the most urgent one it was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Lane {
-    /// What clients wait on.
+    /// What clients wait on: saves.
     Priority,
+    /// What clients wait on but sent as many at once (`bulk` writes: a
+    /// folder sync's first reconcile): ahead of programs' backlog and at
+    /// the same CPU priority as saves, but in batches of its own, so a save
+    /// never waits behind one of them.
+    ClientBulk,
     /// What programs made.
     Bulk,
 }
+
+const LANES: [Lane; 3] = [Lane::Priority, Lane::ClientBulk, Lane::Bulk];
 
 #[derive(Default)]
 struct SyncState {
     /// Paths a client waits on, for the priority lane.
     urgent: BTreeMap<WorkspacePath, Dirty>,
+    /// Paths of a client's bulk writes, for their lane.
+    client_bulk: BTreeMap<WorkspacePath, Dirty>,
     /// Everything else, for the bulk lane.
     dirty: BTreeMap<WorkspacePath, Dirty>,
     /// What storage holds, by workspace path.
     stored: BTreeMap<String, Stamp>,
     waiters: HashMap<WorkspacePath, Vec<Waiter>>,
+    /// Those waiting on a client's bulk writes. Like `waiters`, answered by
+    /// whichever lane stores the path.
+    bulk_waiters: HashMap<WorkspacePath, Vec<Waiter>>,
     /// Paths being planned plus file actions not yet done.
     in_flight: usize,
     /// Files a lane is acting on; no other lane touches them meanwhile.
@@ -188,6 +202,20 @@ struct SyncState {
     manifest_stored: Manifest,
     /// Mirror mode: the manifest file last passed on.
     manifest_file: Option<Stamp>,
+}
+
+impl SyncState {
+    fn queue(&mut self, lane: Lane) -> &mut BTreeMap<WorkspacePath, Dirty> {
+        match lane {
+            Lane::Priority => &mut self.urgent,
+            Lane::ClientBulk => &mut self.client_bulk,
+            Lane::Bulk => &mut self.dirty,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.urgent.len() + self.client_bulk.len() + self.dirty.len()
+    }
 }
 
 /// Completed file actions over the last [`RATE_WINDOW`], for the drain
@@ -239,6 +267,7 @@ pub struct Persister {
     state: Mutex<SyncState>,
     drained: Drained,
     wake_priority: Notify,
+    wake_client_bulk: Notify,
     wake_bulk: Notify,
     /// A claimed file was released.
     released: Notify,
@@ -373,6 +402,7 @@ impl Persister {
             state: Mutex::new(SyncState::default()),
             drained: Drained::default(),
             wake_priority: Notify::new(),
+            wake_client_bulk: Notify::new(),
             wake_bulk: Notify::new(),
             released: Notify::new(),
             status,
@@ -448,7 +478,9 @@ impl Persister {
 
     /// Notes that `path` may differ from storage.
     pub fn mark_dirty(&self, path: WorkspacePath) {
-        self.mark(path, false);
+        if !self.is_excluded(&path) {
+            Self::mark_locked(&mut self.lock(), path, Lane::Bulk, Instant::now());
+        }
         self.wake_bulk.notify_one();
     }
 
@@ -457,37 +489,62 @@ impl Persister {
             let now = Instant::now();
             let mut state = self.lock();
             for path in paths.into_iter().filter(|p| !self.is_excluded(p)) {
-                Self::mark_locked(&mut state, path, false, now);
+                Self::mark_locked(&mut state, path, Lane::Bulk, now);
             }
         }
         self.wake_bulk.notify_one();
     }
 
-    fn mark(&self, path: WorkspacePath, urgent: bool) {
-        if self.is_excluded(&path) {
-            return;
+    /// Queues `path` for `lane`, or keeps it in a more urgent lane's queue
+    /// where it already waits.
+    fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant) {
+        let mut first = now;
+        for queued in LANES {
+            if let Some(entry) = state.queue(queued).get_mut(&path) {
+                if queued <= lane {
+                    entry.last = now;
+                    return;
+                }
+                first = entry.first;
+                state.queue(queued).remove(&path);
+                break;
+            }
         }
-        let now = Instant::now();
-        Self::mark_locked(&mut self.lock(), path, urgent, now);
+        state.queue(lane).insert(path, Dirty { first, last: now });
     }
 
-    fn mark_locked(state: &mut SyncState, path: WorkspacePath, urgent: bool, now: Instant) {
-        if let Some(entry) = state.urgent.get_mut(&path) {
-            entry.last = now;
-            return;
+    /// Puts back a path a round took but could not finish, keeping when it
+    /// first changed, in `lane`'s queue or a more urgent one it waits in.
+    fn requeue(state: &mut SyncState, path: WorkspacePath, lane: Lane, taken: Dirty) {
+        for queued in LANES {
+            if let Some(entry) = state.queue(queued).get_mut(&path) {
+                entry.first = entry.first.min(taken.first);
+                let entry = *entry;
+                if queued > lane {
+                    state.queue(queued).remove(&path);
+                    state.queue(lane).insert(path, entry);
+                }
+                return;
+            }
         }
-        let previous = if urgent { state.dirty.remove(&path) } else { None };
-        let map = if urgent { &mut state.urgent } else { &mut state.dirty };
-        let entry = map.entry(path).or_insert(Dirty {
-            first: previous.map_or(now, |d| d.first),
-            last: now,
-        });
-        entry.last = now;
+        state.queue(lane).insert(path, taken);
     }
 
-    /// Resolves once `path` as it is now is in storage. Fails if the runner
-    /// stops first, or if storage can never take the change.
+    /// Resolves once `path` as it is now is in storage, ahead of the
+    /// backlog (a client's save). Fails if the runner stops first, or if
+    /// storage can never take the change.
     pub async fn persist(&self, path: WorkspacePath) -> Result<(), NotPersisted> {
+        self.wait_durable(path, Lane::Priority).await
+    }
+
+    /// [`Persister::persist`] for one of a client's many writes (a first
+    /// sync, a folder upload): ahead of programs' backlog, in batches of
+    /// their own, so that a save made meanwhile does not wait behind them.
+    pub async fn persist_bulk(&self, path: WorkspacePath) -> Result<(), NotPersisted> {
+        self.wait_durable(path, Lane::ClientBulk).await
+    }
+
+    async fn wait_durable(&self, path: WorkspacePath, lane: Lane) -> Result<(), NotPersisted> {
         if self.is_excluded(&path) {
             return Err(NotPersisted::Refused {
                 path,
@@ -495,9 +552,17 @@ impl Persister {
             });
         }
         let (tx, rx) = oneshot::channel();
-        self.lock().waiters.entry(path.clone()).or_default().push(tx);
-        self.mark(path.clone(), true);
-        self.wake_priority.notify_one();
+        {
+            let now = Instant::now();
+            let mut state = self.lock();
+            let waiters = match lane {
+                Lane::Priority => &mut state.waiters,
+                Lane::ClientBulk | Lane::Bulk => &mut state.bulk_waiters,
+            };
+            waiters.entry(path.clone()).or_default().push(tx);
+            Self::mark_locked(&mut state, path.clone(), lane, now);
+        }
+        self.wake(lane).notify_one();
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(NotPersisted::Refused { path, reason }),
@@ -700,21 +765,29 @@ impl Persister {
         self.run_with_priority_on(tokio::runtime::Handle::current(), stop).await;
     }
 
-    /// [`Persister::run`], with the priority lane (clients' saves) on
-    /// `priority`'s runtime and the bulk lane on this task's: a runner keeps
-    /// the bulk lane on threads of lower CPU priority, so an `npm install`'s
-    /// backlog yields to keystrokes, and its clients' saves do not.
+    /// [`Persister::run`], with the lanes of what clients wait on (saves, and
+    /// a client's bulk writes) on `priority`'s runtime and the bulk lane on
+    /// this task's: a runner keeps the bulk lane on threads of lower CPU
+    /// priority, so an `npm install`'s backlog yields to keystrokes, and
+    /// what its clients wait on does not.
     pub async fn run_with_priority_on(self: Arc<Self>, priority: tokio::runtime::Handle, stop: CancellationToken) {
-        let priority = priority.spawn(self.clone().lane(Lane::Priority, stop.clone()));
+        let saves = priority.spawn(self.clone().lane(Lane::Priority, stop.clone()));
+        let clients_bulk = priority.spawn(self.clone().lane(Lane::ClientBulk, stop.clone()));
         self.lane(Lane::Bulk, stop).await;
-        let _ = priority.await;
+        let _ = saves.await;
+        let _ = clients_bulk.await;
+    }
+
+    fn wake(&self, lane: Lane) -> &Notify {
+        match lane {
+            Lane::Priority => &self.wake_priority,
+            Lane::ClientBulk => &self.wake_client_bulk,
+            Lane::Bulk => &self.wake_bulk,
+        }
     }
 
     async fn lane(self: Arc<Self>, lane: Lane, stop: CancellationToken) {
-        let wake = match lane {
-            Lane::Priority => &self.wake_priority,
-            Lane::Bulk => &self.wake_bulk,
-        };
+        let wake = self.wake(lane);
         loop {
             let wait = self.round(lane, false).await;
             tokio::select! {
@@ -741,6 +814,8 @@ impl Persister {
             let debounce = self.debounce;
             let due: Vec<WorkspacePath> = match lane {
                 Lane::Priority => state.urgent.keys().cloned().collect(),
+                // Whole writes: no quiet time to wait for.
+                Lane::ClientBulk => state.client_bulk.keys().take(BULK_PATHS).cloned().collect(),
                 Lane::Bulk => state
                     .dirty
                     .iter()
@@ -751,17 +826,18 @@ impl Persister {
             };
             let mut taken = Vec::with_capacity(due.len());
             for path in due {
-                let entry = match lane {
-                    Lane::Priority => state.urgent.remove(&path),
-                    Lane::Bulk => state.dirty.remove(&path),
-                };
+                let entry = state.queue(lane).remove(&path);
                 if let Some(d) = entry {
                     taken.push((path, d));
                 }
             }
-            let waiters: Vec<Vec<Waiter>> = taken
+            let waiters: Vec<(Vec<Waiter>, Vec<Waiter>)> = taken
                 .iter()
-                .map(|(p, _)| state.waiters.remove(p).unwrap_or_default())
+                .map(|(p, _)| {
+                    let saves = state.waiters.remove(p).unwrap_or_default();
+                    let bulk = state.bulk_waiters.remove(p).unwrap_or_default();
+                    (saves, bulk)
+                })
                 .collect();
             state.in_flight += taken.len();
             (taken, waiters)
@@ -780,7 +856,7 @@ impl Persister {
         // rounds: a save does not wait for them.
         let manifest = match lane {
             Lane::Bulk => self.store_manifest().await,
-            Lane::Priority => {
+            Lane::Priority | Lane::ClientBulk => {
                 self.wake_bulk.notify_one();
                 Ok(())
             }
@@ -793,34 +869,35 @@ impl Persister {
             state.last_error = Some(e.to_string());
         }
         let mut deferred = false;
-        for (((path, dirty), outcome), waiters) in taken.into_iter().zip(outcomes).zip(waiters) {
-            let put_back = |state: &mut SyncState, path: WorkspacePath, waiters: Vec<Waiter>| {
-                let map = if lane == Lane::Priority || !waiters.is_empty() {
-                    &mut state.urgent
-                } else {
-                    &mut state.dirty
-                };
-                let entry = map.entry(path.clone()).or_insert(dirty);
-                entry.first = entry.first.min(dirty.first);
-                if !waiters.is_empty() {
-                    state.waiters.entry(path).or_default().extend(waiters);
+        for (((path, dirty), outcome), (waiters, bulk)) in taken.into_iter().zip(outcomes).zip(waiters) {
+            let put_back = |state: &mut SyncState, path: WorkspacePath, waiters: Vec<Waiter>, bulk: Vec<Waiter>| {
+                // Back in the queue of the most urgent one waiting on it.
+                let mut back = lane;
+                if !bulk.is_empty() {
+                    back = back.min(Lane::ClientBulk);
+                    state.bulk_waiters.entry(path.clone()).or_default().extend(bulk);
                 }
+                if !waiters.is_empty() {
+                    back = Lane::Priority;
+                    state.waiters.entry(path.clone()).or_default().extend(waiters);
+                }
+                Self::requeue(state, path, back, dirty);
             };
             match outcome {
                 Outcome::Done => {
-                    for w in waiters {
+                    for w in waiters.into_iter().chain(bulk) {
                         let _ = w.send(Ok(()));
                     }
                 }
                 Outcome::Deferred => {
                     deferred = true;
-                    put_back(&mut state, path, waiters);
+                    put_back(&mut state, path, waiters, bulk);
                 }
                 Outcome::Failed(e) => {
                     tracing::warn!(%path, "storage sync failed, will retry: {e}");
                     failed = true;
                     state.last_error = Some(e.to_string());
-                    put_back(&mut state, path, waiters);
+                    put_back(&mut state, path, waiters, bulk);
                 }
             }
         }
@@ -858,7 +935,8 @@ impl Persister {
         match lane {
             // Woken by `persist` and by released claims.
             Lane::Priority if state.urgent.is_empty() => Duration::from_secs(3600),
-            Lane::Priority => Duration::from_millis(5),
+            Lane::ClientBulk if state.client_bulk.is_empty() => Duration::from_secs(3600),
+            Lane::Priority | Lane::ClientBulk => Duration::from_millis(5),
             Lane::Bulk => state
                 .dirty
                 .values()
@@ -875,7 +953,7 @@ impl Persister {
     fn publish(&self, state: &SyncState) {
         let status = StorageStatus {
             healthy: state.backoff.is_none(),
-            pending: (state.dirty.len() + state.urgent.len() + state.in_flight) as u64,
+            pending: (state.queued() + state.in_flight) as u64,
             saves_pending: state.urgent.len() as u64 + state.waiters.values().map(|w| w.len() as u64).sum::<u64>(),
             drain_rate: self.drained.rate(),
             skipped: state.skipped.len() as u64,
@@ -906,7 +984,7 @@ impl Persister {
         loop {
             let drained = {
                 let state = self.lock();
-                state.dirty.is_empty() && state.urgent.is_empty() && state.in_flight == 0
+                state.queued() == 0 && state.in_flight == 0
             };
             if drained {
                 match self.store_manifest().await {
@@ -920,12 +998,18 @@ impl Persister {
             }
             if Instant::now() >= deadline {
                 let state = self.lock();
-                return state.urgent.keys().chain(state.dirty.keys()).cloned().collect();
+                return state
+                    .urgent
+                    .keys()
+                    .chain(state.client_bulk.keys())
+                    .chain(state.dirty.keys())
+                    .cloned()
+                    .collect();
             }
-            let wait = self
-                .round(Lane::Priority, true)
-                .await
-                .min(self.round(Lane::Bulk, true).await);
+            let mut wait = Duration::MAX;
+            for lane in LANES {
+                wait = wait.min(self.round(lane, true).await);
+            }
             let has_failed = self.lock().retry_at.is_some();
             if has_failed {
                 let pause = wait.min(deadline.saturating_duration_since(Instant::now()));
@@ -1181,14 +1265,20 @@ impl Persister {
     }
 
     /// Claims every path no other lane holds; returns which were claimed.
-    /// The bulk lane leaves alone what a client waits on: the priority lane
-    /// is about to take it.
+    /// A lane leaves alone what a more urgent lane is about to take.
     fn claim(&self, lane: Lane, paths: &[WorkspacePath]) -> Vec<bool> {
         let mut state = self.lock();
         paths
             .iter()
             .map(|p| {
-                if lane == Lane::Bulk && (state.urgent.contains_key(p) || state.waiters.contains_key(p)) {
+                let saved = state.urgent.contains_key(p) || state.waiters.contains_key(p);
+                let bulk_written = state.client_bulk.contains_key(p) || state.bulk_waiters.contains_key(p);
+                let taken_first = match lane {
+                    Lane::Priority => false,
+                    Lane::ClientBulk => saved,
+                    Lane::Bulk => saved || bulk_written,
+                };
+                if taken_first {
                     return false;
                 }
                 state.claimed.insert(p.as_str().to_owned())

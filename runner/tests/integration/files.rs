@@ -249,6 +249,7 @@ async fn large_saves_are_chunked_durable_and_limited() {
             size: 8_000_001,
             base_version: None,
             create_new: false,
+            bulk: false,
         })
         .await;
     assert_eq!(code_of(too_big), ErrorCode::TooLarge);

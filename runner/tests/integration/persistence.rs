@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cloudcode_proto::client::Incoming;
 use cloudcode_proto::frame::Frame;
-use cloudcode_proto::message::{Event, Op, Reply};
+use cloudcode_proto::message::{Event, Op, Reply, WriteOptions};
 
 use crate::common::*;
 
@@ -250,6 +250,72 @@ async fn storage_status(client: &cloudcode_proto::client::RunnerClient) -> cloud
     match client.request(Op::StorageStatus).await.unwrap() {
         Reply::Storage { status } => status,
         other => panic!("{other:?}"),
+    }
+}
+
+/// A client's many writes marked `bulk` (a folder sync's first reconcile)
+/// are not saves: each is answered once durable, the status counts them as
+/// pending but not as saves pending, and a save goes ahead of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_bulk_writes_are_durable_when_answered_and_a_save_goes_first() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    const WRITES: usize = 5_000;
+    client.request(Op::CreateDir { path: p("synced") }).await.unwrap();
+    for d in 0..WRITES / 100 {
+        let path = p(&format!("synced/d{d}"));
+        client.request(Op::CreateDir { path }).await.unwrap();
+    }
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writes: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let handle = (*client).clone();
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let path = p(&format!("synced/d{}/f{i}.txt", i / 100));
+                let options = WriteOptions {
+                    create_new: true,
+                    bulk: true,
+                    ..WriteOptions::default()
+                };
+                handle
+                    .write_file_with(&path, format!("{i}").as_bytes(), options)
+                    .await
+                    .unwrap();
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (i, path)
+            })
+        })
+        .collect();
+    // The user's editor, on a connection of its own.
+    let editor = runner.client().await;
+    // Wait until the runner holds them as its backlog.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let status = storage_status(&editor).await;
+        eprintln!(
+            "{} answered, {status:?}",
+            answered.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        if status.pending > 0 {
+            assert_eq!(status.saves_pending, 0, "bulk writes counted as saves: {status:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no backlog formed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    editor.write_file(&p("main.py"), b"print(1)\n", None).await.unwrap();
+    let after_save = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(runner.stored("main.py").as_deref(), Some(&b"print(1)\n"[..]));
+    assert!(after_save < WRITES, "the save waited for all the bulk writes");
+    for write in writes {
+        let (i, path) = write.await.unwrap();
+        // Answered means durable.
+        assert_eq!(
+            runner.stored(path.as_str()),
+            Some(format!("{i}").into_bytes()),
+            "{path}"
+        );
     }
 }
 

@@ -24,7 +24,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cloudcode_proto::client::{ClientError, RunnerHandle};
-use cloudcode_proto::message::{ErrorCode, Op};
+use cloudcode_proto::message::{ErrorCode, Op, WriteOptions};
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::StreamExt;
 
@@ -39,8 +39,10 @@ use super::scan::{Identity, LocalEntry, LocalIndex};
 /// is in storage, and commits what is waiting as one batch of up to 512
 /// files: a window of 64 left its commits small and storage idle between
 /// them (a first sync of 10,000 files: 8.4 s of uploads at 64, 3.5 s at
-/// 512; 1,024 was no faster, and a save of the user's own would wait
-/// behind more).
+/// 512; 1,024 was no faster). A wave this large is sent as `bulk` writes,
+/// which the runner persists in batches of their own, so a save the user
+/// makes meanwhile (another client's, or a small round's) does not wait
+/// behind them.
 const PARALLEL: usize = 512;
 /// Content in flight at once, read into memory until answered: so a window
 /// of large files does not hold gigabytes.
@@ -237,7 +239,7 @@ impl Executor<'_> {
                     )
                 })
                 .count();
-            let defer = uploads <= DEFER_AT_MOST;
+            let defer_wave = uploads <= DEFER_AT_MOST;
             // The futures are made first, not in a stream's closure: a
             // closure there makes the future not Send (a higher-ranked
             // lifetime the compiler cannot prove), and the TUI runs the
@@ -258,7 +260,7 @@ impl Executor<'_> {
                                 node: Node::File { executable: false, .. },
                                 ..
                             },
-                        ) if defer => {
+                        ) if defer_wave => {
                             deferred.next += 1;
                             Some((deferred.tx.clone(), deferred.next))
                         }
@@ -269,6 +271,7 @@ impl Executor<'_> {
                         handle: self.handle,
                         version: self.remote.versions.get(change.path()).cloned(),
                         defer,
+                        bulk: !defer_wave,
                         size,
                         budget: budget.clone(),
                     };
@@ -511,6 +514,9 @@ struct RemoteJob<'a> {
     version: Option<String>,
     /// Send an upload's answer here instead of awaiting it.
     defer: Option<(tokio::sync::mpsc::UnboundedSender<WriteDone>, u64)>,
+    /// One of many uploads (a first sync, a checkout): persisted in the
+    /// sandbox with its backlog, so a save made meanwhile goes first.
+    bulk: bool,
     /// The file's size as scanned, and the wave's budget of bytes in flight.
     size: u64,
     budget: std::sync::Arc<tokio::sync::Semaphore>,
@@ -620,7 +626,7 @@ impl RemoteJob<'_> {
                             if &hash_bytes(&bytes) != hash {
                                 return Err(Skip::LocalChanged);
                             }
-                            let (base, create_new) = match was {
+                            let (base_version, create_new) = match was {
                                 // Never a blind overwrite: without the version
                                 // replaced, look again first.
                                 Some(Node::File { .. }) => {
@@ -629,10 +635,15 @@ impl RemoteJob<'_> {
                                 _ => (None, true),
                             };
                             if let Some((tx, seq)) = &self.defer {
+                                let options = WriteOptions {
+                                    base_version,
+                                    create_new,
+                                    bulk: self.bulk,
+                                };
                                 let (handle, path, node, tx, seq) =
                                     (self.handle.clone(), path.clone(), node.clone(), tx.clone(), *seq);
                                 tokio::spawn(async move {
-                                    let result = handle.write_file_with(&path, &bytes, base, create_new).await;
+                                    let result = handle.write_file_with(&path, &bytes, options).await;
                                     let _ = tx.send(WriteDone {
                                         path,
                                         seq,
@@ -643,7 +654,12 @@ impl RemoteJob<'_> {
                                 deferred = Some(seq);
                                 None
                             } else {
-                                match self.handle.write_file_with(path, &bytes, base, create_new).await {
+                                let options = WriteOptions {
+                                    base_version,
+                                    create_new,
+                                    bulk: self.bulk,
+                                };
+                                match self.handle.write_file_with(path, &bytes, options).await {
                                     Ok(version) => Some(version),
                                     Err(ClientError::Remote {
                                         code: ErrorCode::Conflict | ErrorCode::AlreadyExists,

@@ -9,7 +9,14 @@ base_version?: string,
 /**
  * Refuse with `already_exists` if the path exists.
  */
-create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
+create_new?: boolean, 
+/**
+ * One of many writes (a first sync, a folder upload): persisted
+ * with the backlog, in its batches, instead of ahead of it, so a
+ * save made meanwhile does not wait behind them. Still answered
+ * once durable.
+ */
+bulk?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
 /**
  * Refuse with `conflict` unless the path is a file of this version
  * (checked in the same step as the delete, so a write since the
@@ -43,7 +50,14 @@ base_version?: string,
 /**
  * Refuse with `already_exists` if the path exists.
  */
-create_new?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
+create_new?: boolean, 
+/**
+ * One of many writes (a first sync, a folder upload): persisted
+ * with the backlog, in its batches, instead of ahead of it, so a
+ * save made meanwhile does not wait behind them. Still answered
+ * once durable.
+ */
+bulk?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
 /**
  * Refuse with `conflict` unless the path is a file of this version
  * (checked in the same step as the delete, so a write since the
