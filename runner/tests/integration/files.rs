@@ -328,9 +328,20 @@ async fn changes_made_in_a_terminal_are_pushed_to_watchers() {
     let term = open_terminal(&shell).await;
     let mut screen = Screen::default();
     run_in_terminal(&mut shell, term, &mut screen, "mkdir -p d", "dir").await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    run_in_terminal(&mut shell, term, &mut screen, "touch d/made-in-shell.txt", "file").await;
+    // A new directory is watched once its own event is handled (a file
+    // made in it before that is seen by listing it, as clients do on a
+    // directory's `created`): wait for that event rather than a while,
+    // which a loaded machine outlasts.
     let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(path, kind): &(String, ChangeKind)| path == "d" && *kind == ChangeKind::Created)
+    {
+        if let Incoming::Event(Event::FsChanged { changes }) = next_incoming(&mut watcher).await {
+            seen.extend(changes.into_iter().map(|c| (c.path.as_str().to_owned(), c.kind)));
+        }
+    }
+    run_in_terminal(&mut shell, term, &mut screen, "touch d/made-in-shell.txt", "file").await;
     while !seen
         .iter()
         .any(|(path, kind): &(String, ChangeKind)| path == "d/made-in-shell.txt" && *kind == ChangeKind::Created)
