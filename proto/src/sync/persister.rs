@@ -58,6 +58,12 @@ const BATCH_OPEN_FILES: usize = 64;
 /// Batches a restore keeps in flight: one being read while one is written
 /// out. Nothing else runs in the sandbox yet.
 const PARALLEL_RESTORES: usize = 2;
+/// Bulk batches in flight once programs have stopped writing for
+/// [`PROGRAMS_QUIET`]: the CPU the program used is free then, and storage
+/// work is CPU-bound on one thread (creating, writing and renaming files).
+/// While programs write, one: see [`Persister::reconcile_all`].
+const PARALLEL_BULK_WHEN_QUIET: usize = 2;
+const PROGRAMS_QUIET: Duration = Duration::from_millis(250);
 /// The drain rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Skipped changes listed in the status (the count is always complete).
@@ -181,6 +187,8 @@ struct SyncState {
     client_bulk: BTreeMap<WorkspacePath, Dirty>,
     /// Everything else, for the bulk lane.
     dirty: BTreeMap<WorkspacePath, Dirty>,
+    /// When a change was last queued for the bulk lane (programs writing).
+    bulk_marked_at: Option<Instant>,
     /// What storage holds, by workspace path.
     stored: BTreeMap<String, Stamp>,
     waiters: HashMap<WorkspacePath, Vec<Waiter>>,
@@ -511,6 +519,9 @@ impl Persister {
             }
         }
         state.queue(lane).insert(path, Dirty { first, last: now });
+        if lane == Lane::Bulk {
+            state.bulk_marked_at = Some(now);
+        }
     }
 
     /// Puts back a path a round took but could not finish, keeping when it
@@ -1080,13 +1091,22 @@ impl Persister {
                 .chunks(BATCH_FILES)
                 .map(<[_]>::to_vec)
                 .collect();
-            // One batch at a time in each lane. Creating a file in storage
-            // is one syscall the kernel does not preempt (ext4's inode
-            // allocation can run for milliseconds, SCHED_IDLE or not, on the
-            // usual non-preemptible server kernels), so two bulk batches at
-            // once could hold both CPUs of a small sandbox while a keystroke
-            // waited for either.
-            let mut results = std::pin::pin!(futures_util::stream::iter(batches).then(|batch| {
+            // One batch at a time in each lane while programs write.
+            // Creating a file in storage is one syscall the kernel does not
+            // preempt (ext4's inode allocation can run for milliseconds,
+            // SCHED_IDLE or not, on the usual non-preemptible server
+            // kernels), so two bulk batches at once, beside the program,
+            // could hold both CPUs of a small sandbox while a keystroke
+            // waited for either. Once they have stopped, their CPU is free.
+            let programs_quiet = self
+                .lock()
+                .bulk_marked_at
+                .is_none_or(|at| at.elapsed() >= PROGRAMS_QUIET);
+            let parallel = match lane {
+                Lane::Bulk if programs_quiet => PARALLEL_BULK_WHEN_QUIET,
+                _ => 1,
+            };
+            let batches = futures_util::stream::iter(batches).map(|batch| {
                 let this = self.clone();
                 async move {
                     let paths: Vec<WorkspacePath> = batch.iter().map(|(p, _)| p.clone()).collect();
@@ -1096,7 +1116,8 @@ impl Persister {
                     };
                     (batch, steps)
                 }
-            }));
+            });
+            let mut results = std::pin::pin!(batches.buffered(parallel));
             while let Some((batch, steps)) = results.next().await {
                 let done = steps.iter().filter(|s| matches!(s, Step::Done)).count() as u64;
                 {
