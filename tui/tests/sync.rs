@@ -218,6 +218,30 @@ fn symlinks_stay_links_and_the_executable_bit_travels() {
     assert_eq!(snapshot(&s.local()), snapshot(&s.remote()));
 }
 
+/// A folder synced one way stays one way: the next run without `--mode`
+/// keeps the mode it last ran in (as mutagen's sessions do), says so, and
+/// never pulls the sandbox's files into the folder.
+#[test]
+fn the_mode_is_remembered_for_the_folder() {
+    let s = Setup::new();
+    write(&s.local(), "a", "1");
+    assert_eq!(s.once(&["--mode", "one-way-safe"]).code, 0);
+    write(&s.remote(), "theirs", "t");
+    let run = s.once(&[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("mode: one-way-safe, as this folder last synced"),
+        "{}",
+        run.stdout
+    );
+    assert!(!s.local().join("theirs").exists(), "the remembered mode was not used");
+    // `--mode` changes it, and the change is remembered in turn.
+    assert_eq!(s.once(&["--mode", "two-way-safe"]).code, 0);
+    assert_eq!(read(&s.local(), "theirs").as_deref(), Some("t"));
+    let run = s.once(&[]);
+    assert!(run.stdout.contains("mode: two-way-safe"), "{}", run.stdout);
+}
+
 #[test]
 fn one_way_modes_never_touch_the_folder() {
     let s = Setup::new();

@@ -16,7 +16,8 @@ use cloudcode_proto::path::WorkspacePath;
 
 use super::model::{Node, Tree, ancestors, conflict_copy_path, depth};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Changes flow both ways; a path changed on both sides is a conflict
     /// and neither content is lost.

@@ -57,8 +57,10 @@ pub struct SyncArgs {
     /// The project to sync with (started if it is not running).
     #[arg(long)]
     pub project: String,
-    #[arg(long, value_enum, default_value_t = Mode::TwoWaySafe)]
-    pub mode: Mode,
+    /// How to sync [default: the mode this folder last synced with this
+    /// project in, else two-way-safe].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
     /// Reconcile, then exit: 0 when both sides are equal, 2 when conflicts
     /// remain (conflict copies or, one-way, paths left alone).
     #[arg(long)]
@@ -146,7 +148,10 @@ pub async fn run_with(
     };
     let state = SyncState::load(&state_file, &args.project, &folder)?;
     let rules = Rules::new(&folder);
+    let remembered = args.mode.is_none().then_some(state.mode).flatten();
+    let mode = args.mode.or(state.mode).unwrap_or_default();
     let mut sync = Sync {
+        mode,
         args,
         folder,
         state_file,
@@ -174,6 +179,12 @@ pub async fn run_with(
         },
     };
     sync.report.status(&sync.status);
+    if let Some(mode) = remembered {
+        sync.report.line(&format!(
+            "mode: {}, as this folder last synced (--mode changes it)",
+            mode.name()
+        ));
+    }
     sync.full_scan()?;
     for warning in std::mem::take(&mut sync.rules.warnings) {
         sync.report.line(&format!("warning: {warning}"));
@@ -461,6 +472,8 @@ pub fn watch_limit_message() -> String {
 
 struct Sync<'r> {
     args: SyncArgs,
+    /// `--mode`, else the one the folder last synced in.
+    mode: Mode,
     folder: PathBuf,
     state_file: PathBuf,
     rules: Rules,
@@ -752,7 +765,7 @@ impl Sync<'_> {
                 base.insert(path.clone(), node.clone());
             }
         }
-        reconcile(&local, &remote, &base, self.args.mode)
+        reconcile(&local, &remote, &base, self.mode)
     }
 
     /// Records what both sides now agree on (within `scope`), and writes it
@@ -801,6 +814,7 @@ impl Sync<'_> {
             project: self.args.project.clone(),
             folder: self.folder.clone(),
             instance: String::new(),
+            mode: Some(self.mode),
             base: self.base.clone(),
             local: self.index.clone(),
         };
@@ -902,7 +916,7 @@ impl Sync<'_> {
     fn conflicts_remaining(&self) -> usize {
         let copies = self.index.keys().filter(|p| is_conflict_copy(p)).count();
         copies
-            + if self.args.mode == Mode::OneWaySafe {
+            + if self.mode == Mode::OneWaySafe {
                 self.last_conflicts
             } else {
                 0

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::model::Tree;
+use super::reconcile::Mode;
 use super::scan::LocalIndex;
 
 const FORMAT: u32 = 1;
@@ -22,6 +23,10 @@ pub struct SyncState {
     /// restored sandbox holds the same files, so the base stays valid).
     #[serde(default)]
     pub instance: String,
+    /// The mode the folder was last synced in, kept when `--mode` is not
+    /// given again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub base: Tree,
     pub local: LocalIndex,
 }

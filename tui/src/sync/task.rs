@@ -31,7 +31,7 @@ pub fn args(dir: PathBuf, project: String, mode: Mode, state_dir: Option<PathBuf
     SyncArgs {
         dir,
         project,
-        mode,
+        mode: Some(mode),
         once: false,
         dry_run: false,
         max_deletes: 50,
