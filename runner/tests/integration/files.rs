@@ -332,22 +332,20 @@ async fn changes_made_in_a_terminal_are_pushed_to_watchers() {
     // made in it before that is seen by listing it, as clients do on a
     // directory's `created`): wait for that event rather than a while,
     // which a loaded machine outlasts.
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|(path, kind): &(String, ChangeKind)| path == "d" && *kind == ChangeKind::Created)
-    {
-        if let Incoming::Event(Event::FsChanged { changes }) = next_incoming(&mut watcher).await {
-            seen.extend(changes.into_iter().map(|c| (c.path.as_str().to_owned(), c.kind)));
-        }
-    }
+    wait_for_created(&mut watcher, "d").await;
     run_in_terminal(&mut shell, term, &mut screen, "touch d/made-in-shell.txt", "file").await;
-    while !seen
-        .iter()
-        .any(|(path, kind): &(String, ChangeKind)| path == "d/made-in-shell.txt" && *kind == ChangeKind::Created)
-    {
-        if let Incoming::Event(Event::FsChanged { changes }) = next_incoming(&mut watcher).await {
-            seen.extend(changes.into_iter().map(|c| (c.path.as_str().to_owned(), c.kind)));
+    wait_for_created(&mut watcher, "d/made-in-shell.txt").await;
+}
+
+/// Reads `fs_changed` events until one says `path` was created.
+async fn wait_for_created(watcher: &mut cloudcode_proto::client::RunnerClient, path: &str) {
+    loop {
+        if let Incoming::Event(Event::FsChanged { changes }) = next_incoming(watcher).await
+            && changes
+                .iter()
+                .any(|c| c.path.as_str() == path && c.kind == ChangeKind::Created)
+        {
+            return;
         }
     }
 }

@@ -695,16 +695,12 @@ impl Sync<'_> {
         for skipped in &stats.skipped {
             self.report.line(&format!("skipped: {skipped}"));
         }
-        let before = std::mem::take(&mut self.unsettled);
-        let (_, kept): (BTreeSet<_>, BTreeSet<_>) = before.iter().cloned().partition(|p| p.starts_with(top));
-        self.unsettled = kept;
-        for path in &stats.unsettled {
-            if !before.contains(path) {
-                self.report
-                    .line(&format!("{path}: still being written; synced once it holds still"));
-            }
-            self.unsettled.insert(path.clone());
+        for path in stats.unsettled.iter().filter(|p| !self.unsettled.contains(*p)) {
+            self.report
+                .line(&format!("{path}: still being written; synced once it holds still"));
         }
+        self.unsettled.retain(|p| !p.starts_with(top));
+        self.unsettled.extend(stats.unsettled.iter().cloned());
         Ok(stats)
     }
 
