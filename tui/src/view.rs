@@ -491,10 +491,17 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
         Connection::Connected { .. } => ("● connected".to_string(), bar.fg(Color::Green)),
         Connection::Connecting { attempt } if *attempt <= 1 => ("○ connecting…".to_string(), bar.fg(Color::Yellow)),
         Connection::Connecting { attempt } => (format!("○ reconnecting (try {attempt})…"), bar.fg(Color::Yellow)),
-        Connection::Lost { reason, retry_in } => (
-            format!("✕ disconnected: {reason}; retry in {:.1}s", retry_in.as_secs_f32()),
+        Connection::Lost { retry_in, .. } => (
+            format!("✕ disconnected; retry in {:.1}s", retry_in.as_secs_f32()),
             bar.fg(Color::Red),
         ),
+    };
+    // Why the connection was lost can be a long sentence (a URL in it): it
+    // goes after the save state, so it never pushes "NOT SAVED" off a
+    // narrow bar.
+    let lost_because = match &ide.connection {
+        Connection::Lost { reason, .. } => Some(reason.as_str()),
+        _ => None,
     };
     // Most important first: a narrow terminal cuts the bar from the right.
     let mut spans = vec![
@@ -531,6 +538,9 @@ fn draw_status(ide: &Ide, notice: Option<(String, bool)>, area: Rect, frame: &mu
             format!(" {}", buffer.language.name())
         };
         spans.push(Span::styled(format!(" {}:{}{language} │ ", row + 1, col + 1), bar));
+    }
+    if let Some(reason) = lost_because {
+        spans.push(Span::styled(format!("{reason} │ "), bar.fg(Color::Red)));
     }
     if let Some((text, error)) = notice {
         let style = if error {
