@@ -378,6 +378,7 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
     // Output that is produced while the client is away is shown once, in
     // order, when it comes back.
     tmux.press(&["M-3"]);
+    tmux.wait_text("┏ 1 shell");
     // Each tick is also counted in a file, so the test can tell when the
     // loop has finished while the client was away.
     tmux.type_text("for i in 1 2 3 4 5 6; do echo tick-$i; echo $i > .ticks; sleep 0.5; done");
@@ -390,6 +391,7 @@ fn after_a_network_outage_the_terminal_resumes_and_unsaved_edits_survive() {
 
     // Edits made offline stay in the buffer; saving says it cannot yet.
     tmux.press(&["M-2"]);
+    tmux.wait_text("┏ main.py");
     tmux.type_text("# typed offline");
     tmux.press(&["C-s"]);
     tmux.wait_text("NOT SAVED");
@@ -472,6 +474,7 @@ fn after_a_sandbox_restart_the_terminal_shows_it_ended_and_a_new_shell_works() {
         s.contains("● connected") && s.contains("user@e2e-restart")
     });
     tmux.press(&["M-3"]);
+    tmux.wait_text("┏ 1 shell");
     tmux.type_text("echo before-$((40+2))");
     tmux.press(&["Enter"]);
     tmux.wait_text("before-42");

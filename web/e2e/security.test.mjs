@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import {
   E2E_DIR,
   PATIENCE_MS,
+  editorPath,
   editorValue,
   launchBrowser,
   login,
@@ -106,6 +107,13 @@ test('hostile preview: in the preview pane and in its own tab, the app cannot us
       for (let i = 0; i < n; i++) if ((await terminalText(page, i)).includes('hostile app listening')) return true;
       return false;
     });
+
+    // The open main.py is a clean buffer: it reloads with the hostile app's
+    // text when the write's change arrives. The "before" is taken after that
+    // reload, or the reload itself would pass for the attack's doing.
+    const hostileMain = readFileSync(path.join(E2E_DIR, 'hostile', 'main.py'), 'utf8');
+    await waitUntil('the open main.py to reload with the hostile app', async () =>
+      (await editorPath(page)) === 'main.py' && (await editorValue(page)) === hostileMain);
 
     // The IDE's state before the attack, to compare after it.
     const idePath = new URL(page.url()).pathname;

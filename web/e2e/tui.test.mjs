@@ -75,6 +75,9 @@ test('TUI and browser on one project: a save in either shows in the other; one t
 
     // --- One terminal, typed into from both.
     await tmux.press('M-3');
+    // Keys typed go to the focused pane: wait until it is the terminal, so a
+    // lost Alt chord fails here, by name, not as missing shell output.
+    await tmux.waitText('┏ 1 shell');
     tmux.typeText('echo "tui-says-$((3*3))"');
     await tmux.press('Enter');
     await tmux.waitText('tui-says-9');
@@ -101,6 +104,7 @@ test('TUI and browser on one project: a save in either shows in the other; one t
     // --- A save in the TUI shows in the browser's editor.
     const fromTui = `# saved-from-tui-${Date.now() % 100000}`;
     await tmux.press('M-2');
+    await tmux.waitText('┏ main.py');
     tmux.typeText(fromTui);
     await tmux.press('Enter');
     await tmux.waitText('main.py modified');
