@@ -49,11 +49,18 @@ pub enum Effect {
     OpenInBrowser(String),
     /// Put text on the system clipboard (OSC 52).
     Copy(String),
-    /// Keep `dir` and the open project's sandbox equal (a sync task).
+    /// Keep `dir` and the open project's sandbox equal (a sync task), in
+    /// `mode` or, without one, the mode the folder last synced in.
     StartSync {
         project: String,
         dir: PathBuf,
-        mode: Mode,
+        mode: Option<Mode>,
+    },
+    /// Look up the mode `dir` last synced with `project` in, for the mode
+    /// chooser ([`Input::SyncModeRecalled`]).
+    RecallSyncMode {
+        project: String,
+        dir: PathBuf,
     },
     /// Tell the running sync (`Control::Stop` ends it).
     Sync(Control),
@@ -72,6 +79,11 @@ pub enum Input {
     Session(Update),
     /// From the running folder sync.
     Sync(SyncUpdate),
+    /// The mode `dir` last synced in (`None`: never, or unreadable).
+    SyncModeRecalled {
+        dir: PathBuf,
+        mode: Option<Mode>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +188,7 @@ pub struct Ide {
 /// conflicts in the sync view (F4).
 pub struct SyncPane {
     pub dir: PathBuf,
-    pub mode: Mode,
+    /// The mode as the sync reports it (`status.mode`).
     pub status: Status,
     pub conflicts: Vec<Conflict>,
     /// The conflict chosen in the view, and how far its diff is scrolled.
@@ -224,8 +236,8 @@ pub struct App {
     /// A project to open as soon as the list arrives (`--project`).
     pub open_on_start: Option<String>,
     /// A folder to sync with the first project opened, and how
-    /// (`--sync`, `--sync-mode`).
-    pub sync_on_start: Option<(PathBuf, Mode)>,
+    /// (`--sync`, `--sync-mode`; without a mode, as the folder last synced).
+    pub sync_on_start: Option<(PathBuf, Option<Mode>)>,
     /// What F4's folder prompt offers first (the working directory).
     pub default_sync_dir: String,
     effects: Vec<Effect>,
@@ -330,6 +342,7 @@ impl App {
                     Err(e) => self.error(format!("listing projects failed: {e}")),
                 }
             }
+            Input::SyncModeRecalled { dir, mode } => self.sync_mode_recalled(dir, mode),
             Input::Created(result) => match result {
                 Ok(project) => {
                     self.notify(format!("created {}", project.id));
@@ -420,15 +433,16 @@ impl App {
 
     // ----- the folder sync -----
 
-    fn start_sync(&mut self, dir: PathBuf, mode: Mode) {
+    fn start_sync(&mut self, dir: PathBuf, mode: Option<Mode>) {
         let Some(ide) = self.ide.as_mut() else { return };
         if ide.sync.as_ref().is_some_and(SyncPane::running) {
             return;
         }
         ide.sync = Some(SyncPane {
             dir: dir.clone(),
-            mode,
             status: Status {
+                // Until the sync says which mode it runs in.
+                mode: mode.unwrap_or_default(),
                 phase: Phase::Starting,
                 pending: 0,
                 polling: false,
@@ -442,7 +456,10 @@ impl App {
             asked: false,
         });
         let project = ide.project.id.clone();
-        self.notify(format!("syncing {} with {project} ({})", dir.display(), mode.name()));
+        match mode {
+            Some(mode) => self.notify(format!("syncing {} with {project} ({})", dir.display(), mode.name())),
+            None => self.notify(format!("syncing {} with {project}", dir.display())),
+        }
         self.effect(Effect::StartSync { project, dir, mode });
     }
 
@@ -827,23 +844,38 @@ impl App {
         }
     }
 
-    /// Asks how to sync `dir`, offering the mode this project's last sync
-    /// had (else two-way-safe, which loses nothing).
+    /// Asks how to sync `dir` once its remembered mode is known
+    /// ([`Input::SyncModeRecalled`]): a folder synced one-way before is
+    /// offered one-way again, not two-way, which would pull the sandbox's
+    /// own files into it.
     fn choose_sync_mode(&mut self, dir: PathBuf) {
-        let selected = self
-            .ide
-            .as_ref()
-            .and_then(|ide| ide.sync.as_ref())
-            .map_or(Mode::TwoWaySafe, |sync| sync.mode);
-        self.modal = Some(Modal::ChooseSyncMode { dir, selected });
+        let project = match &self.ide {
+            Some(ide) => Some(ide.project.id.clone()),
+            None => self.projects.projects.get(self.projects.selected).map(|p| p.id.clone()),
+        };
+        if let Some(project) = project {
+            self.effect(Effect::RecallSyncMode { project, dir });
+        }
+    }
+
+    /// Offers the remembered mode, else two-way-safe, which loses nothing.
+    fn sync_mode_recalled(&mut self, dir: PathBuf, mode: Option<Mode>) {
+        // Something else asked meanwhile (a keypress opened a modal).
+        if self.modal.is_some() {
+            return;
+        }
+        self.modal = Some(Modal::ChooseSyncMode {
+            dir,
+            selected: mode.unwrap_or_default(),
+        });
     }
 
     fn sync_folder(&mut self, dir: PathBuf, mode: Mode) {
         if self.ide.is_some() {
-            self.start_sync(dir, mode);
+            self.start_sync(dir, Some(mode));
         } else if let Some(project) = self.projects.projects.get(self.projects.selected).cloned() {
             // From the project list: open the chosen project synced.
-            self.sync_on_start = Some((dir, mode));
+            self.sync_on_start = Some((dir, Some(mode)));
             self.open_project(project);
         }
     }

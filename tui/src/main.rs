@@ -42,9 +42,10 @@ struct Args {
     /// is open (as `cloudcode-tui sync DIR` does); F4 shows its conflicts.
     #[arg(long, value_name = "DIR")]
     sync: Option<std::path::PathBuf>,
-    /// How `--sync` syncs (F4 and `s` ask).
-    #[arg(long, value_enum, value_name = "MODE", requires = "sync", default_value_t = Mode::TwoWaySafe)]
-    sync_mode: Mode,
+    /// How `--sync` syncs (F4 and `s` ask) [default: the mode the folder
+    /// last synced with the project in, else two-way-safe].
+    #[arg(long, value_enum, value_name = "MODE", requires = "sync")]
+    sync_mode: Option<Mode>,
     /// Leave the mouse to the terminal (its own selection and copy), and
     /// use the keyboard only.
     #[arg(long, env = "CLOUDCODE_TUI_NO_MOUSE")]
@@ -340,6 +341,15 @@ async fn ui_loop(
                     if let Some((_, previous)) = sync.replace((sync_generation, task)) {
                         tokio::spawn(previous.stop(SYNC_STOP_PATIENCE));
                     }
+                }
+                Effect::RecallSyncMode { project, dir } => {
+                    let (tx, state_dir) = (inputs_tx.clone(), sync_state_dir.clone());
+                    // A state file can be megabytes: read off the UI loop.
+                    tokio::task::spawn_blocking(move || {
+                        let mode = cloudcode_tui::sync::state::state_dir(state_dir.as_deref())
+                            .and_then(|data| cloudcode_tui::sync::state::remembered_mode(&data, &project, &dir));
+                        let _ = tx.send(Input::SyncModeRecalled { dir, mode });
+                    });
                 }
                 Effect::Sync(control) => {
                     if let Some((_, task)) = sync.as_ref() {

@@ -336,12 +336,15 @@ fn sync_status(sync: &SyncPane, bar: Style) -> Vec<Span<'static>> {
         ),
     };
     // The default is said by the arrow alone; a one-way mode by name.
-    let mode = if sync.mode.one_way() {
-        format!(" · {}", sync.mode.name())
+    let mode = if sync.status.mode.one_way() {
+        format!(" · {}", sync.status.mode.name())
     } else {
         String::new()
     };
-    spans.push(Span::styled(format!("{} {text}{mode}", direction(sync.mode)), style));
+    spans.push(Span::styled(
+        format!("{} {text}{mode}", direction(sync.status.mode)),
+        style,
+    ));
     if !sync.conflicts.is_empty() {
         let n = sync.conflicts.len();
         spans.push(Span::styled(
@@ -355,11 +358,11 @@ fn sync_status(sync: &SyncPane, bar: Style) -> Vec<Span<'static>> {
 
 fn draw_sync_view(sync: &SyncPane, project: &str, area: Rect, frame: &mut Frame) {
     frame.render_widget(Clear, area);
-    let arrow = if sync.mode.one_way() { "→" } else { "⇄" };
+    let arrow = if sync.status.mode.one_way() { "→" } else { "⇄" };
     let title = format!(
         " sync · {} {arrow} {project} · {} · Esc closes ",
         sync.dir.display(),
-        sync.mode.name()
+        sync.status.mode.name()
     );
     let block = Block::default()
         .borders(Borders::ALL)

@@ -56,6 +56,21 @@ fn shows(lines: &[String], needle: &str) -> bool {
     lines.iter().any(|l| l.contains(needle))
 }
 
+/// Answers the mode chooser's lookup of the folder's remembered mode, as
+/// the effects runner does from the sync's state file; returns the project
+/// and folder it was asked for.
+fn recall(app: &mut App, remembered: Option<cloudcode_tui::sync::reconcile::Mode>) -> (String, std::path::PathBuf) {
+    let effects = app.take_effects();
+    let [Effect::RecallSyncMode { project, dir }] = &effects[..] else {
+        panic!("the folder's remembered mode is looked up first: {effects:?}");
+    };
+    app.handle(Input::SyncModeRecalled {
+        dir: dir.clone(),
+        mode: remembered,
+    });
+    (project.clone(), dir.clone())
+}
+
 fn sessions(effects: Vec<Effect>) -> Vec<Command> {
     effects
         .into_iter()
@@ -894,6 +909,7 @@ mod sync {
 
     fn status(phase: Phase, pending: usize) -> SyncUpdate {
         SyncUpdate::Status(Status {
+            mode: Mode::TwoWaySafe,
             phase,
             pending,
             polling: false,
@@ -923,12 +939,13 @@ mod sync {
         key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
         type_text(&mut app, "/home/u/work");
         key(&mut app, KeyCode::Enter);
-        assert!(app.take_effects().is_empty(), "the mode is asked first");
-        // Enter takes the offered mode: two-way-safe.
+        // The mode is asked first; a folder never synced is offered
+        // two-way-safe, and Enter takes it.
+        recall(&mut app, None);
         key(&mut app, KeyCode::Enter);
         let effects = app.take_effects();
         assert!(
-            matches!(&effects[..], [Effect::StartSync { project, dir, mode: Mode::TwoWaySafe }]
+            matches!(&effects[..], [Effect::StartSync { project, dir, mode: Some(Mode::TwoWaySafe) }]
                 if project == "demo" && dir == std::path::Path::new("/home/u/work")),
             "{effects:?}"
         );
@@ -952,7 +969,7 @@ mod sync {
     #[test]
     fn the_sync_flag_starts_a_sync_with_the_project_and_the_status_bar_follows_it() {
         let mut app = App::new("http://127.0.0.1:8080".into());
-        app.sync_on_start = Some(("/home/u/work".into(), Mode::TwoWaySafe));
+        app.sync_on_start = Some(("/home/u/work".into(), Some(Mode::TwoWaySafe)));
         app.open_on_start = Some("demo".into());
         app.take_effects();
         app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
@@ -985,6 +1002,33 @@ mod sync {
         let line = bar(&mut app);
         assert!(line.contains("⇅ sync failed"), "{line}");
         assert!(line.contains("the folder /x cannot be opened"), "{line}");
+    }
+
+    #[test]
+    fn the_sync_flag_without_a_mode_runs_in_the_folders_last_one_and_shows_it() {
+        let mut app = App::new("http://127.0.0.1:8080".into());
+        app.sync_on_start = Some(("/home/u/work".into(), None));
+        app.open_on_start = Some("demo".into());
+        app.take_effects();
+        app.handle(Input::Projects(Ok(vec![project("demo", "python")])));
+        let effects = app.take_effects();
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::StartSync { project, mode: None, .. } if project == "demo")),
+            "the sync picks the mode: {effects:?}"
+        );
+        sync_update(
+            &mut app,
+            SyncUpdate::Status(Status {
+                mode: Mode::OneWaySafe,
+                phase: Phase::Watching,
+                pending: 0,
+                polling: false,
+            }),
+        );
+        let bar = screen(&mut app, 120, 30).last().cloned().unwrap();
+        assert!(bar.contains("→ watching · one-way-safe"), "{bar}");
     }
 
     #[test]
@@ -1079,6 +1123,11 @@ mod sync {
         key_with(&mut app, KeyCode::Char('u'), KeyModifiers::CONTROL);
         type_text(&mut app, "/home/u/site");
         key(&mut app, KeyCode::Enter);
+        let (project, dir) = recall(&mut app, None);
+        assert_eq!(
+            (project.as_str(), dir.as_path()),
+            ("demo", std::path::Path::new("/home/u/site"))
+        );
         let lines = screen(&mut app, 120, 36);
         for needle in [
             "Sync /home/u/site with the sandbox: how?",
@@ -1096,16 +1145,27 @@ mod sync {
         key(&mut app, KeyCode::F(4));
         type_text(&mut app, "/home/u/site");
         key(&mut app, KeyCode::Enter);
+        recall(&mut app, None);
         // Up from the first wraps to the last.
         key(&mut app, KeyCode::Up);
         key(&mut app, KeyCode::Enter);
         let effects = app.take_effects();
         assert!(
-            matches!(&effects[..], [Effect::StartSync { dir, mode: Mode::OneWayReplica, .. }]
+            matches!(&effects[..], [Effect::StartSync { dir, mode: Some(Mode::OneWayReplica), .. }]
                 if dir == std::path::Path::new("/home/u/site")),
             "{effects:?}"
         );
-        sync_update(&mut app, status(Phase::Watching, 0));
+        let bar = screen(&mut app, 120, 36).last().cloned().unwrap();
+        assert!(bar.contains("one-way-replica"), "shown before the sync reports: {bar}");
+        sync_update(
+            &mut app,
+            SyncUpdate::Status(Status {
+                mode: Mode::OneWayReplica,
+                phase: Phase::Watching,
+                pending: 0,
+                polling: false,
+            }),
+        );
         let bar = screen(&mut app, 120, 36).last().cloned().unwrap();
         assert!(bar.contains("→ watching · one-way-replica"), "{bar}");
         key(&mut app, KeyCode::F(4));
@@ -1114,18 +1174,20 @@ mod sync {
             shows(&lines, "sync · /home/u/site → demo · one-way-replica"),
             "{lines:#?}"
         );
-        // Stopped and started again: the same mode is offered.
+        // Stopped and started again: the mode the folder's state
+        // remembers is offered.
         sync_update(&mut app, SyncUpdate::Ended(Ok(())));
         key(&mut app, KeyCode::Esc);
         key(&mut app, KeyCode::F(4));
         key(&mut app, KeyCode::Enter);
+        recall(&mut app, Some(Mode::OneWayReplica));
         key(&mut app, KeyCode::Enter);
         let effects = app.take_effects();
         assert!(
             matches!(
                 &effects[..],
                 [Effect::StartSync {
-                    mode: Mode::OneWayReplica,
+                    mode: Some(Mode::OneWayReplica),
                     ..
                 }]
             ),
@@ -1180,13 +1242,15 @@ fn s_on_the_project_list_opens_the_project_synced_with_a_folder() {
     assert!(shows(&lines, "/home/u"), "{lines:#?}");
     type_text(&mut app, "/work");
     key(&mut app, KeyCode::Enter);
+    let (project, _) = recall(&mut app, None);
+    assert_eq!(project, "demo", "the selected project's state is asked");
     let lines = screen(&mut app, 100, 30);
     assert!(shows(&lines, "Sync /home/u/work with the sandbox: how?"), "{lines:#?}");
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Enter);
     let effects = app.take_effects();
     assert!(
-        matches!(&effects[..], [Effect::OpenProject(p), Effect::StartSync { project, dir, mode: Mode::OneWaySafe }]
+        matches!(&effects[..], [Effect::OpenProject(p), Effect::StartSync { project, dir, mode: Some(Mode::OneWaySafe) }]
             if p.id == "demo" && project == "demo" && dir == std::path::Path::new("/home/u/work")),
         "{effects:?}"
     );
@@ -1213,6 +1277,7 @@ fn syncing_the_whole_home_directory_asks_first() {
     type_text(&mut app, "/");
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Char('y'));
+    recall(&mut app, None);
     key(&mut app, KeyCode::Enter);
     let effects = app.take_effects();
     assert!(

@@ -40,7 +40,12 @@ impl Running {
             url: s.runner.url(),
             token: s.runner.token(),
         };
-        let args = args(s.local(), PROJECT.into(), mode, Some(s.state.path().to_path_buf()));
+        let args = args(
+            s.local(),
+            PROJECT.into(),
+            Some(mode),
+            Some(s.state.path().to_path_buf()),
+        );
         let (task, updates) = SyncTask::spawn(args, dialer);
         Running {
             task: Some(task),

@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use super::conflicts::{Conflict, Resolution};
+use super::reconcile::Mode;
 
 /// Where the sync is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub enum Phase {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The mode the sync runs in (`--mode`, else the folder's last one).
+    pub mode: Mode,
     pub phase: Phase,
     /// Changed paths noticed and not yet carried over.
     pub pending: usize,

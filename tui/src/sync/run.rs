@@ -23,7 +23,7 @@ use super::reconcile::{Change, Mode, Notice, Plan, Side, advance_base, reconcile
 use super::remote::RemoteView;
 use super::rules::Rules;
 use super::scan::{LocalIndex, ScanStats, Scanner, tree_of};
-use super::state::{StateLock, SyncState, state_path};
+use super::state::{StateLock, SyncState, state_dir, state_path};
 use crate::remote::{DialError, Dialer};
 
 /// Events are collected until the folder has been quiet this long...
@@ -135,12 +135,8 @@ pub async fn run_with(
         .canonicalize()
         .with_context(|| format!("the folder {} cannot be opened", args.dir.display()))?;
     anyhow::ensure!(folder.is_dir(), "{} is not a directory", folder.display());
-    let data_dir = match &args.state_dir {
-        Some(dir) => dir.clone(),
-        None => crate::settings::project_dirs()
-            .map(|d| d.data_dir().to_path_buf())
-            .context("no data directory for the sync's state: set CLOUDCODE_SYNC_STATE_DIR")?,
-    };
+    let data_dir = state_dir(args.state_dir.as_deref())
+        .context("no data directory for the sync's state: set CLOUDCODE_SYNC_STATE_DIR")?;
     let state_file = state_path(&data_dir, &args.project, &folder);
     let _lock = match args.dry_run {
         true => None,
@@ -173,6 +169,7 @@ pub async fn run_with(
         first_look: true,
         unsettled: BTreeSet::new(),
         status: Status {
+            mode,
             phase: Phase::Starting,
             pending: 0,
             polling: false,

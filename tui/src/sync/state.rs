@@ -79,6 +79,30 @@ impl StateLock {
     }
 }
 
+/// The directory the sync's state lives under: `explicit`
+/// (`CLOUDCODE_SYNC_STATE_DIR`), else the user's data directory.
+pub fn state_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => crate::settings::project_dirs().map(|d| d.data_dir().to_path_buf()),
+    }
+}
+
+/// The mode `folder` last synced with `project` in, read without building
+/// the rest of the state (the TUI's chooser offers it). `None` when the
+/// folder never synced or its state cannot be read: the sync itself says
+/// why when it starts.
+pub fn remembered_mode(data_dir: &Path, project: &str, folder: &Path) -> Option<Mode> {
+    #[derive(Deserialize)]
+    struct Remembered {
+        #[serde(default)]
+        mode: Option<Mode>,
+    }
+    let folder = folder.canonicalize().ok()?;
+    let bytes = std::fs::read(state_path(data_dir, project, &folder)).ok()?;
+    serde_json::from_slice::<Remembered>(&bytes).ok()?.mode
+}
+
 /// Where the state of syncing `folder` (canonical) with `project` lives.
 pub fn state_path(data_dir: &Path, project: &str, folder: &Path) -> PathBuf {
     let tag = blake3::hash(folder.as_os_str().as_encoded_bytes()).to_hex();
@@ -150,6 +174,31 @@ mod tests {
         assert!(StateLock::acquire(&other).is_ok(), "another folder is another sync");
         drop(held);
         assert!(StateLock::acquire(&state).is_ok());
+    }
+
+    #[test]
+    fn the_remembered_mode_is_read_from_the_folders_state() {
+        let data = tempfile::tempdir().unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        assert_eq!(remembered_mode(data.path(), "p", folder.path()), None, "never synced");
+        let canonical = folder.path().canonicalize().unwrap();
+        let path = state_path(data.path(), "p", &canonical);
+        let mut state = SyncState::fresh("p", &canonical);
+        state.mode = Some(Mode::OneWaySafe);
+        state.base.insert(WorkspacePath::parse("a").unwrap(), Node::Dir);
+        state.save(&path).unwrap();
+        assert_eq!(remembered_mode(data.path(), "p", folder.path()), Some(Mode::OneWaySafe));
+        assert_eq!(
+            remembered_mode(data.path(), "other", folder.path()),
+            None,
+            "per project"
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert_eq!(
+            remembered_mode(data.path(), "p", folder.path()),
+            None,
+            "unreadable: the sync says why"
+        );
     }
 
     #[test]

@@ -26,12 +26,12 @@ pub enum Update {
 }
 
 /// The settings the TUI syncs with: the command line's defaults in the
-/// mode the user chose.
-pub fn args(dir: PathBuf, project: String, mode: Mode, state_dir: Option<PathBuf>) -> SyncArgs {
+/// mode the user chose (`None`: the folder's last one).
+pub fn args(dir: PathBuf, project: String, mode: Option<Mode>, state_dir: Option<PathBuf>) -> SyncArgs {
     SyncArgs {
         dir,
         project,
-        mode: Some(mode),
+        mode,
         once: false,
         dry_run: false,
         max_deletes: 50,
