@@ -79,9 +79,9 @@ fn main() -> anyhow::Result<()> {
     served
 }
 
-/// The watchers' inotify readers are notify's own threads, not the
-/// storage runtime's: found by name and lowered like them, as they turn an
-/// `npm install`'s hundreds of thousands of events into storage work.
+/// The watchers' inotify readers are threads of their own, not the storage
+/// runtime's: found by name and lowered like them, as they turn an `npm
+/// install`'s hundreds of thousands of events into storage work.
 fn lower_watcher_threads() {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
@@ -91,7 +91,7 @@ fn lower_watcher_threads() {
             continue;
         };
         let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if name.starts_with("notify-rs") {
+        if name.trim_end() == cloudcode_proto::sync::tree_watch::THREAD_NAME {
             sched::make_idle(tid);
         }
     }

@@ -3,4 +3,5 @@
 //! Behind the `sync` feature.
 
 pub mod persister;
+pub mod tree_watch;
 pub mod watch;

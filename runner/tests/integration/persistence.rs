@@ -502,13 +502,16 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     let pid = runner.child.id();
     let custom_slices = kernel_grants_custom_slices();
     let mut storage = 0;
+    let mut watchers = 0;
     let mut main_runtime = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name().into_string().unwrap();
         let task = format!("/proc/{pid}/task/{tid}");
         let name = std::fs::read_to_string(format!("{task}/comm")).unwrap();
         let (policy, slice) = scheduling_of(&task);
-        if name.trim() == "storage" || name.starts_with("notify-rs") {
+        let watcher = name.trim() == cloudcode_proto::sync::tree_watch::THREAD_NAME;
+        watchers += usize::from(watcher);
+        if name.trim() == "storage" || watcher {
             storage += 1;
             assert_eq!(
                 policy,
@@ -530,6 +533,7 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
         }
     }
     assert!(storage > 0, "no storage thread found");
+    assert!(watchers > 0, "no watcher thread found");
     assert!(!custom_slices || main_runtime > 0, "no main runtime thread found");
     // The shell, started by a main runtime thread, has the defaults.
     let shells: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
