@@ -311,9 +311,9 @@ describe('files', () => {
     const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 }); // (the pong window has its own test)
     const blob = new Blob([new Uint8Array(UPLOAD_CHUNK_BYTES * 3)]);
     ws.accumulate = true;
-    const p = client.writeFile('big.bin', blob, { createNew: true });
+    const p = client.writeFile('big.bin', blob, { createNew: true, bulk: true });
     await settle(50);
-    expect(ws.lastRequest('write')).toMatchObject({ create_new: true, size: blob.size });
+    expect(ws.lastRequest('write')).toMatchObject({ create_new: true, bulk: true, size: blob.size });
     const sentWhileFull = ws.frames().length;
     expect(sentWhileFull).toBe(2); // 1 MiB + headers queued: above the high-water mark
     expect(ws.bufferedAmount).toBeGreaterThan(SEND_HIGH_WATER_BYTES);

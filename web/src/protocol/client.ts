@@ -331,6 +331,9 @@ export class RunnerClient {
     opts: {
       baseVersion?: string;
       createNew?: boolean;
+      /** One of many writes at once (an upload of a folder): persisted in
+       * the backlog's batches, so a save sent meanwhile goes ahead of it. */
+      bulk?: boolean;
       onProgress?: (sent: number, total: number) => void;
       signal?: AbortSignal;
     } = {},
@@ -347,6 +350,7 @@ export class RunnerClient {
     const op: Op = { op: 'write', path, size: total };
     if (opts.baseVersion !== undefined) op.base_version = opts.baseVersion;
     if (opts.createNew) op.create_new = true;
+    if (opts.bulk) op.bulk = true;
     let id = 0;
     const answer = new Promise<Reply>((resolve, reject) => {
       id = this.send(op, {

@@ -44,7 +44,7 @@ describe('planUpload', () => {
 
 class FakeClient {
   ops: Op[] = [];
-  writes: { path: string; size: number }[] = [];
+  writes: { path: string; size: number; bulk: boolean }[] = [];
   existing = new Set<string>(['src']);
   failOn: string | null = null;
   maxInFlight = 0;
@@ -62,7 +62,7 @@ class FakeClient {
   async writeFile(
     path: string,
     data: Uint8Array | Blob,
-    opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {},
+    opts: { bulk?: boolean; onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {},
   ): Promise<{ version: string }> {
     const size = data instanceof Blob ? data.size : data.length;
     this.inFlight++;
@@ -73,7 +73,7 @@ class FakeClient {
       opts.onProgress?.(Math.floor(size / 2), size);
       await Promise.resolve();
       opts.onProgress?.(size, size);
-      this.writes.push({ path, size });
+      this.writes.push({ path, size, bulk: opts.bulk === true });
       return { version: 'v' };
     } finally {
       this.inFlight--;
@@ -111,6 +111,16 @@ describe('runUpload', () => {
     await runUpload(client, planUpload('', many), { progress: () => undefined }, new AbortController().signal);
     expect(client.maxInFlight).toBe(4);
     expect(client.writes).toHaveLength(10);
+  });
+
+  it('many files are sent as bulk writes, so a save goes ahead of them; one file is not', async () => {
+    const client = new FakeClient();
+    const many = Array.from({ length: 3 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
+    await runUpload(client, planUpload('', many), { progress: () => undefined }, new AbortController().signal);
+    expect(client.writes.map((w) => w.bulk)).toEqual([true, true, true]);
+    const one = new FakeClient();
+    await runUpload(one, planUpload('', [many[0]!]), { progress: () => undefined }, new AbortController().signal);
+    expect(one.writes.map((w) => w.bulk)).toEqual([false]);
   });
 
   it('fails with the file and the reason in words, and stops', async () => {

@@ -175,6 +175,7 @@ export async function runUpload(
       report.progress(f.path, index, sent());
       try {
         await client.writeFile(f.path, f.blob, {
+          bulk,
           signal,
           onProgress: (bytes) => {
             inFlight.set(index, bytes);
@@ -194,6 +195,9 @@ export async function runUpload(
   // A big file goes alone so its progress reads as one steady bar; small
   // files share the socket, a few at a time.
   const lanes = plan.files.length > 1 && plan.total / plan.files.length < 4 * 1024 * 1024 ? PARALLEL : 1;
+  // Many files are bulk work for the runner: a save made in the editor
+  // meanwhile is persisted ahead of them. One file is as urgent as a save.
+  const bulk = plan.files.length > 1;
   const workers = Array.from({ length: Math.min(lanes, plan.files.length) }, () => worker());
   // The first failure stops the other lanes before their next file.
   await Promise.all(workers);
