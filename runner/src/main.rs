@@ -79,24 +79,6 @@ fn main() -> anyhow::Result<()> {
     served
 }
 
-/// The watchers' inotify readers are threads of their own, not the storage
-/// runtime's: found by name and lowered like them, as they turn an `npm
-/// install`'s hundreds of thousands of events into storage work.
-fn lower_watcher_threads() {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
-            continue;
-        };
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if name.trim_end() == cloudcode_proto::sync::tree_watch::THREAD_NAME {
-            sched::make_idle(tid);
-        }
-    }
-}
-
 /// Runs the accept loop on the runtime's worker, not on the thread that
 /// `block_on` runs `run` on: there every new connection cost two wake-ups
 /// of sleeping threads before its first byte was read (the worker's poll
@@ -264,21 +246,26 @@ async fn run(config: Config, storage: tokio::runtime::Handle) -> anyhow::Result<
     // the lane of clients' saves, which stays here at normal priority.
     let here = tokio::runtime::Handle::current();
     let on_storage = storage.enter();
-    let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone())
-        .context("watching the workspace")?;
+    // The watchers' inotify readers are threads of their own: lowered like
+    // the storage runtime's, as they turn an `npm install`'s hundreds of
+    // thousands of events into storage work.
+    let _watcher = cloudcode_proto::sync::watch::start(workspace.root(), persister.clone(), fs_events.clone(), || {
+        sched::make_idle(0)
+    })
+    .context("watching the workspace")?;
     let worker = tokio::spawn(persister.clone().run_with_priority_on(here, shutdown.token()));
     // The home's changes are no client's business: its events go nowhere.
     let home_sync = match &home {
         Some(home) => {
             let (events, _) = tokio::sync::broadcast::channel(16);
-            let watcher = cloudcode_proto::sync::watch::start(&home.root, home.persister.clone(), events)
-                .context("watching the home directory")?;
+            let watcher =
+                cloudcode_proto::sync::watch::start(&home.root, home.persister.clone(), events, || sched::make_idle(0))
+                    .context("watching the home directory")?;
             Some((watcher, tokio::spawn(home.persister.clone().run(shutdown.token()))))
         }
         None => None,
     };
     drop(on_storage);
-    lower_watcher_threads();
 
     let activity = Arc::new(cloudcode_runner::activity::Activity::default());
     let terminals = Arc::new(Terminals::new(

@@ -39,7 +39,7 @@ pub enum MirrorError {
     #[error("restoring the project from S3: {0}")]
     Restore(#[from] StorageError),
     #[error("watching the project's local copy: {0}")]
-    Watch(#[from] notify::Error),
+    Watch(#[source] std::io::Error),
 }
 
 impl Mirror {
@@ -174,12 +174,14 @@ impl MirroredPrefix {
         let watcher = match resume {
             Resume::Restore => {
                 persister.restore().await?;
-                cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?
+                cloudcode_proto::sync::watch::start(&root, persister.clone(), events, || {})
+                    .map_err(MirrorError::Watch)?
             }
             Resume::Adopt => {
                 // Watched first: whatever appears from now on is uploaded
                 // by the worker, which starts after the deletions below.
-                let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events)?;
+                let watcher = cloudcode_proto::sync::watch::start(&root, persister.clone(), events, || {})
+                    .map_err(MirrorError::Watch)?;
                 delete_what_went_unwatched(store.as_ref(), &prefix, &root).await;
                 persister.mark_dirty(cloudcode_proto::path::WorkspacePath::root());
                 watcher

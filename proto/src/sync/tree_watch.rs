@@ -24,7 +24,7 @@ use inotify::{Event, EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::message::{ChangeKind, FsChange};
 use crate::path::WorkspacePath;
 
-/// The watcher thread's name, for whoever lowers its priority.
+/// The watcher thread's name (in `/proc`, `top`).
 pub const THREAD_NAME: &str = "fs-watch";
 
 /// Changes to names and contents; not opens, reads or closes after reading.
@@ -61,9 +61,14 @@ impl Drop for TreeWatch {
 }
 
 /// Watches `root` and everything below it; `on_changes` gets each batch, on
-/// the watcher's own thread. When this returns, every directory that was
+/// the watcher's own thread, which runs `on_thread_start` first (the runner
+/// lowers its priority there). When this returns, every directory that was
 /// there has its watch.
-pub fn start(root: &Path, on_changes: impl FnMut(Vec<FsChange>) + Send + 'static) -> io::Result<TreeWatch> {
+pub fn start(
+    root: &Path,
+    on_thread_start: impl FnOnce() + Send + 'static,
+    on_changes: impl FnMut(Vec<FsChange>) + Send + 'static,
+) -> io::Result<TreeWatch> {
     let inotify = Inotify::init()?;
     let mut tree = Tree::new(root.to_path_buf(), inotify.watches());
     tree.watch(PathBuf::new(), false, &mut Vec::new())?;
@@ -76,9 +81,10 @@ pub fn start(root: &Path, on_changes: impl FnMut(Vec<FsChange>) + Send + 'static
         OwnedFd::from_raw_fd(fd)
     };
     let stopped = stop.try_clone()?;
-    std::thread::Builder::new()
-        .name(THREAD_NAME.into())
-        .spawn(move || run(inotify, tree, stopped, on_changes))?;
+    std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
+        on_thread_start();
+        run(inotify, tree, stopped, on_changes)
+    })?;
     Ok(TreeWatch { stop })
 }
 
@@ -450,9 +456,13 @@ mod tests {
     /// The watcher's thread on a real directory; changes as they come.
     fn watching(root: &Path) -> (TreeWatch, mpsc::Receiver<Vec<FsChange>>) {
         let (tx, rx) = mpsc::channel();
-        let watch = start(root, move |changes| {
-            let _ = tx.send(changes);
-        })
+        let watch = start(
+            root,
+            || {},
+            move |changes| {
+                let _ = tx.send(changes);
+            },
+        )
         .unwrap();
         (watch, rx)
     }

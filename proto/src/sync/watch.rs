@@ -25,9 +25,16 @@ pub struct WorkspaceWatcher {
     _watch: TreeWatch,
 }
 
-pub fn start(root: &Path, persister: Arc<Persister>, events: FsEvents) -> std::io::Result<WorkspaceWatcher> {
+/// Watches `root` for `persister` and `events`' subscribers; the watch's
+/// thread runs `on_thread_start` first.
+pub fn start(
+    root: &Path,
+    persister: Arc<Persister>,
+    events: FsEvents,
+    on_thread_start: impl FnOnce() + Send + 'static,
+) -> std::io::Result<WorkspaceWatcher> {
     let (tx, rx) = mpsc::unbounded_channel::<Vec<FsChange>>();
-    let watch = tree_watch::start(root, move |changes| {
+    let watch = tree_watch::start(root, on_thread_start, move |changes| {
         let _ = tx.send(changes);
     })?;
     tokio::spawn(forward(rx, persister, events));

@@ -328,13 +328,20 @@ async fn changes_made_in_a_terminal_are_pushed_to_watchers() {
     let term = open_terminal(&shell).await;
     let mut screen = Screen::default();
     run_in_terminal(&mut shell, term, &mut screen, "mkdir -p d", "dir").await;
-    // A new directory is watched once its own event is handled (a file
-    // made in it before that is seen by listing it, as clients do on a
-    // directory's `created`): wait for that event rather than a while,
-    // which a loaded machine outlasts.
     wait_for_created(&mut watcher, "d").await;
     run_in_terminal(&mut shell, term, &mut screen, "touch d/made-in-shell.txt", "file").await;
     wait_for_created(&mut watcher, "d/made-in-shell.txt").await;
+    // Made before the runner can watch the new directories: reported by the
+    // walk that adds their watches.
+    run_in_terminal(
+        &mut shell,
+        term,
+        &mut screen,
+        "mkdir -p e/f/g && touch e/f/g/deep.txt",
+        "deep",
+    )
+    .await;
+    wait_for_created(&mut watcher, "e/f/g/deep.txt").await;
 }
 
 /// Reads `fs_changed` events until one says `path` was created.
