@@ -310,16 +310,19 @@ impl Tree {
         }
     }
 
+    /// The watched directories at `top` and below it.
+    fn watched_below(&self, top: &Path) -> Vec<(PathBuf, WatchDescriptor)> {
+        self.by_path
+            .range(top.to_path_buf()..)
+            .take_while(|(dir, _)| dir.starts_with(top))
+            .map(|(dir, wd)| (dir.clone(), wd.clone()))
+            .collect()
+    }
+
     /// A directory renamed inside the tree: its watches, and those below
     /// it, keep working under the new name.
     fn rename(&mut self, from: &Path, to: &Path) {
-        let moved: Vec<(PathBuf, WatchDescriptor)> = self
-            .by_path
-            .range(from.to_path_buf()..)
-            .take_while(|(dir, _)| dir.starts_with(from))
-            .map(|(dir, wd)| (dir.clone(), wd.clone()))
-            .collect();
-        for (dir, wd) in moved {
+        for (dir, wd) in self.watched_below(from) {
             self.by_path.remove(&dir);
             let Ok(below) = dir.strip_prefix(from) else { continue };
             let renamed = if below.as_os_str().is_empty() {
@@ -346,13 +349,7 @@ impl Tree {
             let Some((from, _)) = self.moved_out.remove(&cookie) else {
                 continue;
             };
-            let gone: Vec<(PathBuf, WatchDescriptor)> = self
-                .by_path
-                .range(from.clone()..)
-                .take_while(|(dir, _)| dir.starts_with(&from))
-                .map(|(dir, wd)| (dir.clone(), wd.clone()))
-                .collect();
-            for (dir, wd) in gone {
+            for (dir, wd) in self.watched_below(&from) {
                 self.by_path.remove(&dir);
                 self.by_wd.remove(&wd);
                 // Its IGNORED then finds nothing to forget.
