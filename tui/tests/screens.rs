@@ -908,8 +908,13 @@ mod sync {
     use cloudcode_tui::sync::task::Update as SyncUpdate;
 
     fn status(phase: Phase, pending: usize) -> SyncUpdate {
+        status_in(Mode::TwoWaySafe, phase, pending)
+    }
+
+    /// What a sync running in `mode` reports.
+    fn status_in(mode: Mode, phase: Phase, pending: usize) -> SyncUpdate {
         SyncUpdate::Status(Status {
-            mode: Mode::TwoWaySafe,
+            mode,
             phase,
             pending,
             polling: false,
@@ -1018,15 +1023,7 @@ mod sync {
                 .any(|e| matches!(e, Effect::StartSync { project, mode: None, .. } if project == "demo")),
             "the sync picks the mode: {effects:?}"
         );
-        sync_update(
-            &mut app,
-            SyncUpdate::Status(Status {
-                mode: Mode::OneWaySafe,
-                phase: Phase::Watching,
-                pending: 0,
-                polling: false,
-            }),
-        );
+        sync_update(&mut app, status_in(Mode::OneWaySafe, Phase::Watching, 0));
         let bar = screen(&mut app, 120, 30).last().cloned().unwrap();
         assert!(bar.contains("→ watching · one-way-safe"), "{bar}");
     }
@@ -1157,15 +1154,7 @@ mod sync {
         );
         let bar = screen(&mut app, 120, 36).last().cloned().unwrap();
         assert!(bar.contains("one-way-replica"), "shown before the sync reports: {bar}");
-        sync_update(
-            &mut app,
-            SyncUpdate::Status(Status {
-                mode: Mode::OneWayReplica,
-                phase: Phase::Watching,
-                pending: 0,
-                polling: false,
-            }),
-        );
+        sync_update(&mut app, status_in(Mode::OneWayReplica, Phase::Watching, 0));
         let bar = screen(&mut app, 120, 36).last().cloned().unwrap();
         assert!(bar.contains("→ watching · one-way-replica"), "{bar}");
         key(&mut app, KeyCode::F(4));
