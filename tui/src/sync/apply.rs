@@ -47,8 +47,36 @@ const PARALLEL: usize = 512;
 /// Content in flight at once, read into memory until answered: so a window
 /// of large files does not hold gigabytes.
 const BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
-/// The unit the byte budget is counted in (a semaphore's permits).
-const BUDGET_UNIT: u64 = 1024;
+
+/// The bytes a wave may hold in memory at once, shared by its uploads.
+#[derive(Clone)]
+struct ByteBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Bytes per permit: a semaphore counts in `u32`.
+    unit: u64,
+    units: u64,
+}
+
+impl ByteBudget {
+    fn new(bytes: u64) -> Self {
+        let unit = 1024;
+        let units = bytes.div_ceil(unit).max(1);
+        Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
+            unit,
+            units,
+        }
+    }
+
+    /// Waits until `size` bytes fit, then holds them until the permit is
+    /// dropped. A file larger than the whole budget waits until all of it
+    /// is free, then goes alone; an empty one still takes a unit, so a wave
+    /// of empty files is bounded too.
+    async fn hold(&self, size: u64) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        let units = size.div_ceil(self.unit).clamp(1, self.units);
+        self.permits.clone().acquire_many_owned(units as u32).await
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -244,7 +272,7 @@ impl Executor<'_> {
             // closure there makes the future not Send (a higher-ranked
             // lifetime the compiler cannot prove), and the TUI runs the
             // sync as a task.
-            let budget = std::sync::Arc::new(tokio::sync::Semaphore::new((BYTES_IN_FLIGHT / BUDGET_UNIT) as usize));
+            let budget = ByteBudget::new(BYTES_IN_FLIGHT);
             let jobs: Vec<_> = wave
                 .into_iter()
                 .map(|change| {
@@ -519,7 +547,7 @@ struct RemoteJob<'a> {
     bulk: bool,
     /// The file's size as scanned, and the wave's budget of bytes in flight.
     size: u64,
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    budget: ByteBudget,
 }
 
 impl RemoteJob<'_> {
@@ -610,13 +638,10 @@ impl RemoteJob<'_> {
                         let version = if content_known {
                             self.version.clone()
                         } else {
-                            // Held until answered; a file larger than the
-                            // whole budget waits until it is all free.
-                            let units = self.size.div_ceil(BUDGET_UNIT).clamp(1, BYTES_IN_FLIGHT / BUDGET_UNIT);
+                            // Held until answered.
                             let _held = self
                                 .budget
-                                .clone()
-                                .acquire_many_owned(units as u32)
+                                .hold(self.size)
                                 .await
                                 .map_err(|_| because("the sync is stopping"))?;
                             let bytes = beneath::read(self.root, path).map_err(|e| match e.raw_os_error() {
@@ -744,4 +769,58 @@ fn link_atomically(dest: &Parent, target: &str) -> std::io::Result<()> {
 pub fn rebase(path: &WorkspacePath, from: &WorkspacePath, to: &WorkspacePath) -> Option<WorkspacePath> {
     let rest = path.as_str().strip_prefix(from.as_str())?;
     WorkspacePath::parse(&format!("{to}{rest}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[tokio::test]
+    async fn uploads_beyond_the_budget_wait_until_bytes_are_released() {
+        let budget = ByteBudget::new(BYTES_IN_FLIGHT);
+        let first = budget.hold(40 * MIB).now_or_never().expect("fits").expect("open");
+        let small = budget.hold(20 * MIB).now_or_never().expect("still fits").expect("open");
+        let mut second = Box::pin(budget.hold(40 * MIB));
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "100 MiB held out of a 64 MiB budget"
+        );
+        drop(small);
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "80 MiB held out of a 64 MiB budget"
+        );
+        drop(first);
+        assert!((&mut second).now_or_never().is_some(), "the bytes were released");
+    }
+
+    #[tokio::test]
+    async fn a_file_larger_than_the_budget_goes_alone_and_does_not_wait_forever() {
+        let budget = ByteBudget::new(BYTES_IN_FLIGHT);
+        let huge = budget
+            .hold(10 * BYTES_IN_FLIGHT)
+            .now_or_never()
+            .expect("the whole budget is free");
+        let mut next = Box::pin(budget.hold(1));
+        assert!(
+            (&mut next).now_or_never().is_none(),
+            "nothing else while it is in flight"
+        );
+        drop(huge);
+        assert!((&mut next).now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn empty_files_count_too() {
+        let budget = ByteBudget::new(2 * 1024);
+        let _a = budget.hold(0).now_or_never().expect("a unit");
+        let _b = budget.hold(0).now_or_never().expect("a unit");
+        assert!(
+            budget.hold(0).now_or_never().is_none(),
+            "a wave of empty files is bounded"
+        );
+    }
 }
