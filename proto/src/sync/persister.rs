@@ -343,21 +343,16 @@ impl Actions {
             }
         }
         let files = actions.len();
-        let (mut deletes, mut uploads) = (vec![Vec::new()], vec![Vec::new()]);
-        for (path, (action, owners)) in actions {
-            let batches = match action {
-                Action::Delete => &mut deletes,
-                Action::Upload => &mut uploads,
-            };
-            if batches.last().is_some_and(|b: &Vec<_>| b.len() >= BATCH_FILES) {
-                batches.push(Vec::new());
-            }
-            if let Some(batch) = batches.last_mut() {
-                batch.push((path, owners));
-            }
-        }
-        deletes.retain(|b| !b.is_empty());
-        uploads.retain(|b| !b.is_empty());
+        let (deletes, uploads): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, (a, _))| *a == Action::Delete);
+        let in_batches = |group: Vec<(WorkspacePath, (Action, Vec<usize>))>| {
+            let mut group = group.into_iter().map(|(path, (_, owners))| (path, owners));
+            std::iter::from_fn(|| {
+                let batch: Vec<_> = group.by_ref().take(BATCH_FILES).collect();
+                (!batch.is_empty()).then_some(batch)
+            })
+            .collect::<Vec<_>>()
+        };
+        let (deletes, uploads) = (in_batches(deletes), in_batches(uploads));
         Self {
             deletes,
             uploads,

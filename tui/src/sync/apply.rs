@@ -47,23 +47,22 @@ const PARALLEL: usize = 512;
 /// Content in flight at once, read into memory until answered: so a window
 /// of large files does not hold gigabytes.
 const BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
+/// The unit the byte budget is counted in: a semaphore counts in `u32`.
+const BUDGET_UNIT: u64 = 1024;
 
 /// The bytes a wave may hold in memory at once, shared by its uploads.
 #[derive(Clone)]
 struct ByteBudget {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Bytes per permit: a semaphore counts in `u32`.
-    unit: u64,
+    /// All of it, in [`BUDGET_UNIT`]s.
     units: u64,
 }
 
 impl ByteBudget {
     fn new(bytes: u64) -> Self {
-        let unit = 1024;
-        let units = bytes.div_ceil(unit).max(1);
+        let units = bytes.div_ceil(BUDGET_UNIT).max(1);
         Self {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
-            unit,
             units,
         }
     }
@@ -73,7 +72,7 @@ impl ByteBudget {
     /// is free, then goes alone; an empty one still takes a unit, so a wave
     /// of empty files is bounded too.
     async fn hold(&self, size: u64) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
-        let units = size.div_ceil(self.unit).clamp(1, self.units);
+        let units = size.div_ceil(BUDGET_UNIT).clamp(1, self.units);
         self.permits.clone().acquire_many_owned(units as u32).await
     }
 }
