@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use cloudcode_proto::message::{
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{FileError, PendingWrite, Workspace};
@@ -31,6 +31,7 @@ use crate::state::RunnerState;
 use crate::terminal::flow::Window;
 use crate::terminal::scrollback::Next;
 use crate::terminal::{READ_CHUNK, Terminal};
+use crate::workspace_queue::WorkspaceQueue;
 
 const CONTROL_QUEUE: usize = 64;
 /// Terminal frames are at most 64 KiB: this bounds a stalled client's
@@ -73,24 +74,14 @@ impl Outbound {
     }
 }
 
-/// Why a chunk of a `write` could not be taken.
-#[derive(Debug, thiserror::Error)]
-enum ChunkError {
-    /// The client broke the transfer's rules (offset, size).
-    #[error("{0}")]
-    Protocol(String),
-    #[error("{0}")]
-    Io(std::io::Error),
-}
-
-impl ChunkError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            ChunkError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ErrorCode::TooLarge,
-            ChunkError::Io(_) => ErrorCode::Internal,
-            ChunkError::Protocol(_) => ErrorCode::BadRequest,
-        }
-    }
+/// A chunk that could not be written: a full disk is the client's file
+/// being too large for what is left, anything else the runner's fault.
+fn chunk_not_written(e: std::io::Error) -> FileError {
+    let code = match e.kind() {
+        std::io::ErrorKind::StorageFull => ErrorCode::TooLarge,
+        _ => ErrorCode::Internal,
+    };
+    FileError::new(code, format!("write aborted: {e}"))
 }
 
 /// Whether a WebSocket read failed because a message or frame exceeded the
@@ -100,12 +91,38 @@ fn exceeds_capacity(e: axum::Error) -> bool {
     matches!(e.into_inner().downcast_ref::<WsError>(), Some(WsError::Capacity(_)))
 }
 
+/// A `write` whose bytes are arriving. The connection checks each chunk
+/// against the transfer's rules and queues it; the file itself is touched
+/// only by the connection's [`WorkspaceQueue`], in order, through
+/// [`UploadSlot`].
 struct Upload {
-    pending: PendingWrite,
+    slot: Arc<Mutex<UploadSlot>>,
     size: u64,
     received: u64,
-    /// Persisted with the backlog rather than ahead of it.
-    bulk: bool,
+}
+
+/// A write as its queued steps see it: open once begun, until the one step
+/// that ends it (commit, or a failure) answers through `outcome`.
+struct UploadSlot {
+    pending: Option<PendingWrite>,
+    outcome: Option<oneshot::Sender<Result<(WorkspacePath, String), FileError>>>,
+}
+
+impl UploadSlot {
+    fn lock(slot: &Mutex<UploadSlot>) -> std::sync::MutexGuard<'_, UploadSlot> {
+        slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the temporary file and answers `error`; later steps find
+    /// nothing to do.
+    fn fail(&mut self, ws: &Workspace, error: FileError) {
+        if let Some(pending) = self.pending.take() {
+            pending.abort(ws);
+        }
+        if let Some(outcome) = self.outcome.take() {
+            let _ = outcome.send(Err(error));
+        }
+    }
 }
 
 struct Attachment {
@@ -142,6 +159,8 @@ impl PumpFlow {
 
 pub struct Connection {
     state: Arc<RunnerState>,
+    /// Every workspace operation of this client, in its order.
+    workspace: WorkspaceQueue,
     out: Outbound,
     uploads: HashMap<u64, Upload>,
     attached: HashMap<TermId, Attachment>,
@@ -163,8 +182,22 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
         bulk: bulk_tx,
     };
     let tasks = state.shutdown.child_token();
+    let workspace = match WorkspaceQueue::start(state.workspace.clone()) {
+        Ok(queue) => queue,
+        Err(e) => {
+            tracing::error!("cannot start a connection's workspace thread: {e}");
+            let _ = close_tx.try_send(CloseFrame {
+                code: close_code::AGAIN,
+                reason: "the runner cannot serve another connection now".into(),
+            });
+            drop(close_tx);
+            let _ = writer.await;
+            return;
+        }
+    };
     let mut conn = Connection {
         state: state.clone(),
+        workspace,
         out,
         uploads: HashMap::new(),
         attached: HashMap::new(),
@@ -216,7 +249,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
             }
         }
     }
-    conn.finish();
+    conn.finish().await;
     state.activity.client_disconnected();
     drop(conn);
     drop(close_tx);
@@ -321,10 +354,14 @@ impl Connection {
     /// Every request goes through here.
     async fn handle_request(&mut self, Request { id, op }: Request) {
         let result = match op {
-            Op::List { path } => on_workspace(&self.state, move |ws| ws.list(&path))
+            Op::List { path } => self
+                .workspace
+                .run(move |ws| ws.list(&path))
                 .await
                 .map(|entries| Reply::Entries { entries }),
-            Op::Stat { path } => on_workspace(&self.state, move |ws| ws.entry(&path))
+            Op::Stat { path } => self
+                .workspace
+                .run(move |ws| ws.entry(&path))
                 .await
                 .map(|entry| Reply::Entry { entry }),
             Op::Read { path } => return self.start_download(id, path).await,
@@ -342,12 +379,14 @@ impl Connection {
                 };
                 return self.start_upload(id, path, size, options).await;
             }
-            Op::CreateDir { path } => on_workspace(&self.state, move |ws| ws.create_dir(&path))
+            Op::CreateDir { path } => self
+                .workspace
+                .run(move |ws| ws.create_dir(&path))
                 .await
                 .map(|()| Reply::Done),
             Op::Rename { from, to, overwrite } => {
                 let paths = vec![from.clone(), to.clone()];
-                match on_workspace(&self.state, move |ws| ws.rename(&from, &to, overwrite)).await {
+                match self.workspace.run(move |ws| ws.rename(&from, &to, overwrite)).await {
                     Ok(()) => return self.reply_when_durable(id, paths, Reply::Done),
                     Err(e) => Err(e),
                 }
@@ -360,10 +399,10 @@ impl Connection {
                 let deleted = path.clone();
                 // A recursive delete of 100,000 files takes a while: off the
                 // worker that carries terminal bytes.
-                match on_workspace(&self.state, move |ws| {
-                    ws.delete(&deleted, recursive, base_version.as_deref())
-                })
-                .await
+                match self
+                    .workspace
+                    .run(move |ws| ws.delete(&deleted, recursive, base_version.as_deref()))
+                    .await
                 {
                     Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
                     Err(e) => Err(e),
@@ -446,9 +485,9 @@ impl Connection {
                 overwrite,
             } => {
                 let link = path.clone();
-                let made = on_workspace(&self.state, move |ws| {
-                    crate::manifest::symlink(ws, &link, &target, overwrite)
-                });
+                let made = self
+                    .workspace
+                    .run(move |ws| crate::manifest::symlink(ws, &link, &target, overwrite));
                 match made.await {
                     Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
                     Err(e) => Err(e),
@@ -456,9 +495,9 @@ impl Connection {
             }
             Op::SetExecutable { path, executable } => {
                 let file = path.clone();
-                let set = on_workspace(&self.state, move |ws| {
-                    crate::manifest::set_executable(ws, &file, executable)
-                });
+                let set = self
+                    .workspace
+                    .run(move |ws| crate::manifest::set_executable(ws, &file, executable));
                 match set.await {
                     Ok(()) => return self.reply_when_durable(id, vec![path], Reply::Done),
                     Err(e) => Err(e),
@@ -491,7 +530,7 @@ impl Connection {
 
     async fn start_download(&mut self, id: u64, path: WorkspacePath) {
         let max = self.state.limits.max_file_size;
-        let opened = on_workspace(&self.state, move |ws| ws.open_read(&path, max)).await;
+        let opened = self.workspace.run(move |ws| ws.open_read(&path, max)).await;
         let (mut file, size, version) = match opened {
             Ok(opened) => opened,
             Err(e) => return self.out.reply(id, Err(e)).await,
@@ -533,10 +572,10 @@ impl Connection {
     /// Walks and hashes on the blocking pool, then sends the manifest's
     /// bytes on the bulk queue, like a download.
     async fn start_manifest(&mut self, id: u64, path: WorkspacePath) {
-        let built = on_workspace(&self.state, move |ws| {
-            crate::manifest::build(ws, &path, crate::manifest::HashCache::shared())
-        })
-        .await;
+        let built = self
+            .workspace
+            .run(move |ws| crate::manifest::build(ws, &path, crate::manifest::HashCache::shared()))
+            .await;
         let manifest = match built {
             Ok(manifest) => manifest,
             Err(e) => return self.out.reply(id, Err(e)).await,
@@ -566,6 +605,12 @@ impl Connection {
         });
     }
 
+    /// Starts a write without waiting for the disk: each step is queued
+    /// behind the client's earlier operations, and the answer comes from a
+    /// task of its own once the write is committed and durable. The next
+    /// message is read meanwhile, so a window of small uploads (a first
+    /// sync) keeps the workspace thread busy instead of the connection
+    /// waiting on it twice per file.
     async fn start_upload(&mut self, id: u64, path: WorkspacePath, size: u64, options: WriteOptions) {
         if self.uploads.contains_key(&id) {
             let err = FileError::new(
@@ -580,25 +625,31 @@ impl Connection {
             create_new,
             bulk,
         } = options;
-        let begun = on_workspace(&self.state, move |ws| {
-            ws.begin_write(&path, size, max, base_version.as_deref(), create_new)
-        })
-        .await;
-        match begun {
-            Ok(pending) => {
-                let upload = Upload {
-                    pending,
-                    size,
-                    received: 0,
-                    bulk,
-                };
-                if size == 0 {
-                    self.finish_upload(id, upload);
-                } else {
-                    self.uploads.insert(id, upload);
+        let (outcome, outcome_rx) = oneshot::channel();
+        let slot = Arc::new(Mutex::new(UploadSlot {
+            pending: None,
+            outcome: Some(outcome),
+        }));
+        self.answer_upload(id, bulk, outcome_rx);
+        let begun = slot.clone();
+        self.workspace
+            .then(move |ws| {
+                let mut slot = UploadSlot::lock(&begun);
+                match ws.begin_write(&path, size, max, base_version.as_deref(), create_new) {
+                    Ok(pending) => slot.pending = Some(pending),
+                    Err(e) => slot.fail(ws, e),
                 }
-            }
-            Err(e) => self.out.reply(id, Err(e)).await,
+            })
+            .await;
+        let upload = Upload {
+            slot,
+            size,
+            received: 0,
+        };
+        if size == 0 {
+            self.commit_upload(upload).await;
+        } else {
+            self.uploads.insert(id, upload);
         }
     }
 
@@ -617,70 +668,65 @@ impl Connection {
         } else {
             None
         };
-        let written = match (problem, upload.pending.take_file()) {
-            (None, Some(mut file)) => {
-                let len = data.len();
-                match tokio::task::spawn_blocking(move || {
-                    let written = file.write_all(&data);
-                    (file, written)
-                })
-                .await
-                {
-                    Ok((file, written)) => {
-                        upload.pending.put_file(file);
-                        written.map(|()| len).map_err(ChunkError::Io)
-                    }
-                    Err(e) => Err(ChunkError::Io(std::io::Error::other(e))),
-                }
-            }
-            (None, None) => Err(ChunkError::Protocol("write already finished".to_owned())),
-            (Some(p), _) => Err(ChunkError::Protocol(p)),
-        };
-        match written {
-            Ok(len) => {
-                upload.received += len as u64;
-                if upload.received == upload.size
-                    && let Some(upload) = self.uploads.remove(&transfer)
-                {
-                    self.finish_upload(transfer, upload);
-                }
-            }
-            Err(problem) => {
-                if let Some(upload) = self.uploads.remove(&transfer) {
-                    let state = self.state.clone();
-                    tokio::task::spawn_blocking(move || upload.pending.abort(&state.workspace));
-                }
-                self.out
-                    .send(ServerMessage::error(
-                        Some(transfer),
-                        problem.code(),
-                        format!("write aborted: {problem}"),
-                    ))
+        if let Some(problem) = problem {
+            if let Some(upload) = self.uploads.remove(&transfer) {
+                let error = FileError::new(ErrorCode::BadRequest, format!("write aborted: {problem}"));
+                self.workspace
+                    .then(move |ws| UploadSlot::lock(&upload.slot).fail(ws, error))
                     .await;
             }
+            return;
+        }
+        upload.received += data.len() as u64;
+        let complete = upload.received == upload.size;
+        let slot = upload.slot.clone();
+        self.workspace
+            .then(move |ws| {
+                let mut slot = UploadSlot::lock(&slot);
+                let Some(file) = slot.pending.as_mut().and_then(PendingWrite::file) else {
+                    return; // It failed already, and said so.
+                };
+                if let Err(e) = file.write_all(&data) {
+                    slot.fail(ws, chunk_not_written(e));
+                }
+            })
+            .await;
+        if complete && let Some(upload) = self.uploads.remove(&transfer) {
+            self.commit_upload(upload).await;
         }
     }
 
-    /// Commits a complete upload and answers once it is durable.
-    fn finish_upload(&self, id: u64, upload: Upload) {
+    /// Queues the commit of an upload whose bytes all arrived.
+    async fn commit_upload(&self, upload: Upload) {
+        self.workspace
+            .then(move |ws| {
+                let mut slot = UploadSlot::lock(&upload.slot);
+                let Some(pending) = slot.pending.take() else { return };
+                let target = pending.target().clone();
+                let committed = pending.commit(ws).map(|version| (target, version));
+                if let Some(outcome) = slot.outcome.take() {
+                    let _ = outcome.send(committed);
+                }
+            })
+            .await;
+    }
+
+    /// Answers the write `id` once its queued steps end: with the error that
+    /// ended it, or once the committed file is durable. Nothing is sent for
+    /// a write the client abandoned by leaving.
+    fn answer_upload(
+        &self,
+        id: u64,
+        bulk: bool,
+        outcome: oneshot::Receiver<Result<(WorkspacePath, String), FileError>>,
+    ) {
         let state = self.state.clone();
         let out = self.out.clone();
         tokio::spawn(async move {
-            let target = upload.pending.target().clone();
-            let bulk = upload.bulk;
-            let committed = tokio::task::spawn_blocking({
-                let state = state.clone();
-                move || upload.pending.commit(&state.workspace)
-            })
-            .await;
-            let version = match committed {
-                Ok(Ok(version)) => version,
+            let (target, version) = match outcome.await {
+                Ok(Ok(committed)) => committed,
                 Ok(Err(e)) => return out.reply(id, Err(e)).await,
-                Err(e) => {
-                    return out
-                        .reply(id, Err(FileError::new(ErrorCode::Internal, e.to_string())))
-                        .await;
-                }
+                Err(_) => return,
             };
             let durable = match bulk {
                 true => state.persister.persist_bulk(target).await,
@@ -826,36 +872,20 @@ impl Connection {
 
     /// The client is gone: stop its tasks and drop unfinished writes (the
     /// files they targeted keep their old content).
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         self.tasks.cancel();
-        let uploads: Vec<Upload> = self.uploads.drain().map(|(_, u)| u).collect();
-        if !uploads.is_empty() {
-            let state = self.state.clone();
-            tokio::task::spawn_blocking(move || {
-                for upload in uploads {
-                    upload.pending.abort(&state.workspace);
-                }
-            });
+        for (_, upload) in self.uploads.drain() {
+            self.workspace
+                .then(move |ws| {
+                    let mut slot = UploadSlot::lock(&upload.slot);
+                    slot.outcome = None;
+                    if let Some(pending) = slot.pending.take() {
+                        pending.abort(ws);
+                    }
+                })
+                .await;
         }
     }
-}
-
-/// The one way a workspace operation runs: on the blocking pool, never on
-/// the runtime's worker, which carries every terminal's bytes (a `list` of a
-/// huge directory or a recursive `delete` there froze every keystroke echo).
-async fn on_workspace<T: Send + 'static>(
-    state: &Arc<RunnerState>,
-    op: impl FnOnce(&Workspace) -> Result<T, FileError> + Send + 'static,
-) -> Result<T, FileError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || op(&state.workspace))
-        .await
-        .unwrap_or_else(|e| {
-            Err(FileError::new(
-                ErrorCode::Internal,
-                format!("workspace operation failed: {e}"),
-            ))
-        })
 }
 
 fn unknown_terminal(term: TermId) -> FileError {

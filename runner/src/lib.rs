@@ -13,3 +13,4 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod terminal;
+pub mod workspace_queue;

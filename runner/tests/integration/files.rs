@@ -385,6 +385,41 @@ async fn a_client_vanishing_mid_write_leaves_the_old_file_intact() {
     assert_eq!(runner.stored("doc.txt").unwrap(), b"original");
 }
 
+/// A client may send its next request before the last is answered (a sync
+/// uploads hundreds at once): the runner carries them out in the order
+/// sent, so a rename right behind a write finds the file written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_pipelined_requests_happen_in_the_order_sent() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let pairs = (0..50).map(|i| {
+        let client = &client;
+        async move {
+            let (from, to) = (p(&format!("new-{i}.txt")), p(&format!("kept-{i}.txt")));
+            let content = format!("file {i}\n");
+            // `join` polls the write first: its request and chunk are on
+            // the wire before the rename's request.
+            let (written, renamed) = tokio::join!(
+                client.write_file(&from, content.as_bytes(), None),
+                client.request(Op::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                    overwrite: false,
+                })
+            );
+            written.unwrap();
+            renamed.unwrap_or_else(|e| panic!("the rename of {from} overtook its write: {e}"));
+            (to, content)
+        }
+    });
+    for (to, content) in futures_util::future::join_all(pairs).await {
+        assert_eq!(
+            std::fs::read_to_string(runner.workspace.join(to.as_str())).unwrap(),
+            content
+        );
+    }
+}
+
 /// A save over a file keeps its mode: a script stays executable, a private
 /// file stays private, whoever saves it (the browser IDE, the TUI, a sync).
 #[tokio::test(flavor = "multi_thread")]
