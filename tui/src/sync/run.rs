@@ -725,8 +725,9 @@ impl Sync<'_> {
     /// everything below them: what a round after a few events looks at,
     /// so a save costs the same in a 100,000-file folder as in an empty one.
     fn views_in(&self, scope: Option<&BTreeSet<WorkspacePath>>) -> (Tree, Tree, Tree) {
+        let verdicts = self.rules.verdicts();
         let keep = |p: &WorkspacePath, n: &Node| {
-            !self.rules.is_ignored(p, n.is_dir()) && !self.remote.unknown.iter().any(|u| p.starts_with(u))
+            !verdicts.is_ignored(p, n.is_dir()) && !self.remote.unknown.iter().any(|u| p.starts_with(u))
         };
         let filter = |t: &Tree| -> Tree {
             t.iter()
