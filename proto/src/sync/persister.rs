@@ -199,6 +199,12 @@ struct SyncState {
     in_flight: usize,
     /// Files a lane is acting on; no other lane touches them meanwhile.
     claimed: HashSet<String>,
+    /// Paths taken by a round of a lane clients wait on, until it ends
+    /// (with how many such rounds): the bulk lane leaves them to it. Taken
+    /// from their queue, they no longer say a client waits, and the bulk
+    /// lane, seeing them in an inotify event of their own write, would
+    /// store them first and make the client wait on the backlog's lane.
+    held_for_clients: HashMap<WorkspacePath, usize>,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
     last_error: Option<String>,
@@ -901,6 +907,11 @@ impl Persister {
                 })
                 .collect();
             state.in_flight += taken.len();
+            if lane != Lane::Bulk {
+                for (path, _) in &taken {
+                    *state.held_for_clients.entry(path.clone()).or_default() += 1;
+                }
+            }
             (taken, waiters)
         };
         if taken.is_empty() {
@@ -923,6 +934,16 @@ impl Persister {
             }
         };
         let mut state = self.lock();
+        if lane != Lane::Bulk {
+            for (path, _) in &taken {
+                if let Some(rounds) = state.held_for_clients.get_mut(path) {
+                    *rounds -= 1;
+                    if *rounds == 0 {
+                        state.held_for_clients.remove(path);
+                    }
+                }
+            }
+        }
         let mut failed = false;
         if let Err(e) = manifest {
             tracing::warn!("storing the manifest failed, will retry: {e}");
@@ -1329,7 +1350,7 @@ impl Persister {
                 let taken_first = match lane {
                     Lane::Priority => false,
                     Lane::ClientBulk => saved,
-                    Lane::Bulk => saved || bulk_written,
+                    Lane::Bulk => saved || bulk_written || state.held_for_clients.contains_key(p),
                 };
                 if taken_first {
                     return false;
