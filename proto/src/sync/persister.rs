@@ -45,6 +45,15 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// However busy a path is, it reaches storage within this long.
 const MAX_DELAY: Duration = Duration::from_secs(2);
+/// The backlog's lane runs only on CPU nothing else of the sandbox wants
+/// (`SCHED_IDLE` in a runner): under a build that keeps every CPU busy for
+/// minutes it gets none, and what programs wrote would wait, not durable,
+/// for the build to end. A change this overdue is taken by the lane of a
+/// client's bulk writes, at normal priority...
+const OVERDUE: Duration = Duration::from_secs(5);
+/// ...a batch at a time, at most this often: a floor for the backlog, not
+/// a second lane beside the build.
+const OVERDUE_EVERY: Duration = Duration::from_secs(1);
 /// Dirty paths one bulk round takes.
 const BULK_PATHS: usize = 8192;
 /// Files per storage batch: one group commit in local storage.
@@ -205,6 +214,8 @@ struct SyncState {
     /// lane, seeing them in an inotify event of their own write, would
     /// store them first and make the client wait on the backlog's lane.
     held_for_clients: HashMap<WorkspacePath, usize>,
+    /// When the client's bulk lane last took overdue changes of the backlog.
+    overdue_taken_at: Option<Instant>,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
     last_error: Option<String>,
@@ -542,21 +553,24 @@ impl Persister {
 
     /// Notes that `path` may differ from storage.
     pub fn mark_dirty(&self, path: WorkspacePath) {
-        if !self.is_excluded(&path) {
-            Self::mark_locked(&mut self.lock(), path, Lane::Bulk, Instant::now());
-        }
-        self.wake_bulk.notify_one();
+        self.mark_all_dirty([path]);
     }
 
     pub fn mark_all_dirty(&self, paths: impl IntoIterator<Item = WorkspacePath>) {
-        {
+        let backlog_began = {
             let now = Instant::now();
             let mut state = self.lock();
+            let was_empty = state.dirty.is_empty();
             for path in paths.into_iter().filter(|p| !self.is_excluded(p)) {
                 Self::mark_locked(&mut state, path, Lane::Bulk, now);
             }
-        }
+            was_empty && !state.dirty.is_empty()
+        };
         self.wake_bulk.notify_one();
+        if backlog_began {
+            // It watches for the backlog falling overdue from now on.
+            self.wake_client_bulk.notify_one();
+        }
     }
 
     /// Queues `path` for `lane`, or keeps it in a more urgent lane's queue
@@ -891,9 +905,28 @@ impl Persister {
                     .map(|(p, _)| p.clone())
                     .collect(),
             };
-            let mut taken = Vec::with_capacity(due.len());
-            for path in due {
-                let entry = state.queue(lane).remove(&path);
+            let overdue: Vec<WorkspacePath> =
+                if lane == Lane::ClientBulk && state.overdue_taken_at.is_none_or(|at| now - at >= OVERDUE_EVERY) {
+                    state
+                        .dirty
+                        .iter()
+                        .filter(|(_, d)| now - d.first >= OVERDUE)
+                        .take(BATCH_FILES)
+                        .map(|(p, _)| p.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            if !overdue.is_empty() {
+                state.overdue_taken_at = Some(now);
+            }
+            let mut taken = Vec::with_capacity(due.len() + overdue.len());
+            for (path, from) in due
+                .into_iter()
+                .map(|p| (p, lane))
+                .chain(overdue.into_iter().map(|p| (p, Lane::Bulk)))
+            {
+                let entry = state.queue(from).remove(&path);
                 if let Some(d) = entry {
                     taken.push((path, d));
                 }
@@ -1017,7 +1050,9 @@ impl Persister {
         match lane {
             // Woken by `persist` and by released claims.
             Lane::Priority if state.urgent.is_empty() => Duration::from_secs(3600),
-            Lane::ClientBulk if state.client_bulk.is_empty() => Duration::from_secs(3600),
+            // Unless the backlog may fall overdue meanwhile.
+            Lane::ClientBulk if state.client_bulk.is_empty() && state.dirty.is_empty() => Duration::from_secs(3600),
+            Lane::ClientBulk if state.client_bulk.is_empty() => OVERDUE_EVERY,
             Lane::Priority | Lane::ClientBulk => Duration::from_millis(5),
             Lane::Bulk => state
                 .dirty
