@@ -569,8 +569,8 @@ impl Connection {
         });
     }
 
-    /// Walks and hashes on the blocking pool, then sends the manifest's
-    /// bytes on the bulk queue, like a download.
+    /// Walks and hashes on the connection's workspace thread, then sends
+    /// the manifest's bytes on the bulk queue, like a download.
     async fn start_manifest(&mut self, id: u64, path: WorkspacePath) {
         let built = self
             .workspace

@@ -50,8 +50,9 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // One worker: a runner serves a handful of clients of one project, and a
     // keystroke's echo then never crosses workers (PTY reader thread -> pump
-    // -> socket writer stay on one). Blocking work uses block_in_place and
-    // the blocking pool, which a multi-thread runtime keeps available.
+    // -> socket writer stay on one). Blocking work uses block_in_place, the
+    // blocking pool (which a multi-thread runtime keeps available) and each
+    // connection's workspace thread (`workspace_queue`).
     //
     // Persistence has a runtime of its own, so the bookkeeping of an
     // `npm install`'s 100,000 files (inotify batches, the persister's maps,
