@@ -285,6 +285,7 @@ impl Workspace {
             tmp_rel,
             file: Some(file),
             base_version: base_version.map(str::to_owned),
+            create_new,
         })
     }
 
@@ -445,6 +446,8 @@ pub struct PendingWrite {
     tmp_rel: PathBuf,
     file: Option<std::fs::File>,
     base_version: Option<String>,
+    /// Only if nothing is at the target when it is committed.
+    create_new: bool,
 }
 
 impl PendingWrite {
@@ -469,16 +472,30 @@ impl PendingWrite {
     /// version.
     pub fn commit(mut self, workspace: &Workspace) -> FileResult<String> {
         drop(self.file.take());
-        // The file may have changed while the bytes were arriving.
-        let renamed = workspace
-            .current_version(&self.target)
-            .and_then(|current| check_base_version(&self.target, self.base_version.as_deref(), current.as_deref()))
-            .and_then(|()| {
-                workspace
-                    .dir
-                    .rename(&self.tmp_rel, &workspace.dir, self.target.as_relative_fs_path())
-                    .map_err(|e| FileError::io(&self.target, e))
-            });
+        let target = self.target.as_relative_fs_path();
+        let renamed = if self.create_new {
+            // Linked, not renamed: the kernel refuses at once if something
+            // is there, so what a program made at that path while the bytes
+            // were arriving is not replaced.
+            workspace
+                .dir
+                .hard_link(&self.tmp_rel, &workspace.dir, target)
+                .map_err(|e| FileError::io(&self.target, e))
+                .map(|()| {
+                    let _ = workspace.dir.remove_file(&self.tmp_rel);
+                })
+        } else {
+            // The file may have changed while the bytes were arriving.
+            workspace
+                .current_version(&self.target)
+                .and_then(|current| check_base_version(&self.target, self.base_version.as_deref(), current.as_deref()))
+                .and_then(|()| {
+                    workspace
+                        .dir
+                        .rename(&self.tmp_rel, &workspace.dir, target)
+                        .map_err(|e| FileError::io(&self.target, e))
+                })
+        };
         if let Err(e) = renamed {
             self.cleanup(workspace);
             return Err(e);

@@ -420,6 +420,58 @@ async fn a_clients_pipelined_requests_happen_in_the_order_sent() {
     }
 }
 
+/// A `create_new` write creates the file or nothing: a file a program
+/// made at that path while the write's bytes were arriving is kept, and the
+/// write is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_file_never_replaces_one_made_meanwhile() {
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    client
+        .send_text(r#"{"id":41,"op":"write","path":"new.txt","size":10,"create_new":true}"#)
+        .unwrap();
+    let first = Frame::FileChunk {
+        transfer: 41,
+        offset: 0,
+        data: b"from the ".to_vec().into(),
+    };
+    client.send_binary(first.encode()).unwrap();
+    // Behind the write's start on the connection's workspace thread: once
+    // answered, the write has begun (nothing was at new.txt then).
+    let _ = client.request(Op::Stat { path: p("new.txt") }).await;
+    std::fs::write(runner.workspace.join("new.txt"), "a program's file").unwrap();
+    let rest = Frame::FileChunk {
+        transfer: 41,
+        offset: 9,
+        data: b"c".to_vec().into(),
+    };
+    client.send_binary(rest.encode()).unwrap();
+    // A refusal is an error for id 41; a success would be answered to no
+    // one (the write was sent raw), so it is waited for a while only.
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match client.next_incoming().await {
+                Some(Incoming::Event(_)) => {}
+                Some(Incoming::Error { id: Some(41), code, .. }) => return Some(code),
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    // Sent after the write was refused, so answered after it: the write
+    // is done with, either way.
+    client.request(Op::Ping).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(runner.workspace.join("new.txt")).unwrap(),
+        "a program's file",
+        "the program's file was replaced"
+    );
+    assert_eq!(refused, Some(ErrorCode::AlreadyExists));
+    eventually("no temporary file left", || list_tree(&runner.workspace) == ["new.txt"]).await;
+}
+
 /// A save over a file keeps its mode: a script stays executable, a private
 /// file stays private, whoever saves it (the browser IDE, the TUI, a sync).
 #[tokio::test(flavor = "multi_thread")]
