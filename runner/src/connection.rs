@@ -681,7 +681,7 @@ impl Connection {
         let complete = upload.received == upload.size;
         let slot = upload.slot.clone();
         self.workspace
-            .then(move |ws| {
+            .then_holding(data.len(), move |ws| {
                 let mut slot = UploadSlot::lock(&slot);
                 let Some(file) = slot.pending.as_mut().and_then(PendingWrite::file) else {
                     return; // It failed already, and said so.

@@ -18,19 +18,24 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use cloudcode_proto::message::ErrorCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::files::{FileError, Workspace};
 
 /// Operations queued at most: a client sending faster than the disk takes
-/// its chunks waits (and so stops reading its socket) rather than have the
-/// runner hold its bytes. A chunk is at most a frame (1 MiB by default).
+/// them waits (and so stops reading its socket) rather than have the runner
+/// hold them...
 const QUEUED: usize = 32;
+/// ...and bytes of file chunks: a chunk is up to a frame (1 MiB by
+/// default), and a few clients uploading large files at once must not hold
+/// 32 of them each in memory.
+const QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce(&Workspace) + Send>;
 
 pub struct WorkspaceQueue {
     jobs: mpsc::Sender<Job>,
+    bytes: Arc<Semaphore>,
 }
 
 impl WorkspaceQueue {
@@ -53,7 +58,10 @@ impl WorkspaceQueue {
                     }
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            bytes: Arc::new(Semaphore::new(QUEUED_BYTES)),
+        })
     }
 
     /// Queues `op` behind what the client asked before, waiting only while
@@ -82,6 +90,21 @@ impl WorkspaceQueue {
     /// dropped unrun, and with it whatever it would have answered through.
     pub async fn then(&self, op: impl FnOnce(&Workspace) + Send + 'static) {
         let _ = self.jobs.send(Box::new(op)).await;
+    }
+
+    /// [`WorkspaceQueue::then`] for an operation holding `bytes` of a
+    /// client's data until it has run: waits while the queue holds
+    /// [`QUEUED_BYTES`] already (a larger one waits until it holds none).
+    pub async fn then_holding(&self, bytes: usize, op: impl FnOnce(&Workspace) + Send + 'static) {
+        let permits = bytes.clamp(1, QUEUED_BYTES) as u32;
+        let Ok(held) = self.bytes.clone().acquire_many_owned(permits).await else {
+            return; // Never closed.
+        };
+        self.then(move |ws| {
+            op(ws);
+            drop(held);
+        })
+        .await;
     }
 }
 
@@ -136,6 +159,32 @@ mod tests {
             .chain((0..99).map(|i| i.to_string()))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn chunks_queued_are_bounded_by_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_on(dir.path());
+        // The thread held, as by a slow operation.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        queue
+            .then(move |_| {
+                let _ = held.recv();
+            })
+            .await;
+        queue.then_holding(QUEUED_BYTES - 10, |_| {}).await;
+        let (ran_tx, ran) = oneshot::channel();
+        let next = queue.then_holding(1024, move |_| {
+            let _ = ran_tx.send(());
+        });
+        tokio::pin!(next);
+        assert!(
+            futures_util::poll!(next.as_mut()).is_pending(),
+            "queued beyond the bound"
+        );
+        drop(release);
+        next.await;
+        ran.await.unwrap();
     }
 
     #[tokio::test]
