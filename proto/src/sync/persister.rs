@@ -54,6 +54,12 @@ const OVERDUE: Duration = Duration::from_secs(5);
 /// ...a batch at a time, at most this often: a floor for the backlog, not
 /// a second lane beside the build.
 const OVERDUE_EVERY: Duration = Duration::from_secs(1);
+/// Queued changes looked at for that each time, not all of them: this
+/// lane shares a thread with terminal bytes, and walking a backlog of
+/// 300,000 would stall them for milliseconds every second. A backlog
+/// starved of CPU does not move: what is overdue among the first is taken,
+/// and each batch taken uncovers more.
+const OVERDUE_LOOKED_AT: usize = 4 * BATCH_FILES;
 /// Dirty paths one bulk round takes.
 const BULK_PATHS: usize = 8192;
 /// Files per storage batch: one group commit in local storage.
@@ -910,6 +916,7 @@ impl Persister {
                     state
                         .dirty
                         .iter()
+                        .take(OVERDUE_LOOKED_AT)
                         .filter(|(_, d)| now - d.first >= OVERDUE)
                         .take(BATCH_FILES)
                         .map(|(p, _)| p.clone())
