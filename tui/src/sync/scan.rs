@@ -222,7 +222,6 @@ impl Scanner<'_> {
             files.iter().map(|f| hash_file(&f.dir, &f.name)).collect()
         } else {
             let next = AtomicUsize::new(0);
-            let mut results: Vec<Option<io::Result<Hashed>>> = files.iter().map(|_| None).collect();
             let done: Vec<Vec<(usize, io::Result<Hashed>)>> = std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..threads)
                     .map(|_| {
@@ -242,13 +241,10 @@ impl Scanner<'_> {
                     .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                     .collect()
             });
-            for (i, result) in done.into_iter().flatten() {
-                results[i] = Some(result);
-            }
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(io::Error::other("a file was not hashed"))))
-                .collect()
+            // Each file was taken by exactly one worker: in order again.
+            let mut done: Vec<(usize, io::Result<Hashed>)> = done.into_iter().flatten().collect();
+            done.sort_unstable_by_key(|(i, _)| *i);
+            done.into_iter().map(|(_, result)| result).collect()
         };
         for (file, hashed) in files.into_iter().zip(results) {
             let hashed = hashed.map_err(|e| self.context(&file.path, e))?;
