@@ -44,6 +44,15 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// A process's start time, in clock ticks since boot (`/proc/PID/stat`'s
+/// field 22), as the server records it.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, after_name) = stat.rsplit_once(") ").unwrap();
+    // Field 3 (the state) comes first after the name.
+    after_name.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
 fn cgroup_dirs(record: &Value) -> Vec<std::path::PathBuf> {
     record["cgroup"]
         .as_array()
@@ -340,11 +349,15 @@ async fn a_record_whose_pid_was_reused_is_not_adopted_and_that_process_is_left_a
     }
     eventually("the sandbox ended", || !alive(pid_of(&old, "sandbox"))).await;
     // ...and its pid now belongs to someone else's process: forged here as
-    // a record naming a live process with another start time.
+    // a record naming a live process with another start time. Earlier than
+    // its own, as a reused pid's record is: the recorded start plus one
+    // could be the stranger's very start (ticks are 10 ms, and it starts
+    // moments after the sandbox did), and then it would rightly be ended.
     let mut stranger = std::process::Command::new("sleep").arg("6363").spawn().unwrap();
+    let started = start_time(stranger.id());
     for which in ["sandbox", "runner"] {
         old[which]["pid"] = stranger.id().into();
-        old[which]["start"] = (old[which]["start"].as_u64().unwrap() + 1).into();
+        old[which]["start"] = (started - 1).into();
     }
     std::fs::write(
         server.data.join(format!("sandboxes/{id}/sandbox.json")),
