@@ -76,6 +76,16 @@ impl Outbound {
 
 /// A chunk that could not be written: a full disk is the client's file
 /// being too large for what is left, anything else the runner's fault.
+/// Commits an upload whose bytes all arrived and hands on the outcome.
+fn commit(ws: &Workspace, slot: &mut UploadSlot) {
+    let Some(pending) = slot.pending.take() else { return };
+    let target = pending.target().clone();
+    let committed = pending.commit(ws).map(|version| (target, version));
+    if let Some(outcome) = slot.outcome.take() {
+        let _ = outcome.send(committed);
+    }
+}
+
 fn chunk_not_written(e: std::io::Error) -> FileError {
     let code = match e.kind() {
         std::io::ErrorKind::StorageFull => ErrorCode::TooLarge,
@@ -678,36 +688,33 @@ impl Connection {
             return;
         }
         upload.received += data.len() as u64;
-        let complete = upload.received == upload.size;
         let slot = upload.slot.clone();
+        // The last chunk commits in the same step: a small file (most of a
+        // first sync) costs the workspace thread two steps, not three.
+        let last = upload.received == upload.size;
+        if last {
+            self.uploads.remove(&transfer);
+        }
         self.workspace
             .then_holding(data.len(), move |ws| {
-                let mut slot = UploadSlot::lock(&slot);
-                let Some(file) = slot.pending.as_mut().and_then(PendingWrite::file) else {
+                let mut locked = UploadSlot::lock(&slot);
+                let Some(file) = locked.pending.as_mut().and_then(PendingWrite::file) else {
                     return; // It failed already, and said so.
                 };
                 if let Err(e) = file.write_all(&data) {
-                    slot.fail(ws, chunk_not_written(e));
+                    return locked.fail(ws, chunk_not_written(e));
+                }
+                if last {
+                    commit(ws, &mut locked);
                 }
             })
             .await;
-        if complete && let Some(upload) = self.uploads.remove(&transfer) {
-            self.commit_upload(upload).await;
-        }
     }
 
     /// Queues the commit of an upload whose bytes all arrived.
     async fn commit_upload(&self, upload: Upload) {
         self.workspace
-            .then(move |ws| {
-                let mut slot = UploadSlot::lock(&upload.slot);
-                let Some(pending) = slot.pending.take() else { return };
-                let target = pending.target().clone();
-                let committed = pending.commit(ws).map(|version| (target, version));
-                if let Some(outcome) = slot.outcome.take() {
-                    let _ = outcome.send(committed);
-                }
-            })
+            .then(move |ws| commit(ws, &mut UploadSlot::lock(&upload.slot)))
             .await;
     }
 

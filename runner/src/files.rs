@@ -230,11 +230,35 @@ impl Workspace {
             return Err(too_large(path, size, max_size));
         }
         self.check_storable(path)?;
-        // Write through a symlink to its target, as editors do, as long as
-        // the target is inside the workspace.
-        let target = self.resolve_for_write(path)?;
-        self.check_storable(&target)?;
-        let current = self.current_version(&target)?;
+        // One lstat answers for the common case (a new file, or a file
+        // saved again); a link is resolved to its target first.
+        let found = match self.dir.symlink_metadata(path.as_relative_fs_path()) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(FileError::io(path, e)),
+        };
+        let (target, existing) = match found {
+            // Write through a symlink to its target, as editors do, as long
+            // as the target is inside the workspace.
+            Some(meta) if meta.file_type().is_symlink() => {
+                let target = self.resolve_link(path)?;
+                self.check_storable(&target)?;
+                let existing = match self.dir.metadata(target.as_relative_fs_path()) {
+                    Ok(meta) => Some(meta),
+                    Err(e) if e.kind() == ErrorKind::NotFound => None,
+                    Err(e) => return Err(FileError::io(&target, e)),
+                };
+                (target, existing)
+            }
+            found => (path.clone(), found),
+        };
+        if existing.as_ref().is_some_and(Metadata::is_dir) {
+            return Err(FileError::new(
+                ErrorCode::IsADirectory,
+                format!("{path}: is a directory"),
+            ));
+        }
+        let current = existing.as_ref().map(version_of);
         if create_new && current.is_some() {
             return Err(FileError::new(
                 ErrorCode::AlreadyExists,
@@ -243,16 +267,6 @@ impl Workspace {
         }
         check_base_version(path, base_version, current.as_deref())?;
         let parent = target.parent().unwrap_or_default();
-        match self.symlink_metadata(&parent) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(FileError::new(
-                    ErrorCode::NotADirectory,
-                    format!("{parent}: not a directory"),
-                ));
-            }
-            Err(e) => return Err(e),
-        }
         let tmp_name = format!(
             "{RESERVED_PREFIX}{}",
             std::process::id() as u64 * 1_000_003 + next_counter()
@@ -262,17 +276,22 @@ impl Workspace {
         } else {
             Path::new(parent.as_str()).join(&tmp_name)
         };
-        let file = self
-            .dir
-            .create(&tmp_rel)
-            .map_err(|e| FileError::io(path, e))?
-            .into_std();
+        let file = match self.dir.create(&tmp_rel) {
+            Ok(file) => file.into_std(),
+            // Said of the parent, which is what is wrong: missing, or not a
+            // directory.
+            Err(e) => {
+                return Err(match self.symlink_metadata(&parent) {
+                    Ok(meta) if !meta.is_dir() => {
+                        FileError::new(ErrorCode::NotADirectory, format!("{parent}: not a directory"))
+                    }
+                    Ok(_) => FileError::io(path, e),
+                    Err(parent_error) => parent_error,
+                });
+            }
+        };
         // A save keeps the file's mode: `run.sh` stays executable.
-        if let Some(meta) = current
-            .as_ref()
-            .and_then(|_| self.dir.metadata(target.as_relative_fs_path()).ok())
-            && meta.is_file()
-        {
+        if let Some(meta) = existing.as_ref().filter(|meta| meta.is_file()) {
             use std::os::unix::fs::PermissionsExt;
             let mode = cap_std::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
             if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(mode)) {
@@ -289,26 +308,21 @@ impl Workspace {
         })
     }
 
-    fn resolve_for_write(&self, path: &WorkspacePath) -> FileResult<WorkspacePath> {
-        match self.dir.symlink_metadata(path.as_relative_fs_path()) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let resolved = self
-                    .dir
-                    .canonicalize(path.as_relative_fs_path())
-                    .map_err(|e| FileError::io(path, e))?;
-                let resolved = resolved
-                    .to_str()
-                    .and_then(|s| WorkspacePath::parse(s).ok())
-                    .ok_or_else(|| {
-                        FileError::new(
-                            ErrorCode::OutsideWorkspace,
-                            format!("{path}: symlink target cannot be written"),
-                        )
-                    })?;
-                Ok(resolved)
-            }
-            _ => Ok(path.clone()),
-        }
+    /// Where the link at `path` leads, as long as that is in the workspace.
+    fn resolve_link(&self, path: &WorkspacePath) -> FileResult<WorkspacePath> {
+        let resolved = self
+            .dir
+            .canonicalize(path.as_relative_fs_path())
+            .map_err(|e| FileError::io(path, e))?;
+        resolved
+            .to_str()
+            .and_then(|s| WorkspacePath::parse(s).ok())
+            .ok_or_else(|| {
+                FileError::new(
+                    ErrorCode::OutsideWorkspace,
+                    format!("{path}: symlink target cannot be written"),
+                )
+            })
     }
 
     pub fn create_dir(&self, path: &WorkspacePath) -> FileResult<()> {
@@ -471,19 +485,20 @@ impl PendingWrite {
     /// Renames the temporary file over the destination; returns the new
     /// version.
     pub fn commit(mut self, workspace: &Workspace) -> FileResult<String> {
-        drop(self.file.take());
+        // The version is the new inode's, read from the open file: neither
+        // a link nor a rename changes its mtime or size.
+        let version = self
+            .file
+            .take()
+            .and_then(|file| Metadata::from_file(&file).ok())
+            .map(|meta| version_of(&meta));
         let target = self.target.as_relative_fs_path();
         let renamed = if self.create_new {
             // Linked, not renamed: the kernel refuses at once if something
             // is there, so what a program made at that path while the bytes
-            // were arriving is not replaced.
-            workspace
-                .dir
-                .hard_link(&self.tmp_rel, &workspace.dir, target)
-                .map_err(|e| FileError::io(&self.target, e))
-                .map(|()| {
-                    let _ = workspace.dir.remove_file(&self.tmp_rel);
-                })
+            // were arriving is not replaced. Both names are in one
+            // directory, opened once for the two calls.
+            self.link_beside(workspace)
         } else {
             // The file may have changed while the bytes were arriving.
             workspace
@@ -501,11 +516,36 @@ impl PendingWrite {
             return Err(e);
         }
         self.tmp_rel = PathBuf::new();
-        let meta = workspace
-            .dir
-            .metadata(self.target.as_relative_fs_path())
-            .map_err(|e| FileError::io(&self.target, e))?;
-        Ok(version_of(&meta))
+        match version {
+            Some(version) => Ok(version),
+            None => workspace
+                .dir
+                .metadata(target)
+                .map(|meta| version_of(&meta))
+                .map_err(|e| FileError::io(&self.target, e)),
+        }
+    }
+
+    /// Links the temporary file at the target's name, then drops its own.
+    fn link_beside(&self, workspace: &Workspace) -> FileResult<()> {
+        let io = |e| FileError::io(&self.target, e);
+        let (Some(tmp_name), Some(name)) = (self.tmp_rel.file_name(), self.target.file_name()) else {
+            return Err(FileError::new(
+                ErrorCode::Internal,
+                format!("{}: no file name", self.target),
+            ));
+        };
+        let parent = self.target.parent().unwrap_or_default();
+        let opened;
+        let dir = if parent.is_root() {
+            &workspace.dir
+        } else {
+            opened = workspace.dir.open_dir(parent.as_relative_fs_path()).map_err(io)?;
+            &opened
+        };
+        dir.hard_link(tmp_name, dir, name).map_err(io)?;
+        let _ = dir.remove_file(tmp_name);
+        Ok(())
     }
 
     /// Drops the temporary file.
