@@ -387,7 +387,7 @@ impl Executor<'_> {
             Err(e) if e.kind() == ErrorKind::NotFound && expected.is_none() => None,
             Err(_) => return Err(Skip::LocalChanged),
         };
-        let meta = match at.as_ref().map(|at| at.dir.metadata(&at.name)) {
+        let meta = match at.as_ref().map(|at| at.dir.lstat(&at.name)) {
             Some(Ok(meta)) => Some(meta),
             None => None,
             Some(Err(e)) if e.kind() == ErrorKind::NotFound => None,
@@ -396,12 +396,12 @@ impl Executor<'_> {
         let still = match (expected, &meta, &at) {
             (None, None, _) => true,
             (Some(Node::Dir), Some(m), _) => m.is_dir(),
-            (Some(Node::Symlink { target }), Some(m), Some(at)) if m.file_type().is_symlink() => {
+            (Some(Node::Symlink { target }), Some(m), Some(at)) if m.is_symlink() => {
                 at.dir.read_link(&at.name)? == *target
             }
             (Some(Node::File { .. }), Some(m), _) if m.is_file() => {
                 let known = self.index.get(path).and_then(|e| e.identity);
-                known == Some(Identity::of(m))
+                known == Some(Identity::of_stat(m))
             }
             _ => false,
         };

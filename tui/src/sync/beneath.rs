@@ -114,6 +114,24 @@ impl Dir {
         File::from(self.open_at(name, libc::O_PATH | libc::O_NOFOLLOW, 0)?).metadata()
     }
 
+    /// What is at `name`, a link not followed, in one `fstatat` (where
+    /// [`Dir::metadata`] costs an open, an `fstat` and a close: std makes
+    /// no `Metadata` from a `stat`). The scanner looks at every entry of
+    /// the folder this way, several times in a first sync.
+    pub fn lstat(&self, name: &CStr) -> io::Result<Stat> {
+        // One component only: nothing on the way to resolve, and the final
+        // link is not followed.
+        let bytes = name.to_bytes();
+        if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a name in a directory"));
+        }
+        // SAFETY: stat is plain data; all zeroes is a valid value.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and C string, and a stat to fill.
+        check(unsafe { libc::fstatat(self.0.as_raw_fd(), name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) })?;
+        Ok(Stat(stat))
+    }
+
     /// The names in this directory (`.` and `..` left out), unsorted.
     pub fn list(&self) -> io::Result<Vec<std::ffi::OsString>> {
         use std::os::unix::ffi::OsStringExt;
@@ -217,6 +235,49 @@ impl Dir {
     }
 }
 
+/// What [`Dir::lstat`] says of a name.
+#[derive(Clone, Copy)]
+pub struct Stat(libc::stat);
+
+impl Stat {
+    fn kind(&self) -> libc::mode_t {
+        self.0.st_mode & libc::S_IFMT
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+
+    /// Type and permission bits, as `MetadataExt::mode`.
+    pub fn mode(&self) -> u32 {
+        self.0.st_mode
+    }
+
+    pub fn size(&self) -> u64 {
+        self.0.st_size as u64
+    }
+
+    pub fn ino(&self) -> u64 {
+        self.0.st_ino
+    }
+
+    pub fn mtime_ns(&self) -> i64 {
+        self.0.st_mtime * 1_000_000_000 + self.0.st_mtime_nsec
+    }
+
+    pub fn ctime_ns(&self) -> i64 {
+        self.0.st_ctime * 1_000_000_000 + self.0.st_ctime_nsec
+    }
+}
+
 /// Opens the directory at `path` (the root for the root), from `root`,
 /// refusing any link on the way and at its end.
 pub fn open(root: &Path, path: &WorkspacePath) -> io::Result<Dir> {
@@ -309,6 +370,7 @@ mod tests {
         // as a link, never as what it points to.
         let at = parent(root, &p("d")).unwrap();
         assert!(at.dir.metadata(&at.name).unwrap().file_type().is_symlink());
+        assert!(at.dir.lstat(&at.name).unwrap().is_symlink(), "lstat followed the link");
         assert!(at.dir.open_file(&at.name).is_err());
         assert_eq!(at.dir.read_link(&at.name).unwrap(), outside.path().to_str().unwrap());
         at.dir.remove_file(&at.name).unwrap();
@@ -317,5 +379,39 @@ mod tests {
             "outside"
         );
         assert!(!outside.path().join("new.txt").exists());
+    }
+
+    #[test]
+    fn lstat_says_what_metadata_says_and_takes_only_a_name() {
+        use std::os::unix::fs::MetadataExt;
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir(folder.path().join("sub")).unwrap();
+        std::fs::write(folder.path().join("sub/f.txt"), "twelve bytes").unwrap();
+        let at = parent(folder.path(), &p("sub/f.txt")).unwrap();
+        let (stat, meta) = (at.dir.lstat(&at.name).unwrap(), at.dir.metadata(&at.name).unwrap());
+        assert!(stat.is_file() && !stat.is_dir() && !stat.is_symlink());
+        assert_eq!(
+            (stat.size(), stat.ino(), stat.mode(), stat.mtime_ns(), stat.ctime_ns()),
+            (
+                meta.len(),
+                meta.ino(),
+                meta.mode(),
+                meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
+            )
+        );
+        let root = Dir::root(folder.path()).unwrap();
+        assert!(root.lstat(c"sub").unwrap().is_dir());
+        for name in [c"sub/f.txt", c"..", c".", c""] {
+            assert_eq!(
+                root.lstat(name).err().map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidInput),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            root.lstat(c"missing").err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
     }
 }

@@ -48,6 +48,16 @@ impl Identity {
             ino: meta.ino(),
         }
     }
+
+    /// The same of what `lstat` said.
+    pub fn of_stat(stat: &beneath::Stat) -> Self {
+        Self {
+            size: stat.size(),
+            mtime_ns: stat.mtime_ns(),
+            ctime_ns: stat.ctime_ns(),
+            ino: stat.ino(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,23 +299,22 @@ impl Scanner<'_> {
         stats: &mut ScanStats,
     ) -> io::Result<Look> {
         let abs = self.root.join(path.as_relative_fs_path());
-        let meta = match dir.metadata(name) {
+        let meta = match dir.lstat(name) {
             Ok(meta) => meta,
             Err(e) if beneath::is_gone(&e) => return Ok(Look::Known(None)),
             Err(e) => return Err(self.context(path, e)),
         };
-        let ft = meta.file_type();
-        if self.rules.is_ignored(path, ft.is_dir()) {
+        if self.rules.is_ignored(path, meta.is_dir()) {
             return Ok(Look::Known(None));
         }
         stats.entries += 1;
-        if ft.is_dir() {
+        if meta.is_dir() {
             return Ok(Look::Known(Some(LocalEntry {
                 node: Node::Dir,
                 identity: None,
             })));
         }
-        if ft.is_symlink() {
+        if meta.is_symlink() {
             let target = match dir.read_link(name) {
                 Ok(target) => target,
                 Err(e) if e.kind() == ErrorKind::InvalidData => {
@@ -325,14 +334,14 @@ impl Scanner<'_> {
                 identity: None,
             })));
         }
-        if !ft.is_file() {
+        if !meta.is_file() {
             stats
                 .skipped
                 .push(format!("{}: not a file, directory or link", abs.display()));
             return Ok(Look::Known(None));
         }
         let executable = meta.mode() & 0o111 != 0;
-        let identity = Identity::of(&meta);
+        let identity = Identity::of_stat(&meta);
         if let Some(known) = previous.get(path)
             && known.identity == Some(identity)
             && let Node::File { hash, .. } = &known.node
@@ -458,7 +467,7 @@ pub fn hash_file(dir: &Dir, name: &CStr) -> io::Result<Hashed> {
         let after = file.metadata()?;
         let identity = Identity::of(&before);
         // Also the name: a rename over it while we read means another file.
-        let now = dir.metadata(name).map(|m| Identity::of(&m)).ok();
+        let now = dir.lstat(name).map(|m| Identity::of_stat(&m)).ok();
         if Identity::of(&after) == identity && now == Some(identity) {
             return Ok(Hashed::File {
                 hash: hasher.finalize().to_hex().to_string(),
