@@ -14,11 +14,12 @@
 //! after its start, a rename after the write it renames) while a slow one
 //! (a recursive delete) holds up no other client.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use cloudcode_proto::message::ErrorCode;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::files::{FileError, Workspace};
 
@@ -26,6 +27,10 @@ use crate::files::{FileError, Workspace};
 /// them waits (and so stops reading its socket) rather than have the runner
 /// hold them...
 const QUEUED: usize = 32;
+/// ...and a client that waited is let on only once the thread has taken
+/// half of them: woken once per 16 operations, not after each one (a first
+/// sync keeps the queue full, and every wake-up is a switch of threads).
+const RESUME_AT: usize = QUEUED / 2;
 /// ...and bytes of file chunks: a chunk is up to a frame (1 MiB by
 /// default), and a few clients uploading large files at once must not hold
 /// 32 of them each in memory.
@@ -33,23 +38,79 @@ const QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce(&Workspace) + Send>;
 
+/// What the connection and its thread share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The thread sleeps here while nothing is queued.
+    work: Condvar,
+    /// A sender sleeps here while the queue is full.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Senders that found the queue full and wait for [`RESUME_AT`].
+    waiting: usize,
+    /// The connection is gone: the thread ends once the queue is empty.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A job runs outside the lock, so nothing panics while holding it.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next job, waiting while there is none; `None` once closed and
+    /// drained.
+    fn next(&self) -> Option<Job> {
+        let mut queue = self.lock();
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                if queue.waiting > 0 && queue.jobs.len() <= RESUME_AT {
+                    queue.waiting = 0;
+                    self.room.notify_waiters();
+                }
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self.work.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
 pub struct WorkspaceQueue {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     bytes: Arc<Semaphore>,
+}
+
+impl Drop for WorkspaceQueue {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
 }
 
 impl WorkspaceQueue {
     /// Starts the connection's thread; it ends once the queue is dropped and
     /// what was queued before is done.
     pub fn start(workspace: Arc<Workspace>) -> std::io::Result<Self> {
-        let (jobs, mut queued) = mpsc::channel::<Job>(QUEUED);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            room: Notify::new(),
+        });
+        let theirs = shared.clone();
         std::thread::Builder::new()
             .name("workspace".to_owned())
             .spawn(move || {
                 // On a save's way, like the worker: it runs at once when it
                 // wakes (see `sched`).
                 crate::sched::shorten_slice(0);
-                while let Some(job) = queued.blocking_recv() {
+                while let Some(job) = theirs.next() {
                     // A bug in one operation fails that operation (its
                     // answer is dropped, so it is told), not the client's
                     // others.
@@ -59,7 +120,7 @@ impl WorkspaceQueue {
                 }
             })?;
         Ok(Self {
-            jobs,
+            shared,
             bytes: Arc::new(Semaphore::new(QUEUED_BYTES)),
         })
     }
@@ -89,7 +150,28 @@ impl WorkspaceQueue {
     /// Queues `op`, which answers for itself. If the thread is gone, `op` is
     /// dropped unrun, and with it whatever it would have answered through.
     pub async fn then(&self, op: impl FnOnce(&Workspace) + Send + 'static) {
-        let _ = self.jobs.send(Box::new(op)).await;
+        let job: Job = Box::new(op);
+        loop {
+            // Registered before looking, so a wake-up in between is kept.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut queue = self.shared.lock();
+                if queue.jobs.len() < QUEUED {
+                    queue.jobs.push_back(job);
+                    // Only a thread that ran out of work sleeps.
+                    let was_idle = queue.jobs.len() == 1;
+                    drop(queue);
+                    if was_idle {
+                        self.shared.work.notify_one();
+                    }
+                    return;
+                }
+                queue.waiting += 1;
+            }
+            room.await;
+        }
     }
 
     /// [`WorkspaceQueue::then`] for an operation holding `bytes` of a
@@ -185,6 +267,38 @@ mod tests {
         drop(release);
         next.await;
         ran.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sender_facing_a_full_queue_waits_and_then_goes_on_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_on(dir.path());
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (taken, holding) = oneshot::channel();
+        queue
+            .then(move |_| {
+                let _ = taken.send(());
+                let _ = held.recv();
+            })
+            .await;
+        // The thread is held, the queue empty.
+        holding.await.unwrap();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..QUEUED {
+            let ran = ran.clone();
+            queue.then(move |_| ran.lock().unwrap().push(i)).await;
+        }
+        let last = ran.clone();
+        let next = queue.then(move |_| last.lock().unwrap().push(QUEUED));
+        tokio::pin!(next);
+        assert!(
+            futures_util::poll!(next.as_mut()).is_pending(),
+            "queued beyond the bound"
+        );
+        drop(release);
+        next.await;
+        assert_eq!(queue.run(|_| Ok(())).await.ok(), Some(()));
+        assert_eq!(*ran.lock().unwrap(), (0..=QUEUED).collect::<Vec<_>>());
     }
 
     #[tokio::test]
