@@ -643,9 +643,11 @@ impl RemoteJob<'_> {
                                 .hold(self.size)
                                 .await
                                 .map_err(|_| because("the sync is stopping"))?;
-                            let bytes = beneath::read(self.root, path).map_err(|e| match e.raw_os_error() {
-                                Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
-                                _ => e.into(),
+                            let bytes = beneath::read_expecting(self.root, path, self.size).map_err(|e| {
+                                match e.raw_os_error() {
+                                    Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
+                                    _ => e.into(),
+                                }
                             })?;
                             if &hash_bytes(&bytes) != hash {
                                 return Err(Skip::LocalChanged);

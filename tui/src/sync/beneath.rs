@@ -329,6 +329,18 @@ pub fn read(root: &Path, path: &WorkspacePath) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// [`read`] for a file the caller knows the size of (a scan said so):
+/// the buffer is made that size up front, and the kernel is not asked
+/// again (a File's own `read_to_end` costs an fstat and an lseek). A file
+/// that grew since is still read whole.
+pub fn read_expecting(root: &Path, path: &WorkspacePath, size: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let at = parent(root, path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    at.dir.open_file(&at.name)?.take(u64::MAX).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +378,12 @@ mod tests {
             );
         }
         assert!(read(root, &p("d/secret")).is_err(), "read through a link");
+        assert!(read_expecting(root, &p("d/secret"), 7).is_err(), "read through a link");
+        std::fs::write(root.join("real/grown.txt"), "longer than said").unwrap();
+        assert_eq!(
+            read_expecting(root, &p("real/grown.txt"), 4).unwrap(),
+            b"longer than said"
+        );
         // The link itself is the folder's: its last component is handled
         // as a link, never as what it points to.
         let at = parent(root, &p("d")).unwrap();
