@@ -74,8 +74,6 @@ impl Outbound {
     }
 }
 
-/// A chunk that could not be written: a full disk is the client's file
-/// being too large for what is left, anything else the runner's fault.
 /// Commits an upload whose bytes all arrived and hands on the outcome.
 fn commit(ws: &Workspace, slot: &mut UploadSlot) {
     let Some(pending) = slot.pending.take() else { return };
@@ -86,6 +84,8 @@ fn commit(ws: &Workspace, slot: &mut UploadSlot) {
     }
 }
 
+/// A chunk that could not be written: a full disk is the client's file
+/// being too large for what is left, anything else the runner's fault.
 fn chunk_not_written(e: std::io::Error) -> FileError {
     let code = match e.kind() {
         std::io::ErrorKind::StorageFull => ErrorCode::TooLarge,

@@ -213,6 +213,22 @@ mod tests {
         WorkspaceQueue::start(Arc::new(Workspace::open(dir).unwrap())).unwrap()
     }
 
+    /// Holds the queue's thread, as a slow operation would, until the
+    /// returned sender is dropped; returns once the thread has taken it, so
+    /// the queue is empty.
+    async fn hold_thread(queue: &WorkspaceQueue) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (taken, holding) = oneshot::channel();
+        queue
+            .then(move |_| {
+                let _ = taken.send(());
+                let _ = held.recv();
+            })
+            .await;
+        holding.await.unwrap();
+        release
+    }
+
     #[tokio::test]
     async fn operations_run_in_the_order_they_were_queued() {
         let dir = tempfile::tempdir().unwrap();
@@ -247,13 +263,7 @@ mod tests {
     async fn chunks_queued_are_bounded_by_their_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue_on(dir.path());
-        // The thread held, as by a slow operation.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        queue
-            .then(move |_| {
-                let _ = held.recv();
-            })
-            .await;
+        let release = hold_thread(&queue).await;
         queue.then_holding(QUEUED_BYTES - 10, |_| {}).await;
         let (ran_tx, ran) = oneshot::channel();
         let next = queue.then_holding(1024, move |_| {
@@ -273,16 +283,7 @@ mod tests {
     async fn a_sender_facing_a_full_queue_waits_and_then_goes_on_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue_on(dir.path());
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (taken, holding) = oneshot::channel();
-        queue
-            .then(move |_| {
-                let _ = taken.send(());
-                let _ = held.recv();
-            })
-            .await;
-        // The thread is held, the queue empty.
-        holding.await.unwrap();
+        let release = hold_thread(&queue).await;
         let ran = Arc::new(Mutex::new(Vec::new()));
         for i in 0..QUEUED {
             let ran = ran.clone();
