@@ -9,7 +9,7 @@
 //! the control queue: it must not overtake the output before it.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{FileError, PendingWrite, Workspace};
+use crate::manifest::HashCache;
 use crate::state::RunnerState;
 use crate::terminal::flow::Window;
 use crate::terminal::scrollback::Next;
@@ -78,7 +79,12 @@ impl Outbound {
 fn commit(ws: &Workspace, slot: &mut UploadSlot) {
     let Some(pending) = slot.pending.take() else { return };
     let target = pending.target().clone();
-    let committed = pending.commit(ws).map(|version| (target, version));
+    let committed = pending.commit(ws).map(|committed| {
+        if let Some((meta, hash)) = committed.content {
+            HashCache::shared().remember(target.clone(), &meta, hash);
+        }
+        (target, committed.version)
+    });
     if let Some(outcome) = slot.outcome.take() {
         let _ = outcome.send(committed);
     }
@@ -584,7 +590,7 @@ impl Connection {
     async fn start_manifest(&mut self, id: u64, path: WorkspacePath) {
         let built = self
             .workspace
-            .run(move |ws| crate::manifest::build(ws, &path, crate::manifest::HashCache::shared()))
+            .run(move |ws| crate::manifest::build(ws, &path, HashCache::shared()))
             .await;
         let manifest = match built {
             Ok(manifest) => manifest,
@@ -698,10 +704,10 @@ impl Connection {
         self.workspace
             .then_holding(data.len(), move |ws| {
                 let mut locked = UploadSlot::lock(&slot);
-                let Some(file) = locked.pending.as_mut().and_then(PendingWrite::file) else {
+                let Some(pending) = locked.pending.as_mut() else {
                     return; // It failed already, and said so.
                 };
-                if let Err(e) = file.write_all(&data) {
+                if let Err(e) = pending.append(&data) {
                     return locked.fail(ws, chunk_not_written(e));
                 }
                 if last {

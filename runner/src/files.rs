@@ -303,6 +303,7 @@ impl Workspace {
             target,
             tmp_rel,
             file: Some(file),
+            hasher: blake3::Hasher::new(),
             base_version: base_version.map(str::to_owned),
             create_new,
         })
@@ -459,9 +460,22 @@ pub struct PendingWrite {
     target: WorkspacePath,
     tmp_rel: PathBuf,
     file: Option<std::fs::File>,
+    /// Of every byte appended: the content's hash is known without reading
+    /// the file back (a manifest after a first sync costs a stat per file).
+    hasher: blake3::Hasher,
     base_version: Option<String>,
     /// Only if nothing is at the target when it is committed.
     create_new: bool,
+}
+
+/// A write that took effect.
+#[derive(Debug)]
+pub struct Committed {
+    pub version: String,
+    /// The content's BLAKE3 and the file's metadata once in place, when
+    /// nothing touched the file between the two looks at it: what a hash
+    /// cache keeps for the path.
+    pub content: Option<(Metadata, String)>,
 }
 
 impl PendingWrite {
@@ -469,29 +483,23 @@ impl PendingWrite {
         &self.target
     }
 
-    /// The temporary file, for appending chunks.
-    pub fn file(&mut self) -> Option<&mut std::fs::File> {
-        self.file.as_mut()
+    /// Appends the next bytes of the content.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the write has ended"));
+        };
+        file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        Ok(())
     }
 
-    pub fn take_file(&mut self) -> Option<std::fs::File> {
-        self.file.take()
-    }
-
-    pub fn put_file(&mut self, file: std::fs::File) {
-        self.file = Some(file);
-    }
-
-    /// Renames the temporary file over the destination; returns the new
-    /// version.
-    pub fn commit(mut self, workspace: &Workspace) -> FileResult<String> {
+    /// Renames the temporary file over the destination.
+    pub fn commit(mut self, workspace: &Workspace) -> FileResult<Committed> {
         // The version is the new inode's, read from the open file: neither
         // a link nor a rename changes its mtime or size.
-        let version = self
-            .file
-            .take()
-            .and_then(|file| Metadata::from_file(&file).ok())
-            .map(|meta| version_of(&meta));
+        let file = self.file.take();
+        let before = file.as_ref().and_then(|file| Metadata::from_file(file).ok());
         let target = self.target.as_relative_fs_path();
         let renamed = if self.create_new {
             // Linked, not renamed: the kernel refuses at once if something
@@ -512,18 +520,31 @@ impl PendingWrite {
                 })
         };
         if let Err(e) = renamed {
+            drop(file);
             self.cleanup(workspace);
             return Err(e);
         }
         self.tmp_rel = PathBuf::new();
-        match version {
-            Some(version) => Ok(version),
-            None => workspace
+        let Some(before) = before else {
+            let meta = workspace
                 .dir
                 .metadata(target)
-                .map(|meta| version_of(&meta))
-                .map_err(|e| FileError::io(&self.target, e)),
-        }
+                .map_err(|e| FileError::io(&self.target, e))?;
+            return Ok(Committed {
+                version: version_of(&meta),
+                content: None,
+            });
+        };
+        // Placing the file changed its ctime; a program writing to it since
+        // would have changed its mtime or size too.
+        let after = file.as_ref().and_then(|file| Metadata::from_file(file).ok());
+        let content = after
+            .filter(|after| mtime_ns(after) == mtime_ns(&before) && after.len() == before.len())
+            .map(|after| (after, self.hasher.finalize().to_hex().to_string()));
+        Ok(Committed {
+            version: version_of(&before),
+            content,
+        })
     }
 
     /// Links the temporary file at the target's name, then drops its own.
@@ -565,7 +586,6 @@ impl PendingWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn p(s: &str) -> WorkspacePath {
         WorkspacePath::parse(s).unwrap()
@@ -604,9 +624,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let ws = Workspace::open(root.path()).unwrap();
         let mut w = ws.begin_write(&p("a.txt"), 5, 100, None, true).unwrap();
-        w.file().unwrap().write_all(b"hello").unwrap();
+        w.append(b"hello").unwrap();
         assert!(!root.path().join("a.txt").exists(), "visible before commit");
-        let v1 = w.commit(&ws).unwrap();
+        let v1 = w.commit(&ws).unwrap().version;
         assert_eq!(std::fs::read(root.path().join("a.txt")).unwrap(), b"hello");
 
         let err = ws.begin_write(&p("a.txt"), 1, 100, None, true).err().unwrap();
@@ -618,7 +638,7 @@ mod tests {
 
         // Someone else writes while our bytes are in flight: conflict at commit.
         let mut w = ws.begin_write(&p("a.txt"), 3, 100, Some(&v1), false).unwrap();
-        w.file().unwrap().write_all(b"new").unwrap();
+        w.append(b"new").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         std::fs::write(root.path().join("a.txt"), "theirs").unwrap();
         assert_eq!(w.commit(&ws).err().unwrap().code, ErrorCode::Conflict);

@@ -7,7 +7,10 @@
 //! file's identity (size, mtime, ctime, inode): a file whose identity is
 //! unchanged is not read again, so the second manifest of an unchanged
 //! 10,000-file tree costs 10,000 `lstat`s. ctime is in the key because a
-//! program can set mtime back to what it was; it cannot set ctime.
+//! program can set mtime back to what it was; it cannot set ctime. A file
+//! the runner writes itself is hashed as its bytes arrive
+//! ([`HashCache::remember`]), so the manifest after a first sync's uploads
+//! reads none of them back.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind, Read};
@@ -66,6 +69,12 @@ impl HashCache {
             .get(path)
             .filter(|(known, _)| *known == identity)
             .map(|(_, hash)| hash.clone())
+    }
+
+    /// Keeps the hash of content the runner itself just wrote at `path`,
+    /// as the file now is (`meta`): it is not read again.
+    pub fn remember(&self, path: WorkspacePath, meta: &Metadata, hash: String) {
+        self.put(path, Identity::of(meta), hash);
     }
 
     fn put(&self, path: WorkspacePath, identity: Identity, hash: String) {
@@ -451,6 +460,52 @@ mod tests {
             build(&ws, &p("nothing"), &cache).err().unwrap().code,
             ErrorCode::NotFound
         );
+    }
+
+    /// What a write hands on, kept as a write's commit keeps it.
+    fn write(ws: &Workspace, cache: &HashCache, path: &str, chunks: &[&[u8]], create_new: bool) {
+        let size = chunks.iter().map(|c| c.len() as u64).sum();
+        let mut w = ws.begin_write(&p(path), size, u64::MAX, None, create_new).unwrap();
+        for chunk in chunks {
+            w.append(chunk).unwrap();
+        }
+        let committed = w.commit(ws).unwrap();
+        let (meta, hash) = committed.content.expect("nothing touched the file");
+        cache.remember(p(path), &meta, hash);
+    }
+
+    #[test]
+    fn what_the_runner_wrote_is_in_the_manifest_without_being_read_back() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(root.path()).unwrap();
+        let cache = HashCache::default();
+        // New files (linked into place) and a replaced one (renamed over it).
+        write(&ws, &cache, "a.txt", &[b"hel", b"lo"], true);
+        write(&ws, &cache, "b.txt", &[], true);
+        std::fs::write(root.path().join("c.txt"), "old").unwrap();
+        write(&ws, &cache, "c.txt", &[b"new content"], false);
+
+        let manifest = build(&ws, &WorkspacePath::root(), &cache).unwrap();
+        assert_eq!(manifest.hashed, 0, "a file the runner wrote was read back");
+        let hashes: Vec<(String, Option<String>)> = entries(&manifest)
+            .into_iter()
+            .map(|e| (e.path.to_string(), e.hash))
+            .collect();
+        let hash = |b: &[u8]| Some(blake3::hash(b).to_hex().to_string());
+        assert_eq!(
+            hashes,
+            [
+                ("a.txt".to_owned(), hash(b"hello")),
+                ("b.txt".to_owned(), hash(b"")),
+                ("c.txt".to_owned(), hash(b"new content")),
+            ]
+        );
+
+        // A program's change since is read, not taken from the write.
+        std::fs::write(root.path().join("a.txt"), "HELLO").unwrap();
+        let again = build(&ws, &WorkspacePath::root(), &cache).unwrap();
+        assert_eq!(again.hashed, 1);
+        assert_eq!(entries(&again)[0].hash, hash(b"HELLO"));
     }
 
     #[test]
