@@ -267,10 +267,7 @@ impl Workspace {
         }
         check_base_version(path, base_version, current.as_deref())?;
         let parent = target.parent().unwrap_or_default();
-        let tmp_name = format!(
-            "{RESERVED_PREFIX}{}",
-            std::process::id() as u64 * 1_000_003 + next_counter()
-        );
+        let tmp_name = format!("{RESERVED_PREFIX}{}", temporary_number());
         let tmp_rel = if parent.is_root() {
             PathBuf::from(&tmp_name)
         } else {
@@ -421,10 +418,15 @@ fn too_large(path: &WorkspacePath, size: u64, max: u64) -> FileError {
     )
 }
 
-fn next_counter() -> u64 {
+/// A number no other temporary file of this process or another runner's
+/// has: the pid, asked of the kernel once (glibc does not cache it, and a
+/// first sync makes 10,000 temporary files), and a counter.
+fn temporary_number() -> u64 {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
+    static PID: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    COUNTER.fetch_add(1, Ordering::Relaxed)
+    *PID.get_or_init(|| u64::from(std::process::id())) * 1_000_003 + COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) fn kind_of(meta: &Metadata) -> EntryKind {

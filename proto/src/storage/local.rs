@@ -62,7 +62,7 @@ impl LocalStore {
         tokio::fs::create_dir_all(&dir).await.map_err(fail)?;
         let tmp = dir.join(format!("{RESERVED_PREFIX}{}", random_suffix()));
         let result = async {
-            let file = tokio::fs::File::create(&tmp).await?;
+            let file = tokio::fs::File::create_new(&tmp).await?;
             let mut file = fill(file).await?;
             file.flush().await?;
             file.sync_all().await?;
@@ -123,7 +123,8 @@ fn sync_dirs(dirs: impl IntoIterator<Item = PathBuf>) -> std::io::Result<()> {
 
 fn write_source(tmp: &Path, source: PutSource, durable: bool) -> std::io::Result<()> {
     use std::io::Write;
-    let mut file = std::fs::File::create(tmp)?;
+    // Never an existing file: a clash of names fails this write alone.
+    let mut file = std::fs::File::create_new(tmp)?;
     match source {
         PutSource::Bytes(body) => file.write_all(&body)?,
         PutSource::File(mut input) => {
@@ -292,17 +293,28 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
+/// A name no other writer's temporary file has: 64 random bits drawn once
+/// per process (a batch of 512 objects used to ask the kernel 512 times),
+/// then a counter.
 fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    // A clash only makes one write fail; fall back to the time on a failing RNG.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes = (nanos as u64).to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // A clash only makes one write fail; fall back to the time and pid
+        // on a failing RNG.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            bytes = (nanos as u64 ^ u64::from(std::process::id()) << 40).to_be_bytes();
+        }
+        u64::from_be_bytes(bytes)
+    });
+    format!("{seed:016x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn unavailable(op: &'static str, key: &ObjectKey, e: std::io::Error) -> StorageError {
