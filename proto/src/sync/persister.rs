@@ -308,7 +308,10 @@ pub struct Persister {
     /// manifest file found at the root is passed on as it is.
     metadata: bool,
     /// One manifest upload at a time, so an older one never lands last.
+    /// Held only on `priority`'s runtime (see [`Persister::store_manifest`]).
     manifest_upload: tokio::sync::Mutex<()>,
+    /// The runtime of the lanes clients wait on, once running.
+    priority: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Paths left out of storage, with everything below them.
     excluded: Vec<WorkspacePath>,
 }
@@ -489,6 +492,7 @@ impl Persister {
             status,
             metadata,
             manifest_upload: tokio::sync::Mutex::new(()),
+            priority: std::sync::OnceLock::new(),
             excluded,
         })
     }
@@ -502,7 +506,30 @@ impl Persister {
     }
 
     /// Sends storage the manifest if it changed since it last did.
-    async fn store_manifest(&self) -> Result<(), StorageError> {
+    ///
+    /// The upload runs on the runtime of the lanes clients wait on, whoever
+    /// asks. Holding the one-at-a-time lock there means a bulk lane starved
+    /// of CPU (its threads are idle-class, and a build can take every CPU)
+    /// never holds it across the upload's await, while a save's lane, whose
+    /// every empty round stores the manifest, queues behind it.
+    async fn store_manifest(self: &Arc<Self>) -> Result<(), StorageError> {
+        let Some(runtime) = self.priority.get() else {
+            return self.upload_manifest().await;
+        };
+        let this = self.clone();
+        runtime
+            .spawn(async move { this.upload_manifest().await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(StorageError::Unavailable {
+                    op: "put",
+                    key: MANIFEST_NAME.to_owned(),
+                    message: format!("the manifest upload ended early: {e}"),
+                })
+            })
+    }
+
+    async fn upload_manifest(&self) -> Result<(), StorageError> {
         let _one_at_a_time = self.manifest_upload.lock().await;
         let key = self.manifest_key()?;
         if !self.metadata {
@@ -858,6 +885,8 @@ impl Persister {
     /// priority, so an `npm install`'s backlog yields to keystrokes, and
     /// what its clients wait on does not.
     pub async fn run_with_priority_on(self: Arc<Self>, priority: tokio::runtime::Handle, stop: CancellationToken) {
+        // The first run's runtime stays the one manifests are uploaded on.
+        let _ = self.priority.set(priority.clone());
         let saves = priority.spawn(self.clone().lane(Lane::Priority, stop.clone()));
         let clients_bulk = priority.spawn(self.clone().lane(Lane::ClientBulk, stop.clone()));
         self.lane(Lane::Bulk, stop).await;
