@@ -127,6 +127,27 @@ struct Manifest {
 }
 
 impl Manifest {
+    /// Whether `path`, or anything below it, has an entry.
+    fn holds(&self, path: &WorkspacePath) -> bool {
+        if path.is_root() {
+            return !(self.executable.is_empty() && self.symlinks.is_empty() && self.empty_dirs.is_empty());
+        }
+        let exact = path.as_str();
+        let below = format!("{exact}/");
+        // Everything below `a` sorts together, from `a/` on.
+        let in_set = |set: &BTreeSet<String>| {
+            set.contains(exact) || set.range(below.clone()..).next().is_some_and(|p| p.starts_with(&below))
+        };
+        in_set(&self.executable)
+            || in_set(&self.empty_dirs)
+            || self.symlinks.contains_key(exact)
+            || self
+                .symlinks
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(&below))
+    }
+
     /// Forgets `path` and everything below it.
     fn remove_subtree(&mut self, path: &WorkspacePath) {
         if path.is_root() {
@@ -562,6 +583,18 @@ impl Persister {
         Ok(())
     }
 
+    /// Whether storage's manifest lags behind for any of `paths`: one of
+    /// them is, or holds, what the manifest keeps, now or as storage last
+    /// received it.
+    fn touch_manifest<'a>(&self, mut paths: impl Iterator<Item = &'a WorkspacePath>) -> bool {
+        if !self.metadata {
+            return false;
+        }
+        let state = self.lock();
+        state.manifest != state.manifest_stored
+            && paths.any(|p| state.manifest.holds(p) || state.manifest_stored.holds(p))
+    }
+
     fn lock(&self) -> MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -994,14 +1027,18 @@ impl Persister {
             .reconcile_all(lane, taken.iter().map(|(p, _)| p.clone()).collect())
             .await;
         // Modes, links and empty directories go with the bulk lane's
-        // rounds: a save does not wait for them.
-        let manifest = match lane {
-            Lane::Bulk => self.store_manifest().await,
-            Lane::Priority | Lane::ClientBulk => {
-                self.wake_bulk.notify_one();
-                Ok(())
-            }
+        // rounds, so a save does not wait for them; unless the round's own
+        // paths are what the manifest keeps (a `chmod +x`, a link made,
+        // renamed or deleted): a client told "done" finds that in storage
+        // after a kill -9 too.
+        let manifest_needed = lane == Lane::Priority && self.touch_manifest(taken.iter().map(|(p, _)| p));
+        let manifest = if lane == Lane::Bulk || manifest_needed {
+            self.store_manifest().await
+        } else {
+            self.wake_bulk.notify_one();
+            Ok(())
         };
+        let manifest_unstored = manifest_needed && manifest.is_err();
         let mut state = self.lock();
         if lane != Lane::Bulk {
             for (path, _) in &taken {
@@ -1035,6 +1072,8 @@ impl Persister {
                 Self::requeue(state, path, back, dirty);
             };
             match outcome {
+                // Retried with the manifest: not "done" before it is stored.
+                Outcome::Done if manifest_unstored => put_back(&mut state, path, waiters, bulk),
                 Outcome::Done => {
                     for w in waiters.into_iter().chain(bulk) {
                         let _ = w.send(Ok(()));
@@ -1809,6 +1848,33 @@ mod tests {
         );
         assert_eq!(actions.uploads, [vec![(p("a.txt"), vec![1])]]);
         assert_eq!(actions.failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_manifest_holds_a_path_that_has_an_entry_or_one_below_it() {
+        let manifest = Manifest {
+            version: 0,
+            executable: ["bin/run.sh".to_owned()].into(),
+            symlinks: [("venv/bin/python".to_owned(), "/usr/bin/python3".to_owned())].into(),
+            empty_dirs: ["logs".to_owned()].into(),
+        };
+        for held in ["", "bin", "bin/run.sh", "venv", "venv/bin", "venv/bin/python", "logs"] {
+            assert!(manifest.holds(&p(held)), "{held:?}");
+        }
+        // Names that sort beside those, without being them or above them.
+        for free in [
+            "bin.txt",
+            "bi",
+            "bin/run",
+            "venv0/bin",
+            "venv-x",
+            "log",
+            "logs2",
+            "main.py",
+        ] {
+            assert!(!manifest.holds(&p(free)), "{free:?}");
+        }
+        assert!(!Manifest::default().holds(&WorkspacePath::root()));
     }
 
     #[test]

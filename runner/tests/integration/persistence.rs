@@ -461,11 +461,38 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
         Some(&b"must survive"[..])
     );
 
-    // kill -9 right after an acknowledgement, backlog still in flight.
+    // kill -9 right after acknowledgements, backlog still in flight: a
+    // save, and what only the manifest keeps (a mode, a link).
     client.write_file(&p("acked.txt"), b"acknowledged", None).await.unwrap();
+    client.write_file(&p("acked.sh"), b"#!/bin/sh\n", None).await.unwrap();
+    let made_executable = Op::SetExecutable {
+        path: p("acked.sh"),
+        executable: true,
+    };
+    client.request(made_executable).await.unwrap();
+    let linked = Op::Symlink {
+        path: p("acked-link"),
+        target: "acked.txt".into(),
+        overwrite: false,
+    };
+    client.request(linked).await.unwrap();
     runner.signal(libc::SIGKILL);
     runner.wait_exit();
     assert_eq!(runner.stored("acked.txt").as_deref(), Some(&b"acknowledged"[..]));
+    let manifest: serde_json::Value = runner
+        .stored(cloudcode_proto::storage::layout::MANIFEST_NAME)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .expect("a manifest in storage");
+    assert!(
+        manifest["executable"]
+            .as_array()
+            .is_some_and(|paths| paths.iter().any(|p| p == "acked.sh")),
+        "an acknowledged chmod +x is not in storage: {manifest}"
+    );
+    assert_eq!(
+        manifest["symlinks"]["acked-link"], "acked.txt",
+        "an acknowledged link is not in storage: {manifest}"
+    );
 
     // A new runner over the same workspace finishes the job.
     let runner = TestRunner::start_with(options());
