@@ -418,6 +418,23 @@ fn too_large(path: &WorkspacePath, size: u64, max: u64) -> FileError {
     )
 }
 
+/// Swaps the names `a` and `b` of `dir` in one step.
+fn exchange(dir: &Dir, a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    let fd = dir.as_raw_fd();
+    // SAFETY: a descriptor `dir` owns for the call and two NUL-terminated
+    // names; renameat2 reads nothing else.
+    let done = unsafe { libc::renameat2(fd, a.as_ptr(), fd, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A number no other temporary file of this process or another runner's
 /// has: the pid, asked of the kernel once (glibc does not cache it, and a
 /// first sync makes 10,000 temporary files), and a counter.
@@ -502,24 +519,19 @@ impl PendingWrite {
         // a link nor a rename changes its mtime or size.
         let file = self.file.take();
         let before = file.as_ref().and_then(|file| Metadata::from_file(file).ok());
-        let target = self.target.as_relative_fs_path();
         let renamed = if self.create_new {
             // Linked, not renamed: the kernel refuses at once if something
             // is there, so what a program made at that path while the bytes
             // were arriving is not replaced. Both names are in one
             // directory, opened once for the two calls.
             self.link_beside(workspace)
+        } else if let Some(base) = self.base_version.clone() {
+            self.replace_if_unchanged(workspace, &base)
         } else {
-            // The file may have changed while the bytes were arriving.
             workspace
-                .current_version(&self.target)
-                .and_then(|current| check_base_version(&self.target, self.base_version.as_deref(), current.as_deref()))
-                .and_then(|()| {
-                    workspace
-                        .dir
-                        .rename(&self.tmp_rel, &workspace.dir, target)
-                        .map_err(|e| FileError::io(&self.target, e))
-                })
+                .dir
+                .rename(&self.tmp_rel, &workspace.dir, self.target.as_relative_fs_path())
+                .map_err(|e| FileError::io(&self.target, e))
         };
         if let Err(e) = renamed {
             drop(file);
@@ -530,7 +542,7 @@ impl PendingWrite {
         let Some(before) = before else {
             let meta = workspace
                 .dir
-                .metadata(target)
+                .metadata(self.target.as_relative_fs_path())
                 .map_err(|e| FileError::io(&self.target, e))?;
             return Ok(Committed {
                 version: version_of(&meta),
@@ -549,8 +561,52 @@ impl PendingWrite {
         })
     }
 
-    /// Links the temporary file at the target's name, then drops its own.
-    fn link_beside(&self, workspace: &Workspace) -> FileResult<()> {
+    /// Puts the new content at the target only if the file there is still
+    /// of version `base`. A look first answers the usual conflict (the file
+    /// changed while the bytes were arriving). Then the two files swap
+    /// names in one step (`RENAME_EXCHANGE`) and the one swapped out is
+    /// looked at: a program's write between that look and the swap is found
+    /// there and swapped back, where a check followed by a rename would
+    /// have replaced it unseen.
+    fn replace_if_unchanged(&mut self, workspace: &Workspace, base: &str) -> FileResult<()> {
+        let current = workspace.current_version(&self.target)?;
+        check_base_version(&self.target, Some(base), current.as_deref())?;
+        #[cfg(test)]
+        tests::between_check_and_swap();
+        let io = |e| FileError::io(&self.target, e);
+        let (dir, tmp_name, name) = self.beside(workspace)?;
+        match exchange(&dir, &tmp_name, &name) {
+            Ok(()) => {}
+            // A file system without the swap: the look above must do.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+                return dir.rename(&tmp_name, &dir, &name).map_err(io);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return check_base_version(&self.target, Some(base), None);
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let swapped_out = match dir.symlink_metadata(&tmp_name) {
+            Ok(meta) if meta.is_file() => Some(version_of(&meta)),
+            _ => None,
+        };
+        if swapped_out.as_deref() == Some(base) {
+            let _ = dir.remove_file(&tmp_name);
+            return Ok(());
+        }
+        // Theirs goes back; ours, at the temporary name again, is dropped.
+        if let Err(e) = exchange(&dir, &tmp_name, &name) {
+            // Theirs is at the temporary name: kept there, not deleted.
+            self.tmp_rel = PathBuf::new();
+            tracing::error!(path = %self.target, "a conflicting file could not be put back: {e}");
+            return Err(io(e));
+        }
+        let current = swapped_out.unwrap_or_else(|| "not a file".to_owned());
+        check_base_version(&self.target, Some(base), Some(&current))
+    }
+
+    /// The target's directory, opened, with the two names in it.
+    fn beside(&self, workspace: &Workspace) -> FileResult<(Dir, PathBuf, PathBuf)> {
         let io = |e| FileError::io(&self.target, e);
         let (Some(tmp_name), Some(name)) = (self.tmp_rel.file_name(), self.target.file_name()) else {
             return Err(FileError::new(
@@ -559,15 +615,20 @@ impl PendingWrite {
             ));
         };
         let parent = self.target.parent().unwrap_or_default();
-        let opened;
         let dir = if parent.is_root() {
-            &workspace.dir
+            workspace.dir.try_clone().map_err(io)?
         } else {
-            opened = workspace.dir.open_dir(parent.as_relative_fs_path()).map_err(io)?;
-            &opened
+            workspace.dir.open_dir(parent.as_relative_fs_path()).map_err(io)?
         };
-        dir.hard_link(tmp_name, dir, name).map_err(io)?;
-        let _ = dir.remove_file(tmp_name);
+        Ok((dir, PathBuf::from(tmp_name), PathBuf::from(name)))
+    }
+
+    /// Links the temporary file at the target's name, then drops its own.
+    fn link_beside(&self, workspace: &Workspace) -> FileResult<()> {
+        let (dir, tmp_name, name) = self.beside(workspace)?;
+        dir.hard_link(&tmp_name, &dir, &name)
+            .map_err(|e| FileError::io(&self.target, e))?;
+        let _ = dir.remove_file(&tmp_name);
         Ok(())
     }
 
@@ -619,6 +680,52 @@ mod tests {
             std::fs::read_to_string(outside.path().join("secret")).unwrap(),
             "top secret"
         );
+    }
+
+    thread_local! {
+        static BETWEEN_CHECK_AND_SWAP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs what a test put between a replacing commit's look at the file
+    /// and its swap: a program's write in that window.
+    pub(super) fn between_check_and_swap() {
+        if let Some(program) = BETWEEN_CHECK_AND_SWAP.with(|hook| hook.borrow_mut().take()) {
+            program();
+        }
+    }
+
+    #[test]
+    fn a_write_landing_between_the_check_and_the_swap_is_a_conflict_and_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(root.path()).unwrap();
+        std::fs::create_dir(root.path().join("src")).unwrap();
+        let file = root.path().join("src/main.py");
+        std::fs::write(&file, "print(1)\n").unwrap();
+        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
+
+        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
+        ours.append(b"print(2)\n").unwrap();
+        let theirs = file.clone();
+        BETWEEN_CHECK_AND_SWAP.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                std::fs::write(theirs, "print('formatted')\n").unwrap();
+            }))
+        });
+        let err = ours.commit(&ws).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict, "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "print('formatted')\n");
+        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+
+        // Unchanged since the look: replaced, and nothing left beside it.
+        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
+        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
+        ours.append(b"print(3)\n").unwrap();
+        ours.commit(&ws).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "print(3)\n");
+        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
     }
 
     #[test]
