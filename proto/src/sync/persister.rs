@@ -127,25 +127,42 @@ struct Manifest {
 }
 
 impl Manifest {
-    /// Whether `path`, or anything below it, has an entry.
-    fn holds(&self, path: &WorkspacePath) -> bool {
+    /// The entries at `path` and below it: executable files, links with
+    /// their targets, empty directories.
+    fn at_or_below(&self, path: &WorkspacePath) -> (Vec<&str>, Vec<(&str, &str)>, Vec<&str>) {
         if path.is_root() {
-            return !(self.executable.is_empty() && self.symlinks.is_empty() && self.empty_dirs.is_empty());
+            return (
+                self.executable.iter().map(String::as_str).collect(),
+                self.symlinks.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect(),
+                self.empty_dirs.iter().map(String::as_str).collect(),
+            );
         }
         let exact = path.as_str();
+        // Everything below `a` sorts together, from `a/` on (`a.txt`, which
+        // sorts between `a` and `a/`, is not below it).
         let below = format!("{exact}/");
-        // Everything below `a` sorts together, from `a/` on.
-        let in_set = |set: &BTreeSet<String>| {
-            set.contains(exact) || set.range(below.clone()..).next().is_some_and(|p| p.starts_with(&below))
-        };
-        in_set(&self.executable)
-            || in_set(&self.empty_dirs)
-            || self.symlinks.contains_key(exact)
-            || self
-                .symlinks
-                .range(below.clone()..)
-                .next()
-                .is_some_and(|(p, _)| p.starts_with(&below))
+        fn set<'m>(set: &'m BTreeSet<String>, exact: &str, below: &str) -> Vec<&'m str> {
+            let own = set.get(exact).map(String::as_str);
+            let under = set.range(below.to_owned()..).map(String::as_str);
+            own.into_iter()
+                .chain(under.take_while(|p| p.starts_with(below)))
+                .collect()
+        }
+        let own = self.symlinks.get_key_value(exact);
+        let under = self
+            .symlinks
+            .range(below.clone()..)
+            .take_while(|(p, _)| p.starts_with(&below));
+        let links = own
+            .into_iter()
+            .chain(under)
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        (
+            set(&self.executable, exact, &below),
+            links,
+            set(&self.empty_dirs, exact, &below),
+        )
     }
 
     /// Forgets `path` and everything below it.
@@ -329,10 +346,7 @@ pub struct Persister {
     /// manifest file found at the root is passed on as it is.
     metadata: bool,
     /// One manifest upload at a time, so an older one never lands last.
-    /// Held only on `priority`'s runtime (see [`Persister::store_manifest`]).
     manifest_upload: tokio::sync::Mutex<()>,
-    /// The runtime of the lanes clients wait on, once running.
-    priority: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Paths left out of storage, with everything below them.
     excluded: Vec<WorkspacePath>,
 }
@@ -513,7 +527,6 @@ impl Persister {
             status,
             metadata,
             manifest_upload: tokio::sync::Mutex::new(()),
-            priority: std::sync::OnceLock::new(),
             excluded,
         })
     }
@@ -527,31 +540,23 @@ impl Persister {
     }
 
     /// Sends storage the manifest if it changed since it last did.
-    ///
-    /// The upload runs on the runtime of the lanes clients wait on, whoever
-    /// asks. Holding the one-at-a-time lock there means a bulk lane starved
-    /// of CPU (its threads are idle-class, and a build can take every CPU)
-    /// never holds it across the upload's await, while a save's lane, whose
-    /// every empty round stores the manifest, queues behind it.
-    async fn store_manifest(self: &Arc<Self>) -> Result<(), StorageError> {
-        let Some(runtime) = self.priority.get() else {
-            return self.upload_manifest().await;
-        };
-        let this = self.clone();
-        runtime
-            .spawn(async move { this.upload_manifest().await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(StorageError::Unavailable {
-                    op: "put",
-                    key: MANIFEST_NAME.to_owned(),
-                    message: format!("the manifest upload ended early: {e}"),
-                })
-            })
+    async fn store_manifest(&self) -> Result<(), StorageError> {
+        let one_at_a_time = self.manifest_upload.lock().await;
+        self.upload_manifest(one_at_a_time).await
     }
 
-    async fn upload_manifest(&self) -> Result<(), StorageError> {
-        let _one_at_a_time = self.manifest_upload.lock().await;
+    /// [`Persister::store_manifest`], unless an upload is under way: what
+    /// an empty round of a lane clients wait on does. That upload may be
+    /// the bulk lane's, whose idle-class threads a build can starve in the
+    /// middle of it; waiting for it there held up every save after.
+    async fn store_manifest_unless_busy(&self) -> Result<(), StorageError> {
+        match self.manifest_upload.try_lock() {
+            Ok(one_at_a_time) => self.upload_manifest(one_at_a_time).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn upload_manifest(&self, _one_at_a_time: tokio::sync::MutexGuard<'_, ()>) -> Result<(), StorageError> {
         let key = self.manifest_key()?;
         if !self.metadata {
             // Mirror mode: pass the runner's manifest file on.
@@ -583,16 +588,25 @@ impl Persister {
         Ok(())
     }
 
-    /// Whether storage's manifest lags behind for any of `paths`: one of
-    /// them is, or holds, what the manifest keeps, now or as storage last
-    /// received it.
-    fn touch_manifest<'a>(&self, mut paths: impl Iterator<Item = &'a WorkspacePath>) -> bool {
-        if !self.metadata {
-            return false;
-        }
+    /// Whether storage's manifest lags behind for any of `paths`: what the
+    /// manifest says at or below one of them, or whether its directory is
+    /// empty (the last file moved or deleted), differs from what storage
+    /// last received. A save of a file whose mode did not change does not
+    /// wait for the rest of the manifest (an `npm install`'s links).
+    fn touch_manifest<'a>(&self, paths: impl ExactSizeIterator<Item = &'a WorkspacePath>) -> Vec<bool> {
         let state = self.lock();
-        state.manifest != state.manifest_stored
-            && paths.any(|p| state.manifest.holds(p) || state.manifest_stored.holds(p))
+        let (now, stored) = (&state.manifest, &state.manifest_stored);
+        if !self.metadata || now == stored {
+            return vec![false; paths.len()];
+        }
+        paths
+            .map(|p| {
+                now.at_or_below(p) != stored.at_or_below(p)
+                    || p.parent().is_some_and(|parent| {
+                        now.empty_dirs.contains(parent.as_str()) != stored.empty_dirs.contains(parent.as_str())
+                    })
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, SyncState> {
@@ -918,8 +932,6 @@ impl Persister {
     /// priority, so an `npm install`'s backlog yields to keystrokes, and
     /// what its clients wait on does not.
     pub async fn run_with_priority_on(self: Arc<Self>, priority: tokio::runtime::Handle, stop: CancellationToken) {
-        // The first run's runtime stays the one manifests are uploaded on.
-        let _ = self.priority.set(priority.clone());
         let saves = priority.spawn(self.clone().lane(Lane::Priority, stop.clone()));
         let clients_bulk = priority.spawn(self.clone().lane(Lane::ClientBulk, stop.clone()));
         self.lane(Lane::Bulk, stop).await;
@@ -1017,7 +1029,11 @@ impl Persister {
             (taken, waiters)
         };
         if taken.is_empty() {
-            if let Err(e) = self.store_manifest().await {
+            let stored = match lane {
+                Lane::Bulk => self.store_manifest().await,
+                Lane::Priority | Lane::ClientBulk => self.store_manifest_unless_busy().await,
+            };
+            if let Err(e) = stored {
                 tracing::warn!("storing the manifest failed, will retry: {e}");
             }
             self.publish(&self.lock());
@@ -1031,14 +1047,17 @@ impl Persister {
         // paths are what the manifest keeps (a `chmod +x`, a link made,
         // renamed or deleted): a client told "done" finds that in storage
         // after a kill -9 too.
-        let manifest_needed = lane == Lane::Priority && self.touch_manifest(taken.iter().map(|(p, _)| p));
-        let manifest = if lane == Lane::Bulk || manifest_needed {
+        let needs_manifest = match lane {
+            Lane::Priority => self.touch_manifest(taken.iter().map(|(p, _)| p)),
+            Lane::ClientBulk | Lane::Bulk => vec![false; taken.len()],
+        };
+        let manifest = if lane == Lane::Bulk || needs_manifest.contains(&true) {
             self.store_manifest().await
         } else {
             self.wake_bulk.notify_one();
             Ok(())
         };
-        let manifest_unstored = manifest_needed && manifest.is_err();
+        let manifest_stored = manifest.is_ok();
         let mut state = self.lock();
         if lane != Lane::Bulk {
             for (path, _) in &taken {
@@ -1057,7 +1076,9 @@ impl Persister {
             state.last_error = Some(e.to_string());
         }
         let mut deferred = false;
-        for (((path, dirty), outcome), (waiters, bulk)) in taken.into_iter().zip(outcomes).zip(waiters) {
+        for ((((path, dirty), outcome), (waiters, bulk)), needs_manifest) in
+            taken.into_iter().zip(outcomes).zip(waiters).zip(needs_manifest)
+        {
             let put_back = |state: &mut SyncState, path: WorkspacePath, waiters: Vec<Waiter>, bulk: Vec<Waiter>| {
                 // Back in the queue of the most urgent one waiting on it.
                 let mut back = lane;
@@ -1073,7 +1094,7 @@ impl Persister {
             };
             match outcome {
                 // Retried with the manifest: not "done" before it is stored.
-                Outcome::Done if manifest_unstored => put_back(&mut state, path, waiters, bulk),
+                Outcome::Done if needs_manifest && !manifest_stored => put_back(&mut state, path, waiters, bulk),
                 Outcome::Done => {
                     for w in waiters.into_iter().chain(bulk) {
                         let _ = w.send(Ok(()));
@@ -1851,30 +1872,26 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_holds_a_path_that_has_an_entry_or_one_below_it() {
+    fn a_manifest_lists_what_it_keeps_at_and_below_a_path() {
         let manifest = Manifest {
             version: 0,
-            executable: ["bin/run.sh".to_owned()].into(),
+            executable: ["bin/run.sh".to_owned(), "bin.sh".to_owned()].into(),
             symlinks: [("venv/bin/python".to_owned(), "/usr/bin/python3".to_owned())].into(),
-            empty_dirs: ["logs".to_owned()].into(),
+            empty_dirs: ["logs".to_owned(), "bin/empty".to_owned()].into(),
         };
-        for held in ["", "bin", "bin/run.sh", "venv", "venv/bin", "venv/bin/python", "logs"] {
-            assert!(manifest.holds(&p(held)), "{held:?}");
-        }
+        let at = |path: &str| manifest.at_or_below(&p(path));
+        assert_eq!(at("bin"), (vec!["bin/run.sh"], vec![], vec!["bin/empty"]));
+        assert_eq!(at("bin/run.sh"), (vec!["bin/run.sh"], vec![], vec![]));
+        assert_eq!(
+            at("venv"),
+            (vec![], vec![("venv/bin/python", "/usr/bin/python3")], vec![])
+        );
+        assert_eq!(at("logs"), (vec![], vec![], vec!["logs"]));
+        assert_eq!(at("").0, vec!["bin.sh", "bin/run.sh"]);
         // Names that sort beside those, without being them or above them.
-        for free in [
-            "bin.txt",
-            "bi",
-            "bin/run",
-            "venv0/bin",
-            "venv-x",
-            "log",
-            "logs2",
-            "main.py",
-        ] {
-            assert!(!manifest.holds(&p(free)), "{free:?}");
+        for free in ["bi", "bin/run", "venv0", "venv-x", "log", "logs2", "main.py"] {
+            assert_eq!(at(free), (vec![], vec![], vec![]), "{free:?}");
         }
-        assert!(!Manifest::default().holds(&WorkspacePath::root()));
     }
 
     #[test]
