@@ -60,7 +60,7 @@ impl LocalStore {
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         let fail = |e: std::io::Error| unavailable(op, key, e);
         tokio::fs::create_dir_all(&dir).await.map_err(fail)?;
-        let tmp = dir.join(format!("{RESERVED_PREFIX}{}", random_suffix()));
+        let tmp = dir.join(TemporaryNames::fresh().next());
         let result = async {
             let file = tokio::fs::File::create_new(&tmp).await?;
             let mut file = fill(file).await?;
@@ -72,7 +72,8 @@ impl LocalStore {
             tokio::fs::File::open(&dir).await?.sync_all().await
         }
         .await;
-        if result.is_err() {
+        // A name another writer holds is theirs to remove.
+        if result.as_ref().is_err_and(|e| e.kind() != ErrorKind::AlreadyExists) {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result.map_err(fail)
@@ -143,11 +144,12 @@ impl LocalStore {
         let mut results: Vec<Result<(), StorageError>> = Vec::with_capacity(items.len());
         let mut staged: Vec<(usize, PathBuf, PathBuf)> = Vec::with_capacity(items.len());
         let mut made_dirs = std::collections::HashSet::new();
+        let names = TemporaryNames::fresh();
         for (i, (key, source)) in items.into_iter().enumerate() {
             let dest = self.path_of(&key);
             let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-            let tmp = dir.join(format!("{RESERVED_PREFIX}{}", random_suffix()));
-            let written = (|| {
+            let tmp = dir.join(names.next());
+            let written: std::io::Result<()> = (|| {
                 if !made_dirs.contains(&dir) {
                     std::fs::create_dir_all(&dir)?;
                     made_dirs.insert(dir.clone());
@@ -167,7 +169,10 @@ impl LocalStore {
                     }
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    // A name another writer holds is theirs to remove.
+                    if e.kind() != ErrorKind::AlreadyExists {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                     results.push(Err(unavailable("put", &key, e)));
                 }
             }
@@ -293,15 +298,16 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
-/// A name no other writer's temporary file has: 64 random bits drawn once
-/// per process (a batch of 512 objects used to ask the kernel 512 times),
-/// then a counter.
-fn random_suffix() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
+/// Names of temporary files no other writer's have: 64 random bits drawn
+/// for each put or batch (not for each of a batch's 512 objects), then a
+/// counter. Drawn afresh each time, they differ in two machines cloned
+/// from one snapshot, which share nothing else.
+struct TemporaryNames {
+    seed: u64,
+}
+
+impl TemporaryNames {
+    fn fresh() -> Self {
         let mut bytes = [0u8; 8];
         // A clash only makes one write fail; fall back to the time and pid
         // on a failing RNG.
@@ -312,9 +318,17 @@ fn random_suffix() -> String {
                 .unwrap_or(0);
             bytes = (nanos as u64 ^ u64::from(std::process::id()) << 40).to_be_bytes();
         }
-        u64::from_be_bytes(bytes)
-    });
-    format!("{seed:016x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+        Self {
+            seed: u64::from_be_bytes(bytes),
+        }
+    }
+
+    fn next(&self) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{RESERVED_PREFIX}{:016x}{n:x}", self.seed)
+    }
 }
 
 fn unavailable(op: &'static str, key: &ObjectKey, e: std::io::Error) -> StorageError {
