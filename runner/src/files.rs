@@ -267,13 +267,30 @@ impl Workspace {
         }
         check_base_version(path, base_version, current.as_deref())?;
         let parent = target.parent().unwrap_or_default();
-        let tmp_name = format!("{RESERVED_PREFIX}{}", temporary_number());
-        let tmp_rel = if parent.is_root() {
-            PathBuf::from(&tmp_name)
-        } else {
-            Path::new(parent.as_str()).join(&tmp_name)
+        let tmp_in_parent = |name: String| {
+            if parent.is_root() {
+                PathBuf::from(name)
+            } else {
+                Path::new(parent.as_str()).join(name)
+            }
         };
-        let file = match self.dir.create(&tmp_rel) {
+        // Never an existing file: one left by an earlier runner under the
+        // same pid (a container's runner restarts as the same pid) may be
+        // another party's content kept aside, and is not truncated.
+        let mut tmp_rel = tmp_in_parent(format!("{RESERVED_PREFIX}{}", temporary_number()));
+        let mut created = self
+            .dir
+            .open_with(&tmp_rel, cap_std::fs::OpenOptions::new().write(true).create_new(true));
+        for _ in 0..8 {
+            if !created.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists) {
+                break;
+            }
+            tmp_rel = tmp_in_parent(format!("{RESERVED_PREFIX}{}", temporary_number()));
+            created = self
+                .dir
+                .open_with(&tmp_rel, cap_std::fs::OpenOptions::new().write(true).create_new(true));
+        }
+        let file = match created {
             Ok(file) => file.into_std(),
             // Said of the parent, which is what is wrong: missing, or not a
             // directory.
@@ -418,6 +435,12 @@ fn too_large(path: &WorkspacePath, size: u64, max: u64) -> FileError {
     )
 }
 
+/// The device and inode: which file a name or a descriptor is.
+fn inode_of(meta: &Metadata) -> (u64, u64) {
+    use cap_std::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
 /// Swaps the names `a` and `b` of `dir` in one step.
 fn exchange(dir: &Dir, a: &Path, b: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -435,9 +458,10 @@ fn exchange(dir: &Dir, a: &Path, b: &Path) -> io::Result<()> {
     }
 }
 
-/// A number no other temporary file of this process or another runner's
-/// has: the pid, asked of the kernel once (glibc does not cache it, and a
-/// first sync makes 10,000 temporary files), and a counter.
+/// A number for a temporary file's name: the pid, asked of the kernel once
+/// (glibc does not cache it, and a first sync makes 10,000 temporary
+/// files), and a counter. A leftover of an earlier runner with the same pid
+/// may have the name: creating refuses it, and the next number is tried.
 fn temporary_number() -> u64 {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -526,7 +550,7 @@ impl PendingWrite {
             // directory, opened once for the two calls.
             self.link_beside(workspace)
         } else if let Some(base) = self.base_version.clone() {
-            self.replace_if_unchanged(workspace, &base)
+            self.replace_if_unchanged(workspace, &base, before.as_ref().map(inode_of))
         } else {
             workspace
                 .dir
@@ -568,24 +592,37 @@ impl PendingWrite {
     /// looked at: a program's write between that look and the swap is found
     /// there and swapped back, where a check followed by a rename would
     /// have replaced it unseen.
-    fn replace_if_unchanged(&mut self, workspace: &Workspace, base: &str) -> FileResult<()> {
+    ///
+    /// `ours` is the new file's inode, when known: it is swapped back only
+    /// if still at the target (a program that saved by renaming its own
+    /// file over ours meanwhile keeps its newer one there).
+    fn replace_if_unchanged(&mut self, workspace: &Workspace, base: &str, ours: Option<(u64, u64)>) -> FileResult<()> {
         let current = workspace.current_version(&self.target)?;
         check_base_version(&self.target, Some(base), current.as_deref())?;
         #[cfg(test)]
-        tests::between_check_and_swap();
+        tests::program_runs(tests::Moment::BeforeSwap);
         let io = |e| FileError::io(&self.target, e);
         let (dir, tmp_name, name) = self.beside(workspace)?;
         match exchange(&dir, &tmp_name, &name) {
             Ok(()) => {}
-            // A file system without the swap: the look above must do.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+            // A file system (or a seccomp filter) without the swap: the
+            // look above must do.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM)
+                ) =>
+            {
                 return dir.rename(&tmp_name, &dir, &name).map_err(io);
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            // The target went since the look (ours is still there).
+            Err(e) if e.kind() == ErrorKind::NotFound && dir.symlink_metadata(&tmp_name).is_ok() => {
                 return check_base_version(&self.target, Some(base), None);
             }
             Err(e) => return Err(io(e)),
         }
+        #[cfg(test)]
+        tests::program_runs(tests::Moment::AfterSwap);
         let swapped_out = match dir.symlink_metadata(&tmp_name) {
             Ok(meta) if meta.is_file() => Some(version_of(&meta)),
             _ => None,
@@ -595,6 +632,17 @@ impl PendingWrite {
             return Ok(());
         }
         // Theirs goes back; ours, at the temporary name again, is dropped.
+        // Unless ours is no longer at the target: then what is there is
+        // newer than what was swapped out, and stays.
+        let ours_at_target = match (ours, dir.symlink_metadata(&name)) {
+            (Some(ours), Ok(meta)) => inode_of(&meta) == ours,
+            (None, _) => true,
+            (Some(_), Err(_)) => false,
+        };
+        if !ours_at_target {
+            let current = swapped_out.unwrap_or_else(|| "not a file".to_owned());
+            return check_base_version(&self.target, Some(base), Some(&current));
+        }
         if let Err(e) = exchange(&dir, &tmp_name, &name) {
             // Theirs is at the temporary name: kept there, not deleted.
             self.tmp_rel = PathBuf::new();
@@ -682,15 +730,33 @@ mod tests {
         );
     }
 
-    thread_local! {
-        static BETWEEN_CHECK_AND_SWAP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
-            const { std::cell::RefCell::new(None) };
+    /// Where a replacing commit lets a test's program run: after its look
+    /// at the file and before the swap, or right after the swap.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Moment {
+        BeforeSwap,
+        AfterSwap,
     }
 
-    /// Runs what a test put between a replacing commit's look at the file
-    /// and its swap: a program's write in that window.
-    pub(super) fn between_check_and_swap() {
-        if let Some(program) = BETWEEN_CHECK_AND_SWAP.with(|hook| hook.borrow_mut().take()) {
+    type Program = Box<dyn FnOnce()>;
+
+    thread_local! {
+        static PROGRAMS: std::cell::RefCell<Vec<(Moment, Program)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn at(moment: Moment, program: impl FnOnce() + 'static) {
+        PROGRAMS.with(|programs| programs.borrow_mut().push((moment, Box::new(program))));
+    }
+
+    /// Runs what a test put at `moment`: a program writing meanwhile.
+    pub(super) fn program_runs(moment: Moment) {
+        let due: Vec<Program> = PROGRAMS.with(|programs| {
+            let mut programs = programs.borrow_mut();
+            let (due, later) = programs.drain(..).partition(|(m, _)| *m == moment);
+            *programs = later;
+            due.into_iter().map(|(_, program)| program).collect()
+        });
+        for program in due {
             program();
         }
     }
@@ -707,14 +773,30 @@ mod tests {
         let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
         ours.append(b"print(2)\n").unwrap();
         let theirs = file.clone();
-        BETWEEN_CHECK_AND_SWAP.with(|hook| {
-            *hook.borrow_mut() = Some(Box::new(move || {
-                std::fs::write(theirs, "print('formatted')\n").unwrap();
-            }))
+        at(Moment::BeforeSwap, move || {
+            std::fs::write(theirs, "print('formatted')\n").unwrap()
         });
         let err = ours.commit(&ws).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict, "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "print('formatted')\n");
+        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+
+        // As above, and the program then saves again by renaming its own
+        // file over the path, right after the swap: its newer file stays.
+        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
+        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
+        ours.append(b"print(4)\n").unwrap();
+        let theirs = file.clone();
+        at(Moment::BeforeSwap, move || std::fs::write(theirs, "v1\n").unwrap());
+        let (theirs, saved) = (file.clone(), root.path().join("src/.main.py.swp"));
+        at(Moment::AfterSwap, move || {
+            std::fs::write(&saved, "v2\n").unwrap();
+            std::fs::rename(&saved, theirs).unwrap();
+        });
+        let err = ours.commit(&ws).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict, "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "v2\n");
         let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
 
