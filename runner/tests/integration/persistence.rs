@@ -462,7 +462,8 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
     );
 
     // kill -9 right after acknowledgements, backlog still in flight: a
-    // save, and what only the manifest keeps (a mode, a link).
+    // save, and what only the manifest keeps (a mode, a link, a directory
+    // emptied).
     client.write_file(&p("acked.txt"), b"acknowledged", None).await.unwrap();
     client.write_file(&p("acked.sh"), b"#!/bin/sh\n", None).await.unwrap();
     let made_executable = Op::SetExecutable {
@@ -476,6 +477,15 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
         overwrite: false,
     };
     client.request(linked).await.unwrap();
+    // A directory's last file deleted: the directory is kept, empty.
+    client.request(Op::CreateDir { path: p("emptied") }).await.unwrap();
+    client.write_file(&p("emptied/last.txt"), b"x", None).await.unwrap();
+    let deleted = Op::Delete {
+        path: p("emptied/last.txt"),
+        recursive: false,
+        base_version: None,
+    };
+    client.request(deleted).await.unwrap();
     runner.signal(libc::SIGKILL);
     runner.wait_exit();
     assert_eq!(runner.stored("acked.txt").as_deref(), Some(&b"acknowledged"[..]));
@@ -492,6 +502,12 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
     assert_eq!(
         manifest["symlinks"]["acked-link"], "acked.txt",
         "an acknowledged link is not in storage: {manifest}"
+    );
+    assert!(
+        manifest["empty_dirs"]
+            .as_array()
+            .is_some_and(|dirs| dirs.iter().any(|d| d == "emptied")),
+        "a directory emptied by an acknowledged delete is not in storage: {manifest}"
     );
 
     // A new runner over the same workspace finishes the job.
