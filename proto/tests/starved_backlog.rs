@@ -61,6 +61,11 @@ fn a_starved_backlog_is_still_stored() {
         let _ = held.recv();
     });
     std::fs::write(root.join("made.txt"), "made by a program").unwrap();
+    std::fs::set_permissions(
+        root.join("made.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     persister.mark_dirty(p("made.txt"));
 
     let key = layout::code(&project).key_for(&p("made.txt")).unwrap();
@@ -74,6 +79,22 @@ fn a_starved_backlog_is_still_stored() {
             Err(_) => break None,
         }
     };
+    // Its mode too, which only the manifest keeps.
+    let manifest_key = layout::manifest(&layout::code(&project)).unwrap();
+    let executable = loop {
+        let manifest = clients.block_on(store.get(&manifest_key)).ok();
+        let listed = manifest
+            .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
+            .is_some_and(|m| {
+                m["executable"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|p| p == "made.txt"))
+            });
+        if listed || Instant::now() >= deadline {
+            break listed;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    };
     drop(release);
     stop.cancel();
     clients.block_on(running).unwrap();
@@ -81,6 +102,10 @@ fn a_starved_backlog_is_still_stored() {
         stored.as_deref(),
         Some(&b"made by a program"[..]),
         "a program's file was not stored while the backlog's lane got no CPU"
+    );
+    assert!(
+        executable,
+        "a program's chmod +x was not stored while the backlog's lane got no CPU"
     );
 }
 
