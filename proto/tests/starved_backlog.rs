@@ -20,46 +20,84 @@ fn p(raw: &str) -> WorkspacePath {
     WorkspacePath::parse(raw).unwrap()
 }
 
+/// A persister whose lanes clients wait on run on `clients`, and whose
+/// backlog lane runs on `backlog`: each runtime with one worker, as in a
+/// runner under a build that takes every CPU.
+struct Lanes {
+    clients: tokio::runtime::Runtime,
+    backlog: tokio::runtime::Runtime,
+    _workspace: tempfile::TempDir,
+    root: std::path::PathBuf,
+    persister: Arc<Persister>,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Lanes {
+    fn start(store: Arc<dyn ObjectStore>, project: &ProjectId) -> Self {
+        let runtime = || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (clients, backlog) = (runtime(), runtime());
+        let workspace = tempfile::tempdir().unwrap();
+        let root = workspace.path().canonicalize().unwrap();
+        let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
+        let persister = Persister::new(
+            store,
+            layout::code(project),
+            dir,
+            root.clone(),
+            Duration::from_millis(10),
+        );
+        let stop = CancellationToken::new();
+        let running = backlog.spawn(
+            persister
+                .clone()
+                .run_with_priority_on(clients.handle().clone(), stop.clone()),
+        );
+        Self {
+            clients,
+            backlog,
+            _workspace: workspace,
+            root,
+            persister,
+            stop,
+            running,
+        }
+    }
+
+    /// Holds the backlog runtime's only worker until the sender is dropped,
+    /// the way a saturating build holds an idle-class thread.
+    fn starve_backlog(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        self.backlog.spawn(async move {
+            let _ = held.recv();
+        });
+        release
+    }
+
+    fn stop(self) {
+        self.stop.cancel();
+        self.clients.block_on(self.running).unwrap();
+    }
+}
+
 #[test]
 fn a_starved_backlog_is_still_stored() {
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let backlog = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let storage = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(storage.path()).unwrap());
-    let workspace = tempfile::tempdir().unwrap();
-    let root = workspace.path().canonicalize().unwrap();
     let project = ProjectId::parse("alpha").unwrap();
-    let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
-    let persister = Persister::new(
-        store.clone(),
-        layout::code(&project),
-        dir,
-        root.clone(),
-        Duration::from_millis(10),
-    );
-    let stop = CancellationToken::new();
-    let running = backlog.spawn(
-        persister
-            .clone()
-            .run_with_priority_on(clients.handle().clone(), stop.clone()),
-    );
+    let lanes = Lanes::start(store.clone(), &project);
+    let (clients, root, persister) = (&lanes.clients, &lanes.root, &lanes.persister);
     // A save goes through once the lanes run.
     std::fs::write(root.join("saved.txt"), "saved").unwrap();
     clients.block_on(persister.persist(p("saved.txt"))).unwrap();
 
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    backlog.spawn(async move {
-        // Blocks the backlog runtime's worker until released.
-        let _ = held.recv();
-    });
+    let release = lanes.starve_backlog();
     std::fs::write(root.join("made.txt"), "made by a program").unwrap();
     std::fs::set_permissions(
         root.join("made.txt"),
@@ -96,8 +134,7 @@ fn a_starved_backlog_is_still_stored() {
         std::thread::park_timeout(Duration::from_millis(100));
     };
     drop(release);
-    stop.cancel();
-    clients.block_on(running).unwrap();
+    lanes.stop();
     assert_eq!(
         stored.as_deref(),
         Some(&b"made by a program"[..]),
@@ -155,16 +192,6 @@ impl ObjectStore for GatedManifest {
 /// manifest too, and would wait behind it until the build ended.
 #[test]
 fn saves_go_on_while_the_bulk_lane_is_starved_in_a_manifest_upload() {
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let backlog = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let storage = tempfile::tempdir().unwrap();
     let project = ProjectId::parse("alpha").unwrap();
     let (entered_tx, entered) = std::sync::mpsc::channel();
@@ -175,22 +202,8 @@ fn saves_go_on_while_the_bulk_lane_is_starved_in_a_manifest_upload() {
         entered: std::sync::Mutex::new(entered_tx),
         gate: tokio::sync::Semaphore::new(0),
     });
-    let workspace = tempfile::tempdir().unwrap();
-    let root = workspace.path().canonicalize().unwrap();
-    let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
-    let persister = Persister::new(
-        store.clone(),
-        layout::code(&project),
-        dir,
-        root.clone(),
-        Duration::from_millis(10),
-    );
-    let stop = CancellationToken::new();
-    let running = backlog.spawn(
-        persister
-            .clone()
-            .run_with_priority_on(clients.handle().clone(), stop.clone()),
-    );
+    let lanes = Lanes::start(store.clone(), &project);
+    let (clients, root, persister) = (&lanes.clients, &lanes.root, &lanes.persister);
 
     // A program makes an empty directory: the bulk lane's round ends with
     // a manifest upload, held at the gate; then its runtime gets no CPU.
@@ -200,10 +213,7 @@ fn saves_go_on_while_the_bulk_lane_is_starved_in_a_manifest_upload() {
     entered
         .recv_timeout(Duration::from_secs(30))
         .expect("the bulk lane uploads the manifest");
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    backlog.spawn(async move {
-        let _ = held.recv();
-    });
+    let release = lanes.starve_backlog();
     store.armed.store(false, std::sync::atomic::Ordering::SeqCst);
     store.gate.add_permits(1);
 
@@ -218,6 +228,5 @@ fn saves_go_on_while_the_bulk_lane_is_starved_in_a_manifest_upload() {
         );
     }
     drop(release);
-    stop.cancel();
-    clients.block_on(running).unwrap();
+    lanes.stop();
 }

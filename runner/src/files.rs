@@ -267,28 +267,27 @@ impl Workspace {
         }
         check_base_version(path, base_version, current.as_deref())?;
         let parent = target.parent().unwrap_or_default();
-        let tmp_in_parent = |name: String| {
-            if parent.is_root() {
+        let try_create = || {
+            let name = format!("{RESERVED_PREFIX}{}", temporary_number());
+            let rel = if parent.is_root() {
                 PathBuf::from(name)
             } else {
                 Path::new(parent.as_str()).join(name)
-            }
+            };
+            let created = self
+                .dir
+                .open_with(&rel, cap_std::fs::OpenOptions::new().write(true).create_new(true));
+            (rel, created)
         };
         // Never an existing file: one left by an earlier runner under the
         // same pid (a container's runner restarts as the same pid) may be
         // another party's content kept aside, and is not truncated.
-        let mut tmp_rel = tmp_in_parent(format!("{RESERVED_PREFIX}{}", temporary_number()));
-        let mut created = self
-            .dir
-            .open_with(&tmp_rel, cap_std::fs::OpenOptions::new().write(true).create_new(true));
+        let (mut tmp_rel, mut created) = try_create();
         for _ in 0..8 {
             if !created.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists) {
                 break;
             }
-            tmp_rel = tmp_in_parent(format!("{RESERVED_PREFIX}{}", temporary_number()));
-            created = self
-                .dir
-                .open_with(&tmp_rel, cap_std::fs::OpenOptions::new().write(true).create_new(true));
+            (tmp_rel, created) = try_create();
         }
         let file = match created {
             Ok(file) => file.into_std(),
@@ -761,6 +760,22 @@ mod tests {
         }
     }
 
+    /// A save of `content` over `src/main.py` as it is now, bytes written,
+    /// not yet committed.
+    fn replacing(ws: &Workspace, content: &[u8]) -> PendingWrite {
+        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
+        let mut ours = ws
+            .begin_write(&p("src/main.py"), content.len() as u64, 100, Some(&base), false)
+            .unwrap();
+        ours.append(content).unwrap();
+        ours
+    }
+
+    fn only_the_file_is_left(root: &Path) {
+        let left: Vec<_> = std::fs::read_dir(root.join("src")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+    }
+
     #[test]
     fn a_write_landing_between_the_check_and_the_swap_is_a_conflict_and_is_kept() {
         let root = tempfile::tempdir().unwrap();
@@ -768,10 +783,8 @@ mod tests {
         std::fs::create_dir(root.path().join("src")).unwrap();
         let file = root.path().join("src/main.py");
         std::fs::write(&file, "print(1)\n").unwrap();
-        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
 
-        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
-        ours.append(b"print(2)\n").unwrap();
+        let ours = replacing(&ws, b"print(2)\n");
         let theirs = file.clone();
         at(Moment::BeforeSwap, move || {
             std::fs::write(theirs, "print('formatted')\n").unwrap()
@@ -779,14 +792,11 @@ mod tests {
         let err = ours.commit(&ws).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict, "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "print('formatted')\n");
-        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
-        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+        only_the_file_is_left(root.path());
 
         // As above, and the program then saves again by renaming its own
         // file over the path, right after the swap: its newer file stays.
-        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
-        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
-        ours.append(b"print(4)\n").unwrap();
+        let ours = replacing(&ws, b"print(4)\n");
         let theirs = file.clone();
         at(Moment::BeforeSwap, move || std::fs::write(theirs, "v1\n").unwrap());
         let (theirs, saved) = (file.clone(), root.path().join("src/.main.py.swp"));
@@ -797,17 +807,12 @@ mod tests {
         let err = ours.commit(&ws).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict, "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "v2\n");
-        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
-        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+        only_the_file_is_left(root.path());
 
         // Unchanged since the look: replaced, and nothing left beside it.
-        let base = ws.current_version(&p("src/main.py")).unwrap().unwrap();
-        let mut ours = ws.begin_write(&p("src/main.py"), 9, 100, Some(&base), false).unwrap();
-        ours.append(b"print(3)\n").unwrap();
-        ours.commit(&ws).unwrap();
+        replacing(&ws, b"print(3)\n").commit(&ws).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "print(3)\n");
-        let left: Vec<_> = std::fs::read_dir(root.path().join("src")).unwrap().collect();
-        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+        only_the_file_is_left(root.path());
     }
 
     #[test]
