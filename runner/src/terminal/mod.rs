@@ -393,6 +393,7 @@ impl Terminals {
                 self.close(id);
             }
         }
+        let interactive_shell = command.is_none();
         let mut argv = command.unwrap_or_else(|| self.config.shell.clone());
         if argv.is_empty() {
             return Err(TerminalError::EmptyCommand);
@@ -407,6 +408,17 @@ impl Terminals {
             rows,
         };
         let spawned = pty::spawn(&spec).map_err(|source| TerminalError::Spawn { program, source })?;
+        if interactive_shell && let Some(pid) = spawned.pid {
+            // The shell echoes every key typed at its prompt: on a keystroke's
+            // way like the runner's own threads. It wakes after a kworker
+            // hands it the key, and with the default slice it then waits for
+            // whatever runs (an `npm install` in another terminal) to use up
+            // its slice, up to a tick: 5 ms of the echo's p99 under load. The
+            // programs it starts get the default (`sched::shorten_slice`
+            // does not pass it on), so a build is not cut into 0.1 ms slices;
+            // a command given instead of the shell is such a program.
+            crate::sched::shorten_slice(pid as libc::pid_t);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (changed, _) = watch::channel(0);
         let master_fd = spawned.master.as_raw_fd();

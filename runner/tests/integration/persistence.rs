@@ -530,8 +530,9 @@ async fn nothing_acknowledged_is_lost_with_100000_changes_in_flight() {
 /// calls) and the watchers' inotify readers run only when nothing else of
 /// the runner wants the CPU (`SCHED_IDLE`), so an `npm install`'s backlog
 /// yields at once to the threads that carry keystrokes; those ask for a
-/// short slice, so that they preempt whatever runs when they wake; and
-/// neither is passed on to the shell.
+/// short slice, so that they preempt whatever runs when they wake; so does
+/// the shell, which echoes every key at its prompt; neither is passed on to
+/// the programs the shell starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     let runner = TestRunner::start();
@@ -578,18 +579,29 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     assert!(storage > 0, "no storage thread found");
     assert!(watchers > 0, "no watcher thread found");
     assert!(!custom_slices || main_runtime > 0, "no main runtime thread found");
-    // The shell, started by a main runtime thread, has the defaults.
-    let shells: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default())
-        .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .collect();
-    assert!(!shells.is_empty(), "no shell found");
-    for shell in shells {
-        let (policy, slice) = scheduling_of(&format!("/proc/{shell}"));
-        assert_eq!(policy, libc::SCHED_OTHER as u64, "the shell {shell}");
-        assert_ne!(slice, Some(100_000), "the shell {shell} inherited the short slice");
+    // The shell asks for the short slice too; a program it starts (here a
+    // `sleep` it leaves running) gets the defaults.
+    run_in_terminal(&mut client, term, &mut screen, "sleep 600 & true", "started").await;
+    let children_of = |pid: String| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default())
+            .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    };
+    let shells = children_of(pid.to_string());
+    assert_eq!(shells.len(), 1, "one shell: {shells:?}");
+    let shell = shells[0].clone();
+    let (policy, slice) = scheduling_of(&format!("/proc/{shell}"));
+    assert_eq!(policy, libc::SCHED_OTHER as u64, "the shell {shell}");
+    if custom_slices {
+        assert_eq!(slice, Some(100_000), "the shell {shell}");
     }
+    let programs = children_of(shell.clone());
+    assert_eq!(programs.len(), 1, "the shell's one program: {programs:?}");
+    let (policy, slice) = scheduling_of(&format!("/proc/{}", programs[0]));
+    assert_eq!(policy, libc::SCHED_OTHER as u64, "the shell's program");
+    assert_ne!(slice, Some(100_000), "the shell's program inherited the short slice");
 }
 
 /// A thread's policy and, where the kernel says, its slice in nanoseconds.
