@@ -43,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// However busy a path is, it reaches storage within this long.
+/// However busy a path is, or however busily programs write elsewhere, the
+/// backlog's lane takes it after this long (draining it, or a lane starved of
+/// CPU, takes longer: see [`OVERDUE`]).
 const MAX_DELAY: Duration = Duration::from_secs(2);
 /// The backlog's lane runs only on CPU nothing else of the sandbox wants
 /// (`SCHED_IDLE` in a runner): under a build that keeps every CPU busy for
@@ -73,12 +75,12 @@ const BATCH_OPEN_FILES: usize = 64;
 /// Batches a restore keeps in flight: one being read while one is written
 /// out. Nothing else runs in the sandbox yet.
 const PARALLEL_RESTORES: usize = 2;
-/// Bulk batches in flight once programs have stopped writing for
-/// [`PROGRAMS_QUIET`]: the CPU the program used is free then, and storage
-/// work is CPU-bound on one thread (creating, writing and renaming files).
-/// While programs write, one: see [`Persister::reconcile_all`].
+/// Bulk batches in flight once programs have paused (see
+/// [`SyncState::programs_paused`]): the CPU the program used is free then,
+/// and storage work is CPU-bound on one thread (creating, writing and
+/// renaming files). While programs write, one: see
+/// [`Persister::reconcile_all`].
 const PARALLEL_BULK_WHEN_QUIET: usize = 2;
-const PROGRAMS_QUIET: Duration = Duration::from_millis(250);
 /// The drain rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Skipped changes listed in the status (the count is always complete).
@@ -240,9 +242,14 @@ struct SyncState {
     client_bulk: BTreeMap<WorkspacePath, Dirty>,
     /// Everything else, for the bulk lane.
     dirty: BTreeMap<WorkspacePath, Dirty>,
-    /// When a change was last queued for the bulk lane (programs writing),
-    /// or queued there again.
+    /// When a change was last queued for the bulk lane, or queued there
+    /// again: programs writing. (Not the echo of a client's own write that
+    /// waits in a client's lane.)
     bulk_marked_at: Option<Instant>,
+    /// No path of `dirty` waits [`MAX_DELAY`] before this: a lower bound
+    /// (paths taken since may have held it), so a burst's rounds need not
+    /// walk the whole backlog each time the watcher hands on a batch.
+    bulk_overdue_at: Option<Instant>,
     /// What storage holds, by workspace path.
     stored: BTreeMap<String, Stamp>,
     waiters: HashMap<WorkspacePath, Vec<Waiter>>,
@@ -290,20 +297,48 @@ impl SyncState {
         self.bulk_marked_at.is_none_or(|at| now - at >= debounce)
     }
 
-    /// The backlog's paths due at `now`: all of them once programs paused
-    /// (or when `everything_due`), else those waiting [`MAX_DELAY`].
-    fn bulk_due(&self, now: Instant, debounce: Duration, everything_due: bool) -> impl Iterator<Item = &WorkspacePath> {
-        let all = everything_due || self.programs_paused(now, debounce);
-        self.dirty
-            .iter()
-            .filter(move |(_, d)| all || now - d.first >= MAX_DELAY)
-            .map(|(p, _)| p)
+    /// Up to `limit` of the backlog's paths due at `now`: any once programs
+    /// paused (or when `everything_due`), else those waiting [`MAX_DELAY`].
+    fn bulk_due(&mut self, now: Instant, debounce: Duration, everything_due: bool, limit: usize) -> Vec<WorkspacePath> {
+        if everything_due || self.programs_paused(now, debounce) {
+            return self.dirty.keys().take(limit).cloned().collect();
+        }
+        if self.bulk_overdue_at.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        let mut next = None::<Instant>;
+        for (path, d) in &self.dirty {
+            let overdue_at = d.first + MAX_DELAY;
+            if overdue_at <= now && due.len() < limit {
+                due.push(path.clone());
+            } else {
+                next = Some(next.map_or(overdue_at, |n| n.min(overdue_at)));
+            }
+        }
+        self.bulk_overdue_at = next;
+        due
     }
 
     /// When the backlog's next path falls due, if it holds any.
     fn bulk_next_due(&self, debounce: Duration) -> Option<Instant> {
-        let overdue = self.dirty.values().map(|d| d.first + MAX_DELAY).min()?;
-        Some(self.bulk_marked_at.map_or(overdue, |at| overdue.min(at + debounce)))
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let paused = self.bulk_marked_at.map(|at| at + debounce);
+        match (self.bulk_overdue_at, paused) {
+            (Some(overdue), Some(paused)) => Some(overdue.min(paused)),
+            (overdue, paused) => overdue.or(paused),
+        }
+    }
+
+    /// Queues `path` in `lane` as `dirty`.
+    fn enqueue(&mut self, lane: Lane, path: WorkspacePath, dirty: Dirty) {
+        if lane == Lane::Bulk {
+            let overdue_at = dirty.first + MAX_DELAY;
+            self.bulk_overdue_at = Some(self.bulk_overdue_at.map_or(overdue_at, |at| at.min(overdue_at)));
+        }
+        self.queue(lane).insert(path, dirty);
     }
 
     fn queue(&mut self, lane: Lane) -> &mut BTreeMap<WorkspacePath, Dirty> {
@@ -688,14 +723,14 @@ impl Persister {
     /// Queues `path` for `lane`, or keeps it in a more urgent lane's queue
     /// where it already waits.
     fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant) {
-        if lane == Lane::Bulk {
-            state.bulk_marked_at = Some(now);
-        }
         let mut first = now;
         for queued in LANES {
             if let Some(entry) = state.queue(queued).get_mut(&path) {
                 if queued <= lane {
                     entry.last = now;
+                    if queued == Lane::Bulk {
+                        state.bulk_marked_at = Some(now);
+                    }
                     return;
                 }
                 first = entry.first;
@@ -703,7 +738,10 @@ impl Persister {
                 break;
             }
         }
-        state.queue(lane).insert(path, Dirty { first, last: now });
+        if lane == Lane::Bulk {
+            state.bulk_marked_at = Some(now);
+        }
+        state.enqueue(lane, path, Dirty { first, last: now });
     }
 
     /// Puts back a path a round took but could not finish, keeping when it
@@ -715,12 +753,14 @@ impl Persister {
                 let entry = *entry;
                 if queued > lane {
                     state.queue(queued).remove(&path);
-                    state.queue(lane).insert(path, entry);
+                    state.enqueue(lane, path, entry);
+                } else if queued == Lane::Bulk {
+                    state.enqueue(queued, path, entry);
                 }
                 return;
             }
         }
-        state.queue(lane).insert(path, taken);
+        state.enqueue(lane, path, taken);
     }
 
     /// Resolves once `path` as it is now is in storage, ahead of the
@@ -1009,11 +1049,7 @@ impl Persister {
                 Lane::Priority => state.urgent.keys().cloned().collect(),
                 // Whole writes: no quiet time to wait for.
                 Lane::ClientBulk => state.client_bulk.keys().take(BULK_PATHS).cloned().collect(),
-                Lane::Bulk => state
-                    .bulk_due(now, debounce, everything_due)
-                    .take(BULK_PATHS)
-                    .cloned()
-                    .collect(),
+                Lane::Bulk => state.bulk_due(now, debounce, everything_due, BULK_PATHS),
             };
             let overdue: Vec<WorkspacePath> =
                 if lane == Lane::ClientBulk && state.overdue_taken_at.is_none_or(|at| now - at >= OVERDUE_EVERY) {
@@ -1316,10 +1352,7 @@ impl Persister {
             // kernels), so two bulk batches at once, beside the program,
             // could hold both CPUs of a small sandbox while a keystroke
             // waited for either. Once they have stopped, their CPU is free.
-            let programs_quiet = self
-                .lock()
-                .bulk_marked_at
-                .is_none_or(|at| at.elapsed() >= PROGRAMS_QUIET);
+            let programs_quiet = self.lock().programs_paused(Instant::now(), self.debounce);
             let parallel = match lane {
                 Lane::Bulk if programs_quiet => PARALLEL_BULK_WHEN_QUIET,
                 _ => 1,
@@ -1880,6 +1913,10 @@ mod tests {
         let debounce = Duration::from_millis(100);
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let due = |state: &mut SyncState, ms: u64, flush: bool| -> Vec<String> {
+            let paths = state.bulk_due(at(ms), debounce, flush, BULK_PATHS);
+            paths.iter().map(|p| p.as_str().to_owned()).collect()
+        };
         let mut state = SyncState::default();
         assert_eq!(state.bulk_next_due(debounce), None, "nothing queued");
         // A program writes a.txt, then b.txt 1.5 s later, and writes b.txt
@@ -1887,27 +1924,54 @@ mod tests {
         Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0));
         Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1500));
         Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1950));
-        let due = |state: &SyncState, ms: u64, flush: bool| -> Vec<String> {
-            state
-                .bulk_due(at(ms), debounce, flush)
-                .map(|p| p.as_str().to_owned())
-                .collect()
-        };
         // a.txt has been quiet for far longer than the debounce, but the
         // program is still writing.
-        assert!(due(&state, 1990, false).is_empty(), "{:?}", due(&state, 1990, false));
-        assert_eq!(due(&state, 1990, true), ["a.txt", "b.txt"], "a flush waits for nothing");
+        assert!(due(&mut state, 1990, false).is_empty());
+        assert_eq!(
+            due(&mut state, 1990, true),
+            ["a.txt", "b.txt"],
+            "a flush waits for nothing"
+        );
         assert_eq!(
             state.bulk_next_due(debounce),
             Some(at(2000)),
             "a.txt's MAX_DELAY comes first"
         );
-        assert_eq!(due(&state, 2000, false), ["a.txt"], "never later than MAX_DELAY");
-        // The program pauses: the whole burst is due a debounce later.
+        assert_eq!(due(&mut state, 2000, false), ["a.txt"], "never later than MAX_DELAY");
         state.dirty.remove(&p("a.txt"));
+        // The program pauses: the whole burst is due a debounce later.
         assert_eq!(state.bulk_next_due(debounce), Some(at(2050)));
-        assert!(due(&state, 2049, false).is_empty());
-        assert_eq!(due(&state, 2050, false), ["b.txt"]);
+        assert!(due(&mut state, 2049, false).is_empty());
+        assert_eq!(due(&mut state, 2050, false), ["b.txt"]);
+        // A client's write waiting in its own lane is not a program
+        // writing: its watcher event leaves the backlog due.
+        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Priority, at(2060));
+        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Bulk, at(2070));
+        assert_eq!(due(&mut state, 2080, false), ["b.txt"]);
+    }
+
+    /// While programs write, a round looks at the backlog only once one of
+    /// its paths may be overdue, and a path put back keeps its age.
+    #[test]
+    fn a_burst_is_not_walked_until_a_path_may_be_overdue() {
+        let debounce = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut state = SyncState::default();
+        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0));
+        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1000));
+        Persister::mark_locked(&mut state, p("c.txt"), Lane::Bulk, at(1990));
+        assert_eq!(state.bulk_overdue_at, Some(at(2000)));
+        let taken = state.bulk_due(at(2000), debounce, false, BULK_PATHS);
+        assert_eq!(taken, [p("a.txt")]);
+        assert_eq!(state.bulk_overdue_at, Some(at(3000)), "b.txt is next");
+        let entry = state.dirty.remove(&p("a.txt")).expect("queued");
+        // Still writing (c.txt 60 ms ago), and b.txt not overdue yet.
+        assert!(state.bulk_due(at(2050), debounce, false, BULK_PATHS).is_empty());
+        // A round that could not store a.txt puts it back: due at once.
+        Persister::requeue(&mut state, p("a.txt"), Lane::Bulk, entry);
+        assert_eq!(state.bulk_overdue_at, Some(at(2000)));
+        assert_eq!(state.bulk_due(at(2050), debounce, false, BULK_PATHS), [p("a.txt")]);
     }
 
     #[test]
