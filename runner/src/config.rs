@@ -112,7 +112,9 @@ pub struct Config {
     #[arg(long, env = "CLOUDCODE_MAX_FRAME_SIZE", default_value_t = 1024 * 1024 + 64)]
     pub max_frame_size: usize,
 
-    /// Quiet time before a changed file is uploaded, in milliseconds.
+    /// How long programs' writes, across the whole workspace, must pause
+    /// before what they changed is uploaded (at most 2 s after a change), in
+    /// milliseconds.
     #[arg(long, env = "CLOUDCODE_SYNC_DEBOUNCE_MS", default_value_t = 100)]
     pub sync_debounce_ms: u64,
 

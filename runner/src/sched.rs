@@ -11,14 +11,26 @@
 /// next tick.
 pub const LATENCY_SLICE_NS: u64 = 100_000;
 
-/// Asks for [`LATENCY_SLICE_NS`] for the thread or process `tid` (0: the
-/// calling thread), without passing it on (`SCHED_FLAG_RESET_ON_FORK`):
-/// what it starts (the shell's programs, new threads) gets the default.
+/// Asks for [`LATENCY_SLICE_NS`] for the thread `tid` (0: the calling
+/// one; a single-threaded process's pid), keeping its nice value, without
+/// passing it on (`SCHED_FLAG_RESET_ON_FORK`): what it starts (the shell's
+/// programs, new threads) gets the default.
 pub fn shorten_slice(tid: libc::pid_t) {
     // SAFETY: sched_attr is plain data; all zeroes is a valid value.
     let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
     attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
     attr.sched_policy = libc::SCHED_OTHER as u32;
+    // The attributes are set whole: a nice of 0 here would raise a niced
+    // runner's thread (or fail without the right to).
+    // SAFETY: no memory-safety preconditions; errno is read right after.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: as above.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) {
+        tracing::debug!("cannot read a thread's nice value: {}", std::io::Error::last_os_error());
+        return;
+    }
+    attr.sched_nice = nice;
     attr.sched_flags = libc::SCHED_FLAG_RESET_ON_FORK as u64;
     attr.sched_runtime = LATENCY_SLICE_NS;
     // SAFETY: a valid sched_attr of the size it says.

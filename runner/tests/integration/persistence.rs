@@ -602,6 +602,22 @@ async fn storage_threads_yield_the_cpu_to_the_terminal_threads() {
     let (policy, slice) = scheduling_of(&format!("/proc/{}", programs[0]));
     assert_eq!(policy, libc::SCHED_OTHER as u64, "the shell's program");
     assert_ne!(slice, Some(100_000), "the shell's program inherited the short slice");
+    run_in_terminal(&mut client, term, &mut screen, "kill %1", "killed").await;
+    // A terminal opened with a command runs a program, not a shell: the
+    // defaults, though a short-slice thread of the runner started it.
+    let command = vec!["sleep".to_owned(), "600".to_owned()];
+    let program_term = client.term_open(80, 24, Some(command), None).await.unwrap();
+    let program = children_of(pid.to_string())
+        .into_iter()
+        .find(|child| *child != shell)
+        .expect("the command's process");
+    let (_, slice) = scheduling_of(&format!("/proc/{program}"));
+    assert_ne!(
+        slice,
+        Some(100_000),
+        "a terminal's command {program} got the short slice"
+    );
+    client.request(Op::TermClose { term: program_term }).await.unwrap();
 }
 
 /// A thread's policy and, where the kernel says, its slice in nanoseconds.
