@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::message::{SkippedChange, StorageStatus};
+use crate::message::{ChangeKind, FsChange, SkippedChange, StorageStatus};
 use crate::path::{RESERVED_PREFIX, WorkspacePath};
 use crate::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError};
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
@@ -213,6 +213,8 @@ impl Manifest {
 struct Dirty {
     first: Instant,
     last: Instant,
+    /// The last change seen was a removal (see [`SyncState::programs_paused`]).
+    removed: bool,
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -250,6 +252,9 @@ struct SyncState {
     /// (paths taken since may have held it), so a burst's rounds need not
     /// walk the whole backlog each time the watcher hands on a batch.
     bulk_overdue_at: Option<Instant>,
+    /// No removal in `dirty` was last marked before this: a lower bound,
+    /// like `bulk_overdue_at`.
+    bulk_removed_since: Option<Instant>,
     /// What storage holds, by workspace path.
     stored: BTreeMap<String, Stamp>,
     waiters: HashMap<WorkspacePath, Vec<Waiter>>,
@@ -292,7 +297,9 @@ impl SyncState {
     /// program, while a keystroke's echo waits (p99 5-13 ms during such a
     /// burst of 100,000 files on two cores, 1.2-1.3 ms when the rounds
     /// waited, as without persistence). The burst is then persisted as
-    /// one backlog, at the same total time.
+    /// one backlog, at the same total time. A removal makes no file data
+    /// to write back: it neither counts as writing nor waits for a pause,
+    /// so a recursive `rm` is deleted from storage as it goes.
     fn programs_paused(&self, now: Instant, debounce: Duration) -> bool {
         self.bulk_marked_at.is_none_or(|at| now - at >= debounce)
     }
@@ -303,20 +310,27 @@ impl SyncState {
         if everything_due || self.programs_paused(now, debounce) {
             return self.dirty.keys().take(limit).cloned().collect();
         }
-        if self.bulk_overdue_at.is_none_or(|at| at > now) {
+        let none_overdue = self.bulk_overdue_at.is_none_or(|at| at > now);
+        let no_removal_quiet = self.bulk_removed_since.is_none_or(|since| since + debounce > now);
+        if none_overdue && no_removal_quiet {
             return Vec::new();
         }
+        let earliest = |bound: &mut Option<Instant>, at: Instant| *bound = Some(bound.map_or(at, |b| b.min(at)));
         let mut due = Vec::new();
-        let mut next = None::<Instant>;
+        let (mut overdue_at, mut removed_since) = (None, None);
         for (path, d) in &self.dirty {
-            let overdue_at = d.first + MAX_DELAY;
-            if overdue_at <= now && due.len() < limit {
+            let taken = due.len() < limit && (now - d.first >= MAX_DELAY || (d.removed && now - d.last >= debounce));
+            if taken {
                 due.push(path.clone());
-            } else {
-                next = Some(next.map_or(overdue_at, |n| n.min(overdue_at)));
+                continue;
+            }
+            earliest(&mut overdue_at, d.first + MAX_DELAY);
+            if d.removed {
+                earliest(&mut removed_since, d.last);
             }
         }
-        self.bulk_overdue_at = next;
+        self.bulk_overdue_at = overdue_at;
+        self.bulk_removed_since = removed_since;
         due
     }
 
@@ -326,19 +340,28 @@ impl SyncState {
             return None;
         }
         let paused = self.bulk_marked_at.map(|at| at + debounce);
-        match (self.bulk_overdue_at, paused) {
-            (Some(overdue), Some(paused)) => Some(overdue.min(paused)),
-            (overdue, paused) => overdue.or(paused),
-        }
+        let removal_quiet = self.bulk_removed_since.map(|since| since + debounce);
+        [self.bulk_overdue_at, paused, removal_quiet]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Queues `path` in `lane` as `dirty`.
     fn enqueue(&mut self, lane: Lane, path: WorkspacePath, dirty: Dirty) {
         if lane == Lane::Bulk {
-            let overdue_at = dirty.first + MAX_DELAY;
-            self.bulk_overdue_at = Some(self.bulk_overdue_at.map_or(overdue_at, |at| at.min(overdue_at)));
+            self.note_in_backlog(&dirty);
         }
         self.queue(lane).insert(path, dirty);
+    }
+
+    /// Keeps the backlog's lower bounds true of `dirty`, in it.
+    fn note_in_backlog(&mut self, dirty: &Dirty) {
+        let overdue_at = dirty.first + MAX_DELAY;
+        self.bulk_overdue_at = Some(self.bulk_overdue_at.map_or(overdue_at, |at| at.min(overdue_at)));
+        if dirty.removed {
+            self.bulk_removed_since = Some(self.bulk_removed_since.map_or(dirty.last, |at| at.min(dirty.last)));
+        }
     }
 
     fn queue(&mut self, lane: Lane) -> &mut BTreeMap<WorkspacePath, Dirty> {
@@ -704,12 +727,26 @@ impl Persister {
     }
 
     pub fn mark_all_dirty(&self, paths: impl IntoIterator<Item = WorkspacePath>) {
+        self.mark_changed(paths.into_iter().map(|path| (path, false)));
+    }
+
+    /// Queues what a watcher saw change, telling removals (which do not wait
+    /// for programs to pause) from the rest.
+    pub fn mark_changes(&self, changes: &[FsChange]) {
+        self.mark_changed(
+            changes
+                .iter()
+                .map(|change| (change.path.clone(), change.kind == ChangeKind::Removed)),
+        );
+    }
+
+    fn mark_changed(&self, changes: impl IntoIterator<Item = (WorkspacePath, bool)>) {
         let backlog_began = {
             let now = Instant::now();
             let mut state = self.lock();
             let was_empty = state.dirty.is_empty();
-            for path in paths.into_iter().filter(|p| !self.is_excluded(p)) {
-                Self::mark_locked(&mut state, path, Lane::Bulk, now);
+            for (path, removed) in changes.into_iter().filter(|(p, _)| !self.is_excluded(p)) {
+                Self::mark_locked(&mut state, path, Lane::Bulk, now, removed);
             }
             was_empty && !state.dirty.is_empty()
         };
@@ -722,14 +759,19 @@ impl Persister {
 
     /// Queues `path` for `lane`, or keeps it in a more urgent lane's queue
     /// where it already waits.
-    fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant) {
+    fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant, removed: bool) {
         let mut first = now;
         for queued in LANES {
             if let Some(entry) = state.queue(queued).get_mut(&path) {
                 if queued <= lane {
                     entry.last = now;
+                    entry.removed = removed;
+                    let entry = *entry;
                     if queued == Lane::Bulk {
-                        state.bulk_marked_at = Some(now);
+                        state.note_in_backlog(&entry);
+                        if !removed {
+                            state.bulk_marked_at = Some(now);
+                        }
                     }
                     return;
                 }
@@ -738,10 +780,18 @@ impl Persister {
                 break;
             }
         }
-        if lane == Lane::Bulk {
+        if lane == Lane::Bulk && !removed {
             state.bulk_marked_at = Some(now);
         }
-        state.enqueue(lane, path, Dirty { first, last: now });
+        state.enqueue(
+            lane,
+            path,
+            Dirty {
+                first,
+                last: now,
+                removed,
+            },
+        );
     }
 
     /// Puts back a path a round took but could not finish, keeping when it
@@ -793,7 +843,7 @@ impl Persister {
                 Lane::ClientBulk | Lane::Bulk => &mut state.bulk_waiters,
             };
             waiters.entry(path.clone()).or_default().push(tx);
-            Self::mark_locked(&mut state, path.clone(), lane, now);
+            Self::mark_locked(&mut state, path.clone(), lane, now, false);
         }
         self.wake(lane).notify_one();
         match rx.await {
@@ -1921,9 +1971,9 @@ mod tests {
         assert_eq!(state.bulk_next_due(debounce), None, "nothing queued");
         // A program writes a.txt, then b.txt 1.5 s later, and writes b.txt
         // again at 1.95 s: still writing.
-        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0));
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1500));
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1950));
+        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0), false);
+        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1500), false);
+        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1950), false);
         // a.txt has been quiet for far longer than the debounce, but the
         // program is still writing.
         assert!(due(&mut state, 1990, false).is_empty());
@@ -1945,8 +1995,8 @@ mod tests {
         assert_eq!(due(&mut state, 2050, false), ["b.txt"]);
         // A client's write waiting in its own lane is not a program
         // writing: its watcher event leaves the backlog due.
-        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Priority, at(2060));
-        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Bulk, at(2070));
+        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Priority, at(2060), false);
+        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Bulk, at(2070), false);
         assert_eq!(due(&mut state, 2080, false), ["b.txt"]);
     }
 
@@ -1958,9 +2008,9 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut state = SyncState::default();
-        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0));
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1000));
-        Persister::mark_locked(&mut state, p("c.txt"), Lane::Bulk, at(1990));
+        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0), false);
+        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1000), false);
+        Persister::mark_locked(&mut state, p("c.txt"), Lane::Bulk, at(1990), false);
         assert_eq!(state.bulk_overdue_at, Some(at(2000)));
         let taken = state.bulk_due(at(2000), debounce, false, BULK_PATHS);
         assert_eq!(taken, [p("a.txt")]);
@@ -1972,6 +2022,38 @@ mod tests {
         Persister::requeue(&mut state, p("a.txt"), Lane::Bulk, entry);
         assert_eq!(state.bulk_overdue_at, Some(at(2000)));
         assert_eq!(state.bulk_due(at(2050), debounce, false, BULK_PATHS), [p("a.txt")]);
+    }
+
+    /// A removal makes no data to write back: it is due after the debounce
+    /// while programs go on writing, and does not hold the rest back.
+    #[test]
+    fn removals_do_not_wait_for_programs_to_pause() {
+        let debounce = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut state = SyncState::default();
+        Persister::mark_locked(&mut state, p("made.txt"), Lane::Bulk, at(0), false);
+        Persister::mark_locked(&mut state, p("gone.txt"), Lane::Bulk, at(10), true);
+        // Written, then removed: a removal now.
+        Persister::mark_locked(&mut state, p("brief.txt"), Lane::Bulk, at(0), false);
+        Persister::mark_locked(&mut state, p("brief.txt"), Lane::Bulk, at(20), true);
+        // A program still writing at 150 ms.
+        Persister::mark_locked(&mut state, p("more.txt"), Lane::Bulk, at(150), false);
+        assert_eq!(state.bulk_next_due(debounce), Some(at(110)), "gone.txt's debounce");
+        assert!(state.bulk_due(at(100), debounce, false, BULK_PATHS).is_empty());
+        let due = state.bulk_due(at(200), debounce, false, BULK_PATHS);
+        assert_eq!(due, [p("brief.txt"), p("gone.txt")], "only the removals");
+        for path in &due {
+            state.dirty.remove(path);
+        }
+        // Removals going on (a recursive `rm`) are not writing: the rest is
+        // due once the writing has paused.
+        Persister::mark_locked(&mut state, p("gone2.txt"), Lane::Bulk, at(240), true);
+        assert!(state.programs_paused(at(260), debounce), "removals are not writing");
+        assert_eq!(
+            state.bulk_due(at(260), debounce, false, BULK_PATHS),
+            [p("gone2.txt"), p("made.txt"), p("more.txt")]
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ async fn forward(mut rx: mpsc::UnboundedReceiver<Vec<FsChange>>, persister: Arc<
             }
         }
         batch.dedup();
-        persister.mark_all_dirty(batch.iter().map(|c| c.path.clone()));
+        persister.mark_changes(&batch);
         let _ = events.send(Arc::new(batch));
     }
 }
