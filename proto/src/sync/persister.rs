@@ -805,7 +805,7 @@ impl Persister {
                     state.queue(queued).remove(&path);
                     state.enqueue(lane, path, entry);
                 } else if queued == Lane::Bulk {
-                    state.enqueue(queued, path, entry);
+                    state.note_in_backlog(&entry);
                 }
                 return;
             }
@@ -1956,104 +1956,133 @@ mod tests {
         WorkspacePath::parse(s).expect("a valid path")
     }
 
+    /// The backlog's state on a clock of milliseconds from `t0`, with the
+    /// runner's default debounce.
+    struct Backlog {
+        state: SyncState,
+        t0: Instant,
+    }
+
+    impl Backlog {
+        const DEBOUNCE: Duration = Duration::from_millis(100);
+
+        fn new() -> Self {
+            Self {
+                state: SyncState::default(),
+                t0: Instant::now(),
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// The watcher's event for `path` at `ms`: a removal or a write.
+        fn mark(&mut self, path: &str, lane: Lane, ms: u64, removed: bool) {
+            let now = self.at(ms);
+            Persister::mark_locked(&mut self.state, p(path), lane, now, removed);
+        }
+
+        fn write(&mut self, path: &str, ms: u64) {
+            self.mark(path, Lane::Bulk, ms, false);
+        }
+
+        fn remove(&mut self, path: &str, ms: u64) {
+            self.mark(path, Lane::Bulk, ms, true);
+        }
+
+        fn due(&mut self, ms: u64, flush: bool) -> Vec<String> {
+            let now = self.at(ms);
+            let paths = self.state.bulk_due(now, Self::DEBOUNCE, flush, BULK_PATHS);
+            paths.iter().map(|p| p.as_str().to_owned()).collect()
+        }
+
+        fn next_due(&self) -> Option<Instant> {
+            self.state.bulk_next_due(Self::DEBOUNCE)
+        }
+    }
+
     /// A burst of programs' writes is left alone until they pause, each of
     /// its paths at most [`MAX_DELAY`]; a flush takes everything at once.
     #[test]
     fn the_backlog_waits_for_programs_to_pause_or_for_its_oldest_to_fall_due() {
-        let debounce = Duration::from_millis(100);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let due = |state: &mut SyncState, ms: u64, flush: bool| -> Vec<String> {
-            let paths = state.bulk_due(at(ms), debounce, flush, BULK_PATHS);
-            paths.iter().map(|p| p.as_str().to_owned()).collect()
-        };
-        let mut state = SyncState::default();
-        assert_eq!(state.bulk_next_due(debounce), None, "nothing queued");
+        let mut backlog = Backlog::new();
+        assert_eq!(backlog.next_due(), None, "nothing queued");
         // A program writes a.txt, then b.txt 1.5 s later, and writes b.txt
         // again at 1.95 s: still writing.
-        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0), false);
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1500), false);
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1950), false);
+        backlog.write("a.txt", 0);
+        backlog.write("b.txt", 1500);
+        backlog.write("b.txt", 1950);
         // a.txt has been quiet for far longer than the debounce, but the
         // program is still writing.
-        assert!(due(&mut state, 1990, false).is_empty());
+        assert!(backlog.due(1990, false).is_empty());
+        assert_eq!(backlog.due(1990, true), ["a.txt", "b.txt"], "a flush waits for nothing");
         assert_eq!(
-            due(&mut state, 1990, true),
-            ["a.txt", "b.txt"],
-            "a flush waits for nothing"
-        );
-        assert_eq!(
-            state.bulk_next_due(debounce),
-            Some(at(2000)),
+            backlog.next_due(),
+            Some(backlog.at(2000)),
             "a.txt's MAX_DELAY comes first"
         );
-        assert_eq!(due(&mut state, 2000, false), ["a.txt"], "never later than MAX_DELAY");
-        state.dirty.remove(&p("a.txt"));
+        assert_eq!(backlog.due(2000, false), ["a.txt"], "never later than MAX_DELAY");
+        backlog.state.dirty.remove(&p("a.txt"));
         // The program pauses: the whole burst is due a debounce later.
-        assert_eq!(state.bulk_next_due(debounce), Some(at(2050)));
-        assert!(due(&mut state, 2049, false).is_empty());
-        assert_eq!(due(&mut state, 2050, false), ["b.txt"]);
+        assert_eq!(backlog.next_due(), Some(backlog.at(2050)));
+        assert!(backlog.due(2049, false).is_empty());
+        assert_eq!(backlog.due(2050, false), ["b.txt"]);
         // A client's write waiting in its own lane is not a program
         // writing: its watcher event leaves the backlog due.
-        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Priority, at(2060), false);
-        Persister::mark_locked(&mut state, p("saved.txt"), Lane::Bulk, at(2070), false);
-        assert_eq!(due(&mut state, 2080, false), ["b.txt"]);
+        backlog.mark("saved.txt", Lane::Priority, 2060, false);
+        backlog.write("saved.txt", 2070);
+        assert_eq!(backlog.due(2080, false), ["b.txt"]);
     }
 
     /// While programs write, a round looks at the backlog only once one of
     /// its paths may be overdue, and a path put back keeps its age.
     #[test]
     fn a_burst_is_not_walked_until_a_path_may_be_overdue() {
-        let debounce = Duration::from_millis(100);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut state = SyncState::default();
-        Persister::mark_locked(&mut state, p("a.txt"), Lane::Bulk, at(0), false);
-        Persister::mark_locked(&mut state, p("b.txt"), Lane::Bulk, at(1000), false);
-        Persister::mark_locked(&mut state, p("c.txt"), Lane::Bulk, at(1990), false);
-        assert_eq!(state.bulk_overdue_at, Some(at(2000)));
-        let taken = state.bulk_due(at(2000), debounce, false, BULK_PATHS);
-        assert_eq!(taken, [p("a.txt")]);
-        assert_eq!(state.bulk_overdue_at, Some(at(3000)), "b.txt is next");
-        let entry = state.dirty.remove(&p("a.txt")).expect("queued");
+        let mut backlog = Backlog::new();
+        backlog.write("a.txt", 0);
+        backlog.write("b.txt", 1000);
+        backlog.write("c.txt", 1990);
+        assert_eq!(backlog.state.bulk_overdue_at, Some(backlog.at(2000)));
+        assert_eq!(backlog.due(2000, false), ["a.txt"]);
+        assert_eq!(backlog.state.bulk_overdue_at, Some(backlog.at(3000)), "b.txt is next");
+        let entry = backlog.state.dirty.remove(&p("a.txt")).expect("queued");
         // Still writing (c.txt 60 ms ago), and b.txt not overdue yet.
-        assert!(state.bulk_due(at(2050), debounce, false, BULK_PATHS).is_empty());
+        assert!(backlog.due(2050, false).is_empty());
         // A round that could not store a.txt puts it back: due at once.
-        Persister::requeue(&mut state, p("a.txt"), Lane::Bulk, entry);
-        assert_eq!(state.bulk_overdue_at, Some(at(2000)));
-        assert_eq!(state.bulk_due(at(2050), debounce, false, BULK_PATHS), [p("a.txt")]);
+        Persister::requeue(&mut backlog.state, p("a.txt"), Lane::Bulk, entry);
+        assert_eq!(backlog.state.bulk_overdue_at, Some(backlog.at(2000)));
+        assert_eq!(backlog.due(2050, false), ["a.txt"]);
     }
 
     /// A removal makes no data to write back: it is due after the debounce
     /// while programs go on writing, and does not hold the rest back.
     #[test]
     fn removals_do_not_wait_for_programs_to_pause() {
-        let debounce = Duration::from_millis(100);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut state = SyncState::default();
-        Persister::mark_locked(&mut state, p("made.txt"), Lane::Bulk, at(0), false);
-        Persister::mark_locked(&mut state, p("gone.txt"), Lane::Bulk, at(10), true);
+        let mut backlog = Backlog::new();
+        backlog.write("made.txt", 0);
+        backlog.remove("gone.txt", 10);
         // Written, then removed: a removal now.
-        Persister::mark_locked(&mut state, p("brief.txt"), Lane::Bulk, at(0), false);
-        Persister::mark_locked(&mut state, p("brief.txt"), Lane::Bulk, at(20), true);
+        backlog.write("brief.txt", 0);
+        backlog.remove("brief.txt", 20);
         // A program still writing at 150 ms.
-        Persister::mark_locked(&mut state, p("more.txt"), Lane::Bulk, at(150), false);
-        assert_eq!(state.bulk_next_due(debounce), Some(at(110)), "gone.txt's debounce");
-        assert!(state.bulk_due(at(100), debounce, false, BULK_PATHS).is_empty());
-        let due = state.bulk_due(at(200), debounce, false, BULK_PATHS);
-        assert_eq!(due, [p("brief.txt"), p("gone.txt")], "only the removals");
+        backlog.write("more.txt", 150);
+        assert_eq!(backlog.next_due(), Some(backlog.at(110)), "gone.txt's debounce");
+        assert!(backlog.due(100, false).is_empty());
+        let due = backlog.due(200, false);
+        assert_eq!(due, ["brief.txt", "gone.txt"], "only the removals");
         for path in &due {
-            state.dirty.remove(path);
+            backlog.state.dirty.remove(&p(path));
         }
         // Removals going on (a recursive `rm`) are not writing: the rest is
         // due once the writing has paused.
-        Persister::mark_locked(&mut state, p("gone2.txt"), Lane::Bulk, at(240), true);
-        assert!(state.programs_paused(at(260), debounce), "removals are not writing");
-        assert_eq!(
-            state.bulk_due(at(260), debounce, false, BULK_PATHS),
-            [p("gone2.txt"), p("made.txt"), p("more.txt")]
+        backlog.remove("gone2.txt", 240);
+        let at = backlog.at(260);
+        assert!(
+            backlog.state.programs_paused(at, Backlog::DEBOUNCE),
+            "removals are not writing"
         );
+        assert_eq!(backlog.due(260, false), ["gone2.txt", "made.txt", "more.txt"]);
     }
 
     #[test]
