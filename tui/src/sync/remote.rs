@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cloudcode_proto::client::{ClientError, RunnerHandle};
-use cloudcode_proto::message::ErrorCode;
+use cloudcode_proto::message::{ErrorCode, ManifestEntry};
 use cloudcode_proto::path::WorkspacePath;
 
 use super::model::{Node, Tree};
@@ -21,19 +21,31 @@ pub struct RemoteView {
     pub unknown: BTreeSet<WorkspacePath>,
 }
 
+/// The runner's manifest of `top` and everything below it; none when `top`
+/// (not the root) is gone.
+pub async fn fetch(handle: &RunnerHandle, top: &WorkspacePath) -> Result<Vec<ManifestEntry>, ClientError> {
+    match handle.manifest(top).await {
+        Ok(entries) => Ok(entries),
+        // Gone, and so is everything below it.
+        Err(ClientError::Remote {
+            code: ErrorCode::NotFound | ErrorCode::NotADirectory | ErrorCode::OutsideWorkspace,
+            ..
+        }) if !top.is_root() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 impl RemoteView {
     /// Replaces `top` and everything below it (the root: everything) with
     /// the runner's manifest of it.
     pub async fn load(&mut self, handle: &RunnerHandle, top: &WorkspacePath) -> Result<u64, ClientError> {
-        let entries = match handle.manifest(top).await {
-            Ok(entries) => entries,
-            // Gone, and so is everything below it.
-            Err(ClientError::Remote {
-                code: ErrorCode::NotFound | ErrorCode::NotADirectory | ErrorCode::OutsideWorkspace,
-                ..
-            }) if !top.is_root() => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let entries = fetch(handle, top).await?;
+        Ok(self.apply(top, entries))
+    }
+
+    /// Replaces `top` and everything below it with `entries`, a manifest of
+    /// it ([`fetch`]); returns how many there were.
+    pub fn apply(&mut self, top: &WorkspacePath, entries: Vec<ManifestEntry>) -> u64 {
         self.forget_below(top);
         let count = entries.len() as u64;
         for entry in entries {
@@ -49,7 +61,7 @@ impl RemoteView {
                 }
             }
         }
-        Ok(count)
+        count
     }
 
     fn forget_below(&mut self, top: &WorkspacePath) {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cloudcode_proto::client::{Incoming, RunnerClient, RunnerHandle};
-use cloudcode_proto::message::{Event, Op};
+use cloudcode_proto::client::{ClientError, Incoming, RunnerClient, RunnerHandle};
+use cloudcode_proto::message::{Event, ManifestEntry, Op};
 use cloudcode_proto::path::WorkspacePath;
 use indicatif::{ProgressBar, ProgressStyle};
 use notify::Watcher;
@@ -182,16 +182,16 @@ pub async fn run_with(
             mode.name()
         ));
     }
-    sync.full_scan()?;
-    for warning in std::mem::take(&mut sync.rules.warnings) {
-        sync.report.line(&format!("warning: {warning}"));
-    }
-
     let (mut handle, mut incoming) = connect(dialer).await?;
     if !sync.args.once && !sync.args.dry_run {
         handle.request(Op::WatchFs).await?;
     }
-    sync.load_remote(&handle).await?;
+    let manifest = ask_manifest(&handle);
+    sync.full_scan()?;
+    for warning in std::mem::take(&mut sync.rules.warnings) {
+        sync.report.line(&format!("warning: {warning}"));
+    }
+    sync.load_remote(manifest).await?;
     sync.set_phase(Phase::Reconciling);
     // Watched from the first reconcile on (its last look follows the
     // watches), so watching starts without a whole-folder look of its own
@@ -220,16 +220,22 @@ pub async fn run_with(
                 sync.full_scan()?;
                 sync.remote.load(&handle, &WorkspacePath::root()).await?;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // What was agreed before it failed is kept.
+                let _ = sync.finish_saving();
+                return Err(e);
+            }
         }
     };
     sync.report_conflicts();
     if sync.args.dry_run || sync.args.once {
+        sync.finish_saving()?;
         return Ok(settled);
     }
 
     // Watching.
     let Some((mut watcher, mut events)) = watch else {
+        sync.finish_saving()?;
         return Ok(settled);
     };
     let (writes_tx, mut writes) = mpsc::unbounded_channel::<WriteDone>();
@@ -399,6 +405,24 @@ pub async fn run_with(
 }
 
 /// The next control; a closed channel (the TUI gone) means stop.
+/// A manifest asked for and not yet taken.
+type AskedManifest<'a> = futures_util::future::BoxFuture<'a, Result<Vec<ManifestEntry>, ClientError>>;
+
+/// Asks the runner for the whole manifest at once, to be awaited after
+/// the folder is looked at: the runner walks its tree while the sync walks
+/// the folder, where one waited for the other (a tenth of a second each for
+/// 10,000 files). The answer's chunks wait in the connection's queue.
+fn ask_manifest(handle: &RunnerHandle) -> AskedManifest<'_> {
+    use futures_util::FutureExt;
+    let mut asked = async move { super::remote::fetch(handle, &WorkspacePath::root()).await }.boxed();
+    // The first poll sends the request; it cannot have its answer yet
+    // unless the connection is gone, which the await says again.
+    match (&mut asked).now_or_never() {
+        Some(done) => futures_util::future::ready(done).boxed(),
+        None => asked,
+    }
+}
+
 async fn next_control(controls: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Control {
     match controls {
         Some(controls) => controls.recv().await.unwrap_or(Control::Stop),
@@ -705,13 +729,15 @@ impl Sync<'_> {
         self.scan(&WorkspacePath::root())
     }
 
-    async fn load_remote(&mut self, handle: &RunnerHandle) -> anyhow::Result<()> {
+    /// Takes the whole manifest asked for with [`ask_manifest`].
+    async fn load_remote(&mut self, manifest: AskedManifest<'_>) -> anyhow::Result<()> {
         let spinner = self.bar(ProgressBar::new_spinner());
         spinner.set_message("reading the sandbox's manifest");
         spinner.enable_steady_tick(Duration::from_millis(100));
-        let loaded = self.remote.load(handle, &WorkspacePath::root()).await;
+        let loaded = manifest.await;
         spinner.finish_and_clear();
-        loaded.context("reading the sandbox's manifest")?;
+        let entries = loaded.context("reading the sandbox's manifest")?;
+        self.remote.apply(&WorkspacePath::root(), entries);
         Ok(())
     }
 
@@ -816,14 +842,11 @@ impl Sync<'_> {
         self.finish_saving()?;
         self.state_dirty = false;
         self.saved_at = Instant::now();
-        if self.args.once {
-            state.save(&self.state_file)?;
-        } else {
-            // Serialising 100,000 entries takes a while: not on the loop
-            // that answers the next save.
-            let path = self.state_file.clone();
-            self.saving = Some(std::thread::spawn(move || state.save(&path)));
-        }
+        // Serialising 100,000 entries takes a while: not on the loop that
+        // answers the next save, nor before the next round's look (a sync
+        // that ends waits for it, in `finish_saving`).
+        let path = self.state_file.clone();
+        self.saving = Some(std::thread::spawn(move || state.save(&path)));
         Ok(())
     }
 
@@ -852,18 +875,22 @@ impl Sync<'_> {
     ) -> anyhow::Result<i32> {
         self.first_look = true;
         for round in 0..MAX_ROUNDS {
-            if let Some((watcher, events)) = watch.as_mut() {
-                self.watch_then_look(watcher, events)?;
-            } else if round > 0 {
-                self.full_scan()?;
-            }
+            let mut manifest = None;
             if round > 0 {
                 // What the sandbox said changed so far (mostly the echoes
                 // of this reconcile's own uploads: tens of thousands after a
                 // first sync) happened before the manifest asked for next,
                 // which sees it all: not looked at again while watching.
                 drain_changes(incoming)?;
-                self.remote.load(handle, &WorkspacePath::root()).await?;
+                manifest = Some(ask_manifest(handle));
+            }
+            if let Some((watcher, events)) = watch.as_mut() {
+                self.watch_then_look(watcher, events)?;
+            } else if round > 0 {
+                self.full_scan()?;
+            }
+            if let Some(manifest) = manifest {
+                self.remote.apply(&WorkspacePath::root(), manifest.await?);
             }
             let plan = self.plan_in(None);
             if self.args.dry_run {
