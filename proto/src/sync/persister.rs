@@ -286,6 +286,11 @@ struct SyncState {
     manifest_file: Option<Stamp>,
 }
 
+/// Lowers the bound `bound` to `at`, if that is earlier (or it had none).
+fn lower_to(bound: &mut Option<Instant>, at: Instant) {
+    *bound = Some(bound.map_or(at, |b| b.min(at)));
+}
+
 impl SyncState {
     /// Whether programs have stopped writing for `debounce`: the backlog's
     /// rounds wait for that, not for each path's own quiet time (or until a
@@ -315,7 +320,6 @@ impl SyncState {
         if none_overdue && no_removal_quiet {
             return Vec::new();
         }
-        let earliest = |bound: &mut Option<Instant>, at: Instant| *bound = Some(bound.map_or(at, |b| b.min(at)));
         let mut due = Vec::new();
         let (mut overdue_at, mut removed_since) = (None, None);
         for (path, d) in &self.dirty {
@@ -324,9 +328,9 @@ impl SyncState {
                 due.push(path.clone());
                 continue;
             }
-            earliest(&mut overdue_at, d.first + MAX_DELAY);
+            lower_to(&mut overdue_at, d.first + MAX_DELAY);
             if d.removed {
-                earliest(&mut removed_since, d.last);
+                lower_to(&mut removed_since, d.last);
             }
         }
         self.bulk_overdue_at = overdue_at;
@@ -357,10 +361,9 @@ impl SyncState {
 
     /// Keeps the backlog's lower bounds true of `dirty`, in it.
     fn note_in_backlog(&mut self, dirty: &Dirty) {
-        let overdue_at = dirty.first + MAX_DELAY;
-        self.bulk_overdue_at = Some(self.bulk_overdue_at.map_or(overdue_at, |at| at.min(overdue_at)));
+        lower_to(&mut self.bulk_overdue_at, dirty.first + MAX_DELAY);
         if dirty.removed {
-            self.bulk_removed_since = Some(self.bulk_removed_since.map_or(dirty.last, |at| at.min(dirty.last)));
+            lower_to(&mut self.bulk_removed_since, dirty.last);
         }
     }
 
