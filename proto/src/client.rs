@@ -17,7 +17,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::frame::Frame;
-use crate::message::{ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId, WriteOptions};
+use crate::message::{
+    BatchedWrite, ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId, WriteOptions,
+    WriteOutcome,
+};
 use crate::path::WorkspacePath;
 
 /// Bytes per upload chunk; below the runner's default frame limit.
@@ -275,6 +278,61 @@ impl RunnerHandle {
             Reply::Written { version } => Ok(version),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
+    }
+
+    /// Writes many small files in one request ([`Op::WriteMany`]): each
+    /// file's options are `write`'s (`bulk` is the request's). Resolves once
+    /// every file written is durable, with each file's version or the error
+    /// that refused it, in `files`' order.
+    pub async fn write_many(
+        &self,
+        files: &[(BatchedWrite, &[u8])],
+        bulk: bool,
+    ) -> Result<Vec<Result<String, ClientError>>, ClientError> {
+        let (id, rx) = self.register();
+        let announced = files.iter().map(|(file, _)| file.clone()).collect();
+        self.send_request(id, Op::WriteMany { files: announced, bulk })?;
+        // The files' bytes one after another, cut into chunks regardless of
+        // where one file ends: a chunk per file would be a message per file.
+        let mut offset = 0u64;
+        let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+        let send = |chunk: &mut Vec<u8>, offset: &mut u64| {
+            let data = Bytes::from(std::mem::replace(chunk, Vec::with_capacity(UPLOAD_CHUNK)));
+            let len = data.len() as u64;
+            let frame = Frame::FileChunk {
+                transfer: id,
+                offset: *offset,
+                data,
+            };
+            *offset += len;
+            self.send_binary(frame.encode())
+        };
+        for &(_, data) in files {
+            let mut data = data;
+            while !data.is_empty() {
+                let room = UPLOAD_CHUNK - chunk.len();
+                let (now, later) = data.split_at(room.min(data.len()));
+                chunk.extend_from_slice(now);
+                data = later;
+                if chunk.len() == UPLOAD_CHUNK {
+                    send(&mut chunk, &mut offset)?;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            send(&mut chunk, &mut offset)?;
+        }
+        let outcomes = match rx.await.map_err(|_| ClientError::Closed)?? {
+            Reply::WrittenMany { files: outcomes } if outcomes.len() == files.len() => outcomes,
+            other => return Err(ClientError::Unexpected(Box::new(other))),
+        };
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                WriteOutcome::Written { version } => Ok(version),
+                WriteOutcome::Refused { code, message } => Err(ClientError::Remote { code, message }),
+            })
+            .collect())
     }
 
     /// Reads a whole file; returns its bytes and version.

@@ -89,6 +89,20 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bulk: bool,
     },
+    /// Many small files in one request (a first sync, a folder upload):
+    /// after it the client sends the sum of their sizes in `FileChunk`s
+    /// whose transfer is the request id, the files' bytes one after
+    /// another in this order. Each is written as a `write` with the same
+    /// options would be; answered with [`Reply::WrittenMany`], one outcome
+    /// per file in this order, once every file written is durable. At most
+    /// [`WRITE_MANY_MAX_FILES`] files and [`WRITE_MANY_MAX_BYTES`] bytes.
+    WriteMany {
+        files: Vec<BatchedWrite>,
+        /// As for [`Op::Write`]: persisted with the backlog, in its
+        /// batches, so a save made meanwhile goes ahead.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bulk: bool,
+    },
     CreateDir {
         #[cfg_attr(feature = "ts", ts(type = "string"))]
         path: WorkspacePath,
@@ -231,6 +245,10 @@ pub enum Reply {
     },
     Written {
         version: String,
+    },
+    /// One outcome per file of a [`Op::WriteMany`], in its order.
+    WrittenMany {
+        files: Vec<WriteOutcome>,
     },
     Done,
     TermOpened {
@@ -484,6 +502,37 @@ impl ServerMessage {
     }
 }
 
+/// Files one [`Op::WriteMany`] may carry...
+pub const WRITE_MANY_MAX_FILES: usize = 1024;
+/// ...and bytes, all its files together: a runner holds them in memory
+/// until they are written.
+pub const WRITE_MANY_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One file of an [`Op::WriteMany`]: [`Op::Write`]'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct BatchedWrite {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub path: WorkspacePath,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub base_version: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_new: bool,
+}
+
+/// What became of one file of an [`Op::WriteMany`]: its new version, or
+/// the error a `write` of it alone would have been answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum WriteOutcome {
+    Written { version: String },
+    Refused { code: ErrorCode, message: String },
+}
+
 /// A write's options beside its path and size: the fields of
 /// [`Op::Write`], for code that passes them along.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -529,6 +578,48 @@ mod tests {
         }
         // A name that merely reads like the refusal's text is a fine path.
         assert!(Request::from_json(r#"{"id":1,"op":"read","path":"invalid path: a"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_write_of_many_files_and_its_answer_have_stable_shapes() {
+        let req = Request::from_json(
+            r#"{"id":3,"op":"write_many","bulk":true,"files":[{"path":"a","size":2},{"path":"d/b","size":0,"create_new":true},{"path":"c","size":5,"base_version":"v1"}]}"#,
+        )
+        .unwrap();
+        let Op::WriteMany { files, bulk } = &req.op else {
+            panic!("{:?}", req.op)
+        };
+        assert!(bulk);
+        assert_eq!(files.len(), 3);
+        assert_eq!(files[1].path.as_str(), "d/b");
+        assert!(files[1].create_new && files[1].base_version.is_none());
+        assert_eq!(files[2].base_version.as_deref(), Some("v1"));
+        // A bad path in any file refuses the request as a path.
+        assert!(matches!(
+            Request::from_json(
+                r#"{"id":3,"op":"write_many","files":[{"path":"ok","size":1},{"path":"../x","size":1}]}"#
+            ),
+            Err(RequestError::InvalidPath { .. })
+        ));
+        let answer = ServerMessage::Response {
+            id: 3,
+            result: Reply::WrittenMany {
+                files: vec![
+                    WriteOutcome::Written { version: "v2".into() },
+                    WriteOutcome::Refused {
+                        code: ErrorCode::Conflict,
+                        message: "c: changed".into(),
+                    },
+                ],
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"type": "response", "id": 3, "result": {"kind": "written_many", "files": [
+                {"outcome": "written", "version": "v2"},
+                {"outcome": "refused", "code": "conflict", "message": "c: changed"},
+            ]}})
+        );
     }
 
     #[test]

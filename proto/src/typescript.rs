@@ -26,6 +26,8 @@ pub fn declarations() -> String {
         message::Event::decl(),
         message::EntryKind::decl(),
         message::Entry::decl(),
+        message::BatchedWrite::decl(),
+        message::WriteOutcome::decl(),
         message::ChangeKind::decl(),
         message::FsChange::decl(),
         message::TermInfo::decl(),

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use cloudcode_proto::PROTOCOL_VERSION;
 use cloudcode_proto::frame::{Frame, encode_term_output};
 use cloudcode_proto::message::{
-    ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, RequestError, ServerMessage, TermId, WriteOptions,
+    BatchedWrite, ChangeKind, ErrorCode, Event, FsChange, Op, Reply, Request, RequestError, ServerMessage, TermId,
+    WRITE_MANY_MAX_BYTES, WRITE_MANY_MAX_FILES, WriteOptions, WriteOutcome,
 };
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::stream::SplitSink;
@@ -90,6 +91,54 @@ fn commit(ws: &Workspace, slot: &mut UploadSlot) {
     }
 }
 
+/// Writes one whole file of a `write_many` as a `write` of it would:
+/// through a temporary file, checked as the write takes effect.
+fn write_whole(
+    ws: &Workspace,
+    file: &BatchedWrite,
+    content: &[u8],
+    max: u64,
+) -> Result<(WorkspacePath, String), FileError> {
+    let mut pending = ws.begin_write(
+        &file.path,
+        file.size,
+        max,
+        file.base_version.as_deref(),
+        file.create_new,
+    )?;
+    if let Err(e) = pending.append(content) {
+        pending.abort(ws);
+        return Err(chunk_not_written(e));
+    }
+    let target = pending.target().clone();
+    let committed = pending.commit(ws)?;
+    if let Some((meta, hash)) = committed.content {
+        HashCache::shared().remember(target.clone(), &meta, hash);
+    }
+    Ok((target, committed.version))
+}
+
+/// Why a `write_many` is refused before any byte of it is taken.
+fn batch_refusal(files: &[BatchedWrite], total: u64) -> Option<FileError> {
+    if files.len() > WRITE_MANY_MAX_FILES {
+        let msg = format!(
+            "{} files in one write_many; at most {WRITE_MANY_MAX_FILES}",
+            files.len()
+        );
+        return Some(FileError::new(ErrorCode::BadRequest, msg));
+    }
+    if total > WRITE_MANY_MAX_BYTES {
+        let msg = format!("{total} bytes in one write_many; at most {WRITE_MANY_MAX_BYTES}");
+        return Some(FileError::new(ErrorCode::TooLarge, msg));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(files.len());
+    if let Some(twice) = files.iter().find(|f| !seen.insert(&f.path)) {
+        let msg = format!("{} is named twice in one write_many", twice.path);
+        return Some(FileError::new(ErrorCode::BadRequest, msg));
+    }
+    None
+}
+
 /// A chunk that could not be written: a full disk is the client's file
 /// being too large for what is left, anything else the runner's fault.
 fn chunk_not_written(e: std::io::Error) -> FileError {
@@ -141,6 +190,17 @@ impl UploadSlot {
     }
 }
 
+/// A `write_many` whose bytes are arriving, kept in memory (at most
+/// [`WRITE_MANY_MAX_BYTES`]) until all came, then written in one step of
+/// the workspace thread.
+struct BatchUpload {
+    id: u64,
+    files: Vec<BatchedWrite>,
+    bytes: Vec<u8>,
+    total: u64,
+    bulk: bool,
+}
+
 struct Attachment {
     cancel: CancellationToken,
     /// Set when the client asked for a flow window.
@@ -179,6 +239,8 @@ pub struct Connection {
     workspace: WorkspaceQueue,
     out: Outbound,
     uploads: HashMap<u64, Upload>,
+    /// At most one at a time: its bytes come before the next request's.
+    batch: Option<BatchUpload>,
     attached: HashMap<TermId, Attachment>,
     fs_watch: Option<CancellationToken>,
     /// Cancels every task this connection started.
@@ -216,6 +278,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RunnerState>) {
         workspace,
         out,
         uploads: HashMap::new(),
+        batch: None,
         attached: HashMap::new(),
         fs_watch: None,
         tasks,
@@ -395,6 +458,7 @@ impl Connection {
                 };
                 return self.start_upload(id, path, size, options).await;
             }
+            Op::WriteMany { files, bulk } => return self.start_batch(id, files, bulk).await,
             Op::CreateDir { path } => self
                 .workspace
                 .run(move |ws| ws.create_dir(&path))
@@ -669,7 +733,135 @@ impl Connection {
         }
     }
 
+    /// Takes a `write_many`'s files; its bytes follow.
+    async fn start_batch(&mut self, id: u64, files: Vec<BatchedWrite>, bulk: bool) {
+        let total = files.iter().fold(0u64, |sum, f| sum.saturating_add(f.size));
+        let refusal = if self.uploads.contains_key(&id) || self.batch.as_ref().is_some_and(|b| b.id == id) {
+            Some(FileError::new(
+                ErrorCode::BadRequest,
+                format!("request id {id} already has a write in progress"),
+            ))
+        } else if let Some(other) = &self.batch {
+            let msg = format!("the bytes of write_many {} are still expected", other.id);
+            Some(FileError::new(ErrorCode::BadRequest, msg))
+        } else {
+            batch_refusal(&files, total)
+        };
+        if let Some(refusal) = refusal {
+            return self.out.reply(id, Err(refusal)).await;
+        }
+        let batch = BatchUpload {
+            id,
+            files,
+            // Within WRITE_MANY_MAX_BYTES, checked above.
+            bytes: Vec::with_capacity(total as usize),
+            total,
+            bulk,
+        };
+        if total == 0 {
+            self.commit_batch(batch).await;
+        } else {
+            self.batch = Some(batch);
+        }
+    }
+
+    async fn receive_batch_chunk(&mut self, offset: u64, data: Bytes) {
+        let Some(batch) = self.batch.as_mut() else { return };
+        let received = batch.bytes.len() as u64;
+        let problem = if offset != received {
+            Some(format!("chunk at offset {offset}, expected {received}"))
+        } else if received + data.len() as u64 > batch.total {
+            Some(format!("more bytes than the announced sizes' sum {}", batch.total))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            if let Some(batch) = self.batch.take() {
+                let error = FileError::new(ErrorCode::BadRequest, format!("write_many aborted: {problem}"));
+                self.out.reply(batch.id, Err(error)).await;
+            }
+            return;
+        }
+        batch.bytes.extend_from_slice(&data);
+        if batch.bytes.len() as u64 == batch.total
+            && let Some(batch) = self.batch.take()
+        {
+            self.commit_batch(batch).await;
+        }
+    }
+
+    /// Queues the writes of a batch whose bytes all arrived; its answer
+    /// comes from a task of its own once they are durable.
+    async fn commit_batch(&self, batch: BatchUpload) {
+        let (outcome, outcome_rx) = oneshot::channel();
+        self.answer_batch(batch.id, batch.bulk, outcome_rx);
+        let max = self.state.limits.max_file_size;
+        let held = batch.bytes.len();
+        self.workspace
+            .then_holding(held, move |ws| {
+                let mut at = 0usize;
+                let written = batch
+                    .files
+                    .iter()
+                    .map(|file| {
+                        let content = &batch.bytes[at..at + file.size as usize];
+                        at += file.size as usize;
+                        write_whole(ws, file, content, max)
+                    })
+                    .collect();
+                let _ = outcome.send(written);
+            })
+            .await;
+    }
+
+    /// Answers a `write_many` once each of its files is written and
+    /// durable, or refused.
+    fn answer_batch(
+        &self,
+        id: u64,
+        bulk: bool,
+        written: oneshot::Receiver<Vec<Result<(WorkspacePath, String), FileError>>>,
+    ) {
+        let state = self.state.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let Ok(written) = written.await else {
+                let error = FileError::new(ErrorCode::Internal, "the write_many failed in the runner");
+                return out.reply(id, Err(error)).await;
+            };
+            let targets = written
+                .iter()
+                .filter_map(|w| w.as_ref().ok().map(|(target, _)| target.clone()))
+                .collect();
+            let mut durable = state.persister.persist_many(targets, bulk).await.into_iter();
+            let files = written
+                .into_iter()
+                .map(|w| match w {
+                    Ok((_, version)) => match durable.next() {
+                        Some(Ok(())) => WriteOutcome::Written { version },
+                        Some(Err(e)) => WriteOutcome::Refused {
+                            code: ErrorCode::Storage,
+                            message: e.to_string(),
+                        },
+                        None => WriteOutcome::Refused {
+                            code: ErrorCode::Internal,
+                            message: "no word from storage".to_owned(),
+                        },
+                    },
+                    Err(e) => WriteOutcome::Refused {
+                        code: e.code,
+                        message: e.message,
+                    },
+                })
+                .collect();
+            out.reply(id, Ok(Reply::WrittenMany { files })).await;
+        });
+    }
+
     async fn receive_chunk(&mut self, transfer: u64, offset: u64, data: Bytes) {
+        if self.batch.as_ref().is_some_and(|b| b.id == transfer) {
+            return self.receive_batch_chunk(offset, data).await;
+        }
         let Some(upload) = self.uploads.get_mut(&transfer) else {
             let msg = format!("no write in progress for request {transfer}");
             return self

@@ -215,6 +215,22 @@ struct Dirty {
     last: Instant,
     /// The last change seen was a removal (see [`SyncState::programs_paused`]).
     removed: bool,
+    /// A directory here is walked: what is below it may have changed
+    /// unseen (it was moved here, or a client asked). Not for a directory
+    /// only made: the watch reports each entry made in it by itself, and a
+    /// first sync's 10,000 files were walked again through their 445 new
+    /// directories.
+    whole: bool,
+}
+
+/// What a change to a path was, as far as its plan cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Changed, or asked for: planned whole.
+    Changed,
+    /// Made where nothing was: each entry made in it is marked by itself.
+    Created,
+    Removed,
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -730,26 +746,29 @@ impl Persister {
     }
 
     pub fn mark_all_dirty(&self, paths: impl IntoIterator<Item = WorkspacePath>) {
-        self.mark_changed(paths.into_iter().map(|path| (path, false)));
+        self.mark_changed(paths.into_iter().map(|path| (path, Mark::Changed)));
     }
 
     /// Queues what a watcher saw change, telling removals (which do not wait
     /// for programs to pause) from the rest.
     pub fn mark_changes(&self, changes: &[FsChange]) {
-        self.mark_changed(
-            changes
-                .iter()
-                .map(|change| (change.path.clone(), change.kind == ChangeKind::Removed)),
-        );
+        self.mark_changed(changes.iter().map(|change| {
+            let mark = match change.kind {
+                ChangeKind::Removed => Mark::Removed,
+                ChangeKind::Created => Mark::Created,
+                ChangeKind::Modified => Mark::Changed,
+            };
+            (change.path.clone(), mark)
+        }));
     }
 
-    fn mark_changed(&self, changes: impl IntoIterator<Item = (WorkspacePath, bool)>) {
+    fn mark_changed(&self, changes: impl IntoIterator<Item = (WorkspacePath, Mark)>) {
         let backlog_began = {
             let now = Instant::now();
             let mut state = self.lock();
             let was_empty = state.dirty.is_empty();
-            for (path, removed) in changes.into_iter().filter(|(p, _)| !self.is_excluded(p)) {
-                Self::mark_locked(&mut state, path, Lane::Bulk, now, removed);
+            for (path, mark) in changes.into_iter().filter(|(p, _)| !self.is_excluded(p)) {
+                Self::mark_locked(&mut state, path, Lane::Bulk, now, mark);
             }
             was_empty && !state.dirty.is_empty()
         };
@@ -762,13 +781,16 @@ impl Persister {
 
     /// Queues `path` for `lane`, or keeps it in a more urgent lane's queue
     /// where it already waits.
-    fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant, removed: bool) {
+    fn mark_locked(state: &mut SyncState, path: WorkspacePath, lane: Lane, now: Instant, mark: Mark) {
+        let removed = mark == Mark::Removed;
+        let mut whole = mark != Mark::Created;
         let mut first = now;
         for queued in LANES {
             if let Some(entry) = state.queue(queued).get_mut(&path) {
                 if queued <= lane {
                     entry.last = now;
                     entry.removed = removed;
+                    entry.whole |= whole;
                     let entry = *entry;
                     if queued == Lane::Bulk {
                         state.note_in_backlog(&entry);
@@ -779,6 +801,7 @@ impl Persister {
                     return;
                 }
                 first = entry.first;
+                whole |= entry.whole;
                 state.queue(queued).remove(&path);
                 break;
             }
@@ -793,6 +816,7 @@ impl Persister {
                 first,
                 last: now,
                 removed,
+                whole,
             },
         );
     }
@@ -803,6 +827,7 @@ impl Persister {
         for queued in LANES {
             if let Some(entry) = state.queue(queued).get_mut(&path) {
                 entry.first = entry.first.min(taken.first);
+                entry.whole |= taken.whole;
                 let entry = *entry;
                 if queued > lane {
                     state.queue(queued).remove(&path);
@@ -830,26 +855,69 @@ impl Persister {
         self.wait_durable(path, Lane::ClientBulk).await
     }
 
+    /// [`Persister::persist`] (or, with `bulk`, [`Persister::persist_bulk`])
+    /// for many paths at once, as one request's files: queued together, so
+    /// the lane takes them in as few rounds as its batches allow. One result
+    /// per path, in their order.
+    pub async fn persist_many(&self, paths: Vec<WorkspacePath>, bulk: bool) -> Vec<Result<(), NotPersisted>> {
+        let lane = if bulk { Lane::ClientBulk } else { Lane::Priority };
+        let waits = self.queue_waiters(paths, lane);
+        futures_util::future::join_all(waits.into_iter().map(|(path, wait)| async move {
+            match wait {
+                Err(reason) => Err(NotPersisted::Refused { path, reason }),
+                Ok(rx) => Self::outcome(path, rx.await),
+            }
+        }))
+        .await
+    }
+
     async fn wait_durable(&self, path: WorkspacePath, lane: Lane) -> Result<(), NotPersisted> {
-        if self.is_excluded(&path) {
-            return Err(NotPersisted::Refused {
-                path,
-                reason: "excluded from storage".into(),
-            });
+        let Some((path, wait)) = self.queue_waiters(vec![path], lane).pop() else {
+            return Ok(()); // One path in, one out.
+        };
+        match wait {
+            Err(reason) => Err(NotPersisted::Refused { path, reason }),
+            Ok(rx) => Self::outcome(path, rx.await),
         }
-        let (tx, rx) = oneshot::channel();
-        {
-            let now = Instant::now();
+    }
+
+    /// Queues `paths` in `lane` with a waiter each, under one lock and with
+    /// one wake-up; a path storage never takes is refused at once.
+    #[allow(clippy::type_complexity)]
+    fn queue_waiters(
+        &self,
+        paths: Vec<WorkspacePath>,
+        lane: Lane,
+    ) -> Vec<(WorkspacePath, Result<oneshot::Receiver<Result<(), String>>, String>)> {
+        let now = Instant::now();
+        let waits: Vec<_> = {
             let mut state = self.lock();
-            let waiters = match lane {
-                Lane::Priority => &mut state.waiters,
-                Lane::ClientBulk | Lane::Bulk => &mut state.bulk_waiters,
-            };
-            waiters.entry(path.clone()).or_default().push(tx);
-            Self::mark_locked(&mut state, path.clone(), lane, now, false);
-        }
+            paths
+                .into_iter()
+                .map(|path| {
+                    if self.is_excluded(&path) {
+                        return (path, Err("excluded from storage".to_owned()));
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let waiters = match lane {
+                        Lane::Priority => &mut state.waiters,
+                        Lane::ClientBulk | Lane::Bulk => &mut state.bulk_waiters,
+                    };
+                    waiters.entry(path.clone()).or_default().push(tx);
+                    Self::mark_locked(&mut state, path.clone(), lane, now, Mark::Changed);
+                    (path, Ok(rx))
+                })
+                .collect()
+        };
         self.wake(lane).notify_one();
-        match rx.await {
+        waits
+    }
+
+    fn outcome(
+        path: WorkspacePath,
+        answer: Result<Result<(), String>, oneshot::error::RecvError>,
+    ) -> Result<(), NotPersisted> {
+        match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(NotPersisted::Refused { path, reason }),
             Err(_) => Err(NotPersisted::Stopped(path)),
@@ -1166,7 +1234,7 @@ impl Persister {
             return self.next_due(lane);
         }
         let outcomes = self
-            .reconcile_all(lane, taken.iter().map(|(p, _)| p.clone()).collect())
+            .reconcile_all(lane, taken.iter().map(|(p, d)| (p.clone(), d.whole)).collect())
             .await;
         // Modes, links and empty directories go with the bulk lane's
         // rounds, so a save does not wait for them; unless the round's own
@@ -1358,7 +1426,9 @@ impl Persister {
     /// actions in batches: deletes first (a directory that became a file
     /// must be gone from storage before the file can take its name), then
     /// uploads.
-    async fn reconcile_all(self: &Arc<Self>, lane: Lane, paths: Vec<WorkspacePath>) -> Vec<Outcome> {
+    /// Plans and carries out `paths`, each with whether to plan it whole
+    /// (see [`Dirty::whole`]).
+    async fn reconcile_all(self: &Arc<Self>, lane: Lane, paths: Vec<(WorkspacePath, bool)>) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = paths.iter().map(|_| Outcome::Done).collect();
         let this = self.clone();
         let planned = paths.len();
@@ -1369,13 +1439,13 @@ impl Persister {
             let mut links = HashMap::new();
             let plans: Vec<Result<Plan, StorageError>> = paths
                 .iter()
-                .map(|p| {
+                .map(|(p, whole)| {
                     if this.through_symlink(p, &mut links) {
                         // Seen through a link to a directory (inotify follows
                         // them): the link itself is what is kept.
                         Ok(Plan::default())
                     } else {
-                        this.plan(p)
+                        this.plan(p, *whole)
                     }
                 })
                 .collect();
@@ -1445,9 +1515,10 @@ impl Persister {
         outcomes
     }
 
-    /// What storage needs for it to match the workspace at and below `path`;
-    /// notes modes, links and empty directories in the manifest meanwhile.
-    fn plan(&self, path: &WorkspacePath) -> Result<Plan, StorageError> {
+    /// What storage needs for it to match the workspace at and below `path`
+    /// (a directory not `whole`: at `path` only); notes modes, links and
+    /// empty directories in the manifest meanwhile.
+    fn plan(&self, path: &WorkspacePath, whole: bool) -> Result<Plan, StorageError> {
         let meta = if path.is_root() {
             self.dir.dir_metadata()
         } else {
@@ -1467,6 +1538,26 @@ impl Persister {
                     m.remove_subtree(path);
                     if stamp.executable {
                         m.executable.insert(path.as_str().to_owned());
+                    }
+                    m.note_child(path);
+                }
+            }
+            Ok(meta) if meta.is_dir() && !whole => {
+                if self.is_stored(path) {
+                    plan.deletes.push(path.clone());
+                }
+                if self.metadata {
+                    let empty = self
+                        .dir
+                        .read_dir(path.as_relative_fs_path())
+                        .is_ok_and(|mut entries| entries.next().is_none());
+                    let m = &mut self.lock().manifest;
+                    m.executable.remove(path.as_str());
+                    m.symlinks.remove(path.as_str());
+                    if empty {
+                        m.empty_dirs.insert(path.as_str().to_owned());
+                    } else {
+                        m.empty_dirs.remove(path.as_str());
                     }
                     m.note_child(path);
                 }
@@ -1983,7 +2074,8 @@ mod tests {
         /// The watcher's event for `path` at `ms`: a removal or a write.
         fn mark(&mut self, path: &str, lane: Lane, ms: u64, removed: bool) {
             let now = self.at(ms);
-            Persister::mark_locked(&mut self.state, p(path), lane, now, removed);
+            let mark = if removed { Mark::Removed } else { Mark::Changed };
+            Persister::mark_locked(&mut self.state, p(path), lane, now, mark);
         }
 
         fn write(&mut self, path: &str, ms: u64) {

@@ -277,8 +277,12 @@ impl Tree {
                 self.watch_gone(&e, changes);
             }
         } else if mask.contains(EventMask::MOVED_TO) {
-            changes.push(change(path, ChangeKind::Created));
+            changes.push(change(path.clone(), ChangeKind::Created));
             if is_dir {
+                // Its contents came with it and are not reported one by
+                // one: modified as a whole (storage walks it; a made
+                // directory's entries each have their own change).
+                changes.push(change(path, ChangeKind::Modified));
                 match self.moved_out.remove(&event.cookie) {
                     Some((from, _)) => self.rename(&from, &rel),
                     // From outside the tree: everything in it is new here,
@@ -499,6 +503,36 @@ mod tests {
         let seen = until(&rx, "leaving");
         let others: Vec<&FsChange> = seen.iter().filter(|c| c.path.as_str() != "z/b/file.txt").collect();
         assert_eq!(others, [&change(p("leaving"), ChangeKind::Removed)]);
+    }
+
+    /// A directory moved in brings its contents unreported: it is reported
+    /// modified too, so storage walks it; a made one's entries are each
+    /// reported, and it is not.
+    #[test]
+    fn a_directory_moved_in_is_modified_as_a_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("arriving/deep")).unwrap();
+        std::fs::write(outside.path().join("arriving/deep/file.txt"), "x").unwrap();
+        let (_inotify, mut tree, root) = tree(dir.path());
+        std::fs::rename(outside.path().join("arriving"), dir.path().join("arrived")).unwrap();
+        let mut changes = Vec::new();
+        tree.handle(
+            event(&root, EventMask::MOVED_TO | EventMask::ISDIR, 5, "arrived"),
+            &mut changes,
+        );
+        assert_eq!(
+            changes,
+            [created("arrived"), change(p("arrived"), ChangeKind::Modified)]
+        );
+        assert!(tree.by_path.contains_key(Path::new("arrived/deep")), "watched below");
+        std::fs::create_dir(dir.path().join("made")).unwrap();
+        let mut changes = Vec::new();
+        tree.handle(
+            event(&root, EventMask::CREATE | EventMask::ISDIR, 0, "made"),
+            &mut changes,
+        );
+        assert_eq!(changes, [created("made")]);
     }
 
     #[test]

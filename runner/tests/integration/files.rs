@@ -4,7 +4,7 @@
 
 use cloudcode_proto::client::{ClientError, Incoming};
 use cloudcode_proto::frame::Frame;
-use cloudcode_proto::message::{ChangeKind, EntryKind, ErrorCode, Event, Op, Reply};
+use cloudcode_proto::message::{BatchedWrite, ChangeKind, EntryKind, ErrorCode, Event, Op, Reply};
 
 use crate::common::*;
 
@@ -488,4 +488,197 @@ async fn a_save_keeps_the_files_mode() {
         let now = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
         assert_eq!(now, mode, "{name} lost its mode on save");
     }
+}
+
+fn batched(path: &str, size: usize) -> BatchedWrite {
+    BatchedWrite {
+        path: p(path),
+        size: size as u64,
+        base_version: None,
+        create_new: false,
+    }
+}
+
+/// A first sync sends small files many to a request: each is written as
+/// its own `write` would be, refusals are per file, and the answer means
+/// every file written is durable.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_files_in_one_request_are_written_checked_and_durable_each() {
+    let runner = TestRunner::start();
+    let client = runner.client().await;
+    let v1 = client.write_file(&p("kept.txt"), b"one", None).await.unwrap();
+    client.write_file(&p("taken.txt"), b"mine", None).await.unwrap();
+    client.write_file(&p("saved.txt"), b"old", None).await.unwrap();
+    client
+        .write_file(&p("kept.txt"), b"two", Some(v1.clone()))
+        .await
+        .unwrap();
+    client.request(Op::CreateDir { path: p("src") }).await.unwrap();
+    // Larger than a chunk, so chunks and files do not line up.
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let saved = client.request(Op::Stat { path: p("saved.txt") }).await.unwrap();
+    let Reply::Entry { entry } = saved else {
+        panic!("{saved:?}")
+    };
+    let files: Vec<(BatchedWrite, &[u8])> = vec![
+        (
+            BatchedWrite {
+                create_new: true,
+                ..batched("src/a.py", 6)
+            },
+            b"print\n",
+        ),
+        (batched("big.bin", big.len()), &big),
+        (batched("empty", 0), b""),
+        (
+            BatchedWrite {
+                base_version: Some(v1),
+                ..batched("kept.txt", 5)
+            },
+            b"stale",
+        ),
+        (
+            BatchedWrite {
+                create_new: true,
+                ..batched("taken.txt", 6)
+            },
+            b"theirs",
+        ),
+        (batched("missing/dir/x", 1), b"x"),
+        (
+            BatchedWrite {
+                base_version: entry.version,
+                ..batched("saved.txt", 3)
+            },
+            b"new",
+        ),
+    ];
+    let outcomes = client.write_many(&files, true).await.unwrap();
+    let codes: Vec<Option<ErrorCode>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(_) => None,
+            Err(ClientError::Remote { code, .. }) => Some(*code),
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            None,
+            Some(ErrorCode::Conflict),
+            Some(ErrorCode::AlreadyExists),
+            Some(ErrorCode::NotFound),
+            None
+        ]
+    );
+    // Answered means durable: no waiting.
+    assert_eq!(runner.stored("src/a.py").unwrap(), b"print\n");
+    assert_eq!(runner.stored("big.bin").unwrap(), big);
+    assert_eq!(runner.stored("empty").unwrap(), b"");
+    assert_eq!(runner.stored("saved.txt").unwrap(), b"new");
+    // What was refused is untouched.
+    assert_eq!(std::fs::read(runner.workspace.join("kept.txt")).unwrap(), b"two");
+    assert_eq!(std::fs::read(runner.workspace.join("taken.txt")).unwrap(), b"mine");
+    assert!(!runner.workspace.join("missing").exists());
+    // The versions are the files' own: a write based on one goes through.
+    let Ok(version) = &outcomes[0] else { unreachable!() };
+    client
+        .write_file(&p("src/a.py"), b"print()\n", Some(version.clone()))
+        .await
+        .unwrap();
+    assert_eq!(client.write_many(&[], false).await.unwrap().len(), 0);
+}
+
+/// A request the runner cannot take whole is refused before any byte is
+/// written; bytes that do not fit abort the batch; a client leaving
+/// mid-batch leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_of_many_files_that_breaks_the_rules_writes_nothing() {
+    use cloudcode_proto::message::{WRITE_MANY_MAX_BYTES, WRITE_MANY_MAX_FILES};
+    let runner = TestRunner::start();
+    let mut client = runner.client().await;
+    client.write_file(&p("doc.txt"), b"original", None).await.unwrap();
+    let many = (0..=WRITE_MANY_MAX_FILES)
+        .map(|i| batched(&format!("f{i}"), 0))
+        .collect();
+    let refused = client
+        .request(Op::WriteMany {
+            files: many,
+            bulk: true,
+        })
+        .await;
+    assert_eq!(code_of(refused), ErrorCode::BadRequest);
+    let huge = vec![batched("a", WRITE_MANY_MAX_BYTES as usize), batched("b", 1)];
+    let refused = client
+        .request(Op::WriteMany {
+            files: huge,
+            bulk: true,
+        })
+        .await;
+    assert_eq!(code_of(refused), ErrorCode::TooLarge);
+    let twice = vec![batched("a", 0), batched("a", 0)];
+    let refused = client
+        .request(Op::WriteMany {
+            files: twice,
+            bulk: false,
+        })
+        .await;
+    assert_eq!(code_of(refused), ErrorCode::BadRequest);
+    let overflowing = vec![batched("a", usize::MAX), batched("b", usize::MAX)];
+    let refused = client
+        .request(Op::WriteMany {
+            files: overflowing,
+            bulk: false,
+        })
+        .await;
+    assert_eq!(code_of(refused), ErrorCode::TooLarge);
+
+    // A chunk past the sizes' sum ends the batch; nothing of it is written.
+    client
+        .send_text(r#"{"id":70,"op":"write_many","files":[{"path":"doc.txt","size":2},{"path":"n.txt","size":2}]}"#)
+        .unwrap();
+    let chunk = Frame::FileChunk {
+        transfer: 70,
+        offset: 0,
+        data: b"NNNNN".to_vec().into(),
+    };
+    client.send_binary(chunk.encode()).unwrap();
+    match next_incoming(&mut client).await {
+        Incoming::Error {
+            id: Some(70),
+            code: ErrorCode::BadRequest,
+            ..
+        } => {}
+        other => panic!("expected the batch refused, got {other:?}"),
+    }
+    // One batch's bytes at a time: a second before the first's bytes is
+    // refused, and the first is left for its bytes.
+    client
+        .send_text(r#"{"id":71,"op":"write_many","files":[{"path":"doc.txt","size":4}]}"#)
+        .unwrap();
+    let second = client
+        .request(Op::WriteMany {
+            files: vec![batched("other", 0)],
+            bulk: false,
+        })
+        .await;
+    assert_eq!(code_of(second), ErrorCode::BadRequest);
+    let half = Frame::FileChunk {
+        transfer: 71,
+        offset: 0,
+        data: b"NE".to_vec().into(),
+    };
+    client.send_binary(half.encode()).unwrap();
+    client.request(Op::Ping).await.unwrap();
+    client.close();
+    drop(client);
+
+    let again = runner.client().await;
+    again.request(Op::Ping).await.unwrap();
+    assert_eq!(list_tree(&runner.workspace), ["doc.txt"]);
+    assert_eq!(std::fs::read(runner.workspace.join("doc.txt")).unwrap(), b"original");
+    assert_eq!(runner.stored("doc.txt").unwrap(), b"original");
 }

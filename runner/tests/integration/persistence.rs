@@ -39,14 +39,16 @@ async fn files_made_by_terminal_programs_reach_storage() {
         &mut client,
         term,
         &mut screen,
-        "mv pkg moved && rm 'name with spaces ü.txt'",
+        "mv pkg moved && rm 'name with spaces ü.txt' && d=$(mktemp -d) && mkdir -p $d/in/deep && echo brought > $d/in/deep/f.txt && mv $d/in arrived",
         "moved",
     )
     .await;
-    eventually("rename and delete reflected", || {
+    // A directory moved in from outside brings files no event names.
+    eventually("rename, delete and move-in reflected", || {
         runner.stored("moved/sub/a.txt").is_some()
             && runner.stored("pkg/sub/a.txt").is_none()
             && runner.stored("name with spaces ü.txt").is_none()
+            && runner.stored("arrived/deep/f.txt").as_deref() == Some(b"brought\n")
     })
     .await;
 }

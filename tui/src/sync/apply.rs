@@ -24,9 +24,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cloudcode_proto::client::{ClientError, RunnerHandle};
-use cloudcode_proto::message::{ErrorCode, Op, WriteOptions};
+use cloudcode_proto::message::{BatchedWrite, ErrorCode, Op, WriteOptions};
 use cloudcode_proto::path::WorkspacePath;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 
 use super::beneath::{self, Parent};
 use super::model::{Node, hash_bytes};
@@ -49,6 +50,16 @@ const PARALLEL: usize = 512;
 const BYTES_IN_FLIGHT: u64 = 64 * 1024 * 1024;
 /// The unit the byte budget is counted in: a semaphore counts in `u32`.
 const BUDGET_UNIT: u64 = 1024;
+
+/// A wave's small new or changed files go to the runner many to a request
+/// (`write_many`): a request per file was three messages and a round of
+/// the runner's machinery each, most of a first sync's CPU. Files up to
+/// this size...
+const BATCHED_FILE: u64 = 256 * 1024;
+/// ...in requests of at most this many files...
+const BATCH_FILES: usize = 256;
+/// ...and bytes, well within the runner's limits.
+const BATCH_BYTES: u64 = 1024 * 1024;
 
 /// The bytes a wave may hold in memory at once, shared by its uploads.
 #[derive(Clone)]
@@ -272,41 +283,69 @@ impl Executor<'_> {
             // lifetime the compiler cannot prove), and the TUI runs the
             // sync as a task.
             let budget = ByteBudget::new(BYTES_IN_FLIGHT);
-            let jobs: Vec<_> = wave
+            let (batched, single): (Vec<&Change>, Vec<&Change>) = wave
                 .into_iter()
-                .map(|change| {
-                    let size = self
-                        .index
-                        .get(change.path())
-                        .and_then(|e| e.identity)
-                        .map_or(0, |identity| identity.size);
-                    let defer = match (&mut self.defer, change) {
-                        (
-                            Some(deferred),
-                            Change::Put {
-                                node: Node::File { executable: false, .. },
-                                ..
-                            },
-                        ) if defer_wave => {
-                            deferred.next += 1;
-                            Some((deferred.tx.clone(), deferred.next))
-                        }
-                        _ => None,
-                    };
-                    let job = RemoteJob {
+                .partition(|change| !defer_wave && self.batchable(change).is_some());
+            let mut jobs: Vec<_> = Vec::new();
+            let mut batch: Vec<BatchItem> = Vec::new();
+            let mut batch_bytes = 0u64;
+            for change in batched {
+                let Some(item) = self.batchable(change) else { continue };
+                if batch.len() == BATCH_FILES || batch_bytes + item.size > BATCH_BYTES {
+                    let job = BatchJob {
                         root: self.root,
                         handle: self.handle,
-                        version: self.remote.versions.get(change.path()).cloned(),
-                        defer,
-                        bulk: !defer_wave,
-                        size,
                         budget: budget.clone(),
+                        items: std::mem::take(&mut batch),
                     };
-                    async move { (change, job.apply(change).await) }
-                })
-                .collect();
+                    jobs.push(Either::Left(job.apply()));
+                    batch_bytes = 0;
+                }
+                batch_bytes += item.size;
+                batch.push(item);
+            }
+            if !batch.is_empty() {
+                let job = BatchJob {
+                    root: self.root,
+                    handle: self.handle,
+                    budget: budget.clone(),
+                    items: batch,
+                };
+                jobs.push(Either::Left(job.apply()));
+            }
+            for change in single {
+                let size = self
+                    .index
+                    .get(change.path())
+                    .and_then(|e| e.identity)
+                    .map_or(0, |identity| identity.size);
+                let defer = match (&mut self.defer, change) {
+                    (
+                        Some(deferred),
+                        Change::Put {
+                            node: Node::File { executable: false, .. },
+                            ..
+                        },
+                    ) if defer_wave => {
+                        deferred.next += 1;
+                        Some((deferred.tx.clone(), deferred.next))
+                    }
+                    _ => None,
+                };
+                let job = RemoteJob {
+                    root: self.root,
+                    handle: self.handle,
+                    version: self.remote.versions.get(change.path()).cloned(),
+                    defer,
+                    bulk: !defer_wave,
+                    size,
+                    budget: budget.clone(),
+                };
+                jobs.push(Either::Right(async move { vec![(change, job.apply(change).await)] }));
+            }
             let results: Vec<(&Change, Result<Recorded, Skip>)> = futures_util::stream::iter(jobs)
                 .buffer_unordered(PARALLEL)
+                .flat_map(futures_util::stream::iter)
                 .collect()
                 .await;
             for (change, result) in results {
@@ -339,6 +378,25 @@ impl Executor<'_> {
             }
         }
         Ok(outcome)
+    }
+
+    /// A file upload that may go in a `write_many`: new content, small.
+    fn batchable<'c>(&self, change: &'c Change) -> Option<BatchItem<'c>> {
+        let Change::Put {
+            path,
+            node: Node::File { hash, .. },
+            was,
+        } = change
+        else {
+            return None;
+        };
+        let content_known = matches!(was, Some(Node::File { hash: h, .. }) if h == hash);
+        let size = self.index.get(path)?.identity?.size;
+        (!content_known && size <= BATCHED_FILE).then(|| BatchItem {
+            change,
+            size,
+            version: self.remote.versions.get(path).cloned(),
+        })
     }
 
     async fn make_copy(&mut self, copy: &ConflictCopy) -> Result<(), Skip> {
@@ -714,6 +772,144 @@ impl RemoteJob<'_> {
                 })
             }
         }
+    }
+}
+
+/// One file of a [`BatchJob`].
+struct BatchItem<'c> {
+    change: &'c Change,
+    /// As scanned.
+    size: u64,
+    /// The version the plan saw.
+    version: Option<String>,
+}
+
+/// Small uploads of a bulk wave, sent in one `write_many`. Each file is
+/// guarded as [`RemoteJob`] guards one: hashed again as read, sent with
+/// the version replaced (or as new), refused alone.
+struct BatchJob<'a, 'c> {
+    root: &'a Path,
+    handle: &'a RunnerHandle,
+    budget: ByteBudget,
+    items: Vec<BatchItem<'c>>,
+}
+
+impl<'c> BatchJob<'_, 'c> {
+    async fn apply(self) -> Vec<(&'c Change, Result<Recorded, Skip>)> {
+        let total = self.items.iter().map(|item| item.size).sum();
+        // Held until answered.
+        let Ok(_held) = self.budget.hold(total).await else {
+            return self
+                .items
+                .iter()
+                .map(|item| (item.change, Err(because("the sync is stopping"))))
+                .collect();
+        };
+        let mut results: Vec<(&'c Change, Option<Result<Recorded, Skip>>)> =
+            self.items.iter().map(|item| (item.change, None)).collect();
+        let mut sent = Vec::with_capacity(self.items.len());
+        let mut contents = Vec::with_capacity(self.items.len());
+        for (i, item) in self.items.iter().enumerate() {
+            match self.prepare(item) {
+                Ok((file, bytes)) => {
+                    sent.push(i);
+                    contents.push((file, bytes));
+                }
+                Err(skip) => results[i].1 = Some(Err(skip)),
+            }
+        }
+        let files: Vec<(BatchedWrite, &[u8])> = contents.iter().map(|(f, b)| (f.clone(), b.as_slice())).collect();
+        match self.handle.write_many(&files, true).await {
+            Ok(outcomes) => {
+                for (i, outcome) in sent.into_iter().zip(outcomes) {
+                    results[i].1 = Some(self.recorded(self.items[i].change, outcome).await);
+                }
+            }
+            Err(e) => {
+                for i in sent {
+                    results[i].1 = Some(Err(Skip::Runner(copy_error(&e))));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|(change, result)| (change, result.unwrap_or_else(|| Err(because("not sent")))))
+            .collect()
+    }
+
+    /// Reads one file and checks it is still what was planned.
+    fn prepare(&self, item: &BatchItem) -> Result<(BatchedWrite, Vec<u8>), Skip> {
+        let Change::Put {
+            path,
+            node: Node::File { hash, .. },
+            was,
+        } = item.change
+        else {
+            return Err(because("not a file upload"));
+        };
+        let bytes = beneath::read_expecting(self.root, path, item.size).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
+            _ => e.into(),
+        })?;
+        if &hash_bytes(&bytes) != hash {
+            return Err(Skip::LocalChanged);
+        }
+        let (base_version, create_new) = match was {
+            // Never a blind overwrite: without the version replaced, look
+            // again first.
+            Some(Node::File { .. }) => (Some(item.version.clone().ok_or(Skip::RemoteChanged)?), false),
+            _ => (None, true),
+        };
+        let file = BatchedWrite {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            base_version,
+            create_new,
+        };
+        Ok((file, bytes))
+    }
+
+    /// What one file's outcome means for the views.
+    async fn recorded(&self, change: &Change, outcome: Result<String, ClientError>) -> Result<Recorded, Skip> {
+        let Change::Put { path, node, .. } = change else {
+            return Err(because("not a file upload"));
+        };
+        let version = match outcome {
+            Ok(version) => version,
+            Err(ClientError::Remote {
+                code: ErrorCode::Conflict | ErrorCode::AlreadyExists,
+                ..
+            }) => return Err(Skip::RemoteChanged),
+            Err(e) => return Err(e.into()),
+        };
+        // A write makes a new file without the bit.
+        if let Node::File { executable: true, .. } = node {
+            let op = Op::SetExecutable {
+                path: path.clone(),
+                executable: true,
+            };
+            self.handle.request(op).await?;
+        }
+        Ok(Recorded {
+            path: path.clone(),
+            node: Some(node.clone()),
+            version: Some(version),
+            deferred: None,
+        })
+    }
+}
+
+/// The same failure again, for each file of a batch it ended.
+fn copy_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Connect(why) => ClientError::Connect(why.clone()),
+        ClientError::Remote { code, message } => ClientError::Remote {
+            code: *code,
+            message: message.clone(),
+        },
+        ClientError::Closed => ClientError::Closed,
+        ClientError::Unexpected(reply) => ClientError::Unexpected(reply.clone()),
+        ClientError::Malformed(why) => ClientError::Malformed(why.clone()),
     }
 }
 

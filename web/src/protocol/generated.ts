@@ -16,6 +16,11 @@ create_new?: boolean,
  * save made meanwhile does not wait behind them. Still answered
  * once durable.
  */
+bulk?: boolean, } | { "op": "write_many", files: Array<BatchedWrite>, 
+/**
+ * As for [`Op::Write`]: persisted with the backlog, in its
+ * batches, so a save made meanwhile goes ahead.
+ */
 bulk?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
 /**
  * Refuse with `conflict` unless the path is a file of this version
@@ -57,6 +62,11 @@ create_new?: boolean,
  * save made meanwhile does not wait behind them. Still answered
  * once durable.
  */
+bulk?: boolean, } | { "op": "write_many", files: Array<BatchedWrite>, 
+/**
+ * As for [`Op::Write`]: persisted with the backlog, in its
+ * batches, so a save made meanwhile goes ahead.
+ */
 bulk?: boolean, } | { "op": "create_dir", path: string, } | { "op": "rename", from: string, to: string, overwrite?: boolean, } | { "op": "delete", path: string, recursive?: boolean, 
 /**
  * Refuse with `conflict` unless the path is a file of this version
@@ -85,7 +95,7 @@ flow_window?: number, } | { "op": "term_detach", term: number, } | { "op": "term
 
 export type ServerMessage = { "type": "response", id: number, result: Reply, } | { "type": "error", id?: number, code: ErrorCode, message: string, } | { "type": "event" } & Event;
 
-export type Reply = { "kind": "entries", entries: Array<Entry>, } | { "kind": "entry", entry: Entry, } | { "kind": "read_started", size: number, version: string, } | { "kind": "written", version: string, } | { "kind": "done" } | { "kind": "term_opened", term: number, } | { "kind": "term_attached", term: number, cols: number, rows: number, } | { "kind": "terms", terms: Array<TermInfo>, } | { "kind": "storage", status: StorageStatus, } | { "kind": "pong" } | { "kind": "manifest_started", size: number, entries: number, };
+export type Reply = { "kind": "entries", entries: Array<Entry>, } | { "kind": "entry", entry: Entry, } | { "kind": "read_started", size: number, version: string, } | { "kind": "written", version: string, } | { "kind": "written_many", files: Array<WriteOutcome>, } | { "kind": "done" } | { "kind": "term_opened", term: number, } | { "kind": "term_attached", term: number, cols: number, rows: number, } | { "kind": "terms", terms: Array<TermInfo>, } | { "kind": "storage", status: StorageStatus, } | { "kind": "pong" } | { "kind": "manifest_started", size: number, entries: number, };
 
 export type Event = { "event": "welcome", protocol: number, project: string, 
 /**
@@ -125,6 +135,10 @@ target?: string,
  * Opaque; changes whenever the content does. Files only.
  */
 version?: string, };
+
+export type BatchedWrite = { path: string, size: number, base_version?: string, create_new?: boolean, };
+
+export type WriteOutcome = { "outcome": "written", version: string, } | { "outcome": "refused", code: ErrorCode, message: string, };
 
 export type ChangeKind = "created" | "modified" | "removed";
 
