@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::message::{
     BatchedWrite, ErrorCode, Event, ManifestEntry, Op, Reply, Request, ServerMessage, TermId, WriteOptions,
     WriteOutcome,
@@ -294,33 +294,26 @@ impl RunnerHandle {
         self.send_request(id, Op::WriteMany { files: announced, bulk })?;
         // The files' bytes one after another, cut into chunks regardless of
         // where one file ends: a chunk per file would be a message per file.
-        let mut offset = 0u64;
-        let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
-        let send = |chunk: &mut Vec<u8>, offset: &mut u64| {
-            let data = Bytes::from(std::mem::replace(chunk, Vec::with_capacity(UPLOAD_CHUNK)));
-            let len = data.len() as u64;
-            let frame = Frame::FileChunk {
-                transfer: id,
-                offset: *offset,
-                data,
-            };
-            *offset += len;
-            self.send_binary(frame.encode())
-        };
+        let total: usize = files.iter().map(|(_, data)| data.len()).sum();
+        let frame_at = |offset: usize| frame::file_chunk_frame(id, offset as u64, UPLOAD_CHUNK.min(total - offset));
+        let mut offset = 0usize;
+        let mut chunk = frame_at(0);
         for &(_, data) in files {
             let mut data = data;
             while !data.is_empty() {
-                let room = UPLOAD_CHUNK - chunk.len();
+                let room = frame::FILE_CHUNK_HEADER + UPLOAD_CHUNK - chunk.len();
                 let (now, later) = data.split_at(room.min(data.len()));
                 chunk.extend_from_slice(now);
+                offset += now.len();
                 data = later;
-                if chunk.len() == UPLOAD_CHUNK {
-                    send(&mut chunk, &mut offset)?;
+                if chunk.len() == frame::FILE_CHUNK_HEADER + UPLOAD_CHUNK && offset < total {
+                    let full = std::mem::replace(&mut chunk, frame_at(offset));
+                    self.send_binary(full.freeze())?;
                 }
             }
         }
-        if !chunk.is_empty() {
-            send(&mut chunk, &mut offset)?;
+        if total > 0 {
+            self.send_binary(chunk.freeze())?;
         }
         let outcomes = match rx.await.map_err(|_| ClientError::Closed)?? {
             Reply::WrittenMany { files: outcomes } if outcomes.len() == files.len() => outcomes,

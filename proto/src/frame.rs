@@ -102,15 +102,26 @@ impl Frame {
             Frame::TermInput { term, data } => encode_term(KIND_TERM_INPUT, *term, None, data),
             Frame::TermAck { term, seq } => encode_term(KIND_TERM_ACK, *term, Some(*seq), &[]),
             Frame::FileChunk { transfer, offset, data } => {
-                let mut out = BytesMut::with_capacity(17 + data.len());
-                out.put_u8(KIND_FILE_CHUNK);
-                out.put_u64(*transfer);
-                out.put_u64(*offset);
+                let mut out = file_chunk_frame(*transfer, *offset, data.len());
                 out.extend_from_slice(data);
                 out.freeze()
             }
         }
     }
+}
+
+/// Bytes before a file chunk's payload: kind, transfer, offset.
+pub const FILE_CHUNK_HEADER: usize = 17;
+
+/// A file-chunk frame's header, in a buffer with room for `capacity` bytes
+/// of payload: a sender gathering a chunk from many files appends them
+/// straight after it (one copy, where [`Frame::encode`] would be a second).
+pub fn file_chunk_frame(transfer: u64, offset: u64, capacity: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(FILE_CHUNK_HEADER + capacity);
+    out.put_u8(KIND_FILE_CHUNK);
+    out.put_u64(transfer);
+    out.put_u64(offset);
+    out
 }
 
 /// Encodes a terminal frame straight from a borrowed slice, so the runner's
@@ -172,7 +183,10 @@ mod tests {
         );
         assert_eq!(
             Frame::decode(Bytes::from_static(b"\x04\x00\x01")),
-            Err(FrameError::Truncated { kind: 4, header: 17 })
+            Err(FrameError::Truncated {
+                kind: 4,
+                header: FILE_CHUNK_HEADER
+            })
         );
         assert_eq!(
             Frame::decode(Bytes::from_static(b"\x05\x00\x00\x00\x01\x00\x00")),

@@ -800,12 +800,31 @@ impl Connection {
         self.workspace
             .then_holding(held, move |ws| {
                 let mut at = 0usize;
+                // New files are made in their directory opened once for
+                // each run of them (a first sync sends a directory's files
+                // together); anything else takes a write's own path.
+                let mut parent: Option<(WorkspacePath, cap_std::fs::Dir)> = None;
                 let written = batch
                     .files
                     .iter()
                     .map(|file| {
                         let content = &batch.bytes[at..at + file.size as usize];
                         at += file.size as usize;
+                        if file.create_new && file.base_version.is_none() {
+                            let dir_path = file.path.parent().unwrap_or_default();
+                            if parent.as_ref().is_none_or(|(open, _)| *open != dir_path) {
+                                parent = ws.open_parent_of(&file.path).map(|dir| (dir_path, dir));
+                            }
+                            let made = parent
+                                .as_ref()
+                                .and_then(|(_, dir)| ws.create_in(dir, &file.path, content, max));
+                            if let Some(committed) = made {
+                                if let Some((meta, hash)) = committed.content {
+                                    HashCache::shared().remember(file.path.clone(), &meta, hash);
+                                }
+                                return Ok((file.path.clone(), committed.version));
+                            }
+                        }
                         write_whole(ws, file, content, max)
                     })
                     .collect();

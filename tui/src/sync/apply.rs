@@ -12,7 +12,10 @@
 //!   folder's root, so a link on the way never leads it outside
 //!   ([`super::beneath`]);
 //! - content is hashed again as it is sent or received: what travels is what
-//!   was planned, or the change is left for the next round.
+//!   was planned, or the change is left for the next round. Small files sent
+//!   many to a request are checked by identity instead (size, mtime, ctime
+//!   and inode as they were hashed, looked at once read), as an unchanged
+//!   folder is: the scan hashed them a moment before.
 //!
 //! A change that fails is reported and left: the views are updated only
 //! with what happened, so the next round decides it again.
@@ -391,10 +394,11 @@ impl Executor<'_> {
             return None;
         };
         let content_known = matches!(was, Some(Node::File { hash: h, .. }) if h == hash);
-        let size = self.index.get(path)?.identity?.size;
-        (!content_known && size <= BATCHED_FILE).then(|| BatchItem {
+        let identity = self.index.get(path)?.identity?;
+        (!content_known && identity.size <= BATCHED_FILE).then(|| BatchItem {
             change,
-            size,
+            size: identity.size,
+            identity,
             version: self.remote.versions.get(path).cloned(),
         })
     }
@@ -780,6 +784,8 @@ struct BatchItem<'c> {
     change: &'c Change,
     /// As scanned.
     size: u64,
+    /// As hashed.
+    identity: Identity,
     /// The version the plan saw.
     version: Option<String>,
 }
@@ -809,8 +815,10 @@ impl<'c> BatchJob<'_, 'c> {
             self.items.iter().map(|item| (item.change, None)).collect();
         let mut sent = Vec::with_capacity(self.items.len());
         let mut contents = Vec::with_capacity(self.items.len());
+        // Planned in path order: a directory's files come together.
+        let mut parent = None;
         for (i, item) in self.items.iter().enumerate() {
-            match self.prepare(item) {
+            match self.prepare(item, &mut parent) {
                 Ok((file, bytes)) => {
                     sent.push(i);
                     contents.push((file, bytes));
@@ -837,21 +845,36 @@ impl<'c> BatchJob<'_, 'c> {
             .collect()
     }
 
-    /// Reads one file and checks it is still what was planned.
-    fn prepare(&self, item: &BatchItem) -> Result<(BatchedWrite, Vec<u8>), Skip> {
+    /// Reads one file and checks it is still what was planned; `parent` is
+    /// the directory the last file was read from.
+    fn prepare(
+        &self,
+        item: &BatchItem,
+        parent: &mut Option<(WorkspacePath, beneath::Dir)>,
+    ) -> Result<(BatchedWrite, Vec<u8>), Skip> {
         let Change::Put {
             path,
-            node: Node::File { hash, .. },
+            node: Node::File { .. },
             was,
         } = item.change
         else {
             return Err(because("not a file upload"));
         };
-        let bytes = beneath::read_expecting(self.root, path, item.size).map_err(|e| match e.raw_os_error() {
+        let gone = |e: std::io::Error| match e.raw_os_error() {
             Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Skip::LocalChanged,
             _ => e.into(),
-        })?;
-        if &hash_bytes(&bytes) != hash {
+        };
+        let dir_path = path.parent().unwrap_or_default();
+        let dir = match parent.take() {
+            Some((at, dir)) if at == dir_path => dir,
+            _ => beneath::open(self.root, &dir_path).map_err(gone)?,
+        };
+        let name = beneath::c_name(path.file_name().unwrap_or_default())?;
+        let read = beneath::read_in(&dir, &name, item.size);
+        *parent = Some((dir_path, dir));
+        let (bytes, meta) = read.map_err(gone)?;
+        // The content hashed as `hash` had this identity.
+        if Identity::of(&meta) != item.identity || bytes.len() as u64 != item.size {
             return Err(Skip::LocalChanged);
         }
         let (base_version, create_new) = match was {

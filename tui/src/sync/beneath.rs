@@ -341,6 +341,18 @@ pub fn read_expecting(root: &Path, path: &WorkspacePath, size: u64) -> io::Resul
     Ok(bytes)
 }
 
+/// [`read_expecting`] of `name` in an open directory, with the file's
+/// metadata as it was once read: a caller reading many files of one
+/// directory opens it once.
+pub fn read_in(dir: &Dir, name: &CStr, size: u64) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    let mut file = dir.open_file(name)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    Read::by_ref(&mut file).take(u64::MAX).read_to_end(&mut bytes)?;
+    let meta = file.metadata()?;
+    Ok((bytes, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

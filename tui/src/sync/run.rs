@@ -897,11 +897,20 @@ impl Sync<'_> {
                 self.print_plan(&plan);
                 return Ok(if plan.conflicts() > 0 { EXIT_CONFLICTS } else { 0 });
             }
-            let did = self.round(handle, plan, None).await?;
-            if !did {
-                // Agreed as of a look the watches cover.
-                self.first_look = watch.is_none();
-                break;
+            let ran = self.round(handle, plan, None).await?;
+            match ran {
+                Ran::Nothing => {
+                    // Agreed as of a look the watches cover.
+                    self.first_look = watch.is_none();
+                    break;
+                }
+                // `--once` is one reconcile: what changes while it runs is
+                // the next run's, as it would be a moment after it ended.
+                // A round that only put the folder's content in the sandbox,
+                // all of it, agreed; looking again at 10,000 files, and the
+                // sandbox's manifest of them, was a sixth of a first sync.
+                Ran::Settled if watch.is_none() => break,
+                Ran::Settled | Ran::Again => {}
             }
         }
         if !self.unsettled.is_empty() {
@@ -944,20 +953,20 @@ impl Sync<'_> {
             }
     }
 
-    /// One plan carried out; false when there was nothing to do.
+    /// One plan carried out.
     async fn round(
         &mut self,
         handle: &RunnerHandle,
         plan: Plan,
         scope: Option<&BTreeSet<WorkspacePath>>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Ran> {
         self.last_conflicts = plan.conflicts();
         for notice in &plan.notices {
             self.report.warn(&describe_notice(notice));
         }
         if plan.is_empty() {
             self.advance(scope)?;
-            return Ok(false);
+            return Ok(Ran::Nothing);
         }
         self.check_deletions(&plan)?;
         let total = plan.local.len() + plan.remote.len() + plan.copies.len();
@@ -1012,7 +1021,14 @@ impl Sync<'_> {
         self.last_copies.extend(stale_remote);
         let stale = !outcome.stale_local.is_empty() || !outcome.stale_remote.is_empty();
         self.advance(scope)?;
-        Ok(outcome.done > 0 || !outcome.copies.is_empty() || stale)
+        let did = outcome.done > 0 || !outcome.copies.is_empty() || stale;
+        let only_sandbox = plan.local.is_empty() && plan.copies.is_empty() && plan.conflicts() == 0;
+        let all_of_it = outcome.skipped.is_empty() && !stale && outcome.deferred.is_empty();
+        Ok(match (did, only_sandbox && all_of_it) {
+            (false, _) => Ran::Nothing,
+            (true, true) => Ran::Settled,
+            (true, false) => Ran::Again,
+        })
     }
 
     /// Stops a round that would delete a lot, or empty a side.
@@ -1257,7 +1273,7 @@ impl Sync<'_> {
             if self.await_in_flight(handle, &plan, writes, dirty_remote).await? {
                 plan = self.plan_in(scope.as_ref());
             }
-            let more = self.round(handle, plan, scope.as_ref()).await?;
+            let more = !matches!(self.round(handle, plan, scope.as_ref()).await?, Ran::Nothing);
             if !more {
                 break;
             }
@@ -1348,6 +1364,18 @@ fn describe_outcome(plan: &Plan, outcome: &Outcome) -> String {
         ));
     }
     line
+}
+
+/// How a round ended.
+enum Ran {
+    /// Nothing was left to do.
+    Nothing,
+    /// It put the folder's content in the sandbox, every change of its
+    /// plan: the sides agree as of the looks it planned from.
+    Settled,
+    /// Something may be left: changes in the folder (a download can bring
+    /// an ignore file), conflict copies, refusals, changes seen meanwhile.
+    Again,
 }
 
 enum LocalEvent {
