@@ -27,13 +27,14 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::files::{FileError, PendingWrite, Workspace};
+use crate::files::{Committed, FileError, PendingWrite, Workspace};
 use crate::manifest::HashCache;
 use crate::state::RunnerState;
 use crate::terminal::flow::Window;
 use crate::terminal::scrollback::Next;
 use crate::terminal::{READ_CHUNK, Terminal};
 use crate::workspace_queue::WorkspaceQueue;
+use cloudcode_proto::sync::persister::Written;
 
 const CONTROL_QUEUE: usize = 64;
 /// Terminal frames are at most 64 KiB: this bounds a stalled client's
@@ -91,14 +92,30 @@ fn commit(ws: &Workspace, slot: &mut UploadSlot) {
     }
 }
 
+/// A file of a `write_many` once written: its version, and where it is
+/// with what storage may take instead of reading it back.
+struct BatchWritten {
+    version: String,
+    written: Written,
+}
+
+/// What a committed write of `content` at `target` leaves: its hash for
+/// the manifest, its bytes for storage (when nothing touched the file
+/// between the two looks at it).
+fn kept(target: WorkspacePath, committed: Committed, content: Bytes) -> BatchWritten {
+    let content = committed.content.map(|(meta, hash)| {
+        HashCache::shared().remember(target.clone(), &meta, hash);
+        (meta, content)
+    });
+    BatchWritten {
+        version: committed.version,
+        written: Written { path: target, content },
+    }
+}
+
 /// Writes one whole file of a `write_many` as a `write` of it would:
 /// through a temporary file, checked as the write takes effect.
-fn write_whole(
-    ws: &Workspace,
-    file: &BatchedWrite,
-    content: &[u8],
-    max: u64,
-) -> Result<(WorkspacePath, String), FileError> {
+fn write_whole(ws: &Workspace, file: &BatchedWrite, content: Bytes, max: u64) -> Result<BatchWritten, FileError> {
     let mut pending = ws.begin_write(
         &file.path,
         file.size,
@@ -106,16 +123,13 @@ fn write_whole(
         file.base_version.as_deref(),
         file.create_new,
     )?;
-    if let Err(e) = pending.append(content) {
+    if let Err(e) = pending.append(&content) {
         pending.abort(ws);
         return Err(chunk_not_written(e));
     }
     let target = pending.target().clone();
     let committed = pending.commit(ws)?;
-    if let Some((meta, hash)) = committed.content {
-        HashCache::shared().remember(target.clone(), &meta, hash);
-    }
-    Ok((target, committed.version))
+    Ok(kept(target, committed, content))
 }
 
 /// Why a `write_many` is refused before any byte of it is taken.
@@ -799,6 +813,7 @@ impl Connection {
         let held = batch.bytes.len();
         self.workspace
             .then_holding(held, move |ws| {
+                let bytes = Bytes::from(batch.bytes);
                 let mut at = 0usize;
                 // New files are made in their directory opened once for
                 // each run of them (a first sync sends a directory's files
@@ -808,7 +823,7 @@ impl Connection {
                     .files
                     .iter()
                     .map(|file| {
-                        let content = &batch.bytes[at..at + file.size as usize];
+                        let content = bytes.slice(at..at + file.size as usize);
                         at += file.size as usize;
                         if file.create_new && file.base_version.is_none() {
                             let dir_path = file.path.parent().unwrap_or_default();
@@ -817,12 +832,9 @@ impl Connection {
                             }
                             let made = parent
                                 .as_ref()
-                                .and_then(|(_, dir)| ws.create_in(dir, &file.path, content, max));
+                                .and_then(|(_, dir)| ws.create_in(dir, &file.path, &content, max));
                             if let Some(committed) = made {
-                                if let Some((meta, hash)) = committed.content {
-                                    HashCache::shared().remember(file.path.clone(), &meta, hash);
-                                }
-                                return Ok((file.path.clone(), committed.version));
+                                return Ok(kept(file.path.clone(), committed, content));
                             }
                         }
                         write_whole(ws, file, content, max)
@@ -835,28 +847,29 @@ impl Connection {
 
     /// Answers a `write_many` once each of its files is written and
     /// durable, or refused.
-    fn answer_batch(
-        &self,
-        id: u64,
-        bulk: bool,
-        written: oneshot::Receiver<Vec<Result<(WorkspacePath, String), FileError>>>,
-    ) {
+    fn answer_batch(&self, id: u64, bulk: bool, written: oneshot::Receiver<Vec<Result<BatchWritten, FileError>>>) {
         let state = self.state.clone();
         let out = self.out.clone();
         tokio::spawn(async move {
-            let Ok(written) = written.await else {
+            let Ok(mut written) = written.await else {
                 let error = FileError::new(ErrorCode::Internal, "the write_many failed in the runner");
                 return out.reply(id, Err(error)).await;
             };
-            let targets = written
-                .iter()
-                .filter_map(|w| w.as_ref().ok().map(|(target, _)| target.clone()))
+            // Each file written, in order, with its bytes when storage may
+            // take them.
+            let files = written
+                .iter_mut()
+                .filter_map(|w| w.as_mut().ok())
+                .map(|w| Written {
+                    path: w.written.path.clone(),
+                    content: w.written.content.take(),
+                })
                 .collect();
-            let mut durable = state.persister.persist_many(targets, bulk).await.into_iter();
+            let mut durable = state.persister.persist_written(files, bulk).await.into_iter();
             let files = written
                 .into_iter()
                 .map(|w| match w {
-                    Ok((_, version)) => match durable.next() {
+                    Ok(BatchWritten { version, .. }) => match durable.next() {
                         Some(Ok(())) => WriteOutcome::Written { version },
                         Some(Err(e)) => WriteOutcome::Refused {
                             code: ErrorCode::Storage,

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use crate::message::{ChangeKind, FsChange, SkippedChange, StorageStatus};
 use crate::path::{RESERVED_PREFIX, WorkspacePath};
 use crate::storage::{KeyPrefix, ObjectKey, ObjectStore, PutSource, StorageError};
+use bytes::Bytes;
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot, watch};
@@ -83,6 +84,9 @@ const PARALLEL_RESTORES: usize = 2;
 const PARALLEL_BULK_WHEN_QUIET: usize = 2;
 /// The drain rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Bytes of clients' writes held for storage at once (see
+/// [`Persister::persist_written`]); beyond it storage reads them back.
+const WRITTEN_HELD: usize = 64 * 1024 * 1024;
 /// Skipped changes listed in the status (the count is always complete).
 const SKIPPED_LISTED: usize = 100;
 
@@ -235,6 +239,24 @@ enum Mark {
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// A client's write held for storage: what the file holds while it is as
+/// `stamp` says.
+struct Held {
+    stamp: Stamp,
+    bytes: Bytes,
+    /// The last plan of the path found it as written: the bytes are what
+    /// it planned to store.
+    planned: bool,
+}
+
+/// A file a client's write just made.
+pub struct Written {
+    pub path: WorkspacePath,
+    /// The file's metadata once in place and the bytes written, when
+    /// nothing touched it between the write and that look.
+    pub content: Option<(Metadata, Bytes)>,
+}
+
 /// The persister's queues, most urgent first. A path waits in one of them:
 /// the most urgent one it was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -294,6 +316,11 @@ struct SyncState {
     last_error: Option<String>,
     /// Changes that cannot be stored, by path.
     skipped: BTreeMap<String, String>,
+    /// What clients' writes just put in files, by path, for storage to take
+    /// instead of reading the files back (see [`Persister::persist_written`]).
+    written: HashMap<WorkspacePath, Held>,
+    /// Their bytes, bounded by [`WRITTEN_HELD`].
+    written_bytes: usize,
     /// What the workspace's modes, links and empty directories are, and
     /// what storage last received of them.
     manifest: Manifest,
@@ -853,6 +880,37 @@ impl Persister {
     /// their own, so that a save made meanwhile does not wait behind them.
     pub async fn persist_bulk(&self, path: WorkspacePath) -> Result<(), NotPersisted> {
         self.wait_durable(path, Lane::ClientBulk).await
+    }
+
+    /// [`Persister::persist_many`] of files a client's write just made,
+    /// whose bytes are still in memory: storage takes them from there, not
+    /// from the files again (an open, a read and a close each, for every
+    /// file of a first sync), as long as each file is found as written when
+    /// it is planned.
+    pub async fn persist_written(&self, files: Vec<Written>, bulk: bool) -> Vec<Result<(), NotPersisted>> {
+        let paths = {
+            let mut state = self.lock();
+            files
+                .into_iter()
+                .map(|Written { path, content }| {
+                    if let Some((meta, bytes)) = content
+                        && state.written_bytes + bytes.len() <= WRITTEN_HELD
+                    {
+                        state.written_bytes += bytes.len();
+                        let held = Held {
+                            stamp: Stamp::of(&meta),
+                            bytes,
+                            planned: false,
+                        };
+                        if let Some(old) = state.written.insert(path.clone(), held) {
+                            state.written_bytes -= old.bytes.len();
+                        }
+                    }
+                    path
+                })
+                .collect()
+        };
+        self.persist_many(paths, bulk).await
     }
 
     /// [`Persister::persist`] (or, with `bulk`, [`Persister::persist_bulk`])
@@ -1525,6 +1583,9 @@ impl Persister {
             self.dir.symlink_metadata(path.as_relative_fs_path())
         };
         let mut plan = Plan::default();
+        if !meta.as_ref().is_ok_and(Metadata::is_file) {
+            Self::forget_written(&mut self.lock(), path);
+        }
         match meta {
             Ok(meta) if meta.is_file() => {
                 plan.deletes = self.stored_below(path);
@@ -1532,6 +1593,12 @@ impl Persister {
                 let mut state = self.lock();
                 if state.stored.get(path.as_str()) != Some(&stamp) {
                     plan.uploads.push(path.clone());
+                }
+                if let Some(held) = state.written.get_mut(path) {
+                    held.planned = held.stamp == stamp;
+                    if !held.planned {
+                        Self::forget_written(&mut state, path);
+                    }
                 }
                 if self.metadata {
                     let m = &mut state.manifest;
@@ -1653,6 +1720,13 @@ impl Persister {
 
     /// True when a directory on the way to `path` is a symbolic link;
     /// `cache` remembers the answers of one round.
+    /// Drops what a client's write left for storage at `path`.
+    fn forget_written(state: &mut SyncState, path: &WorkspacePath) -> Option<Held> {
+        let held = state.written.remove(path)?;
+        state.written_bytes -= held.bytes.len();
+        Some(held)
+    }
+
     fn through_symlink(&self, path: &WorkspacePath, cache: &mut HashMap<WorkspacePath, bool>) -> bool {
         let mut dir = path.parent();
         while let Some(d) = dir.filter(|d| !d.is_root()) {
@@ -1789,6 +1863,20 @@ impl Persister {
                     Ok(key) => key,
                     Err(e) => return Prepared::Step(self.skip(path, e.to_string())),
                 };
+                {
+                    let mut state = self.lock();
+                    if state.written.get(path).is_some_and(|held| held.planned)
+                        && let Some(held) = Self::forget_written(&mut state, path)
+                    {
+                        bytes += held.bytes.len() as u64;
+                        let stamp = held.stamp;
+                        return Prepared::Ready {
+                            key,
+                            source: PutSource::Bytes(held.bytes),
+                            stamp,
+                        };
+                    }
+                }
                 let file = match open_to_persist(&self.dir, path) {
                     Ok(file) => file,
                     // Gone meanwhile: the event for that reconciles it.
