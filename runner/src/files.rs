@@ -335,49 +335,32 @@ impl Workspace {
 
     /// Makes `path` with `content` in `dir` (its directory, opened by
     /// [`Workspace::open_parent_of`]) where nothing is: a `create_new`
-    /// write whose bytes are all here, in seven system calls on one open
+    /// write whose bytes are all here, in a few system calls on one open
     /// directory instead of the general path's three resolutions of the
     /// path. `None` when that did not go through (something is there, the
     /// disk is full, ...): nothing was made, and the general path (which
     /// answers each case as it always has) is the one to take.
     pub fn create_in(&self, dir: &Dir, path: &WorkspacePath, content: &[u8], max_size: u64) -> Option<Committed> {
-        use std::ffi::CString;
-        use std::io::Write;
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Whether unnamed files can be made and linked here (`O_TMPFILE`
+        /// and `/proc`); found out once.
+        static UNNAMED: AtomicBool = AtomicBool::new(true);
         if content.len() as u64 > max_size || self.check_storable(path).is_err() {
             return None;
         }
-        let name = CString::new(path.file_name()?).ok()?;
-        let fd = dir.as_raw_fd();
-        let (tmp, file) = (0..9).find_map(|_| {
-            let tmp = CString::new(format!("{RESERVED_PREFIX}{}", temporary_number())).ok()?;
-            // SAFETY: a descriptor `dir` owns and a NUL-terminated name;
-            // the descriptor returned is owned by the File below.
-            let opened = unsafe {
-                libc::openat(
-                    fd,
-                    tmp.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    0o666,
-                )
-            };
-            // SAFETY: just returned by the kernel, owned by no one else.
-            (opened >= 0).then(|| (tmp, unsafe { std::fs::File::from_raw_fd(opened) }))
-        })?;
-        // SAFETY (each call below): the descriptor `dir` owns and
-        // NUL-terminated names.
-        let drop_tmp = || unsafe { libc::unlinkat(fd, tmp.as_ptr(), 0) };
-        let mut file = file;
-        let Ok(before) = file.write_all(content).and_then(|()| Metadata::from_file(&file)) else {
-            drop_tmp();
-            return None;
+        let name = std::ffi::CString::new(path.file_name()?).ok()?;
+        let placed = match UNNAMED.load(Ordering::Relaxed) {
+            true => place_unnamed(dir, &name, content),
+            false => Placed::Unsupported,
         };
-        // Refused at once if anything is at the name: nothing is replaced.
-        if unsafe { libc::linkat(fd, tmp.as_ptr(), fd, name.as_ptr(), 0) } != 0 {
-            drop_tmp();
-            return None;
-        }
-        drop_tmp();
+        let (file, before) = match placed {
+            Placed::Done(file, before) => (file, before),
+            Placed::Refused => return None,
+            Placed::Unsupported => {
+                UNNAMED.store(false, Ordering::Relaxed);
+                place_named(dir, &name, content)?
+            }
+        };
         // A program writing to it since would have changed its mtime or size.
         let content = Metadata::from_file(&file)
             .ok()
@@ -522,6 +505,106 @@ fn exchange(dir: &Dir, a: &Path, b: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// How [`place_unnamed`] went.
+enum Placed {
+    /// At its name, with its metadata once written.
+    Done(std::fs::File, Metadata),
+    /// Not made: the general path answers why.
+    Refused,
+    /// This kernel, file system or sandbox cannot do it that way.
+    Unsupported,
+}
+
+/// Writes `content` to a file without a name (`O_TMPFILE`), then links it
+/// at `name`, refused at once if anything is there. No temporary name ever
+/// shows in the directory: a first sync's file is one inotify event for the
+/// runner's own watch and every client's, where a temporary's creation,
+/// writes, close and removal were four more (10,000 files a second of them
+/// overflowed the kernel's queue of 16,384 while the watch waited for CPU).
+fn place_unnamed(dir: &Dir, name: &std::ffi::CStr, content: &[u8]) -> Placed {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = dir.as_raw_fd();
+    // SAFETY: a descriptor `dir` owns and a NUL-terminated name.
+    let opened = unsafe {
+        libc::openat(
+            fd,
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o666,
+        )
+    };
+    if opened < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS) => Placed::Unsupported,
+            _ => Placed::Refused,
+        };
+    }
+    // SAFETY: just returned by the kernel, owned by no one else. Dropped
+    // unlinked, the file is gone.
+    let mut file = unsafe { std::fs::File::from_raw_fd(opened) };
+    let Ok(before) = file.write_all(content).and_then(|()| Metadata::from_file(&file)) else {
+        return Placed::Refused;
+    };
+    let Ok(by_proc) = std::ffi::CString::new(format!("/proc/self/fd/{opened}")) else {
+        return Placed::Unsupported;
+    };
+    // SAFETY: NUL-terminated names and the descriptor `dir` owns.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            by_proc.as_ptr(),
+            fd,
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No `/proc` in this sandbox, or one that refuses the link.
+            Some(libc::ENOENT | libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::EXDEV) => Placed::Unsupported,
+            _ => Placed::Refused,
+        };
+    }
+    Placed::Done(file, before)
+}
+
+/// [`place_unnamed`] through a temporary name, where unnamed files cannot
+/// be made.
+fn place_named(dir: &Dir, name: &std::ffi::CStr, content: &[u8]) -> Option<(std::fs::File, Metadata)> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = dir.as_raw_fd();
+    let (tmp, mut file) = (0..9).find_map(|_| {
+        let tmp = std::ffi::CString::new(format!("{RESERVED_PREFIX}{}", temporary_number())).ok()?;
+        // SAFETY: a descriptor `dir` owns and a NUL-terminated name; the
+        // descriptor returned is owned by the File below.
+        let opened = unsafe {
+            libc::openat(
+                fd,
+                tmp.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o666,
+            )
+        };
+        // SAFETY: just returned by the kernel, owned by no one else.
+        (opened >= 0).then(|| (tmp, unsafe { std::fs::File::from_raw_fd(opened) }))
+    })?;
+    // SAFETY (each call below): the descriptor `dir` owns and
+    // NUL-terminated names.
+    let drop_tmp = || unsafe { libc::unlinkat(fd, tmp.as_ptr(), 0) };
+    let Ok(before) = file.write_all(content).and_then(|()| Metadata::from_file(&file)) else {
+        drop_tmp();
+        return None;
+    };
+    // Refused at once if anything is at the name: nothing is replaced.
+    let linked = unsafe { libc::linkat(fd, tmp.as_ptr(), fd, name.as_ptr(), 0) } == 0;
+    drop_tmp();
+    linked.then_some((file, before))
 }
 
 /// A number for a temporary file's name: the pid, asked of the kernel once
@@ -794,6 +877,50 @@ mod tests {
             std::fs::read_to_string(outside.path().join("secret")).unwrap(),
             "top secret"
         );
+    }
+
+    /// A new file of a batch is made at its name or not at all, both with
+    /// an unnamed file and through a temporary name: never replacing what
+    /// is there (a link or a directory either), never leaving a temporary.
+    #[test]
+    fn new_files_made_in_an_open_directory_replace_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(root.path()).unwrap();
+        std::fs::create_dir(root.path().join("src")).unwrap();
+        std::fs::write(root.path().join("src/taken"), "theirs").unwrap();
+        std::os::unix::fs::symlink("nowhere", root.path().join("src/link")).unwrap();
+        std::fs::create_dir(root.path().join("src/dir")).unwrap();
+        let dir = ws.open_parent_of(&p("src/a")).unwrap();
+        let made = ws.create_in(&dir, &p("src/a"), b"print()\n", 100).unwrap();
+        let meta = std::fs::metadata(root.path().join("src/a")).unwrap();
+        assert_eq!(made.version, version_of(&Metadata::from_just_metadata(meta)));
+        let (_, hash) = made.content.unwrap();
+        assert_eq!(hash, blake3::hash(b"print()\n").to_hex().to_string());
+        for taken in ["src/taken", "src/link", "src/dir"] {
+            assert!(ws.create_in(&dir, &p(taken), b"ours", 100).is_none(), "{taken}");
+        }
+        assert!(ws.create_in(&dir, &p("src/big"), b"too large", 3).is_none());
+        // The same through temporary names.
+        let name = std::ffi::CString::new("b").unwrap();
+        let (_, before) = place_named(&dir, &name, b"named").unwrap();
+        assert_eq!(before.len(), 5);
+        assert!(place_named(&dir, c"taken", b"ours").is_none());
+        assert!(matches!(place_unnamed(&dir, c"taken", b"ours"), Placed::Refused));
+        // Where the tests run (Linux, /proc, ext4 or tmpfs) unnamed files work.
+        assert!(matches!(place_unnamed(&dir, c"c", b"unnamed"), Placed::Done(..)));
+        assert_eq!(std::fs::read(root.path().join("src/a")).unwrap(), b"print()\n");
+        assert_eq!(std::fs::read(root.path().join("src/b")).unwrap(), b"named");
+        assert_eq!(std::fs::read(root.path().join("src/taken")).unwrap(), b"theirs");
+        assert_eq!(
+            std::fs::read_link(root.path().join("src/link")).unwrap(),
+            Path::new("nowhere")
+        );
+        let mut names: Vec<String> = std::fs::read_dir(root.path().join("src"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c", "dir", "link", "taken"]);
     }
 
     /// Where a replacing commit lets a test's program run: after its look

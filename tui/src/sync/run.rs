@@ -761,16 +761,18 @@ impl Sync<'_> {
                 .map(|(p, n)| (p.clone(), n.clone()))
                 .collect()
         };
+        // A tree made here is filtered as it is, not copied once more.
+        let filter_made = |t: Tree| -> Tree { t.into_iter().filter(|(p, n)| keep(p, n)).collect() };
         match scope {
             None => (
-                filter(&tree_of(&self.index)),
+                filter_made(tree_of(&self.index)),
                 filter(&self.remote.tree),
                 filter(&self.base),
             ),
             Some(scope) => (
-                filter(&tree_of(&restrict(&self.index, scope))),
-                filter(&restrict(&self.remote.tree, scope)),
-                filter(&restrict(&self.base, scope)),
+                filter_made(tree_of(&restrict(&self.index, scope))),
+                filter_made(restrict(&self.remote.tree, scope)),
+                filter_made(restrict(&self.base, scope)),
             ),
         }
     }
