@@ -601,40 +601,26 @@ async fn a_write_of_many_files_that_breaks_the_rules_writes_nothing() {
     let runner = TestRunner::start();
     let mut client = runner.client().await;
     client.write_file(&p("doc.txt"), b"original", None).await.unwrap();
-    let many = (0..=WRITE_MANY_MAX_FILES)
+    let too_many = (0..=WRITE_MANY_MAX_FILES)
         .map(|i| batched(&format!("f{i}"), 0))
         .collect();
-    let refused = client
-        .request(Op::WriteMany {
-            files: many,
-            bulk: true,
-        })
-        .await;
-    assert_eq!(code_of(refused), ErrorCode::BadRequest);
-    let huge = vec![batched("a", WRITE_MANY_MAX_BYTES as usize), batched("b", 1)];
-    let refused = client
-        .request(Op::WriteMany {
-            files: huge,
-            bulk: true,
-        })
-        .await;
-    assert_eq!(code_of(refused), ErrorCode::TooLarge);
-    let twice = vec![batched("a", 0), batched("a", 0)];
-    let refused = client
-        .request(Op::WriteMany {
-            files: twice,
-            bulk: false,
-        })
-        .await;
-    assert_eq!(code_of(refused), ErrorCode::BadRequest);
-    let overflowing = vec![batched("a", usize::MAX), batched("b", usize::MAX)];
-    let refused = client
-        .request(Op::WriteMany {
-            files: overflowing,
-            bulk: false,
-        })
-        .await;
-    assert_eq!(code_of(refused), ErrorCode::TooLarge);
+    let refusals = [
+        (too_many, ErrorCode::BadRequest),
+        (
+            vec![batched("a", WRITE_MANY_MAX_BYTES as usize), batched("b", 1)],
+            ErrorCode::TooLarge,
+        ),
+        (vec![batched("a", 0), batched("a", 0)], ErrorCode::BadRequest),
+        // Sizes whose sum overflows.
+        (
+            vec![batched("a", usize::MAX), batched("b", usize::MAX)],
+            ErrorCode::TooLarge,
+        ),
+    ];
+    for (files, code) in refusals {
+        let refused = client.request(Op::WriteMany { files, bulk: true }).await;
+        assert_eq!(code_of(refused), code);
+    }
 
     // A chunk past the sizes' sum ends the batch; nothing of it is written.
     client

@@ -289,33 +289,32 @@ impl Executor<'_> {
             let (batched, single): (Vec<&Change>, Vec<&Change>) = wave
                 .into_iter()
                 .partition(|change| !defer_wave && self.batchable(change).is_some());
-            let mut jobs: Vec<_> = Vec::new();
-            let mut batch: Vec<BatchItem> = Vec::new();
+            let mut batches: Vec<Vec<BatchItem>> = Vec::new();
             let mut batch_bytes = 0u64;
-            for change in batched {
-                let Some(item) = self.batchable(change) else { continue };
-                if batch.len() == BATCH_FILES || batch_bytes + item.size > BATCH_BYTES {
+            for item in batched.into_iter().filter_map(|change| self.batchable(change)) {
+                match batches.last_mut() {
+                    Some(batch) if batch.len() < BATCH_FILES && batch_bytes + item.size <= BATCH_BYTES => {
+                        batch_bytes += item.size;
+                        batch.push(item);
+                    }
+                    _ => {
+                        batch_bytes = item.size;
+                        batches.push(vec![item]);
+                    }
+                }
+            }
+            let mut jobs: Vec<_> = batches
+                .into_iter()
+                .map(|items| {
                     let job = BatchJob {
                         root: self.root,
                         handle: self.handle,
                         budget: budget.clone(),
-                        items: std::mem::take(&mut batch),
+                        items,
                     };
-                    jobs.push(Either::Left(job.apply()));
-                    batch_bytes = 0;
-                }
-                batch_bytes += item.size;
-                batch.push(item);
-            }
-            if !batch.is_empty() {
-                let job = BatchJob {
-                    root: self.root,
-                    handle: self.handle,
-                    budget: budget.clone(),
-                    items: batch,
-                };
-                jobs.push(Either::Left(job.apply()));
-            }
+                    Either::Left(job.apply())
+                })
+                .collect();
             for change in single {
                 let size = self
                     .index
