@@ -62,6 +62,11 @@ pub fn declarations() -> String {
         crate::PROTOCOL_VERSION
     ));
     out.push_str(&format!("export const CSRF_HEADER = {:?};\n\n", rest::CSRF_HEADER));
+    out.push_str(&format!(
+        "export const WRITE_MANY_MAX_FILES = {};\n\nexport const WRITE_MANY_MAX_BYTES = {};\n\n",
+        crate::message::WRITE_MANY_MAX_FILES,
+        crate::message::WRITE_MANY_MAX_BYTES
+    ));
     let catalogue: Vec<rest::LanguageInfo> = rest::Language::ALL.iter().map(|l| l.info()).collect();
     out.push_str(&format!(
         "export const LANGUAGES: readonly LanguageInfo[] = {};\n",

@@ -3,7 +3,7 @@
 // Each test has a project of its own, so one failure does not cascade.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -414,6 +414,51 @@ test('upload: a 3 MB binary file through the tree\'s upload button arrives byte 
     }, { timeout: PATIENCE_MS * 2 });
     assert.ok(server.readStorage(id, 'upload-random.bin').equals(bytes), 'the stored bytes equal the original');
     await page.locator(sel.treeItem('upload-random.bin')).first().waitFor({ timeout: PATIENCE_MS });
+  });
+  await context.close();
+});
+
+test('upload: 2,000 small files picked at once all arrive byte for byte, in batches', { timeout: 240_000 }, async () => {
+  const { id, context, page } = await ideOn('manyfiles');
+  await withDiagnostics(page, 'manyfiles', async () => {
+    const count = 2000;
+    const dir = path.join(OUT_DIR, 'many-files');
+    mkdirSync(dir, { recursive: true });
+    const files = [];
+    for (let i = 0; i < count; i++) {
+      const name = `many-${String(i).padStart(4, '0')}.txt`;
+      // 0 to 4 KiB: an empty one, and sizes that end inside a chunk.
+      const bytes = randomBytes((i * 977) % 4096, 1000 + i);
+      writeFileSync(path.join(dir, name), bytes);
+      files.push({ name, bytes });
+    }
+    // Counted by the page: every request it sends, by op.
+    await page.evaluate(() => {
+      window.__e2eOps = {};
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (data) {
+        if (typeof data === 'string') {
+          const op = JSON.parse(data).op;
+          window.__e2eOps[op] = (window.__e2eOps[op] ?? 0) + 1;
+        }
+        return send.call(this, data);
+      };
+    });
+    const started = Date.now();
+    await page.locator(sel.treeUploadInput).first().setInputFiles(files.map((f) => path.join(dir, f.name)));
+    const missing = () => files.filter((f) => {
+      const stored = server.readStorageOrNull(id, f.name);
+      return stored === null || !stored.equals(f.bytes);
+    });
+    await waitUntil(`all ${count} files in storage`, () => missing().length === 0, { timeout: 180_000, interval: 250 });
+    const ms = Date.now() - started;
+    const ops = await page.evaluate(() => window.__e2eOps);
+    console.log(`# ${count} files (0-4 KiB) picked until all are in storage: ${ms} ms; requests: ${JSON.stringify(ops)}`);
+    assert.deepEqual(missing().map((f) => f.name), []);
+    // In batches: a request per batch, not per file.
+    assert.ok((ops.write_many ?? 0) >= 1 && (ops.write_many ?? 0) <= count / 100, `write_many requests: ${ops.write_many}`);
+    assert.equal(ops.write ?? 0, 0, 'no file went alone');
+    await page.locator(sel.treeItem('many-0000.txt')).first().waitFor({ timeout: PATIENCE_MS });
   });
   await context.close();
 });

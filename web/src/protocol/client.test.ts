@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FLOW_WINDOW_BYTES, ProtocolError, RunnerClient, SEND_HIGH_WATER_BYTES, UPLOAD_CHUNK_BYTES, UPLOAD_WINDOW_BYTES, type TerminalSink } from './client';
-import type { StorageStatus } from './generated';
+import { WRITE_MANY_MAX_BYTES, WRITE_MANY_MAX_FILES, type StorageStatus } from './generated';
 import { FakeWebSocket } from './testing';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -438,6 +438,149 @@ describe('files', () => {
     ws.drop();
     await settle(20);
     expect(await p).toMatchObject({ code: 'disconnected' });
+  });
+});
+
+describe('write_many', () => {
+  it('sends the files\' bytes one after another, chunks spanning files, and resolves with each outcome once answered', async () => {
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 });
+    const a = new Uint8Array(UPLOAD_CHUNK_BYTES - 3).fill(1);
+    const b = new Blob([new Uint8Array(10).fill(2)]);
+    const c = new Uint8Array(0);
+    const d = new Uint8Array(5).fill(4);
+    const progress: number[] = [];
+    let done = false;
+    const p = client
+      .writeMany(
+        [
+          { path: 'a.js', data: a, baseVersion: 'v1' },
+          { path: 'lib/b.js', data: b, createNew: true },
+          { path: 'empty', data: c },
+          { path: 'd', data: d },
+        ],
+        { bulk: true, onProgress: (sent) => progress.push(sent) },
+      )
+      .then((r) => {
+        done = true;
+        return r;
+      });
+    await settle();
+    const req = ws.lastRequest('write_many');
+    expect(req).toEqual({
+      id: req.id,
+      op: 'write_many',
+      files: [
+        { path: 'a.js', size: a.length, base_version: 'v1' },
+        { path: 'lib/b.js', size: 10, create_new: true },
+        { path: 'empty', size: 0 },
+        { path: 'd', size: 5 },
+      ],
+      bulk: true,
+    });
+    const total = a.length + 10 + 5;
+    const chunks = ws.frames();
+    expect(chunks.map((f) => (f.kind === 'file_chunk' ? [f.transfer, f.offset, f.data.length] : f.kind))).toEqual([
+      [req.id, 0, UPLOAD_CHUNK_BYTES],
+      [req.id, UPLOAD_CHUNK_BYTES, total - UPLOAD_CHUNK_BYTES],
+    ]);
+    const joined = new Uint8Array(total);
+    for (const f of chunks) if (f.kind === 'file_chunk') joined.set(f.data, f.offset);
+    const expected = [...a, ...new Uint8Array(10).fill(2), ...d];
+    expect(joined.every((x, i) => x === expected[i])).toBe(true);
+    expect(progress).toEqual([0, UPLOAD_CHUNK_BYTES, total]);
+    await settle();
+    expect(done).toBe(false); // sent is not durable
+    const outcomes = [
+      { outcome: 'written', version: 'v2' },
+      { outcome: 'refused', code: 'not_found', message: 'lib: no such folder' },
+      { outcome: 'written', version: 'v3' },
+      { outcome: 'written', version: 'v4' },
+    ] as const;
+    ws.respond(req.id, { kind: 'written_many', files: [...outcomes] });
+    await expect(p).resolves.toEqual(outcomes);
+  });
+
+  it('refuses a batch over the limits, or naming a file twice, before sending anything', async () => {
+    const { client, ws } = await connected();
+    const one = new Uint8Array(1);
+    const tooMany = Array.from({ length: WRITE_MANY_MAX_FILES + 1 }, (_, i) => ({ path: `f${i}`, data: one }));
+    await expect(client.writeMany(tooMany)).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(client.writeMany([{ path: 'big', data: new Blob([new Uint8Array(WRITE_MANY_MAX_BYTES + 1)]) }])).rejects.toMatchObject({
+      code: 'too_large',
+    });
+    await expect(
+      client.writeMany([
+        { path: 'a', data: one },
+        { path: 'a', data: one },
+      ]),
+    ).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(client.request({ op: 'write_many', files: [] })).rejects.toThrow(TypeError);
+    await expect(client.writeMany([])).resolves.toEqual([]);
+    await settle();
+    expect(ws.sent).toEqual([]);
+  });
+
+  it('sends a second batch only once the first one\'s bytes are all sent', async () => {
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 });
+    ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1; // the first batch's bytes wait
+    const first = client.writeMany([{ path: 'a', data: new Uint8Array(10) }]);
+    const second = client.writeMany([{ path: 'b', data: new Uint8Array(10) }]);
+    await settle(100);
+    expect(ws.requests().map((r) => r.op)).toEqual(['write_many']);
+    expect(ws.frames()).toHaveLength(0);
+    ws.bufferedAmount = 0;
+    await settle(50);
+    const [ra, rb] = ws.requests();
+    expect([ra?.op, rb?.op]).toEqual(['write_many', 'write_many']);
+    // The first batch's chunk went out before the second request.
+    const firstChunkAt = ws.sent.findIndex((m) => typeof m !== 'string');
+    const secondAt = ws.sent.findIndex((m) => typeof m === 'string' && (JSON.parse(m) as { id: number }).id === rb?.id);
+    expect(firstChunkAt).toBeGreaterThanOrEqual(0);
+    expect(firstChunkAt).toBeLessThan(secondAt);
+    ws.respond(rb!.id, { kind: 'written_many', files: [{ outcome: 'written', version: 'b1' }] });
+    ws.respond(ra!.id, { kind: 'written_many', files: [{ outcome: 'written', version: 'a1' }] });
+    await expect(first).resolves.toEqual([{ outcome: 'written', version: 'a1' }]);
+    await expect(second).resolves.toEqual([{ outcome: 'written', version: 'b1' }]);
+  });
+
+  it('a batch cancelled mid-way sends a chunk past its bytes, and the next batch still goes', async () => {
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 });
+    const abort = new AbortController();
+    const data = new Uint8Array(UPLOAD_CHUNK_BYTES * 2);
+    const p = client
+      .writeMany([{ path: 'a', data }], {
+        signal: abort.signal,
+        onProgress: (sent) => {
+          if (sent === UPLOAD_CHUNK_BYTES) abort.abort();
+        },
+      })
+      .catch((e: unknown) => e);
+    await settle(50);
+    const id = ws.lastRequest('write_many').id;
+    expect(ws.frames().map((f) => (f.kind === 'file_chunk' ? f.offset : -1))).toEqual([0, data.length]);
+    ws.message({ type: 'error', id, code: 'bad_request', message: 'chunk past the batch' });
+    expect(await p).toMatchObject({ name: 'AbortError' });
+    const next = client.writeMany([{ path: 'b', data: new Uint8Array(1) }]);
+    await settle();
+    ws.respond(ws.lastRequest('write_many').id, { kind: 'written_many', files: [{ outcome: 'written', version: 'b1' }] });
+    await expect(next).resolves.toEqual([{ outcome: 'written', version: 'b1' }]);
+  });
+
+  it('fails a batch whose connection drops, and lets the next one go', async () => {
+    const { client, ws } = await connected();
+    ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1;
+    const p = client.writeMany([{ path: 'a', data: new Uint8Array(10) }]).catch((e: unknown) => e);
+    const next = client.writeMany([{ path: 'b', data: new Uint8Array(1) }]).catch((e: unknown) => e);
+    await settle(20);
+    ws.drop();
+    await settle(20);
+    expect(await p).toMatchObject({ code: 'disconnected' });
+    await settle(1000);
+    const again = FakeWebSocket.last();
+    again.open();
+    await settle();
+    again.respond(again.lastRequest('write_many').id, { kind: 'written_many', files: [{ outcome: 'written', version: 'b1' }] });
+    expect(await next).toEqual([{ outcome: 'written', version: 'b1' }]);
   });
 });
 

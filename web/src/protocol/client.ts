@@ -7,7 +7,7 @@
 // keystrokes, to re-attach every terminal after a drop, to reject every
 // pending request when the connection goes).
 
-import type { Entry, ErrorCode, Event, Op, Reply, ServerMessage, TermPurpose } from './generated';
+import { WRITE_MANY_MAX_BYTES, WRITE_MANY_MAX_FILES, type BatchedWrite, type Entry, type ErrorCode, type Event, type Op, type Reply, type ServerMessage, type TermPurpose, type WriteOutcome } from './generated';
 import { decodeFrame, encodeFileChunk, encodeTermAck, encodeTermInput, FrameError } from './frames';
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -139,6 +139,8 @@ export class RunnerClient {
   private started = false;
   private nextId = 1;
   private readonly pending = new Map<number, PendingRequest>();
+  /** The last `write_many` in line to send its bytes (see writeMany). */
+  private batchSending: Promise<void> = Promise.resolve();
   private readonly terminals = new Map<number, TerminalAttachment>();
   private readonly stateListeners = new Set<(s: ConnectionState) => void>();
   private readonly eventListeners = new Set<(e: Event) => void>();
@@ -234,8 +236,8 @@ export class RunnerClient {
 
   /** Any op without a binary payload (use readFile/writeFile for files). */
   async request(op: Op): Promise<Reply> {
-    if (op.op === 'read' || op.op === 'write') {
-      throw new TypeError(`use readFile/writeFile for ${op.op}`);
+    if (op.op === 'read' || op.op === 'write' || op.op === 'write_many') {
+      throw new TypeError(`use readFile/writeFile/writeMany for ${op.op}`);
     }
     await this.whenOpen();
     return new Promise<Reply>((resolve, reject) => {
@@ -338,19 +340,121 @@ export class RunnerClient {
       signal?: AbortSignal;
     } = {},
   ): Promise<{ version: string }> {
-    const total = data instanceof Uint8Array ? data.length : data.size;
+    const total = sizeOf(data);
     const { signal, onProgress } = opts;
     if (signal?.aborted) throw abortError();
     if (this.welcome !== undefined && total > this.welcome.maxFileSize) {
       throw tooLarge(path, total, this.welcome.maxFileSize);
     }
     await this.whenOpen();
-    const generation = this.generation;
-    let aborted = false;
     const op: Op = { op: 'write', path, size: total };
     if (opts.baseVersion !== undefined) op.base_version = opts.baseVersion;
     if (opts.createNew) op.create_new = true;
     if (opts.bulk) op.bulk = true;
+    const bytesAt = async (start: number, end: number): Promise<Uint8Array> =>
+      data instanceof Uint8Array ? data.subarray(start, end) : new Uint8Array(await data.slice(start, end).arrayBuffer());
+    const reply = await this.upload(op, total, bytesAt, signal, onProgress);
+    if (reply.kind !== 'written') throw unexpected(reply, 'written');
+    return { version: reply.version };
+  }
+
+  /**
+   * Many small files in one `write_many` (PROTOCOL.md): one request and one
+   * storage commit for all of them instead of one each. Resolves, once every
+   * file written is durable, with one outcome per file in their order; a
+   * file refused (`conflict`, `not_found` for a missing folder...) does not
+   * stop the others. Rejects for the whole batch: over the limits
+   * (`WRITE_MANY_MAX_FILES`, `WRITE_MANY_MAX_BYTES`, checked before anything
+   * is sent), the connection gone (nothing of the batch was written), or
+   * cancelled.
+   */
+  async writeMany(
+    files: readonly { path: string; data: Uint8Array | Blob; baseVersion?: string; createNew?: boolean }[],
+    opts: {
+      bulk?: boolean;
+      onProgress?: (sent: number, total: number) => void;
+      signal?: AbortSignal;
+    } = {},
+  ): Promise<WriteOutcome[]> {
+    const { signal, onProgress } = opts;
+    if (signal?.aborted) throw abortError();
+    if (files.length === 0) return [];
+    const sizes = files.map((f) => sizeOf(f.data));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (files.length > WRITE_MANY_MAX_FILES) {
+      throw new ProtocolError('bad_request', `a write_many holds at most ${WRITE_MANY_MAX_FILES} files, not ${files.length}`);
+    }
+    if (total > WRITE_MANY_MAX_BYTES) {
+      throw new ProtocolError('too_large', `a write_many holds at most ${WRITE_MANY_MAX_BYTES} bytes, not ${total}`);
+    }
+    const paths = new Set<string>();
+    for (const f of files) {
+      if (paths.has(f.path)) throw new ProtocolError('bad_request', `${f.path} is in the batch twice`);
+      paths.add(f.path);
+    }
+    const batched: BatchedWrite[] = files.map((f, i) => {
+      const w: BatchedWrite = { path: f.path, size: sizes[i] ?? 0 };
+      if (f.baseVersion !== undefined) w.base_version = f.baseVersion;
+      if (f.createNew) w.create_new = true;
+      return w;
+    });
+    const op: Op = { op: 'write_many', files: batched };
+    if (opts.bulk) op.bulk = true;
+    // The bytes of the files one after another: a range may span several.
+    const starts: number[] = [];
+    let at = 0;
+    for (const size of sizes) {
+      starts.push(at);
+      at += size;
+    }
+    const bytesAt = async (start: number, end: number): Promise<Uint8Array> => {
+      const out = new Uint8Array(end - start);
+      for (let i = 0; i < files.length; i++) {
+        const from = Math.max(start, starts[i] ?? 0);
+        const to = Math.min(end, (starts[i] ?? 0) + (sizes[i] ?? 0));
+        const file = files[i];
+        if (from >= to || file === undefined) continue;
+        const a = from - (starts[i] ?? 0);
+        const b = to - (starts[i] ?? 0);
+        const part = file.data instanceof Uint8Array ? file.data.subarray(a, b) : new Uint8Array(await file.data.slice(a, b).arrayBuffer());
+        out.set(part, from - start);
+      }
+      return out;
+    };
+    // A connection receives one batch's bytes at a time: the runner refuses a
+    // `write_many` sent while another's bytes are still expected.
+    const release = await this.batchTurn();
+    let reply: Reply;
+    try {
+      await this.whenOpen();
+      // The turn passes on as the last byte is sent, not once answered.
+      reply = await this.upload(op, total, bytesAt, signal, onProgress, release);
+    } finally {
+      release();
+    }
+    if (reply.kind !== 'written_many') throw unexpected(reply, 'written_many');
+    if (reply.files.length !== files.length) {
+      throw new ProtocolError('internal', `written_many answered ${reply.files.length} files for ${files.length}`);
+    }
+    return reply.files;
+  }
+
+  /**
+   * Sends `op`, then its `total` bytes (`bytesAt` gives a range) as
+   * file-chunk frames, never more than a window ahead of the last pong, and
+   * resolves with the runner's answer. `sent` is called once the stream has
+   * ended, sent whole or not.
+   */
+  private async upload(
+    op: Op,
+    total: number,
+    bytesAt: (start: number, end: number) => Promise<Uint8Array>,
+    signal: AbortSignal | undefined,
+    onProgress: ((sent: number, total: number) => void) | undefined,
+    sent?: () => void,
+  ): Promise<Reply> {
+    const generation = this.generation;
+    let aborted = false;
     let id = 0;
     const answer = new Promise<Reply>((resolve, reject) => {
       id = this.send(op, {
@@ -372,36 +476,48 @@ export class RunnerClient {
     let processed = 0;
     let lastFence = 0;
     let offset = 0;
-    onProgress?.(0, total);
-    while (offset < total && live()) {
-      const end = Math.min(total, offset + UPLOAD_CHUNK_BYTES);
-      for (let f = fences[0]; f !== undefined && end - processed > windowBytes && live(); f = fences[0]) {
-        await f.answered;
-        fences.shift();
-        processed = f.offset;
+    try {
+      onProgress?.(0, total);
+      while (offset < total && live()) {
+        const end = Math.min(total, offset + UPLOAD_CHUNK_BYTES);
+        for (let f = fences[0]; f !== undefined && end - processed > windowBytes && live(); f = fences[0]) {
+          await f.answered;
+          fences.shift();
+          processed = f.offset;
+        }
+        while (live() && (this.ws?.bufferedAmount ?? 0) > SEND_HIGH_WATER_BYTES) await sleep(10);
+        if (!live()) break;
+        if (signal?.aborted) {
+          // The protocol has no cancel: a chunk past the size aborts the
+          // transfer on the runner, and nothing of it is written.
+          aborted = true;
+          this.ws?.send(encodeFileChunk(id, total, new Uint8Array(1)));
+          break;
+        }
+        const bytes = await bytesAt(offset, end);
+        if (!live()) break;
+        this.ws?.send(encodeFileChunk(id, offset, bytes));
+        offset = end;
+        onProgress?.(offset, total);
+        if (offset - lastFence >= fenceStep && offset < total) {
+          lastFence = offset;
+          fences.push({ offset, answered: this.fence() });
+        }
       }
-      while (live() && (this.ws?.bufferedAmount ?? 0) > SEND_HIGH_WATER_BYTES) await sleep(10);
-      if (!live()) break;
-      if (signal?.aborted) {
-        // The protocol has no cancel: a chunk past the size aborts the write
-        // on the runner, and the old content stays.
-        aborted = true;
-        this.ws?.send(encodeFileChunk(id, total, new Uint8Array(1)));
-        break;
-      }
-      const bytes = data instanceof Uint8Array ? data.subarray(offset, end) : new Uint8Array(await data.slice(offset, end).arrayBuffer());
-      if (!live()) break;
-      this.ws?.send(encodeFileChunk(id, offset, bytes));
-      offset = end;
-      onProgress?.(offset, total);
-      if (offset - lastFence >= fenceStep && offset < total) {
-        lastFence = offset;
-        fences.push({ offset, answered: this.fence() });
-      }
+    } finally {
+      sent?.();
     }
-    const reply = await answer;
-    if (reply.kind !== 'written') throw unexpected(reply, 'written');
-    return { version: reply.version };
+    return answer;
+  }
+  /** Waits until no other batch is sending its bytes; resolves with the
+   * function that ends this one's turn (safe to call more than once). */
+  private async batchTurn(): Promise<() => void> {
+    let end!: () => void;
+    const mine = new Promise<void>((resolve) => (end = resolve));
+    const before = this.batchSending;
+    this.batchSending = before.then(() => mine);
+    await before;
+    return end;
   }
 
   /** A `ping` whose answer says the runner has processed everything sent
@@ -871,6 +987,10 @@ const ignoreAnswer: PendingRequest = {
   reply: () => true,
   fail: () => undefined,
 };
+
+function sizeOf(data: Uint8Array | Blob): number {
+  return data instanceof Uint8Array ? data.length : data.size;
+}
 
 function tooLarge(path: string, size: number, limit: number): ProtocolError {
   return new ProtocolError('too_large', `${path} is ${size} bytes, above the limit of ${limit}`);

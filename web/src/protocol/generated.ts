@@ -248,6 +248,10 @@ export const PROTOCOL_VERSION = 1;
 
 export const CSRF_HEADER = "x-cloudcode-csrf";
 
+export const WRITE_MANY_MAX_FILES = 1024;
+
+export const WRITE_MANY_MAX_BYTES = 4194304;
+
 export const LANGUAGES: readonly LanguageInfo[] = [
   {
     "id": "node-js",

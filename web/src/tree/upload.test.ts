@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { Entry, Op, Reply } from '../protocol/generated';
+import type { Entry, Op, Reply, WriteOutcome } from '../protocol/generated';
 import { errorText } from './errors';
 import { countFolder } from './count';
-import { collectDrop, planUpload, runUpload, touchedDirs, type UploadItem } from './upload';
+import { collectDrop, planUpload, runUpload, touchedDirs, uploadJobs, type UploadItem } from './upload';
 
 const blob = (n: number): Blob => new Blob([new Uint8Array(n)]);
 
@@ -45,16 +45,31 @@ describe('planUpload', () => {
 class FakeClient {
   ops: Op[] = [];
   writes: { path: string; size: number; bulk: boolean }[] = [];
+  /** The files of each write_many, in order. */
+  batches: string[][] = [];
   existing = new Set<string>(['src']);
   failOn: string | null = null;
   maxInFlight = 0;
   private inFlight = 0;
+  /** create_dirs asked and not yet answered, and each one's parent then. */
+  private dirsPending = new Set<string>();
+  dirStartedBeforeParent: string[] = [];
+  maxDirsInFlight = 0;
   tree: Record<string, Entry[]> = {};
 
   async request(op: Op): Promise<Reply> {
     this.ops.push(op);
-    if (op.op === 'create_dir' && this.existing.has(op.path)) {
-      throw Object.assign(new Error(`${op.path}: exists`), { code: 'already_exists' });
+    if (op.op === 'create_dir') {
+      const parent = op.path.split('/').slice(0, -1).join('/');
+      if (this.dirsPending.has(parent)) this.dirStartedBeforeParent.push(op.path);
+      this.dirsPending.add(op.path);
+      this.maxDirsInFlight = Math.max(this.maxDirsInFlight, this.dirsPending.size);
+      await Promise.resolve();
+      await Promise.resolve();
+      this.dirsPending.delete(op.path);
+      if (this.existing.has(op.path)) {
+        throw Object.assign(new Error(`${op.path}: exists`), { code: 'already_exists' });
+      }
     }
     return { kind: 'done' };
   }
@@ -75,6 +90,30 @@ class FakeClient {
       opts.onProgress?.(size, size);
       this.writes.push({ path, size, bulk: opts.bulk === true });
       return { version: 'v' };
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  async writeMany(
+    files: readonly { path: string; data: Uint8Array | Blob }[],
+    opts: { bulk?: boolean; onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {},
+  ): Promise<WriteOutcome[]> {
+    const sizes = files.map((f) => (f.data instanceof Blob ? f.data.size : f.data.length));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await Promise.resolve();
+      opts.onProgress?.(Math.floor(total / 2), total);
+      await Promise.resolve();
+      opts.onProgress?.(total, total);
+      this.batches.push(files.map((f) => f.path));
+      return files.map((f, i): WriteOutcome => {
+        if (f.path === this.failOn) return { outcome: 'refused', code: 'storage', message: 'disk full' };
+        this.writes.push({ path: f.path, size: sizes[i] ?? 0, bulk: opts.bulk === true });
+        return { outcome: 'written', version: 'v' };
+      });
     } finally {
       this.inFlight--;
     }
@@ -105,22 +144,53 @@ describe('runUpload', () => {
     expect(seen).toEqual([...seen].sort((a, b) => a - b));
   });
 
-  it('small files go a few at a time, a big one alone', async () => {
+  it('small files go in batches, a big one alone, a few jobs at a time', async () => {
     const client = new FakeClient();
-    const many = Array.from({ length: 10 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
-    await runUpload(client, planUpload('', many), { progress: () => undefined }, new AbortController().signal);
+    const small = Array.from({ length: 600 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
+    const big: UploadItem = { relPath: 'big.bin', kind: 'file', blob: blob(300 * 1024) };
+    await runUpload(client, planUpload('', [...small, big]), { progress: () => undefined }, new AbortController().signal);
+    expect(client.batches.map((b) => b.length)).toEqual([256, 256, 88]);
+    expect(client.writes).toHaveLength(601);
+    expect(client.writes.filter((w) => w.path === 'big.bin')).toEqual([{ path: 'big.bin', size: 300 * 1024, bulk: true }]);
+    expect(client.batches.flat()).not.toContain('big.bin');
     expect(client.maxInFlight).toBe(4);
-    expect(client.writes).toHaveLength(10);
+  });
+
+  it('a batch holds at most 256 files and 1 MiB, in the plan\'s order', () => {
+    const files = [...Array.from({ length: 3 }, () => ({ blob: blob(400 * 1024) })), { blob: blob(1) }];
+    // 400 KiB is above the batched size: each goes alone.
+    expect(uploadJobs(files)).toEqual([
+      { files: [0], batched: false },
+      { files: [1], batched: false },
+      { files: [2], batched: false },
+      { files: [3], batched: true },
+    ]);
+    const mid = Array.from({ length: 5 }, () => ({ blob: blob(250 * 1024) }));
+    expect(uploadJobs(mid).map((j) => j.files)).toEqual([[0, 1, 2, 3], [4]]);
+    expect(uploadJobs([{ blob: blob(1) }])).toEqual([{ files: [0], batched: false }]);
   });
 
   it('many files are sent as bulk writes, so a save goes ahead of them; one file is not', async () => {
     const client = new FakeClient();
     const many = Array.from({ length: 3 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
     await runUpload(client, planUpload('', many), { progress: () => undefined }, new AbortController().signal);
+    expect(client.batches).toEqual([['f0', 'f1', 'f2']]);
     expect(client.writes.map((w) => w.bulk)).toEqual([true, true, true]);
     const one = new FakeClient();
     await runUpload(one, planUpload('', [many[0]!]), { progress: () => undefined }, new AbortController().signal);
+    expect(one.batches).toEqual([]);
     expect(one.writes.map((w) => w.bulk)).toEqual([false]);
+  });
+
+  it('creates the folders of one depth together, never a folder before its parent', async () => {
+    const client = new FakeClient();
+    const items: UploadItem[] = [];
+    for (let a = 0; a < 5; a++) for (let b = 0; b < 5; b++) items.push({ relPath: `d${a}/e${b}`, kind: 'dir' });
+    await runUpload(client, planUpload('', items), { progress: () => undefined }, new AbortController().signal);
+    expect(client.ops.filter((o) => o.op === 'create_dir')).toHaveLength(30);
+    expect(client.dirStartedBeforeParent).toEqual([]);
+    expect(client.maxDirsInFlight).toBeGreaterThan(1);
+    expect(client.maxDirsInFlight).toBeLessThanOrEqual(16);
   });
 
   it('fails with the file and the reason in words, and stops', async () => {

@@ -2,7 +2,7 @@
 // the job that sends it. `planUpload` is pure (tested); `collectDrop` walks
 // the browser's drag-and-drop entries; `runUpload` talks to the runner.
 
-import type { RunnerClient } from '../protocol/client';
+import { ProtocolError, type RunnerClient } from '../protocol/client';
 import { errorCode, errorText } from './errors';
 import { joinPath, nameProblem, parentOf } from './paths';
 
@@ -133,72 +133,161 @@ export interface UploadReport {
   progress(name: string, fileIndex: number, sent: number): void;
 }
 
-/** How many files are in flight at once: small files cost a round trip each. */
+/** How many jobs (a batch of small files, or one big file) are in flight at
+ * once: while one batch waits for storage, the next is on its way. */
 const PARALLEL = 4;
+/** Files up to this size travel in batches, one `write_many` each; a bigger
+ * one goes alone, streamed with its own progress. */
+const BATCHED_FILE_BYTES = 256 * 1024;
+/** A batch: many enough files that a folder of thousands costs tens of
+ * requests and storage commits rather than thousands, few enough bytes that
+ * progress keeps moving (within the protocol's WRITE_MANY limits). */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 1024 * 1024;
+/** `create_dir`s in flight at once, for the folders of one depth. */
+const DIRS_AT_ONCE = 16;
+
+/** What one lane sends at a time: indices into the plan's files. */
+interface Job {
+  files: number[];
+  /** In one `write_many` (else one `write`, of one file). */
+  batched: boolean;
+}
+
+/** Many files are bulk work: small ones go in batches, big ones alone. One
+ * file is a plain write, as urgent as a save. */
+export function uploadJobs(files: readonly { blob: Blob }[]): Job[] {
+  if (files.length <= 1) return files.map((_, i) => ({ files: [i], batched: false }));
+  const jobs: Job[] = [];
+  let batch: number[] = [];
+  let bytes = 0;
+  files.forEach((f, i) => {
+    if (f.blob.size > BATCHED_FILE_BYTES) {
+      jobs.push({ files: [i], batched: false });
+      return;
+    }
+    if (batch.length === BATCH_FILES || bytes + f.blob.size > BATCH_BYTES) {
+      jobs.push({ files: batch, batched: true });
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(i);
+    bytes += f.blob.size;
+  });
+  if (batch.length > 0) jobs.push({ files: batch, batched: true });
+  return jobs;
+}
+
+/** Runs `f` over `items`, at most `limit` at a time; the first failure stops
+ * the rest from starting and is what this rejects with. */
+async function eachLimited<T>(items: readonly T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const lane = async (): Promise<void> => {
+    while (next < items.length && !failed) {
+      const item = items[next++] as T;
+      try {
+        await f(item);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => lane()));
+}
 
 /**
- * Sends a plan: folders first (one that exists already is fine), then the
- * files, a few at a time. Resolves once every file is durable (`written`);
- * rejects with the first failure, in words.
+ * Sends a plan: folders first, parents before children (one that exists
+ * already is fine), then the files: small ones in batches, a few jobs at a
+ * time. Resolves once every file is durable (`written`); rejects with the
+ * first failure, in words.
  */
 export async function runUpload(
-  client: Pick<RunnerClient, 'request' | 'writeFile'>,
+  client: Pick<RunnerClient, 'request' | 'writeFile' | 'writeMany'>,
   plan: UploadPlan,
   report: UploadReport,
   signal: AbortSignal,
 ): Promise<void> {
+  const cancelled = (): DOMException => new DOMException('Upload cancelled', 'AbortError');
+  // A folder's parent exists once the depth above it is done.
+  const byDepth = new Map<number, string[]>();
   for (const dir of plan.dirs) {
-    if (signal.aborted) throw new DOMException('Upload cancelled', 'AbortError');
-    try {
-      await client.request({ op: 'create_dir', path: dir });
-    } catch (err) {
-      if (errorCode(err) !== 'already_exists') throw new Error(errorText(err, `Could not create the folder "${dir}"`));
-    }
+    const depth = dir.split('/').length;
+    byDepth.set(depth, [...(byDepth.get(depth) ?? []), dir]);
+  }
+  for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) {
+    await eachLimited(byDepth.get(depth) ?? [], DIRS_AT_ONCE, async (dir) => {
+      if (signal.aborted) throw cancelled();
+      try {
+        await client.request({ op: 'create_dir', path: dir });
+      } catch (err) {
+        if (errorCode(err) !== 'already_exists') throw new Error(errorText(err, `Could not create the folder "${dir}"`));
+      }
+    });
   }
   let finished = 0; // bytes of files already durable
-  const inFlight = new Map<number, number>(); // file index -> bytes sent
+  const inFlight = new Map<number, number>(); // job -> bytes sent
   const sent = (): number => {
     let n = finished;
     for (const v of inFlight.values()) n += v;
     return n;
   };
-  let next = 0;
-  let failed = false;
-  const cancelled = (): DOMException => new DOMException('Upload cancelled', 'AbortError');
-  const worker = async (): Promise<void> => {
-    while (next < plan.files.length && !failed) {
-      const index = next++;
-      const f = plan.files[index];
-      if (f === undefined) return;
-      if (signal.aborted) throw cancelled();
-      inFlight.set(index, 0);
-      report.progress(f.path, index, sent());
-      try {
-        await client.writeFile(f.path, f.blob, {
-          bulk,
-          signal,
-          onProgress: (bytes) => {
-            inFlight.set(index, bytes);
-            report.progress(f.path, index, sent());
-          },
-        });
-      } catch (err) {
-        failed = true;
-        if (signal.aborted) throw cancelled();
-        throw new Error(errorText(err, `Could not upload "${f.path}"`));
-      }
-      inFlight.delete(index);
-      finished += f.blob.size;
-      report.progress(f.path, index, sent());
-    }
-  };
-  // A big file goes alone so its progress reads as one steady bar; small
-  // files share the socket, a few at a time.
-  const lanes = plan.files.length > 1 && plan.total / plan.files.length < 4 * 1024 * 1024 ? PARALLEL : 1;
+  const jobs = uploadJobs(plan.files);
   // Many files are bulk work for the runner: a save made in the editor
   // meanwhile is persisted ahead of them. One file is as urgent as a save.
   const bulk = plan.files.length > 1;
-  const workers = Array.from({ length: Math.min(lanes, plan.files.length) }, () => worker());
-  // The first failure stops the other lanes before their next file.
-  await Promise.all(workers);
+  const failure = (err: unknown, path: string): Error => {
+    if (signal.aborted) return cancelled();
+    return new Error(errorText(err, `Could not upload "${path}"`));
+  };
+  const indices = jobs.map((_, i) => i);
+  // A big file goes alone so its progress reads as one steady bar.
+  const lanes = jobs.length > 1 && plan.total / plan.files.length < 4 * 1024 * 1024 ? PARALLEL : 1;
+  await eachLimited(indices, lanes, async (jobIndex) => {
+    const job = jobs[jobIndex] as Job;
+    const files = job.files.map((i) => ({ index: i, ...(plan.files[i] as { path: string; blob: Blob }) }));
+    const first = files[0];
+    if (first === undefined) return;
+    if (signal.aborted) throw cancelled();
+    // Which file the job's byte `at` belongs to, for "(i of n)".
+    const fileAt = (at: number): { path: string; index: number } => {
+      let start = 0;
+      for (const f of files) {
+        if (at < start + f.blob.size) return f;
+        start += f.blob.size;
+      }
+      return files[files.length - 1] ?? first;
+    };
+    const progress = (bytes: number): void => {
+      inFlight.set(jobIndex, bytes);
+      const f = fileAt(bytes);
+      report.progress(f.path, f.index, sent());
+    };
+    progress(0);
+    if (job.batched) {
+      let outcomes;
+      try {
+        outcomes = await client.writeMany(
+          files.map((f) => ({ path: f.path, data: f.blob })),
+          { bulk, signal, onProgress: progress },
+        );
+      } catch (err) {
+        throw failure(err, first.path);
+      }
+      for (const [i, outcome] of outcomes.entries()) {
+        if (outcome.outcome === 'refused') throw failure(new ProtocolError(outcome.code, outcome.message), files[i]?.path ?? first.path);
+      }
+    } else {
+      try {
+        await client.writeFile(first.path, first.blob, { bulk, signal, onProgress: progress });
+      } catch (err) {
+        throw failure(err, first.path);
+      }
+    }
+    inFlight.delete(jobIndex);
+    finished += files.reduce((n, f) => n + f.blob.size, 0);
+    const last = files[files.length - 1] ?? first;
+    report.progress(last.path, last.index, sent());
+  });
 }
