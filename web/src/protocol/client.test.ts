@@ -566,6 +566,50 @@ describe('write_many', () => {
     await expect(next).resolves.toEqual([{ outcome: 'written', version: 'b1' }]);
   });
 
+  it('aborts a batch whose file can no longer be read, and the next batch still goes', async () => {
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 });
+    // A file picked, then changed or deleted on disk: reading it fails.
+    class Unreadable extends Blob {
+      override slice(): Blob {
+        return { arrayBuffer: () => Promise.reject(new DOMException('the file changed', 'NotReadableError')) } as unknown as Blob;
+      }
+    }
+    const p = client
+      .writeMany([
+        { path: 'a', data: new Uint8Array(3) },
+        { path: 'b', data: new Unreadable(['12345']) },
+      ])
+      .catch((e: unknown) => e);
+    await settle();
+    const id = ws.lastRequest('write_many').id;
+    // Nothing of the batch, then a chunk past its 8 bytes: the runner aborts it.
+    expect(ws.frames().map((f) => (f.kind === 'file_chunk' ? [f.transfer, f.offset, f.data.length] : f.kind))).toEqual([[id, 8, 1]]);
+    expect(await p).toMatchObject({ name: 'NotReadableError' });
+    ws.message({ type: 'error', id, code: 'bad_request', message: 'chunk past the batch' });
+    const next = client.writeMany([{ path: 'c', data: new Uint8Array(1) }]);
+    await settle();
+    const again = ws.lastRequest('write_many');
+    expect(again.id).not.toBe(id);
+    ws.respond(again.id, { kind: 'written_many', files: [{ outcome: 'written', version: 'c1' }] });
+    await expect(next).resolves.toEqual([{ outcome: 'written', version: 'c1' }]);
+  });
+
+  it('never sends a batch cancelled while it waited for its turn, even one with no bytes', async () => {
+    const { client, ws } = await connected({ uploadWindowBytes: 8 << 20 });
+    ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1; // the first batch's bytes wait
+    const first = client.writeMany([{ path: 'a', data: new Uint8Array(10) }]);
+    const abort = new AbortController();
+    const second = client.writeMany([{ path: 'empty', data: new Uint8Array(0) }], { signal: abort.signal }).catch((e: unknown) => e);
+    await settle(50);
+    abort.abort();
+    ws.bufferedAmount = 0;
+    await settle(50);
+    expect(await second).toMatchObject({ name: 'AbortError' });
+    expect(ws.requests().map((r) => r.op)).toEqual(['write_many']);
+    ws.respond(ws.lastRequest('write_many').id, { kind: 'written_many', files: [{ outcome: 'written', version: 'a1' }] });
+    await expect(first).resolves.toEqual([{ outcome: 'written', version: 'a1' }]);
+  });
+
   it('fails a batch whose connection drops, and lets the next one go', async () => {
     const { client, ws } = await connected();
     ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1;

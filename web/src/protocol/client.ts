@@ -453,6 +453,12 @@ export class RunnerClient {
     onProgress: ((sent: number, total: number) => void) | undefined,
     sent?: () => void,
   ): Promise<Reply> {
+    if (signal?.aborted) {
+      // Cancelled while waiting for the connection or a batch's turn: an
+      // upload with no bytes would otherwise be sent, and written, anyway.
+      sent?.();
+      throw abortError();
+    }
     const generation = this.generation;
     let aborted = false;
     let id = 0;
@@ -494,7 +500,19 @@ export class RunnerClient {
           this.ws?.send(encodeFileChunk(id, total, new Uint8Array(1)));
           break;
         }
-        const bytes = await bytesAt(offset, end);
+        let bytes: Uint8Array;
+        try {
+          bytes = await bytesAt(offset, end);
+        } catch (err) {
+          // A file changed or deleted on disk since it was picked: abort the
+          // transfer, or the runner would wait for its bytes and refuse
+          // every later write_many on this connection.
+          if (live()) {
+            aborted = true;
+            this.ws?.send(encodeFileChunk(id, total, new Uint8Array(1)));
+          }
+          throw err;
+        }
         if (!live()) break;
         this.ws?.send(encodeFileChunk(id, offset, bytes));
         offset = end;

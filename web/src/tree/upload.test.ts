@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Entry, Op, Reply, WriteOutcome } from '../protocol/generated';
+import type { Entry, ErrorCode, Op, Reply, WriteOutcome } from '../protocol/generated';
 import { errorText } from './errors';
 import { countFolder } from './count';
 import { collectDrop, planUpload, runUpload, touchedDirs, uploadJobs, type UploadItem } from './upload';
@@ -49,8 +49,12 @@ class FakeClient {
   batches: string[][] = [];
   existing = new Set<string>(['src']);
   failOn: string | null = null;
+  /** How a refused file of a batch is answered. */
+  refusal: { code: ErrorCode; message: string } = { code: 'storage', message: 'disk full' };
+  /** Writes of these paths take a timer's turn to finish, not microtasks. */
+  slow = new Set<string>();
   maxInFlight = 0;
-  private inFlight = 0;
+  inFlight = 0;
   /** create_dirs asked and not yet answered, and each one's parent then. */
   private dirsPending = new Set<string>();
   dirStartedBeforeParent: string[] = [];
@@ -85,6 +89,7 @@ class FakeClient {
     try {
       await Promise.resolve();
       if (path === this.failOn) throw Object.assign(new Error('disk full'), { code: 'storage' });
+      if (this.slow.has(path)) await new Promise((resolve) => setTimeout(resolve, 5));
       opts.onProgress?.(Math.floor(size / 2), size);
       await Promise.resolve();
       opts.onProgress?.(size, size);
@@ -101,6 +106,7 @@ class FakeClient {
   ): Promise<WriteOutcome[]> {
     const sizes = files.map((f) => (f.data instanceof Blob ? f.data.size : f.data.length));
     const total = sizes.reduce((a, b) => a + b, 0);
+    if (opts.signal?.aborted) throw new DOMException('the upload was cancelled', 'AbortError');
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
@@ -110,7 +116,7 @@ class FakeClient {
       opts.onProgress?.(total, total);
       this.batches.push(files.map((f) => f.path));
       return files.map((f, i): WriteOutcome => {
-        if (f.path === this.failOn) return { outcome: 'refused', code: 'storage', message: 'disk full' };
+        if (f.path === this.failOn) return { outcome: 'refused', ...this.refusal };
         this.writes.push({ path: f.path, size: sizes[i] ?? 0, bulk: opts.bulk === true });
         return { outcome: 'written', version: 'v' };
       });
@@ -201,6 +207,42 @@ describe('runUpload', () => {
     await expect(runUpload(client, plan, { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
       'Could not upload "f1": disk full.',
     );
+  });
+
+  it('a failure stops the jobs not yet started, and is reported once the started ones have settled', async () => {
+    const client = new FakeClient();
+    client.failOn = 'f1';
+    client.slow = new Set(['f0', 'f2', 'f3']);
+    // Above the batched size, so each file is a job of its own, four at a time.
+    const items = Array.from({ length: 8 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(300 * 1024) }));
+    let inFlightWhenFailed = -1;
+    await expect(
+      runUpload(client, planUpload('', items), { progress: () => undefined }, new AbortController().signal).catch((e: unknown) => {
+        inFlightWhenFailed = client.inFlight;
+        throw e;
+      }),
+    ).rejects.toThrow('Could not upload "f1": disk full.');
+    expect(inFlightWhenFailed).toBe(0);
+    expect(client.writes.map((w) => w.path).sort()).toEqual(['f0', 'f2', 'f3']);
+  });
+
+  it('a file of a batch refused for a missing folder says so', async () => {
+    const client = new FakeClient();
+    client.failOn = 'gone/b';
+    client.refusal = { code: 'not_found', message: 'gone: no such directory' };
+    const items = ['gone/a', 'gone/b'].map((relPath): UploadItem => ({ relPath, kind: 'file', blob: blob(1) }));
+    await expect(runUpload(client, planUpload('', items), { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
+      'Could not upload "gone/b": its folder does not exist (any more).',
+    );
+  });
+
+  it('a batched upload cancelled as it starts sends no batch', async () => {
+    const client = new FakeClient();
+    const abort = new AbortController();
+    const items = Array.from({ length: 2000 }, (_, i): UploadItem => ({ relPath: `f${i}`, kind: 'file', blob: blob(1) }));
+    const report = { progress: () => abort.abort() };
+    await expect(runUpload(client, planUpload('', items), report, abort.signal)).rejects.toThrow('cancelled');
+    expect(client.batches).toEqual([]);
   });
 
   it('a cancelled upload sends nothing more', async () => {

@@ -179,22 +179,24 @@ export function uploadJobs(files: readonly { blob: Blob }[]): Job[] {
 }
 
 /** Runs `f` over `items`, at most `limit` at a time; the first failure stops
- * the rest from starting and is what this rejects with. */
+ * the rest from starting and is what this rejects with, once the items
+ * already started have settled (so nothing is still writing when the caller
+ * hears of the failure and perhaps starts another upload). */
 async function eachLimited<T>(items: readonly T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  let failed = false;
+  let failure: { err: unknown } | undefined;
   const lane = async (): Promise<void> => {
-    while (next < items.length && !failed) {
+    while (next < items.length && failure === undefined) {
       const item = items[next++] as T;
       try {
         await f(item);
       } catch (err) {
-        failed = true;
-        throw err;
+        failure ??= { err };
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => lane()));
+  if (failure !== undefined) throw failure.err;
 }
 
 /**
@@ -276,7 +278,13 @@ export async function runUpload(
         throw failure(err, first.path);
       }
       for (const [i, outcome] of outcomes.entries()) {
-        if (outcome.outcome === 'refused') throw failure(new ProtocolError(outcome.code, outcome.message), files[i]?.path ?? first.path);
+        if (outcome.outcome !== 'refused') continue;
+        const path = files[i]?.path ?? first.path;
+        // A write's `not_found` means its folder is missing, not the file.
+        if (outcome.code === 'not_found' && !signal.aborted) {
+          throw new Error(`Could not upload "${path}": its folder does not exist (any more).`);
+        }
+        throw failure(new ProtocolError(outcome.code, outcome.message), path);
       }
     } else {
       try {
