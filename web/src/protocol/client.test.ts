@@ -430,6 +430,20 @@ describe('files', () => {
     expect(await p).toMatchObject({ name: 'AbortError' });
   });
 
+  it('aborts a write whose file can no longer be read, with the read\'s error', async () => {
+    const { client, ws } = await connected();
+    class Unreadable extends Blob {
+      override slice(): Blob {
+        return { arrayBuffer: () => Promise.reject(new DOMException('the file changed', 'NotReadableError')) } as unknown as Blob;
+      }
+    }
+    const p = client.writeFile('a', new Unreadable(['12345'])).catch((e: unknown) => e);
+    await settle();
+    const id = ws.lastRequest('write').id;
+    expect(ws.frames().map((f) => (f.kind === 'file_chunk' ? [f.transfer, f.offset, f.data.length] : f.kind))).toEqual([[id, 5, 1]]);
+    expect(await p).toMatchObject({ name: 'NotReadableError' });
+  });
+
   it('fails an upload whose connection drops', async () => {
     const { client, ws } = await connected();
     ws.bufferedAmount = SEND_HIGH_WATER_BYTES + 1;

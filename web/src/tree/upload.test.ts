@@ -49,6 +49,8 @@ class FakeClient {
   batches: string[][] = [];
   existing = new Set<string>(['src']);
   failOn: string | null = null;
+  /** A file whose bytes the browser can no longer read (changed on disk). */
+  unreadable: string | null = null;
   /** How a refused file of a batch is answered. */
   refusal: { code: ErrorCode; message: string } = { code: 'storage', message: 'disk full' };
   /** Writes of these paths take a timer's turn to finish, not microtasks. */
@@ -89,6 +91,7 @@ class FakeClient {
     try {
       await Promise.resolve();
       if (path === this.failOn) throw Object.assign(new Error('disk full'), { code: 'storage' });
+      if (path === this.unreadable) throw new DOMException('The requested file could not be read', 'NotReadableError');
       if (this.slow.has(path)) await new Promise((resolve) => setTimeout(resolve, 5));
       opts.onProgress?.(Math.floor(size / 2), size);
       await Promise.resolve();
@@ -233,6 +236,15 @@ describe('runUpload', () => {
     const items = ['gone/a', 'gone/b'].map((relPath): UploadItem => ({ relPath, kind: 'file', blob: blob(1) }));
     await expect(runUpload(client, planUpload('', items), { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
       'Could not upload "gone/b": its folder does not exist (any more).',
+    );
+  });
+
+  it('a file changed on disk since it was picked is named, in words', async () => {
+    const client = new FakeClient();
+    client.unreadable = 'big.bin';
+    const plan = planUpload('', [{ relPath: 'big.bin', kind: 'file', blob: blob(1) }]);
+    await expect(runUpload(client, plan, { progress: () => undefined }, new AbortController().signal)).rejects.toThrow(
+      'Could not upload "big.bin": it could not be read from your computer; it may have changed or been removed since you picked it.',
     );
   });
 

@@ -241,6 +241,11 @@ export async function runUpload(
   const bulk = plan.files.length > 1;
   const failure = (err: unknown, path: string): Error => {
     if (signal.aborted) return cancelled();
+    // The browser's own words for a file changed or removed on disk since it
+    // was picked name neither the file nor what to do.
+    if (err instanceof DOMException && err.name === 'NotReadableError') {
+      return new Error(`Could not upload "${path}": it could not be read from your computer; it may have changed or been removed since you picked it.`);
+    }
     return new Error(errorText(err, `Could not upload "${path}"`));
   };
   const indices = jobs.map((_, i) => i);
