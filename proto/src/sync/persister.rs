@@ -82,6 +82,15 @@ const PARALLEL_RESTORES: usize = 2;
 /// renaming files). While programs write, one: see
 /// [`Persister::reconcile_all`].
 const PARALLEL_BULK_WHEN_QUIET: usize = 2;
+/// Batches of a client's bulk writes (a folder sync's first reconcile) one
+/// round takes, all in flight at once. A round's answers wait for every
+/// batch it took, so a round of all that was queued (thousands of files)
+/// held the first request's answer behind the last one's: the sync's
+/// window of unanswered bytes filled and it stopped sending, and the
+/// workspace sat idle. Two at once, since one batch's syncs leave the CPU
+/// free for the other's writes. At normal priority, unlike the backlog:
+/// the client waits on these.
+const CLIENT_BULK_BATCHES: usize = 2;
 /// The drain rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Bytes of clients' writes held for storage at once (see
@@ -1227,7 +1236,12 @@ impl Persister {
             let due: Vec<WorkspacePath> = match lane {
                 Lane::Priority => state.urgent.keys().cloned().collect(),
                 // Whole writes: no quiet time to wait for.
-                Lane::ClientBulk => state.client_bulk.keys().take(BULK_PATHS).cloned().collect(),
+                Lane::ClientBulk => state
+                    .client_bulk
+                    .keys()
+                    .take(CLIENT_BULK_BATCHES * BATCH_FILES)
+                    .cloned()
+                    .collect(),
                 Lane::Bulk => state.bulk_due(now, debounce, everything_due, BULK_PATHS),
             };
             let overdue: Vec<WorkspacePath> =
@@ -1526,16 +1540,19 @@ impl Persister {
             state.in_flight = state.in_flight - planned + grouped.files;
         }
         for (batches, action) in [(grouped.deletes, Action::Delete), (grouped.uploads, Action::Upload)] {
-            // One batch at a time in each lane while programs write.
-            // Creating a file in storage is one syscall the kernel does not
-            // preempt (ext4's inode allocation can run for milliseconds,
-            // SCHED_IDLE or not, on the usual non-preemptible server
-            // kernels), so two bulk batches at once, beside the program,
-            // could hold both CPUs of a small sandbox while a keystroke
-            // waited for either. Once they have stopped, their CPU is free.
+            // One batch at a time in the backlog's lane while programs
+            // write. Creating a file in storage is one syscall the kernel
+            // does not preempt (ext4's inode allocation can run for
+            // milliseconds, SCHED_IDLE or not, on the usual non-preemptible
+            // server kernels), so two bulk batches at once, beside the
+            // program, could hold both CPUs of a small sandbox while a
+            // keystroke waited for either. Once they have stopped, their
+            // CPU is free. A client's bulk writes are what that client
+            // waits on: see [`CLIENT_BULK_BATCHES`].
             let programs_quiet = self.lock().programs_paused(Instant::now(), self.debounce);
             let parallel = match lane {
                 Lane::Bulk if programs_quiet => PARALLEL_BULK_WHEN_QUIET,
+                Lane::ClientBulk => CLIENT_BULK_BATCHES,
                 _ => 1,
             };
             let batches = futures_util::stream::iter(batches).map(|batch| {
