@@ -2,7 +2,8 @@
 //!
 //! - first sync of 10,000 files / 100 MB, beside `rsync -a` of the same
 //!   tree into a local directory in the same run, and meanwhile how long
-//!   another client's saves (an editor's, every 20 ms) take to be answered;
+//!   another client's saves (an editor's, every 20 ms) take to be answered
+//!   and keystroke echo in a terminal of the sandbox;
 //! - the second run on the unchanged folder;
 //! - save to readable in the sandbox, p50 / p99 over 200 saves of a small
 //!   file while watching;
@@ -29,7 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use cloudcode_proto::client::RunnerClient;
+use cloudcode_proto::client::{Incoming, RunnerClient};
+use cloudcode_proto::frame::Frame;
 use cloudcode_proto::path::WorkspacePath;
 use notify::Watcher;
 use sync_support::{PATIENCE, Setup, read, write};
@@ -114,6 +116,7 @@ struct FirstSync {
     rsync_cpu: f64,
     second: Duration,
     editor_saves: String,
+    echo: String,
 }
 
 impl FirstSync {
@@ -156,12 +159,14 @@ impl FirstSync {
         write_back_everything();
         let rsync_durable = started.elapsed();
 
+        let typist = Typist::start(&s);
         let started = Instant::now();
         let cpu_before = (children_cpu(), cpu_ticks(s.runner.pid()));
         let editor = Editor::start(&s);
         let first_run = s.once(&[]);
         let sync = started.elapsed();
         let editor_saves = editor.stop();
+        let echo = typist.stop();
         let ticks = clock_ticks();
         let sync_cpu = children_cpu() - cpu_before.0;
         let runner_cpu = (cpu_ticks(s.runner.pid()) - cpu_before.1) as f64 / ticks;
@@ -179,6 +184,7 @@ impl FirstSync {
             rsync_cpu,
             second: second_time,
             editor_saves,
+            echo,
         };
         (s, rsync_dest, run)
     }
@@ -223,6 +229,7 @@ fn first_sync_and_saves(first: bool, saves: bool) {
                 "  another client's saves meanwhile, until answered: {}",
                 run.editor_saves
             );
+            println!("  keystroke echo in a terminal of the sandbox meanwhile: {}", run.echo);
         }
         runs.push(run);
         kept.push((s, rsync_copy));
@@ -467,6 +474,90 @@ impl Editor {
         let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
         format!(
             "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} saves",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            took.len()
+        )
+    }
+}
+
+/// A user typing in a terminal of the sandbox while the first sync runs,
+/// over a connection of its own: each key timed until its echo is back.
+struct Typist {
+    stop: Arc<AtomicBool>,
+    typing: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl Typist {
+    /// Returns once the terminal's shell has shown its prompt and fallen
+    /// quiet, so the first sync is not timed with the shell starting.
+    fn start(s: &Setup) -> Typist {
+        let (url, token) = (s.runner.url(), s.runner.token());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (ready_tx, ready) = mpsc::channel();
+        let typing = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let mut client = RunnerClient::connect(&url, &token)
+                    .await
+                    .expect("connecting the terminal");
+                let term = client.term_open(80, 24, None, None).await.expect("a terminal");
+                // The prompt, then quiet: anything the shell still prints
+                // would be taken for an echo.
+                let quiet = Duration::from_millis(200);
+                let mut prompted = false;
+                loop {
+                    match tokio::time::timeout(quiet, client.next_incoming()).await {
+                        Ok(Some(Incoming::Frame(Frame::TermOutput { .. }))) => prompted = true,
+                        Ok(Some(_)) => {}
+                        Ok(None) => panic!("the runner closed the terminal's connection"),
+                        Err(_) if prompted => break,
+                        Err(_) => {}
+                    }
+                }
+                let _ = ready_tx.send(());
+                let mut took = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    // A key, timed until its echo; then one erasing it.
+                    for (key, timed) in [(&b"x"[..], true), (&b"\x7f"[..], false)] {
+                        let typed = Instant::now();
+                        client.send_input(term, key).expect("typing");
+                        loop {
+                            match tokio::time::timeout(PATIENCE, client.next_incoming()).await {
+                                Ok(Some(Incoming::Frame(Frame::TermOutput { term: t, .. }))) if t == term => break,
+                                Ok(Some(_)) => {}
+                                _ => panic!("no echo within {PATIENCE:?}"),
+                            }
+                        }
+                        if timed {
+                            took.push(typed.elapsed());
+                        }
+                    }
+                    // A person types apart.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                took
+            })
+        });
+        ready.recv().expect("the terminal's prompt");
+        Typist { stop, typing }
+    }
+
+    fn stop(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut took = self.typing.join().expect("the terminal's thread");
+        took.sort();
+        if took.is_empty() {
+            return "no key typed".into();
+        }
+        let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} keys",
             pct(0.5),
             pct(0.99),
             pct(1.0),
