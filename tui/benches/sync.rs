@@ -276,13 +276,9 @@ fn first_sync_and_saves(first: bool, saves: bool) {
         // A person's saves are apart; the sync's answers settle meanwhile.
         std::thread::sleep(Duration::from_millis(20));
     }
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "save to readable in the sandbox over {SAVES} saves: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({})",
-        pct(0.50).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0,
-        latencies[latencies.len() - 1].as_secs_f64() * 1000.0,
+        "save to readable in the sandbox over {SAVES} saves: {} ({})",
+        percentiles(latencies).unwrap_or_default(),
         load()
     );
     drop(watching);
@@ -373,6 +369,19 @@ fn idle_watching_a_large_tree() {
         load()
     );
     drop(watching);
+}
+
+/// "p50 …, p99 …, max … ms" of `took`; `None` when nothing was timed.
+fn percentiles(mut took: Vec<Duration>) -> Option<String> {
+    took.sort();
+    let last = took.len().checked_sub(1)?;
+    let ms = |p: f64| took[((took.len() as f64 * p) as usize).min(last)].as_secs_f64() * 1000.0;
+    Some(format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0)
+    ))
 }
 
 /// `sync(1)`: everything dirty written back, so what follows is measured
@@ -466,19 +475,9 @@ impl Editor {
 
     fn stop(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        let mut took = self.saving.join().expect("the editor's thread");
-        took.sort();
-        if took.is_empty() {
-            return "none made".into();
-        }
-        let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
-        format!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} saves",
-            pct(0.5),
-            pct(0.99),
-            pct(1.0),
-            took.len()
-        )
+        let took = self.saving.join().expect("the editor's thread");
+        let n = took.len();
+        percentiles(took).map_or_else(|| "none made".into(), |p| format!("{p} over {n} saves"))
     }
 }
 
@@ -550,18 +549,8 @@ impl Typist {
 
     fn stop(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        let mut took = self.typing.join().expect("the terminal's thread");
-        took.sort();
-        if took.is_empty() {
-            return "no key typed".into();
-        }
-        let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
-        format!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} keys",
-            pct(0.5),
-            pct(0.99),
-            pct(1.0),
-            took.len()
-        )
+        let took = self.typing.join().expect("the terminal's thread");
+        let n = took.len();
+        percentiles(took).map_or_else(|| "no key typed".into(), |p| format!("{p} over {n} keys"))
     }
 }
